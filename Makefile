@@ -1,0 +1,38 @@
+# Each target does its own set-up into .venv at the repository root.
+# torch==2.13.0 is installed before the package on purpose: pip then satisfies
+# the package's `torch>=2.2` from that wheel instead of resolving a multi-GB CUDA build.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: studio test venv clean lint sample-data
+
+$(VENV)/.created:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet "$(TORCH_SPEC)"
+	touch $@
+
+$(VENV)/.installed-qt: $(VENV)/.created pyproject.toml
+	$(PIP) install --quiet -e ".[qt]"
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.created pyproject.toml
+	$(PIP) install --quiet -e ".[test]"
+	touch $@
+
+venv: $(VENV)/.installed-test
+
+studio: $(VENV)/.installed-qt
+	$(PY) -m napari_lesionmix.studio
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-test
+	$(PY) -m ruff check napari_lesionmix tests benchmarks
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

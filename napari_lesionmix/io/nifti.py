@@ -1,0 +1,418 @@
+"""Load and save NIfTI volumes with their geometry.
+
+Arrays keep nibabel's voxel order ``(i, j, k)``; images are stored as
+``(C, i, j, k)`` float32 so that several channels (one file per channel, or one
+4D file) share every operation. Labels keep their integer values.
+
+Every input problem raises :class:`~napari_lesionmix.errors.LesionMixError`
+with one sentence naming the file. Saves are atomic: the volume is written to a
+temporary file in the destination folder and renamed over the target, so an
+interrupted run never leaves a truncated ``.nii.gz`` behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import os
+import tempfile
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from napari_lesionmix.errors import LesionMixError
+
+#: Largest elementwise difference (in mm) tolerated between two affines that
+#: are meant to describe the same grid. Header round-off in float32 is ~1e-5.
+AFFINE_TOLERANCE_MM = 1e-3
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def _name(path: str | os.PathLike) -> str:
+    return os.fspath(path)
+
+
+def _read(path: str | os.PathLike, what: str) -> nib.Nifti1Image:
+    """Open a NIfTI file and read its voxels eagerly (so corrupt gzip fails here)."""
+    p = Path(path)
+    if not p.exists():
+        raise LesionMixError(f"{what} file '{_name(p)}' does not exist.")
+    if p.is_dir():
+        raise LesionMixError(f"{what} path '{_name(p)}' is a folder, not a NIfTI file.")
+    try:
+        img = nib.load(p)
+        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+            raise LesionMixError(
+                f"{what} file '{_name(p)}' is a {type(img).__name__}, not a NIfTI image."
+            )
+        # Touch the data now: nibabel is lazy and a truncated gzip only fails on read.
+        np.asanyarray(img.dataobj)
+    except LesionMixError:
+        raise
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise LesionMixError(
+            f"{what} file '{_name(p)}' is a corrupt or truncated gzip archive ({exc})."
+        ) from None
+    except Exception as exc:  # nibabel raises many types for non-NIfTI input
+        raise LesionMixError(
+            f"{what} file '{_name(p)}' could not be read as NIfTI ({type(exc).__name__}: {exc})."
+        ) from None
+    return img
+
+
+def _image_array(img: nib.Nifti1Image, path: str | os.PathLike) -> np.ndarray:
+    """Voxels of an image file as ``(C, i, j, k)`` float32, checked for NaN/inf."""
+    data = np.asanyarray(img.dataobj)
+    if data.ndim == 3:
+        data = data[np.newaxis]
+    elif data.ndim == 4:
+        data = np.moveaxis(data, -1, 0)  # NIfTI stores channels/time last
+    elif data.ndim == 5 and data.shape[3] == 1:  # some tools write (x, y, z, 1, c)
+        data = np.moveaxis(data[:, :, :, 0, :], -1, 0)
+    else:
+        raise LesionMixError(
+            f"Image file '{_name(path)}' has shape {data.shape}; expected a 3D volume "
+            "or a 4D file with one channel per volume."
+        )
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    bad = ~np.isfinite(data)
+    if bad.any():
+        first = tuple(int(v) for v in np.argwhere(bad)[0][1:])
+        raise LesionMixError(
+            f"Image file '{_name(path)}' contains {int(bad.sum())} NaN or infinite voxels "
+            f"(first at voxel {first})."
+        )
+    return data
+
+
+def _label_array(img: nib.Nifti1Image, path: str | os.PathLike) -> np.ndarray:
+    data = np.asanyarray(img.dataobj)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise LesionMixError(
+            f"Label file '{_name(path)}' is {data.ndim}D with shape {data.shape}; "
+            "a label map must be a 3D volume."
+        )
+    return as_label_array(data, where=f"Label file '{_name(path)}'")
+
+
+def as_label_array(data: np.ndarray, where: str = "The label map") -> np.ndarray:
+    """Check that ``data`` holds non-negative integer labels and return it as an integer array.
+
+    Parameters
+    ----------
+    data : ndarray
+        Label values, of any numeric dtype.
+    where : str
+        How to name the source in the error message.
+
+    Raises
+    ------
+    LesionMixError
+        If a value is NaN, not a whole number, or negative.
+    """
+    data = np.asarray(data)
+    if data.dtype.kind == "b":
+        return data.astype(np.uint8)
+    if data.dtype.kind == "f":
+        if not np.isfinite(data).all():
+            raise LesionMixError(f"{where} contains NaN or infinite values; labels must be integers.")
+        frac = data != np.round(data)
+        if frac.any():
+            example = float(data[frac].flat[0])
+            raise LesionMixError(
+                f"{where} has non-integer values (e.g. {example:g}); labels must be whole numbers."
+            )
+    elif data.dtype.kind not in "iu":
+        raise LesionMixError(f"{where} has dtype {data.dtype}; labels must be integers.")
+    if data.size and data.min() < 0:
+        raise LesionMixError(f"{where} has negative values (min {data.min():g}); labels must be >= 0.")
+    top = int(data.max()) if data.size else 0
+    dtype = np.uint8 if top <= 255 else (np.uint16 if top <= 65535 else np.int32)
+    return np.ascontiguousarray(data, dtype=dtype)
+
+
+@dataclass
+class Case:
+    """One labelled scan: image channels, label map and geometry.
+
+    Attributes
+    ----------
+    image : ndarray, shape (C, I, J, K), float32
+        Image channels in nibabel voxel order.
+    label : ndarray, shape (I, J, K), integer, or None
+        Label map (0 = background); ``None`` for an unlabelled image.
+    affine : ndarray, shape (4, 4)
+        Voxel-to-world (RAS+ mm) transform of the image.
+    header : nibabel.Nifti1Header
+        Header of the first image file, reused when saving results.
+    case_id : str
+        Identifier used in params and manifests.
+    image_paths, label_path : source files (for provenance).
+    image_dtype : numpy dtype of the first image file on disk.
+    """
+
+    image: np.ndarray
+    label: np.ndarray | None
+    affine: np.ndarray
+    header: nib.Nifti1Header
+    case_id: str = "case"
+    image_paths: tuple[str, ...] = ()
+    label_path: str | None = None
+    image_dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Spatial shape ``(I, J, K)``."""
+        return tuple(int(s) for s in self.image.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along ``i, j, k`` (column norms of the affine)."""
+        return voxel_spacing(self.affine)
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.image.shape[0])
+
+    def require_lesion(self, role: str = "Donor") -> None:
+        """Raise if the case has no label or an empty one."""
+        where = self.label_path or self.case_id
+        if self.label is None:
+            raise LesionMixError(f"{role} case '{where}' has no label map; a lesion label is required.")
+        if not self.label.any():
+            raise LesionMixError(
+                f"{role} label '{where}' has no lesion voxels; at least one lesion is required."
+            )
+
+
+def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel size in mm along each array axis, from the affine's column norms."""
+    zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    return tuple(float(z) for z in zooms)  # type: ignore[return-value]
+
+
+def load_image(paths: str | os.PathLike | Sequence[str | os.PathLike]):
+    """Load one or more image files as channels.
+
+    Parameters
+    ----------
+    paths : path or sequence of paths
+        One file per channel (``CASE_0000.nii.gz``, ``CASE_0001.nii.gz``...), or
+        a single 3D or 4D file.
+
+    Returns
+    -------
+    image : ndarray, shape (C, I, J, K), float32
+    img : nibabel.Nifti1Image
+        The first file, for its affine and header.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    if not paths:
+        raise LesionMixError("No image file was given.")
+    channels, first = [], None
+    for p in paths:
+        img = _read(p, "Image")
+        arr = _image_array(img, p)
+        if first is None:
+            first = (img, p)
+        else:
+            if arr.shape[1:] != channels[0].shape[1:]:
+                raise LesionMixError(
+                    f"Image file '{_name(p)}' has shape {arr.shape[1:]} but '{_name(first[1])}' "
+                    f"has {channels[0].shape[1:]}; all channels must share one grid."
+                )
+            _check_affines(first[0].affine, img.affine, _name(first[1]), _name(p))
+        channels.append(arr)
+    image = channels[0] if len(channels) == 1 else np.concatenate(channels, axis=0)
+    return image, first[0]
+
+
+def load_label(path: str | os.PathLike):
+    """Load a label map; returns ``(label, nibabel image)``."""
+    img = _read(path, "Label")
+    return _label_array(img, path), img
+
+
+def load_case(
+    image_paths: str | os.PathLike | Sequence[str | os.PathLike],
+    label_path: str | os.PathLike | None = None,
+    case_id: str | None = None,
+) -> Case:
+    """Load a case (image channels + optional label) and check they share a grid.
+
+    Raises
+    ------
+    LesionMixError
+        Missing or unreadable files, NaN/inf voxels, a 4D or non-integer label,
+        or an image and label of different shape or affine.
+    """
+    if isinstance(image_paths, (str, os.PathLike)):
+        image_paths = [image_paths]
+    image, img = load_image(image_paths)
+    label = None
+    if label_path is not None:
+        label, limg = load_label(label_path)
+        if label.shape != image.shape[1:]:
+            raise LesionMixError(
+                f"Label file '{_name(label_path)}' has shape {label.shape} but image "
+                f"'{_name(image_paths[0])}' has {image.shape[1:]}; they must match."
+            )
+        _check_affines(img.affine, limg.affine, _name(image_paths[0]), _name(label_path))
+    if case_id is None:
+        case_id = case_id_from_path(image_paths[0])
+    return Case(
+        image=image,
+        label=label,
+        affine=np.asarray(img.affine, dtype=np.float64),
+        header=img.header.copy(),
+        case_id=case_id,
+        image_paths=tuple(_name(p) for p in image_paths),
+        label_path=None if label_path is None else _name(label_path),
+        image_dtype=np.dtype(img.get_data_dtype()),
+    )
+
+
+def case_id_from_path(path: str | os.PathLike) -> str:
+    """``/x/sub-01_0000.nii.gz`` -> ``sub-01``: the file name without NIfTI suffix or channel index."""
+    name = Path(path).name
+    for suf in NIFTI_SUFFIXES:
+        if name.endswith(suf):
+            name = name[: -len(suf)]
+            break
+    stem, _, tail = name.rpartition("_")
+    if stem and len(tail) == 4 and tail.isdigit():
+        return stem
+    return name
+
+
+def _check_affines(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+    diff = float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+    if diff > AFFINE_TOLERANCE_MM:
+        raise LesionMixError(
+            f"'{name_b}' and '{name_a}' have affines that differ by up to {diff:.4g} mm "
+            f"(tolerance {AFFINE_TOLERANCE_MM:g} mm); they are not on the same grid."
+        )
+
+
+def check_same_grid(a: Case, b: Case, role_a: str = "Host", role_b: str = "Donor") -> None:
+    """Raise unless two cases have the same spatial shape and (nearly) the same affine.
+
+    The error names both cases and, for affines, the largest difference in mm.
+    """
+    name_a = a.image_paths[0] if a.image_paths else a.case_id
+    name_b = b.image_paths[0] if b.image_paths else b.case_id
+    if a.shape != b.shape:
+        raise LesionMixError(
+            f"{role_b} '{name_b}' has shape {b.shape} but {role_a.lower()} '{name_a}' has "
+            f"{a.shape}; resample them to one grid first."
+        )
+    diff = float(np.max(np.abs(a.affine - b.affine)))
+    if diff > AFFINE_TOLERANCE_MM:
+        raise LesionMixError(
+            f"{role_b} '{name_b}' and {role_a.lower()} '{name_a}' have affines that differ by up "
+            f"to {diff:.4g} mm (tolerance {AFFINE_TOLERANCE_MM:g} mm); register them to one grid first."
+        )
+    if a.n_channels != b.n_channels:
+        raise LesionMixError(
+            f"{role_b} '{name_b}' has {b.n_channels} image channel(s) but {role_a.lower()} "
+            f"'{name_a}' has {a.n_channels}; give both the same channels."
+        )
+
+
+def _header_for(header: nib.Nifti1Header | None, affine: np.ndarray, dtype) -> nib.Nifti1Header:
+    hdr = nib.Nifti1Header() if header is None else header.copy()
+    hdr.set_data_dtype(dtype)
+    # Stored values are the real values: drop any scaling from the source file.
+    hdr.set_slope_inter(1.0, 0.0)
+    hdr.set_qform(affine, code=int(hdr["qform_code"]) or 1)
+    hdr.set_sform(affine, code=int(hdr["sform_code"]) or 1)
+    return hdr
+
+
+def save_nifti_atomic(img: nib.Nifti1Image, path: str | os.PathLike) -> Path:
+    """Write ``img`` to ``path`` through a temporary file in the same folder.
+
+    The target only ever holds a complete file: the old one until the rename,
+    the new one after. A full disk or any other write error removes the
+    temporary file and raises :class:`LesionMixError`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        nib.save(img, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise LesionMixError(
+                f"Could not write '{_name(path)}': the disk is full (nothing was overwritten)."
+            ) from None
+        if isinstance(exc, OSError):
+            raise LesionMixError(f"Could not write '{_name(path)}': {exc.strerror or exc}.") from None
+        raise
+    return path
+
+
+def save_image(
+    data: np.ndarray,
+    path: str | os.PathLike,
+    affine: np.ndarray,
+    header: nib.Nifti1Header | None = None,
+    source_dtype: np.dtype | None = None,
+) -> Path:
+    """Save one 3D image channel atomically with the given geometry.
+
+    Stored as float32, or as ``source_dtype`` when that is an integer type and
+    every value is a whole number that fits it (so an int16 scan stays int16).
+    """
+    data = np.asarray(data)
+    if data.ndim != 3:
+        raise LesionMixError(f"Cannot save '{_name(path)}': expected a 3D channel, got shape {data.shape}.")
+    dtype = np.dtype(np.float32)
+    if source_dtype is not None and np.dtype(source_dtype).kind in "iu":
+        info = np.iinfo(source_dtype)
+        if data.size and data.min() >= info.min and data.max() <= info.max and np.all(data == np.round(data)):
+            dtype = np.dtype(source_dtype)
+    out = data.astype(dtype, copy=False)
+    hdr = _header_for(header, affine, dtype)
+    return save_nifti_atomic(nib.Nifti1Image(out, affine, hdr), path)
+
+
+def save_label(
+    label: np.ndarray,
+    path: str | os.PathLike,
+    affine: np.ndarray,
+    header: nib.Nifti1Header | None = None,
+) -> Path:
+    """Save a label map atomically as the smallest unsigned integer type that holds it."""
+    label = as_label_array(label, where=f"The label map for '{_name(path)}'")
+    if label.ndim != 3:
+        raise LesionMixError(f"Cannot save '{_name(path)}': expected a 3D label, got shape {label.shape}.")
+    hdr = _header_for(header, affine, label.dtype)
+    hdr["cal_min"], hdr["cal_max"] = 0, 0
+    return save_nifti_atomic(nib.Nifti1Image(label, affine, hdr), path)
+
+
+def save_case_images(case_like_image: np.ndarray, paths: Sequence[str | os.PathLike], affine, header, source_dtype=None) -> list[Path]:
+    """Save each channel of a ``(C, I, J, K)`` image to its own file."""
+    if len(paths) != case_like_image.shape[0]:
+        raise LesionMixError(
+            f"{case_like_image.shape[0]} channel(s) but {len(paths)} output path(s) were given."
+        )
+    return [save_image(ch, p, affine, header, source_dtype) for ch, p in zip(case_like_image, paths, strict=True)]

@@ -1,0 +1,73 @@
+"""Write one synthetic sample as ``DIR/image_0000.nii.gz``..., ``label.nii.gz``,
+``mask.nii.gz`` and ``params.json`` (the layout every ``lesionmix`` method command shares)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_lesionmix.augment.params import Synthetic
+from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.io.nifti import Case, save_image, save_label
+
+
+def write_json_atomic(data: Any, path: str | os.PathLike) -> Path:
+    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise LesionMixError(f"Could not write '{os.fspath(path)}': {exc.strerror or exc}.") from None
+    return path
+
+
+def write_synthetic(
+    out_dir: str | os.PathLike,
+    synthetic: Synthetic,
+    host: Case,
+    inputs: dict[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Save a synthetic sample with the host's affine and header.
+
+    ``params.json`` holds ``{"version", "inputs", "params"}``; ``params`` alone
+    replays the sample (see :func:`~napari_lesionmix.augment.params.params_from_json`).
+    The mask is saved as uint8 when binary, float32 when soft (Soft-CP).
+    """
+    from napari_lesionmix import __version__
+
+    out = Path(out_dir)
+    paths: dict[str, Path] = {}
+    for c, channel in enumerate(synthetic.image):
+        paths[f"image_{c:04d}"] = save_image(
+            channel, out / f"image_{c:04d}.nii.gz", host.affine, host.header, host.image_dtype
+        )
+    label = synthetic.label
+    if np.issubdtype(label.dtype, np.floating) and np.any(label != np.round(label)):
+        # Soft labels (Mixup/CutMix baselines) are kept as float images.
+        paths["label"] = save_image(label, out / "label.nii.gz", host.affine, host.header)
+    else:
+        paths["label"] = save_label(label, out / "label.nii.gz", host.affine, host.header)
+    mask = synthetic.mask
+    if mask.dtype == bool or np.isin(mask, (0, 1)).all():
+        paths["mask"] = save_label(mask.astype(np.uint8), out / "mask.nii.gz", host.affine, host.header)
+    else:
+        paths["mask"] = save_image(mask.astype(np.float32), out / "mask.nii.gz", host.affine, host.header)
+    record = {"version": __version__, "inputs": inputs or {}, "params": synthetic.params.to_dict()}
+    paths["params"] = write_json_atomic(record, out / "params.json")
+    return paths
