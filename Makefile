@@ -28,8 +28,10 @@ venv: $(VENV)/.installed-test
 studio: $(VENV)/.installed-qt
 	$(PY) -m napari_lesionmix.studio
 
+# pytest exits 5 when it collects no test: that is a failure here, not a pass.
 test: $(VENV)/.installed-test
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS); code=$$?; \
+	if [ $$code -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$code
 
 lint: $(VENV)/.installed-test
 	$(PY) -m ruff check napari_lesionmix tests benchmarks

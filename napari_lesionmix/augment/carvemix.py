@@ -270,17 +270,19 @@ def mix_with_roi(
     donor_image: np.ndarray,
     donor_label: np.ndarray,
     roi: np.ndarray,
+    box: tuple[slice, ...] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Eqs. (1)-(2): replace image channels and label of the host inside ``roi``.
 
     Images are ``(C, I, J, K)``; labels keep their integer values (multi-class
-    labels survive). Only the ROI's bounding box is touched after the copy.
+    labels survive). Only ``box`` (the ROI's bounding box, found if not given)
+    is touched after the copy.
     """
     image = host_image.copy()
     label = host_label.astype(np.result_type(host_label.dtype, donor_label.dtype), copy=True)
-    box = ndi.find_objects(roi.view(np.uint8))
-    if box:
-        b = box[0]
+    boxes = [box] if box is not None else ndi.find_objects(roi.view(np.uint8))
+    if boxes:
+        b = boxes[0]
         m = roi[b]
         np.copyto(image[(slice(None), *b)], donor_image[(slice(None), *b)], where=m[None])
         np.copyto(label[b], donor_label[b], where=m)
@@ -322,5 +324,5 @@ def carvemix(
             max_lambda=max(float(np.max(lam)), 0.0),
         )
     roi = field.roi(lam)
-    image, label = mix_with_roi(host.image, host.label, donor.image, donor.label, roi)
+    image, label = mix_with_roi(host.image, host.label, donor.image, donor.label, roi, field.box)
     return Synthetic(image=image, label=label, mask=roi, params=params)

@@ -1,0 +1,119 @@
+"""Mixup and CutMix, the lesion-unaware baselines of CarveMix's Table 1.
+
+Both mix a *donor* ``(X_i, Y_i)`` into a *host* ``(X_j, Y_j)`` with soft labels,
+as the table defines them, extended voxelwise to 3D segmentation:
+
+Mixup
+    ``X = lam X_i + (1 - lam) X_j``, ``Y = lam Y_i + (1 - lam) Y_j``, ``lam ~ Beta(alpha, alpha)``.
+CutMix
+    ``X = X_i M + X_j (1 - M)`` with ``M`` a random box; ``Y = lam Y_i + (1 - lam) Y_j``
+    with ``lam = |M| / |V|`` (the box's volume fraction).
+
+Choices where the paper is silent: ``alpha = 0.2`` (Mixup's own ImageNet
+default); the CutMix box has the volume's aspect ratio, its volume fraction is
+drawn from U(0, 1) as in CutMix (``lam ~ Beta(1, 1)``) and its centre uniformly,
+then it is clipped to the volume and ``lam`` recomputed from the clipped box.
+Soft labels are only defined for binary (lesion/background) labels; a
+multi-class label raises an error instead of averaging class ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from napari_lesionmix.augment.params import Params, Synthetic
+from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.io.nifti import Case, check_same_grid
+
+
+@dataclass(frozen=True)
+class MixupParams(Params):
+    """Mixup: donor weight ``lam`` drawn from Beta(alpha, alpha)."""
+
+    method = "mixup"
+    host_id: str
+    donor_id: str
+    lam: float
+    alpha: float = 0.2
+    seed: int | None = None
+    sample_index: int | None = None
+
+    def __post_init__(self):
+        if not 0.0 <= self.lam <= 1.0:
+            raise LesionMixError(f"Mixup lambda must lie in [0, 1], got {self.lam}.")
+
+
+@dataclass(frozen=True)
+class CutMixParams(Params):
+    """CutMix: the donor box ``[start, stop)`` per axis; ``lam`` is its volume fraction."""
+
+    method = "cutmix"
+    host_id: str
+    donor_id: str
+    start: tuple[int, int, int]
+    stop: tuple[int, int, int]
+    seed: int | None = None
+    sample_index: int | None = None
+
+    def __post_init__(self):
+        if any(b <= a for a, b in zip(self.start, self.stop, strict=True)):
+            raise LesionMixError(f"CutMix box is empty: start {self.start}, stop {self.stop}.")
+
+    def lam(self, shape: tuple[int, ...]) -> float:
+        vol = np.prod([b - a for a, b in zip(self.start, self.stop, strict=True)])
+        return float(vol / np.prod(shape))
+
+
+def _binary_label(case: Case, role: str) -> np.ndarray:
+    if case.label is None:
+        raise LesionMixError(f"{role} case '{case.case_id}' has no label map.")
+    if case.label.max() > 1:
+        raise LesionMixError(
+            f"{role} label of '{case.case_id}' has classes up to {int(case.label.max())}; Mixup and "
+            "CutMix soft labels are defined for binary lesion labels only."
+        )
+    return case.label.astype(np.float32)
+
+
+def sample_mixup(rng: np.random.Generator, host_id: str, donor_id: str, alpha: float = 0.2,
+                 seed: int | None = None, sample_index: int | None = None) -> MixupParams:
+    """Draw ``lam ~ Beta(alpha, alpha)``."""
+    if alpha <= 0:
+        raise LesionMixError(f"Mixup alpha must be positive, got {alpha}.")
+    return MixupParams(host_id, donor_id, float(rng.beta(alpha, alpha)), alpha, seed, sample_index)
+
+
+def mixup(host: Case, donor: Case, params: MixupParams) -> Synthetic:
+    """Table 1, Mixup: voxelwise convex combination of images and (soft) labels."""
+    check_same_grid(host, donor)
+    lam = np.float32(params.lam)
+    image = lam * donor.image + (np.float32(1) - lam) * host.image
+    label = lam * _binary_label(donor, "Donor") + (np.float32(1) - lam) * _binary_label(host, "Host")
+    mask = np.full(host.shape, lam, dtype=np.float32)
+    return Synthetic(image.astype(np.float32), label.astype(np.float32), mask, params)
+
+
+def sample_cutmix(rng: np.random.Generator, host_id: str, donor_id: str, shape: tuple[int, int, int],
+                  seed: int | None = None, sample_index: int | None = None) -> CutMixParams:
+    """Draw a box with the volume's aspect ratio and a U(0, 1) volume fraction."""
+    frac = rng.uniform(0.0, 1.0)
+    side = np.maximum(np.round(np.asarray(shape) * frac ** (1 / 3)).astype(int), 1)
+    centre = [rng.integers(0, n) for n in shape]
+    start = tuple(int(max(c - s // 2, 0)) for c, s in zip(centre, side, strict=True))
+    stop = tuple(int(min(a + s, n)) for a, s, n in zip(start, side, shape, strict=True))
+    return CutMixParams(host_id, donor_id, start, stop, seed, sample_index)
+
+
+def cutmix(host: Case, donor: Case, params: CutMixParams) -> Synthetic:
+    """Table 1, CutMix: donor image inside the box, label ``lam Y_i + (1 - lam) Y_j``."""
+    check_same_grid(host, donor)
+    box = tuple(slice(a, b) for a, b in zip(params.start, params.stop, strict=True))
+    mask = np.zeros(host.shape, dtype=bool)
+    mask[box] = True
+    image = host.image.copy()
+    image[(slice(None), *box)] = donor.image[(slice(None), *box)]
+    lam = np.float32(params.lam(host.shape))
+    label = lam * _binary_label(donor, "Donor") + (np.float32(1) - lam) * _binary_label(host, "Host")
+    return Synthetic(image, label.astype(np.float32), mask, params)
