@@ -1,0 +1,180 @@
+"""LesionMix speed: per-sample time on a 2 mm sample subject and on a 1 mm 197x233x189 volume.
+
+For each grid (the shipped 2 mm subjects, and the same subjects upsampled x2
+to 1 mm and cropped/padded to 197x233x189, see ``_volumes.py``) it times:
+
+* building the lesion bank (connected components and crops of every case);
+* building the likelihood map, restricting it to the host's brain mask, and
+  drawing positions;
+* ``sample_lesionmix`` (populate to a fixed target: draws, mask-only warps for
+  load accounting);
+* ``lesionmix`` (apply), split into per-lesion transforms (image + mask
+  resampling, intensity), soft masks, and the blend into the host;
+* an inpaint-mode sample (Telea, three slice-wise passes) to half the load of
+  the case with most lesions.
+
+Baseline, measured in the same run: one full-volume ``scipy.ndimage.label``
+(26-connectivity) of the host label plus one full-volume soft blend
+``S * I_paste + (1 - S) * I_host`` over all channels: what a naive
+implementation pays for *each* pasted lesion. Ratios are printed against it.
+
+Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/lesionmix_speed.py [--quick]``
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _volumes import load_1mm, load_1mm_brain_mask, load_2mm, subjects_of_kind  # noqa: E402
+
+from napari_lesionmix.augment.inpaint import inpaint_telea  # noqa: E402
+from napari_lesionmix.augment.lesion_load import lesion_load_ml  # noqa: E402
+from napari_lesionmix.augment.lesionmix import (  # noqa: E402
+    _placement,
+    _soft_pad,
+    blend_weights,
+    inpaint_region,
+    lesionmix,
+    sample_lesionmix,
+    transform_lesion,
+)
+from napari_lesionmix.augment.lesions import LesionBank  # noqa: E402
+from napari_lesionmix.augment.likelihood import likelihood_map, sample_positions  # noqa: E402
+from napari_lesionmix.random import sample_rng  # noqa: E402
+from napari_lesionmix.sample_data import sample_dataset  # noqa: E402
+
+
+def timed(fn, repeat=1):
+    best, out = np.inf, None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def apply_breakdown(host, params, bank, brain):
+    """Re-run the populate apply loop with timers around each step (same functions as lesionmix())."""
+    t = {"transform": 0.0, "soft mask": 0.0, "blend": 0.0}
+    image = host.image.astype(np.float32, copy=True)
+    label = host.label.copy()
+    mask = np.zeros(host.shape, np.float32)
+    for ins in params.insertions:
+        les = bank.lesion(ins.case_id, ins.lesion_index)
+        t0 = time.perf_counter()
+        img, hard, lab, warp = transform_lesion(les, ins.transform, params.augment, pad=_soft_pad(params))
+        t1 = time.perf_counter()
+        s = blend_weights(hard, params, host.spacing)
+        t2 = time.perf_counter()
+        hb, cb = _placement(ins.position, warp, host.shape)
+        s, hard, lab, img = s[cb], hard[cb], lab[cb], img[(slice(None), *cb)]
+        if brain is not None:
+            s, hard = s * brain[hb], hard & brain[hb]
+        region = image[(slice(None), *hb)]
+        region[:] = s[None] * img + (1 - s[None]) * region
+        lbox = label[hb]
+        np.copyto(lbox, lab.astype(label.dtype), where=hard & (lbox == 0))
+        np.maximum(mask[hb], s, out=mask[hb])
+        t3 = time.perf_counter()
+        t["transform"] += t1 - t0
+        t["soft mask"] += t2 - t1
+        t["blend"] += t3 - t2
+    return t, image, label
+
+
+def bench(title, cases, brains, host_id, inpaint_id, target, n_samples):
+    print(f"\n== {title}: {cases[0].shape}, voxel {cases[0].spacing} mm, {len(cases)} cases in the bank")
+    host = next(c for c in cases if c.case_id == host_id)
+    brain = brains[host_id]
+
+    # Baseline: one full-volume label + one full-volume blend.
+    t_label, _ = timed(lambda: ndi.label(host.label != 0, structure=np.ones((3, 3, 3))), 3)
+    s_full = np.zeros(host.shape, np.float32)
+    s_full[tuple(n // 2 for n in host.shape)] = 1
+    paste = host.image[:, ::-1].copy()
+    t_blend, _ = timed(lambda: s_full[None] * paste + (1 - s_full[None]) * host.image, 3)
+    base = t_label + t_blend
+    print(f"baseline: full-volume ndimage.label {t_label * 1e3:.0f} ms + full-volume blend {t_blend * 1e3:.0f} ms "
+          f"= {base * 1e3:.0f} ms")
+
+    t_bank, bank = timed(lambda: LesionBank(cases=cases))
+    n_les = len(bank.all_lesions())
+    union = np.zeros(host.shape, bool)
+    for b in brains.values():
+        union |= b
+    t_map, lmap = timed(lambda: likelihood_map(cases, brain_mask=union))
+    t_restrict, _ = timed(lambda: lmap.cdf(brain))  # first time for this brain mask
+    rng = np.random.default_rng(0)
+    t_pos, _ = timed(lambda: sample_positions(rng, lmap, 1, mask=brain), 3)  # cached
+    print(f"setup (once per dataset): lesion bank {t_bank:.2f} s ({n_les} lesions), likelihood map {t_map:.2f} s")
+    print(f"likelihood sampling: CDF inside a new host brain mask {t_restrict * 1e3:.0f} ms (once per host), "
+          f"then one position draw {t_pos * 1e3:.1f} ms (cache hit, mask hashed)")
+
+    tot = {"sample": 0.0, "apply": 0.0, "transform": 0.0, "soft mask": 0.0, "blend": 0.0}
+    n_ins = 0
+    for i in range(n_samples):
+        t_s, p = timed(lambda i=i: sample_lesionmix(sample_rng(0, i), host, bank, lmap, target_load_ml=target,
+                                                     mode="populate", brain_mask=brain, on_unreachable="ignore"))
+        t_a, syn = timed(lambda p=p: lesionmix(host, p, bank, brain_mask=brain))
+        br, image, label = apply_breakdown(host, p, bank, brain)
+        assert np.array_equal(image, syn.image) and np.array_equal(label, syn.label)
+        tot["sample"] += t_s
+        tot["apply"] += t_a
+        for k, v in br.items():
+            tot[k] += v
+        n_ins += len(p.insertions)
+        print(f"  sample {i}: {p.report()}; draw {t_s:.2f} s, apply {t_a:.2f} s")
+    per = {k: v / n_samples for k, v in tot.items()}
+    per_sample = per["sample"] + per["apply"]
+    ins = n_ins / n_samples
+    print(f"populate per sample ({ins:.1f} lesions pasted on average): {per_sample:.2f} s = draw "
+          f"{per['sample']:.2f} s + apply {per['apply']:.2f} s")
+    print(f"  apply breakdown: per-lesion transforms {per['transform']:.2f} s, soft masks {per['soft mask']:.2f} s, "
+          f"blend {per['blend']:.3f} s; per pasted lesion {per['apply'] / max(ins, 1) * 1e3:.1f} ms")
+    print(f"  ratio to baseline: one sample = {per_sample / base:.1f} x (label + blend), one pasted lesion = "
+          f"{per_sample / max(ins, 1) / base:.2f} x; blending on lesion crops {per['blend'] * 1e3:.0f} ms vs "
+          f"{ins:.0f} full-volume blends {ins * t_blend * 1e3:.0f} ms = {ins * t_blend / max(per['blend'], 1e-9):.0f}x less")
+
+    inp = next(c for c in cases if c.case_id == inpaint_id)
+    load = lesion_load_ml(inp.label, inp.spacing)
+    t_si, pi = timed(lambda: sample_lesionmix(sample_rng(0, 99), inp, bank, None, target_load_ml=load / 2,
+                                              mode="inpaint", on_unreachable="ignore"))
+    t_ai, _ = timed(lambda: lesionmix(inp, pi, bank))
+    _, region = inpaint_region(inp.label, pi.removals, pi.connectivity, pi.inpaint_dilate)
+    t_tel, _ = timed(lambda: inpaint_telea(inp.image, region, pi.inpaint_radius, pi.inpaint_axes))
+    t_tel1, _ = timed(lambda: inpaint_telea(inp.image, region, pi.inpaint_radius, (2,)))
+    print(f"inpaint per sample ({pi.report()}): {t_si + t_ai:.2f} s = draw {t_si:.2f} s + apply {t_ai:.2f} s, of "
+          f"which Telea {t_tel:.2f} s for {int(region.sum())} voxels (one axial pass only: {t_tel1:.2f} s); "
+          f"ratio to baseline {(t_si + t_ai) / base:.1f} x")
+
+
+def main(quick: bool = False) -> None:
+    print(f"LesionMix speed, {os.cpu_count()} CPU core(s), OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+    ds = sample_dataset()
+    ms, stroke = subjects_of_kind("ms"), subjects_of_kind("stroke")
+    ids = ms + stroke
+    cases = [load_2mm(cid) for cid in ids]
+    brains = {cid: ds[cid].load_brain_mask() for cid in ids}
+    host_id = min(ms, key=lambda c: np.count_nonzero(next(x for x in cases if x.case_id == c).label))
+    inpaint_id = max(ms, key=lambda c: np.count_nonzero(next(x for x in cases if x.case_id == c).label))
+    bench("2 mm sample data", cases, brains, host_id, inpaint_id, target=30.0, n_samples=2 if quick else 5)
+    sub = ms[:3] + stroke[:2] if quick else ms[:4] + stroke[:2]
+    for extra in (host_id, inpaint_id):
+        if extra not in sub:
+            sub.append(extra)
+    cases1 = [load_1mm(cid) for cid in sub]
+    for c, cid in zip(cases1, sub, strict=True):
+        c.case_id = cid
+    brains1 = {cid: load_1mm_brain_mask(cid) for cid in sub}
+    bench("1 mm 197x233x189", cases1, brains1, host_id, inpaint_id, target=30.0, n_samples=1 if quick else 3)
+
+
+if __name__ == "__main__":
+    main(quick="--quick" in sys.argv)
