@@ -11,15 +11,15 @@ from napari_lesionmix.io.dataset import Dataset, discover_dataset
 def sample_data_dir() -> Path:
     """Folder of the shipped sample subjects.
 
-    An installed wheel carries them as ``napari_lesionmix/_sample_data``; an
-    editable install or a checkout uses ``sample_data/`` at the repository root.
+    An installed wheel carries them as ``napari_lesionmix/_data/sample_data``;
+    an editable install or a checkout uses ``sample_data/`` at the repository root.
     """
     here = Path(__file__).resolve().parent
-    for candidate in (here / "_sample_data", here.parent / "sample_data"):
+    for candidate in (here / "_data" / "sample_data", here.parent / "sample_data"):
         if any(candidate.glob("*_seg.nii.gz")):
             return candidate
     raise LesionMixError(
-        "The sample data is missing from this installation (expected napari_lesionmix/_sample_data)."
+        "The sample data is missing from this installation (expected napari_lesionmix/_data/sample_data)."
     )
 
 

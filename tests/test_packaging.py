@@ -26,9 +26,9 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel_contents(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "napari_lesionmix/napari.yaml" in names
-    shipped = {n for n in names if n.startswith("napari_lesionmix/_sample_data/")}
-    assert "napari_lesionmix/_sample_data/sub-01_seg.nii.gz" in shipped
-    assert "napari_lesionmix/_sample_data/README.md" in shipped
+    shipped = {n for n in names if n.startswith("napari_lesionmix/_data/sample_data/")}
+    assert "napari_lesionmix/_data/sample_data/sub-01_seg.nii.gz" in shipped
+    assert "napari_lesionmix/_data/sample_data/README.md" in shipped
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "lesionmix = napari_lesionmix.cli:main" in text
@@ -48,5 +48,5 @@ def test_installed_wheel_finds_its_sample_data(wheel, tmp_path):
     )
     module_file, data_dir, n = proc.stdout.split()
     assert module_file.startswith(str(site))
-    assert data_dir == str(site / "napari_lesionmix" / "_sample_data")
+    assert data_dir == str(site / "napari_lesionmix" / "_data" / "sample_data")
     assert int(n) >= 8

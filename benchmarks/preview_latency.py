@@ -1,0 +1,124 @@
+"""Slider move -> preview redraw latency of the CarveMix widget on a 1 mm 197x233x189 case.
+
+Drives the real widgets (CarveMix + Preview docked in a napari viewer): each
+step presses the slider, sets a new lambda and times until the triplanar
+preview has redrawn. Baselines, measured in the same run on the same lambdas:
+
+* ``full carvemix + preview``: recompute the full-volume CarveMix per move
+  (cached field, as the core's :func:`carvemix`) and redraw the preview from it;
+* ``full carvemix + layers``: the same plus updating the viewer's synthetic
+  layers (what a widget without a live path would do on every move).
+
+Run under an X server (``xvfb-run -a python benchmarks/preview_latency.py``);
+without ``DISPLAY`` Qt's offscreen platform is used. Goal: median < 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+if not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+
+
+def _stats(ms: list[float]) -> tuple[float, float]:
+    return statistics.median(ms), float(np.percentile(ms, 95))
+
+
+def main(steps: int = 40, host_id: str = "sub-02", donor_id: str = "sub-03") -> None:
+    import napari
+    from _volumes import load_1mm
+    from qtpy.QtWidgets import QApplication
+
+    from napari_lesionmix.augment.carvemix import CarveMixParams, carvemix
+    from napari_lesionmix.widgets.carvemix import position_of_t
+    from napari_lesionmix.widgets.state import VolumePlanes, get_session
+
+    host, donor = load_1mm(host_id), load_1mm(donor_id)
+    viewer = napari.Viewer(show=True)  # visible, so the preview really paints
+    app = QApplication.instance()
+    _, preview = viewer.window.add_plugin_dock_widget("napari-lesionmix", "Preview")
+    _, cm = viewer.window.add_plugin_dock_widget("napari-lesionmix", "CarveMix")
+    session = get_session(viewer)
+    session.set_pair(host, donor)
+
+    def wait(cond, timeout=120.0):
+        t0 = time.perf_counter()
+        while not cond():
+            app.processEvents()
+            time.sleep(0.001)
+            if time.perf_counter() - t0 > timeout:
+                raise TimeoutError("the studio did not finish in time")
+
+    wait(lambda: session.synthetic is not None and not session.busy)
+    print(f"case: {host.shape} at {host.spacing[0]:g} mm, host {host.case_id}, donor {donor.case_id}, "
+          f"|Dmin| = {abs(cm.field.d_min):.2f} mm")
+    rng = np.random.default_rng(0)
+    ts = rng.uniform(-0.5, 1.0, steps)
+
+    # Ours: the live path through the real slider.
+    live, draw = [], []
+    cm.slider.setSliderDown(True)
+    for t in ts:
+        count = preview.redraw_count
+        t0 = time.perf_counter()
+        cm.slider.setValue(position_of_t(t))
+        wait(lambda c=count: preview.redraw_count > c)
+        live.append((time.perf_counter() - t0) * 1000)
+        draw.append(preview.last_redraw_ms)
+        app.processEvents()
+    cm.slider.setSliderDown(False)
+    t0 = time.perf_counter()
+    cm.slider.sliderReleased.emit()
+    wait(lambda: not session.busy and session.synthetic.params.lam == cm.current_params().lam)
+    release_ms = (time.perf_counter() - t0) * 1000
+
+    # Baselines on the same lambdas.
+    field = cm.field
+    full_preview, full_layers = [], []
+    for t in ts:
+        params = CarveMixParams(host.case_id, donor.case_id, float(t * abs(field.d_min)))
+        count = preview.redraw_count
+        t0 = time.perf_counter()
+        syn = carvemix(host, donor, params, field=field)
+        session.set_preview(VolumePlanes(syn.image, syn.label, syn.mask, session.orientation))
+        wait(lambda c=count: preview.redraw_count > c)
+        full_preview.append((time.perf_counter() - t0) * 1000)
+    for t in ts[: max(5, steps // 4)]:
+        params = CarveMixParams(host.case_id, donor.case_id, float(t * abs(field.d_min)))
+        count = preview.redraw_count
+        t0 = time.perf_counter()
+        syn = carvemix(host, donor, params, field=field)
+        session.set_synthetic(syn)
+        wait(lambda c=count: preview.redraw_count > c)
+        app.processEvents()
+        full_layers.append((time.perf_counter() - t0) * 1000)
+
+    med, p95 = _stats(live)
+    bmed, bp95 = _stats(full_preview)
+    lmed, lp95 = _stats(full_layers)
+    print(f"live planes (ours)          : median {med:7.1f} ms   p95 {p95:7.1f} ms   ({steps} moves)")
+    print(f"full carvemix + preview     : median {bmed:7.1f} ms   p95 {bp95:7.1f} ms   ratio {bmed / med:5.1f}x")
+    print(f"full carvemix + layers      : median {lmed:7.1f} ms   p95 {lp95:7.1f} ms   ratio {lmed / med:5.1f}x")
+    dmed, dp95 = _stats(draw)
+    print(f"  of which preview drawing  : median {dmed:7.1f} ms   p95 {dp95:7.1f} ms")
+    print(f"release -> full volume + layers (thread_worker): {release_ms:7.1f} ms")
+    print(f"goal < 50 ms median: {'met' if med < 50 else 'NOT met'}")
+    viewer.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=40)
+    args = parser.parse_args()
+    main(args.steps)

@@ -1,0 +1,92 @@
+"""Open the whole studio: napari with every LesionMix dock widget and the sample pair.
+
+``python -m napari_lesionmix.studio`` (what ``make studio`` runs) or the manifest
+command "Open LesionMix studio" (File > IO utilities). Every widget the
+manifest lists is docked (the preview on its own, the others tabified on the
+right) and the shipped host/donor pair is loaded through the Load widget.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import napari
+from napari.viewer import Viewer
+
+PLUGIN = "napari-lesionmix"
+
+
+def widget_names() -> list[str]:
+    """Display names of the plugin's dock widgets, in manifest order."""
+    from npe2 import PluginManager
+
+    pm = PluginManager.instance()
+    manifest = pm.get_manifest(PLUGIN)
+    return [w.display_name for w in (manifest.contributions.widgets or [])]
+
+
+def studio_widget(viewer: Viewer, name: str):
+    """The docked LesionMix widget called ``name`` (e.g. ``"CarveMix"``), or ``None``."""
+    for key, widget in viewer.window.dock_widgets.items():
+        if key in (name, f"{name} ({PLUGIN})"):
+            return widget
+    return None
+
+
+def open_studio(viewer: Viewer | None = None, load_sample: bool = True) -> Viewer:
+    """Dock every LesionMix widget into ``viewer`` (a new one if ``None``); load the sample pair.
+
+    Returns the viewer. Widgets already docked are reused, so calling this twice
+    is harmless.
+    """
+    from napari_lesionmix.widgets import PREVIEW_WIDGET
+
+    if viewer is None:
+        viewer = napari.Viewer(title="LesionMix studio")
+    viewer = getattr(viewer, "__wrapped__", viewer)  # the manifest command gets a PublicOnlyProxy
+    window = viewer.window
+    widgets, docks = {}, {}
+    names = widget_names()
+    if PREVIEW_WIDGET in names:
+        docks[PREVIEW_WIDGET], widgets[PREVIEW_WIDGET] = window.add_plugin_dock_widget(PLUGIN, PREVIEW_WIDGET)
+    first = True
+    for name in names:
+        if name == PREVIEW_WIDGET:
+            continue
+        docks[name], widgets[name] = window.add_plugin_dock_widget(PLUGIN, name, tabify=not first)
+        first = False
+    if "CarveMix" in docks:
+        docks["CarveMix"].raise_()  # the tab a user starts with once the pair is loaded
+    _widen(window, list(docks.values()))
+    load = widgets.get("Load")
+    if load is not None and load_sample:
+        load.load_sample_pair()
+    return viewer
+
+
+def studio_command(viewer: Viewer) -> None:
+    """The manifest command "Open LesionMix studio" (File > IO utilities): :func:`open_studio`."""
+    open_studio(viewer)
+
+
+def _widen(window, docks, width: int = 460) -> None:
+    """Give the right dock area room for the triplanar preview (best effort)."""
+    try:
+        from qtpy.QtCore import Qt
+
+        qt_window = window._qt_window
+        qt_window.resizeDocks(docks[:1], [width], Qt.Orientation.Horizontal)
+    except Exception:  # noqa: BLE001 (layout only; never block the studio)
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m napari_lesionmix.studio", description=__doc__)
+    parser.add_argument("--no-sample", action="store_true", help="open without loading the sample pair")
+    args = parser.parse_args(argv)
+    open_studio(load_sample=not args.no_sample)
+    napari.run()
+
+
+if __name__ == "__main__":
+    main()

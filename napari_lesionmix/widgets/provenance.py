@@ -1,0 +1,105 @@
+"""Provenance dock widget: the params of the current synthetic case, copy as JSON, replay.
+
+The text box shows ``{"version", "inputs", "params"}`` (the ``params.json``
+layout of :func:`napari_lesionmix.io.synthetic.write_synthetic`). "Replay" reads
+the box (or any pasted ``params.json``), rebuilds the params with
+:func:`~napari_lesionmix.augment.params.params_from_json` and hands them to the
+replayer the method's widget registered in ``session.replayers``; a bad JSON or
+params for another pair becomes a notification, and nothing else changes.
+"""
+
+from __future__ import annotations
+
+import json
+
+from qtpy.QtGui import QFontDatabase
+from qtpy.QtWidgets import (
+    QApplication,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_lesionmix.augment.params import params_from_json
+from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.widgets.state import bind, get_session, notify_error
+
+
+def provenance_record(session) -> dict:
+    """The JSON-ready record of the session's current synthetic case."""
+    from napari_lesionmix import __version__
+
+    syn = session.synthetic
+    if syn is None:
+        return {}
+    inputs = {}
+    for role, case in (("host", session.host), ("donor", session.donor)):
+        if case is not None:
+            inputs[role] = {"case_id": case.case_id, "images": list(case.image_paths),
+                            "label": case.label_path}
+    # Params first: they are what a user reads and replays.
+    return {"version": __version__, "params": syn.params.to_dict(), "inputs": inputs}
+
+
+class ProvenanceWidget(QWidget):
+    """Provenance dock widget (Plugins > LesionMix > Provenance)."""
+
+    def __init__(self, napari_viewer, parent=None):
+        super().__init__(parent)
+        self.session = get_session(napari_viewer)
+        self.text = QPlainTextEdit()
+        self.text.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.text.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.text.setPlaceholderText("The params of the current synthetic case appear here; "
+                                     "paste a params.json here to replay it.")
+        self.copy_btn = QPushButton("Copy JSON")
+        self.replay_btn = QPushButton("Replay from JSON")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        row = QHBoxLayout()
+        row.addWidget(self.copy_btn)
+        row.addWidget(self.replay_btn)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.text)
+        lay.addLayout(row)
+        lay.addWidget(self.status)
+        self.copy_btn.clicked.connect(self.copy_json)
+        self.replay_btn.clicked.connect(lambda: self.replay())
+        bind(self, self.session.synthetic_changed, self.refresh)
+        self.refresh()
+
+    def refresh(self) -> None:
+        rec = provenance_record(self.session)
+        self.text.setPlainText(json.dumps(rec, indent=2) if rec else "")
+        if rec:
+            p = self.session.synthetic.params
+            self.status.setText(f"Current case: {p.method} of donor '{getattr(p, 'donor_id', '?')}' "
+                                f"into host '{getattr(p, 'host_id', '?')}'.")
+
+    def copy_json(self) -> str:
+        text = self.text.toPlainText()
+        QApplication.clipboard().setText(text)
+        self.status.setText("Copied the JSON to the clipboard.")
+        return text
+
+    def replay(self, text: str | None = None) -> bool:
+        """Replay params JSON (default: the text box); ``True`` if the replay was started."""
+        text = self.text.toPlainText() if text is None else text
+        try:
+            if not text.strip():
+                raise LesionMixError("There is no params JSON to replay; paste a params.json first.")
+            params = params_from_json(text)
+            replayer = self.session.replayers.get(params.method)
+            if replayer is None:
+                raise LesionMixError(
+                    f"No widget can replay '{params.method}' params; open its dock widget first.")
+            replayer(params)
+        except LesionMixError as exc:
+            notify_error(str(exc))
+            self.status.setText(str(exc))
+            return False
+        self.status.setText(f"Replaying {params.method} params...")
+        return True

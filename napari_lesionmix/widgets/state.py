@@ -1,0 +1,394 @@
+"""The studio session: what every dock widget of one viewer shares.
+
+:class:`StudioSession` holds the host/donor pair, the dataset, the current
+synthetic case and its params, the per-donor :class:`CarveField` cache, the
+preview's plane source and the crosshair. It emits psygnal signals when any of
+them changes and owns the layers it puts in the viewer (tagged in
+``layer.metadata["lesionmix_role"]``): it updates their ``data`` in place and
+never touches any other layer. Get it with :func:`get_session`, which returns
+the same object for every widget of a viewer (also through napari's
+``PublicOnlyProxy``).
+
+Qt-light: only :meth:`StudioSession.run` (thread_worker + progress) touches
+napari's Qt threading, and it imports it lazily.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from psygnal import Signal
+
+from napari_lesionmix._reader import DisplayOrientation, geometry_metadata
+from napari_lesionmix.augment.carvemix import CarveField
+from napari_lesionmix.augment.params import Params, Synthetic
+from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.io.dataset import CaseRecord, Dataset
+from napari_lesionmix.io.nifti import Case, check_same_grid
+
+#: Role -> (layer name, layer type) of the layers a session manages.
+ROLES: dict[str, tuple[str, str]] = {
+    "host_image": ("host", "image"),
+    "host_label": ("host label", "labels"),
+    "donor_image": ("donor", "image"),
+    "donor_label": ("donor label", "labels"),
+    "synthetic_image": ("synthetic", "image"),
+    "synthetic_label": ("synthetic label", "labels"),
+    "mixing_mask": ("mixing mask", "image"),
+}
+ROLE_KEY = "lesionmix_role"
+#: Names of the three preview planes, in the order the preview shows them.
+PLANES = ("axial", "coronal", "sagittal")
+
+
+def notify_error(message: str) -> None:
+    """Show ``message`` as a napari error notification (never raises)."""
+    from napari.utils.notifications import show_error
+
+    show_error(str(message))
+
+
+def notify_info(message: str) -> None:
+    from napari.utils.notifications import show_info
+
+    show_info(str(message))
+
+
+def bind(widget, signal, slot) -> None:
+    """Connect ``signal`` to ``slot`` until ``widget`` (a QWidget) is destroyed.
+
+    A closed dock widget must not keep receiving session events (its C++ side is gone).
+    """
+    signal.connect(slot)
+
+    def _drop(*_):
+        try:
+            signal.disconnect(slot)
+        except Exception:  # noqa: BLE001 (already disconnected)
+            pass
+
+    widget.destroyed.connect(_drop)
+
+
+def mask_colormap():
+    """Transparent at 0, yellow at 1: a soft or binary mixing mask as a tint over the image."""
+    from napari.utils.colormaps import Colormap
+
+    return Colormap([[1.0, 0.85, 0.0, 0.0], [1.0, 0.85, 0.0, 0.7]], name="lesionmix mask")
+
+
+# -- preview planes -------------------------------------------------------------------
+@dataclass
+class Plane:
+    """One 2D preview plane in display order (rows, cols), before the preview's flips."""
+
+    image: np.ndarray
+    label: np.ndarray
+    mask: np.ndarray
+
+
+class PlaneSource(Protocol):
+    """What the triplanar preview draws: three planes through a display voxel.
+
+    ``planes((z, y, x))`` returns ``{"axial": Plane, "coronal": Plane,
+    "sagittal": Plane}`` with axial = ``vol[z]``, coronal = ``vol[:, y]``,
+    sagittal = ``vol[:, :, x]`` of display-order volumes (see
+    :mod:`napari_lesionmix._reader`). A widget that can compute just those
+    planes cheaply (CarveMix while the slider moves) provides its own source;
+    otherwise :class:`VolumePlanes` slices full volumes.
+    """
+
+    display_shape: tuple[int, int, int]
+
+    def planes(self, zyx: tuple[int, int, int]) -> dict[str, Plane]: ...
+
+
+def slice_planes(image: np.ndarray, label: np.ndarray, mask: np.ndarray, zyx) -> dict[str, Plane]:
+    """Axial, coronal and sagittal planes of three display-order volumes."""
+    z, y, x = (int(v) for v in zyx)
+    return {
+        "axial": Plane(image[z], label[z], mask[z]),
+        "coronal": Plane(image[:, y], label[:, y], mask[:, y]),
+        "sagittal": Plane(image[:, :, x], label[:, :, x], mask[:, :, x]),
+    }
+
+
+class VolumePlanes:
+    """Plane source over full volumes in file order (e.g. a finished :class:`Synthetic`)."""
+
+    def __init__(self, image: np.ndarray, label: np.ndarray, mask: np.ndarray,
+                 orientation: DisplayOrientation, channel: int = 0):
+        img = image[channel] if image.ndim == 4 else image
+        self.image = orientation.to_display(img)
+        self.label = orientation.to_display(label)
+        self.mask = orientation.to_display(mask)
+        self.display_shape = tuple(self.image.shape)
+
+    def planes(self, zyx) -> dict[str, Plane]:
+        return slice_planes(self.image, self.label, self.mask, zyx)
+
+
+# -- the session -------------------------------------------------------------------
+class StudioSession:
+    """Shared state of the studio's widgets for one viewer.
+
+    Signals
+    -------
+    cases_changed()
+        A new host/donor pair (or swap). Widgets rebuild what depends on it.
+    dataset_changed()
+    synthetic_changed()
+        :attr:`synthetic` (full volume, with params) was replaced.
+    preview_changed()
+        :attr:`preview` (the preview's plane source) was replaced; fires on every
+        slider move, so handlers must be cheap.
+    cursor_changed(tuple)
+        :attr:`cursor`, the crosshair as a display voxel index ``(z, y, x)``.
+    """
+
+    cases_changed = Signal()
+    dataset_changed = Signal()
+    synthetic_changed = Signal()
+    preview_changed = Signal()
+    cursor_changed = Signal(tuple)
+
+    def __init__(self, viewer=None):
+        # A weak reference: the session must not keep a closed viewer alive.
+        self._viewer_ref = None if viewer is None else weakref.ref(viewer)
+        self.host: Case | None = None
+        self.donor: Case | None = None
+        self.host_record: CaseRecord | None = None
+        self.donor_record: CaseRecord | None = None
+        self.host_brain_mask: np.ndarray | None = None
+        self.donor_brain_mask: np.ndarray | None = None
+        self.dataset: Dataset | None = None
+        self.orientation: DisplayOrientation | None = None
+        self.synthetic: Synthetic | None = None
+        self.preview: PlaneSource | None = None
+        self.cursor: tuple[int, int, int] = (0, 0, 0)
+        #: Intensity window ``(lo, hi)`` of the host's first channel (1st/99.5th percentile).
+        self.window: tuple[float, float] = (0.0, 1.0)
+        #: Method name -> ``callable(params)`` that recomputes that sample on the loaded pair
+        #: (ending in :meth:`set_synthetic`) or raises LesionMixError; Provenance replays through it.
+        self.replayers: dict[str, Callable[[Params], None]] = {}
+        self._fields: dict[tuple, CarveField] = {}
+        self._workers: list = []
+
+    @property
+    def viewer(self):
+        """The (real, unproxied) napari viewer, or ``None``."""
+        return None if self._viewer_ref is None else self._viewer_ref()
+
+    # -- cases ---------------------------------------------------------------
+    def set_pair(self, host: Case, donor: Case, host_record: CaseRecord | None = None,
+                 donor_record: CaseRecord | None = None, host_brain_mask: np.ndarray | None = None,
+                 donor_brain_mask: np.ndarray | None = None, show_layers: bool = True) -> None:
+        """Validate and install a host/donor pair (raises :class:`LesionMixError`, changing nothing).
+
+        Brain masks (bool, file order) are optional; Soft-CP/LesionMix placement uses the host's.
+        """
+        if host.label is None:
+            raise LesionMixError(f"Host case '{host.case_id}' has no label map; load its lesion label too.")
+        donor.require_lesion("Donor")
+        check_same_grid(host, donor)
+        self.host, self.donor = host, donor
+        self.host_record, self.donor_record = host_record, donor_record
+        self.host_brain_mask, self.donor_brain_mask = host_brain_mask, donor_brain_mask
+        self.orientation = DisplayOrientation(host.affine, host.shape)
+        ch = host.image[0]
+        sample = ch[:: 2, :: 2, :: 2]
+        lo, hi = (float(v) for v in np.percentile(sample, (1.0, 99.5)))
+        self.window = (lo, hi if hi > lo else lo + 1.0)
+        self.synthetic = None
+        self.cursor = self._centre_of_lesions(donor)
+        if show_layers:
+            self._show_cases()
+            self.set_cursor(self.cursor, move_viewer=True)  # the slider to the lesion
+        self.cases_changed.emit()
+        self.cursor_changed.emit(self.cursor)
+
+    def swap(self) -> None:
+        """Exchange host and donor (both must carry a lesion label)."""
+        if self.host is None or self.donor is None:
+            raise LesionMixError("Load a host/donor pair before swapping them.")
+        self.set_pair(self.donor, self.host, self.donor_record, self.host_record,
+                      self.donor_brain_mask, self.host_brain_mask)
+
+    def set_dataset(self, dataset: Dataset | None) -> None:
+        self.dataset = dataset
+        self.dataset_changed.emit()
+
+    @property
+    def has_pair(self) -> bool:
+        return self.host is not None and self.donor is not None
+
+    def require_pair(self) -> tuple[Case, Case]:
+        if self.host is None or self.donor is None:
+            raise LesionMixError("No host/donor pair is loaded; use the Load widget first.")
+        return self.host, self.donor
+
+    def carve_field(self, per_lesion: bool = False, connectivity: int = 26) -> CarveField:
+        """The donor's :class:`CarveField`, computed once per donor and variant."""
+        _, donor = self.require_pair()
+        key = (id(donor), donor.case_id, bool(per_lesion), int(connectivity))
+        if key not in self._fields:
+            self._fields[key] = CarveField.from_case(donor, per_lesion=per_lesion, connectivity=connectivity)
+        return self._fields[key]
+
+    def cached_field(self, per_lesion: bool = False, connectivity: int = 26) -> CarveField | None:
+        if self.donor is None:
+            return None
+        return self._fields.get((id(self.donor), self.donor.case_id, bool(per_lesion), int(connectivity)))
+
+    # -- results -------------------------------------------------------------
+    def set_synthetic(self, synthetic: Synthetic, show_layers: bool = True) -> None:
+        """Install a finished synthetic case: layers, preview and provenance follow."""
+        if self.orientation is None:
+            raise LesionMixError("No host/donor pair is loaded; use the Load widget first.")
+        self.synthetic = synthetic
+        if show_layers:
+            o = self.orientation
+            mask = synthetic.mask
+            self.show_layer("synthetic_image", o.to_display(synthetic.image[0]), contrast_limits=self.window)
+            self.show_layer("synthetic_label", o.to_display(np.asarray(synthetic.label)))
+            self.show_layer("mixing_mask", o.to_display(mask.astype(np.float32)), colormap=mask_colormap(),
+                            blending="translucent", opacity=0.6, contrast_limits=(0.0, 1.0))
+        self.set_preview(VolumePlanes(synthetic.image, synthetic.label, synthetic.mask, self.orientation))
+        self.synthetic_changed.emit()
+
+    def set_preview(self, source: PlaneSource | None) -> None:
+        self.preview = source
+        self.preview_changed.emit()
+
+    def set_cursor(self, zyx, move_viewer: bool = False) -> None:
+        """Move the crosshair (display voxel index); optionally the viewer's slider too."""
+        if self.orientation is None:
+            return
+        shape = self.orientation.display_shape
+        cur = tuple(int(np.clip(round(float(v)), 0, n - 1)) for v, n in zip(zyx, shape, strict=True))
+        changed = cur != self.cursor
+        self.cursor = cur  # before moving the viewer, whose dims event comes back here
+        if move_viewer and self.viewer is not None:
+            dims = self.viewer.dims
+            if dims.ndim >= 3:
+                dims.set_point(list(range(dims.ndim - 3, dims.ndim)), self.world_point(cur))
+        if changed:
+            self.cursor_changed.emit(cur)
+
+    def world_point(self, zyx) -> tuple[float, float, float]:
+        o = self.orientation
+        return tuple(t + s * float(v) for t, s, v in zip(o.translate, o.scale, zyx, strict=True))
+
+    def display_index(self, world) -> tuple[float, float, float]:
+        o = self.orientation
+        return tuple((float(w) - t) / s for w, t, s in zip(world[-3:], o.translate, o.scale, strict=True))
+
+    # -- layers --------------------------------------------------------------
+    def layer(self, role: str):
+        """The viewer layer this session manages for ``role``, or ``None``."""
+        if self.viewer is None:
+            return None
+        for lyr in self.viewer.layers:
+            if lyr.metadata.get(ROLE_KEY) == role:
+                return lyr
+        return None
+
+    def show_layer(self, role: str, data: np.ndarray, **kwargs: Any):
+        """Add or update (in place) the layer of ``role``; other layers are never touched."""
+        if self.viewer is None or self.orientation is None:
+            return None
+        name, kind = ROLES[role]
+        o = self.orientation
+        lyr = self.layer(role)
+        if lyr is not None and lyr.data.shape == data.shape:
+            lyr.data = data
+            if "contrast_limits" in kwargs:
+                lyr.contrast_limits = kwargs["contrast_limits"]
+            return lyr
+        if lyr is not None:  # a new grid: replace our own layer only
+            self.viewer.layers.remove(lyr)
+        host = self.host
+        meta = {ROLE_KEY: role,
+                "lesionmix": geometry_metadata(host.affine, host.header, host.shape, None, kind)}
+        common = {"name": name, "scale": o.scale, "translate": o.translate, "metadata": meta}
+        if kind == "labels":
+            return self.viewer.add_labels(data, **common, **kwargs)
+        kwargs.setdefault("colormap", "gray")
+        return self.viewer.add_image(data, **common, **kwargs)
+
+    def _show_cases(self) -> None:
+        o = self.orientation
+        for who, case in (("host", self.host), ("donor", self.donor)):
+            self.show_layer(f"{who}_image", o.to_display(case.image[0]), contrast_limits=self.window,
+                            visible=who == "host")
+            self.show_layer(f"{who}_label", o.to_display(case.label), visible=False)
+
+    def _centre_of_lesions(self, donor: Case) -> tuple[int, int, int]:
+        idx = np.argwhere(donor.label[::2, ::2, ::2] != 0) * 2
+        centre = idx.mean(axis=0) if len(idx) else np.array(donor.shape) / 2
+        # Nearest lesion voxel to the centroid, so the crosshair starts on a lesion.
+        if len(idx):
+            centre = idx[np.argmin(((idx - centre) ** 2).sum(axis=1))]
+        d = self.orientation.display_index(centre)
+        return tuple(int(round(v)) for v in d)  # type: ignore[return-value]
+
+    # -- background work -----------------------------------------------------
+    def run(self, func: Callable, *args, on_done: Callable | None = None, desc: str = "Working",
+            on_error: Callable | None = None, **kwargs):
+        """Run ``func(*args, **kwargs)`` in a napari ``thread_worker`` with a progress bar.
+
+        The result goes to ``on_done`` in the main thread. A :class:`LesionMixError`
+        becomes an error notification with its one sentence (other exceptions
+        too, prefixed with their type); layers are left as they were.
+        """
+        from napari.qt.threading import create_worker
+        from napari.utils import progress
+
+        pbar = progress(total=0, desc=desc)
+        worker = None
+
+        def _finish(*_):
+            pbar.close()
+            if worker in self._workers:
+                self._workers.remove(worker)
+
+        def _errored(exc):
+            msg = str(exc) if isinstance(exc, LesionMixError) else f"{type(exc).__name__}: {exc}"
+            notify_error(msg)
+            if on_error is not None:
+                on_error(exc)
+
+        # Our own "errored" handler: superqt re-raises into the event loop without one.
+        worker = create_worker(func, *args, _start_thread=False, _connect={"errored": _errored}, **kwargs)
+        if on_done is not None:
+            worker.returned.connect(on_done)
+        worker.finished.connect(_finish)
+        self._workers.append(worker)
+        worker.start()
+        return worker
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._workers)
+
+
+_SESSIONS: dict[int, StudioSession] = {}
+
+
+def get_session(viewer) -> StudioSession:
+    """The session of ``viewer`` (created on first use; shared by all its widgets)."""
+    real = getattr(viewer, "__wrapped__", viewer)  # unwrap napari's PublicOnlyProxy
+    key = id(real)
+    session = _SESSIONS.get(key)
+    if session is None or session.viewer is not real:
+        session = StudioSession(real)
+        _SESSIONS[key] = session
+        try:
+            weakref.finalize(real, _SESSIONS.pop, key, None)
+        except TypeError:  # not weak-referenceable: keep it for the process lifetime
+            pass
+    return session

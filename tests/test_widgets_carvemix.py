@@ -1,0 +1,135 @@
+"""CarveMix widget under Xvfb: slider (live planes == full volume), sample lambda, per-lesion, swap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from napari.utils.notifications import notification_manager
+
+from napari_lesionmix.augment.carvemix import CarveMixParams, carvemix, sample_carvemix
+from napari_lesionmix.random import sample_rng
+from napari_lesionmix.widgets.carvemix import CarveMixPlanes, position_of_t
+from napari_lesionmix.widgets.state import VolumePlanes, get_session
+
+pytestmark = pytest.mark.gui
+PLUGIN = "napari-lesionmix"
+
+
+@pytest.fixture
+def studio(make_napari_viewer_proxy, qtbot, pair_on_disk):
+    viewer = make_napari_viewer_proxy()
+    _, cm = viewer.window.add_plugin_dock_widget(PLUGIN, "CarveMix")
+    _, load = viewer.window.add_plugin_dock_widget(PLUGIN, "Load", tabify=True)
+    session = get_session(viewer)
+    load.host_image.setText(str(pair_on_disk["host"]["images"][0]))
+    load.host_label.setText(str(pair_on_disk["host"]["label"]))
+    load.donor_image.setText(str(pair_on_disk["donor"]["images"][0]))
+    load.donor_label.setText(str(pair_on_disk["donor"]["label"]))
+    load.load_files()
+    qtbot.waitUntil(lambda: session.synthetic is not None and not session.busy, timeout=15000)
+    yield viewer, cm, session
+    qtbot.waitUntil(lambda: not session.busy, timeout=10000)
+
+
+def _wait_params(qtbot, session, check):
+    qtbot.waitUntil(lambda: session.synthetic is not None and check(session.synthetic.params)
+                    and not session.busy, timeout=10000)
+
+
+def test_lambda_zero_carves_the_donor_lesions(studio):
+    viewer, cm, session = studio
+    syn = session.synthetic
+    assert syn.params.lam == 0.0
+    np.testing.assert_array_equal(syn.mask, session.donor.label != 0)  # lambda = 0: M = lesion mask
+    lo, hi = cm.field.lambda_range
+    assert lo == pytest.approx(-abs(cm.field.d_min) / 2) and hi == pytest.approx(abs(cm.field.d_min))
+    assert "range" in cm.lam_label.text()
+    # The viewer's synthetic layers show it, in display order.
+    np.testing.assert_array_equal(viewer.layers["mixing mask"].data > 0.5,
+                                  session.orientation.to_display(syn.mask))
+
+
+def test_drag_shows_live_planes_equal_to_full_volume_then_release_mixes(studio, qtbot):
+    viewer, cm, session = studio
+    cm.slider.setSliderDown(True)
+    cm.slider.setValue(position_of_t(0.8))
+    live = session.preview
+    assert isinstance(live, CarveMixPlanes)  # only the planes while dragging
+    lam = 0.8 * abs(cm.field.d_min)
+    params = CarveMixParams("host", "donor", lam)
+    full = carvemix(session.host, session.donor, params)
+    ref = VolumePlanes(full.image, full.label, full.mask, session.orientation)
+    for zyx in [session.cursor, (3, 4, 5), (10, 20, 15)]:
+        got, want = live.planes(zyx), ref.planes(zyx)
+        for name in ("axial", "coronal", "sagittal"):
+            np.testing.assert_array_equal(got[name].image, want[name].image)
+            np.testing.assert_array_equal(got[name].label, want[name].label)
+            np.testing.assert_array_equal(got[name].mask, want[name].mask)
+    assert session.synthetic.params.lam == 0.0  # the full volume waits for the release
+    cm.slider.setSliderDown(False)
+    cm.slider.sliderReleased.emit()
+    _wait_params(qtbot, session, lambda p: p.lam == pytest.approx(lam, abs=1e-9))
+    np.testing.assert_array_equal(session.synthetic.mask, full.mask)
+    np.testing.assert_array_equal(session.synthetic.image, full.image)
+    assert isinstance(session.preview, VolumePlanes)
+
+
+def test_keyboard_step_settles_into_a_full_volume(studio, qtbot):
+    viewer, cm, session = studio
+    cm.slider.setValue(position_of_t(-0.5))
+    _wait_params(qtbot, session, lambda p: p.lam < 0)
+    assert session.synthetic.mask.sum() < (session.donor.label != 0).sum()  # negative lambda shrinks
+
+
+def test_sample_lambda_is_seeded_and_replayable(studio, qtbot):
+    viewer, cm, session = studio
+    cm.seed.setValue(7)
+    p0 = cm.sample_lambda()
+    want = sample_carvemix(sample_rng(7, 0), cm.field, "host", "donor", seed=7, sample_index=0)
+    assert p0 == want
+    lo, hi = cm.field.lambda_range
+    assert lo <= p0.lam <= hi
+    _wait_params(qtbot, session, lambda p: p == want)
+    p1 = cm.sample_lambda()
+    assert p1.sample_index == 1 and p1.lam != p0.lam
+    _wait_params(qtbot, session, lambda p: p == p1)
+    assert "sampled" in cm.lam_label.text()
+
+
+def test_per_lesion_toggle(studio, qtbot):
+    viewer, cm, session = studio
+    cm.per_lesion.setChecked(True)
+    qtbot.waitUntil(lambda: cm.field is not None and cm.field.per_lesion, timeout=10000)
+    n = cm.field.n_lesions
+    assert n >= 2
+    _wait_params(qtbot, session, lambda p: p.per_lesion)
+    cm.seed.setValue(3)
+    p = cm.sample_lambda()
+    assert p.per_lesion and len(p.lesion_lams) == n
+    _wait_params(qtbot, session, lambda q: q == p)
+    ref = carvemix(session.host, session.donor, p)
+    np.testing.assert_array_equal(session.synthetic.mask, ref.mask)
+
+
+def test_swap_donor_and_host(studio, qtbot):
+    viewer, cm, session = studio
+    p = cm.sample_lambda()  # sampled params must not outlive their pair
+    _wait_params(qtbot, session, lambda q: q == p)
+    cm.swap_btn.click()
+    assert (session.host.case_id, session.donor.case_id) == ("donor", "host")
+    _wait_params(qtbot, session, lambda q: (q.host_id, q.donor_id) == ("donor", "host"))
+    assert viewer.layers["host"].metadata["lesionmix_role"] == "host_image"
+    np.testing.assert_allclose(session.orientation.to_original(viewer.layers["host"].data),
+                               session.host.image[0])
+
+
+def test_errors_become_notifications(make_napari_viewer_proxy, qtbot):
+    viewer = make_napari_viewer_proxy()
+    _, cm = viewer.window.add_plugin_dock_widget(PLUGIN, "CarveMix")
+    assert not cm.slider.isEnabled()
+    n = len(notification_manager.records)
+    assert cm.sample_lambda() is None
+    assert len(notification_manager.records) == n + 1
+    assert "No host/donor pair is loaded" in notification_manager.records[-1].message
+    cm.swap()
+    assert "Load a host/donor pair before swapping" in notification_manager.records[-1].message
