@@ -26,6 +26,7 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel_contents(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "napari_lesionmix/napari.yaml" in names
+    assert "napari_lesionmix/harmonize/weights/arhnet_sample.pt" in names  # harmonize works out of the box
     shipped = {n for n in names if n.startswith("napari_lesionmix/_data/sample_data/")}
     assert "napari_lesionmix/_data/sample_data/sub-01_seg.nii.gz" in shipped
     assert "napari_lesionmix/_data/sample_data/README.md" in shipped

@@ -1,6 +1,11 @@
 """Augmentation methods, each a ``sample_*`` (draws frozen params from a Generator) and an
 apply function (uses only the params, deterministic).
 
+The apply functions share their module's name (``carvemix.carvemix``...), so they are not
+re-exported here: that would shadow the submodules. Import them from their modules::
+
+    from napari_lesionmix.augment.carvemix import CarveField, sample_carvemix, carvemix
+
 ========== ================================ ====================== ==============================
 method     params                           sample                 apply
 ========== ================================ ====================== ==============================
@@ -15,16 +20,15 @@ CutMix     :class:`~.baselines.CutMixParams` ``sample_cutmix``      ``cutmix``
 from napari_lesionmix.augment.carvemix import (
     CarveField,
     CarveMixParams,
-    carvemix,
     sample_carvemix,
     sample_lambda,
 )
 from napari_lesionmix.augment.lesion_load import LoadDistribution, dataset_loads, lesion_load_ml
-from napari_lesionmix.augment.lesionmix import LesionMixParams, lesionmix, sample_lesionmix
+from napari_lesionmix.augment.lesionmix import LesionMixParams, sample_lesionmix
 from napari_lesionmix.augment.lesions import LesionBank, extract_lesions
 from napari_lesionmix.augment.likelihood import LikelihoodMap, likelihood_map
 from napari_lesionmix.augment.params import Params, Synthetic, params_from_dict, params_from_json
-from napari_lesionmix.augment.softcp import SoftCPParams, sample_softcp, softcp
+from napari_lesionmix.augment.softcp import SoftCPParams, sample_softcp
 from napari_lesionmix.augment.softmask import soft_mask
 
 __all__ = [
@@ -37,11 +41,9 @@ __all__ = [
     "Params",
     "SoftCPParams",
     "Synthetic",
-    "carvemix",
     "dataset_loads",
     "extract_lesions",
     "lesion_load_ml",
-    "lesionmix",
     "likelihood_map",
     "params_from_dict",
     "params_from_json",
@@ -50,5 +52,4 @@ __all__ = [
     "sample_lesionmix",
     "sample_softcp",
     "soft_mask",
-    "softcp",
 ]

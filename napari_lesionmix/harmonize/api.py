@@ -1,0 +1,157 @@
+"""``harmonize`` and ``load_harmonizer``: one interface for ARHNet and the baselines (no torch at import)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.harmonize import baselines
+
+METHODS = ("arhnet", "composite", "hm")
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "arhnet_sample.pt"
+
+
+def shipped_checkpoint() -> Path:
+    """Path of the checkpoint trained on the shipped sample data."""
+    if not SHIPPED_CHECKPOINT.is_file():
+        raise LesionMixError(
+            f"The shipped ARHNet checkpoint '{SHIPPED_CHECKPOINT}' is missing; retrain it with "
+            "scripts/train_shipped_harmonizer.py or pass a checkpoint path."
+        )
+    return SHIPPED_CHECKPOINT
+
+
+class CompositeHarmonizer:
+    """No harmonization (Table 1's "Composite")."""
+
+    method = "composite"
+
+    def params(self) -> dict[str, Any]:
+        return {"method": self.method}
+
+    def harmonize(self, image: np.ndarray, mask: np.ndarray,
+                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        return baselines.composite(image, mask, progress=progress)
+
+
+class HistogramHarmonizer:
+    """Histogram matching of each component to its surrounding ring (Table 1's "HM")."""
+
+    method = "hm"
+
+    def __init__(self, ring_width: int = 3, connectivity: int = 26):
+        self.ring_width, self.connectivity = int(ring_width), int(connectivity)
+
+    def params(self) -> dict[str, Any]:
+        return {"method": self.method, "ring_width": self.ring_width, "connectivity": self.connectivity}
+
+    def harmonize(self, image: np.ndarray, mask: np.ndarray,
+                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        return baselines.histogram_matching(image, mask, self.ring_width, self.connectivity, progress=progress)
+
+
+_CACHE: OrderedDict = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 2
+
+
+def load_harmonizer(method_or_path: str | os.PathLike = "arhnet", device: str = "auto", **kwargs):
+    """A harmonizer object with ``.harmonize(image, mask, progress=None)`` and ``.params()``.
+
+    Parameters
+    ----------
+    method_or_path : "arhnet" (the shipped checkpoint), "composite", "hm", or a checkpoint path
+    device : {"auto", "cuda", "mps", "cpu"}
+        Used by ARHNet only.
+    **kwargs
+        Passed to the harmonizer (e.g. ``ring_width`` for ``"hm"``, ``batch_size`` for ARHNet).
+
+    Raises
+    ------
+    LesionMixError
+        Unknown method, or a checkpoint that is missing, corrupt or of another architecture.
+    """
+    if isinstance(method_or_path, str) and method_or_path.lower() in METHODS:
+        name = method_or_path.lower()
+        if name == "composite":
+            return CompositeHarmonizer()
+        if name == "hm":
+            return HistogramHarmonizer(**kwargs)
+        path = shipped_checkpoint()
+    else:
+        path = Path(method_or_path)
+        if path.suffix not in (".pt", ".pth", ".ckpt") and not path.exists():
+            raise LesionMixError(
+                f"Harmonization method '{method_or_path}' is not one of {', '.join(METHODS)} or an existing checkpoint file."
+            )
+    from napari_lesionmix.harmonize.inference import ARHNetHarmonizer
+
+    return ARHNetHarmonizer(path, device=device, **kwargs)
+
+
+def _cached_harmonizer(method: str | os.PathLike, device: str):
+    """Reuse loaded models across calls (keyed by file, modification time and device)."""
+    key = None
+    if not (isinstance(method, str) and method.lower() in ("composite", "hm")):
+        p = shipped_checkpoint() if isinstance(method, str) and method.lower() == "arhnet" else Path(method)
+        try:
+            st = p.stat()
+            key = (os.fspath(p.resolve()), st.st_mtime_ns, st.st_size, str(device))
+        except OSError:
+            key = None
+    if key is None:
+        return load_harmonizer(method, device)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    h = load_harmonizer(method, device)
+    with _CACHE_LOCK:
+        _CACHE[key] = h
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return h
+
+
+def harmonize(
+    image: np.ndarray,
+    mask: np.ndarray,
+    method: str | os.PathLike = "arhnet",
+    device: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Harmonize a synthetic image inside its mask.
+
+    Parameters
+    ----------
+    image : ndarray, shape (C, I, J, K), float32
+        Synthetic image in its own intensity scale.
+    mask : ndarray, shape (I, J, K), bool or soft in [0, 1]
+        Where the image was changed (the mixing mask); only ``mask > 0`` changes.
+    method : "arhnet", "composite", "hm" or a checkpoint path
+    device : {"auto", "cuda", "mps", "cpu"}
+    progress : callable(done, total), optional
+
+    Returns
+    -------
+    ndarray
+        Same shape and dtype as ``image``, in the original intensity scale;
+        voxels where ``mask == 0`` are bit-identical to the input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> img = np.random.default_rng(0).random((1, 8, 8, 8), dtype=np.float32)
+    >>> m = np.zeros((8, 8, 8), bool); m[3:5, 3:5, 3:5] = True
+    >>> out = harmonize(img, m, method="hm")
+    >>> bool(np.array_equal(out[:, ~m], img[:, ~m]))
+    True
+    """
+    return _cached_harmonizer(method, device).harmonize(image, mask, progress=progress)

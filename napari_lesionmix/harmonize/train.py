@@ -1,0 +1,231 @@
+"""Train ARHNet on a labelled dataset (self-supervised, Sec. 2.1 and 3.1.2).
+
+One step: draw ``batch_size`` patches around lesions of training cases,
+perturb their foreground by Eq. 1, update D with the hinge loss (Eq. 3),
+then G with ``lambda_rec * L1 + lambda_btv * BTV + lambda_adv * L_adv(G)``
+(Eq. 6). Patches and perturbations of epoch ``e`` come from
+``sample_rng(seed, e)``, so a resumed run draws exactly what an
+uninterrupted one would. A checkpoint is written atomically after every epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_lesionmix import __version__
+from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.harmonize import losses
+from napari_lesionmix.harmonize.checkpoint import load_checkpoint, load_state, save_checkpoint
+from napari_lesionmix.harmonize.config import TrainConfig
+from napari_lesionmix.harmonize.data import (
+    NORMALISATION,
+    TrainingCase,
+    load_training_cases,
+    make_batch,
+    make_pair,
+    split_cases,
+)
+from napari_lesionmix.harmonize.device import resolve_device
+from napari_lesionmix.harmonize.metrics import all_metrics
+from napari_lesionmix.harmonize.model import Discriminator, Generator
+from napari_lesionmix.random import sample_rng
+
+VAL_STREAM = 10**6  # sample_rng index offset of the fixed validation patches
+
+
+def validation_pairs(cases: Sequence[TrainingCase], config: TrainConfig) -> list[dict]:
+    """Fixed validation pairs: ``val_patches_per_case`` per held-out case, same every epoch."""
+    pairs = []
+    for i, case in enumerate(cases):
+        rng = sample_rng(config.seed, VAL_STREAM + i)
+        pairs += [make_pair(rng, case, config.patch_size, config.alpha_range, config.lam_range)
+                  for _ in range(config.val_patches_per_case)]
+    return pairs
+
+
+@torch.no_grad()
+def evaluate(generator: Generator, pairs: Sequence[dict], device, batch_size: int = 4) -> dict[str, float]:
+    """Mean MAE, fMAE, PSNR, fPSNR over patches, for ARHNet and for the unharmonized composite."""
+    if not pairs:
+        return {}
+    was_training = generator.training
+    generator.eval()
+    rows, base = [], []
+    for b0 in range(0, len(pairs), batch_size):
+        chunk = pairs[b0:b0 + batch_size]
+        comp = torch.from_numpy(np.stack([p["composite"] for p in chunk])).to(device)
+        mask = torch.from_numpy(np.stack([p["mask"] for p in chunk])).to(device)
+        pred = generator(comp, mask).float().cpu().numpy()
+        for p, y in zip(chunk, pred, strict=True):
+            rows.append(all_metrics(y, p["real"], p["mask"][0][None].repeat(y.shape[0], 0)))
+            base.append(all_metrics(p["composite"], p["real"], p["mask"][0][None].repeat(y.shape[0], 0)))
+    generator.train(was_training)
+    out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    out.update({f"composite_{k}": float(np.mean([r[k] for r in base])) for k in base[0]})
+    return out
+
+
+def train_harmonizer(
+    dataset: str | os.PathLike | Sequence,
+    out_path: str | os.PathLike,
+    config: TrainConfig | None = None,
+    callback: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    resume: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train ARHNet on the lesions of ``dataset`` and save the checkpoint to ``out_path``.
+
+    Parameters
+    ----------
+    dataset : folder or list of Case
+        Labelled scans (any layout :func:`~napari_lesionmix.io.dataset.discover_dataset` reads).
+    out_path : path
+        Checkpoint file, rewritten atomically after every epoch.
+    config : TrainConfig
+    callback : callable, optional
+        Called after every step with ``{"epoch", "epochs", "step", "n_steps",
+        "global_step", "loss_g", "loss_d", "l1", "btv", "adv"}`` and after
+        every validation with the same keys of the epoch's means plus
+        ``"val": {"mae", "fmae", "psnr", "fpsnr", "composite_*"}``.
+    should_stop : callable, optional
+        Polled before every step; when it returns True the run saves what it
+        has (the interrupted epoch is redone on resume) and returns.
+    resume : bool
+        Continue from ``out_path`` when it exists (its config must match).
+    log : callable, optional
+        Receives one-line messages (split, device, skips).
+
+    Returns
+    -------
+    dict
+        ``{"out", "epochs_done", "stopped", "val", "history", "seconds"}``.
+    """
+    config = config or TrainConfig()
+    say = log or (lambda msg: None)
+    out_path = Path(out_path)
+    device = resolve_device(config.device)
+    cases = load_training_cases(dataset, log=say)
+    n_ch = int(cases[0].image.shape[0])
+    if config.model.in_channels != n_ch:
+        config = config.replace(model=config.model.__class__(**{**config.model.to_dict(), "in_channels": n_ch}))
+    train_ids, val_ids = split_cases([c.case_id for c in cases], config.val_cases, config.n_val, config.seed)
+    by_id = {c.case_id: c for c in cases}
+    train_cases = [by_id[i] for i in train_ids]
+    val_cases = [by_id[i] for i in val_ids]
+    say(f"device {device}; {len(train_cases)} training case(s), {len(val_cases)} validation case(s): {', '.join(val_ids) or 'none'}")
+
+    torch.manual_seed(config.seed)
+    gen = Generator(config.model).to(device)
+    disc = Discriminator(config.model).to(device)
+    opt_g = torch.optim.AdamW(gen.parameters(), lr=config.lr_g, betas=config.betas, weight_decay=config.weight_decay)
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=config.lr_d, betas=config.betas, weight_decay=config.weight_decay)
+    start_epoch, history = 0, []
+    if resume and out_path.exists():
+        state = load_checkpoint(out_path, map_location=device)
+        where = os.fspath(out_path)
+        if "opt_g" not in state or "discriminator" not in state:
+            raise LesionMixError(f"Checkpoint '{where}' is inference-only and cannot be resumed.")
+        saved = TrainConfig.from_dict(state["train_config"])
+        diff = [k for k in ("patch_size", "batch_size", "patches_per_case", "seed", "model", "alpha_range", "lam_range")
+                if getattr(saved, k) != getattr(config, k)]
+        if diff or state.get("split", {}).get("val") != val_ids:
+            what = ", ".join(diff) or "validation split"
+            raise LesionMixError(f"Checkpoint '{where}' was trained with a different {what}; resume needs the same settings.")
+        load_state(gen, state["generator"], where, "generator")
+        load_state(disc, state["discriminator"], where, "discriminator")
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        start_epoch, history = int(state["epoch"]), list(state.get("history", []))
+        say(f"resuming from epoch {start_epoch} of {config.epochs}")
+
+    val_pairs = validation_pairs(val_cases, config)
+    n_steps = max(1, math.ceil(len(train_cases) * config.patches_per_case / config.batch_size))
+    use_adv = config.lambda_adv > 0
+    stopped = False
+    t0 = time.perf_counter()
+    last_val = history[-1].get("val", {}) if history else {}
+
+    def snapshot(epochs_done: int) -> None:
+        save_checkpoint({
+            "lesionmix_version": __version__,
+            "model_config": config.model.to_dict(),
+            "train_config": config.to_dict(),
+            "normalisation": dict(NORMALISATION),
+            "generator": gen.state_dict(),
+            "discriminator": disc.state_dict(),
+            "opt_g": opt_g.state_dict(),
+            "opt_d": opt_d.state_dict(),
+            "epoch": epochs_done,
+            "split": {"train": train_ids, "val": val_ids},
+            "history": history,
+            "val": last_val,
+        }, out_path)
+
+    gen.train()
+    disc.train()
+    for epoch in range(start_epoch, config.epochs):
+        rng = sample_rng(config.seed, epoch)
+        sums = {"loss_g": 0.0, "loss_d": 0.0, "l1": 0.0, "btv": 0.0, "adv": 0.0}
+        done = 0
+        for step in range(n_steps):
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
+            batch = make_batch(rng, train_cases, config.batch_size, config.patch_size, config.alpha_range, config.lam_range)
+            real = torch.from_numpy(batch["real"]).to(device)
+            comp = torch.from_numpy(batch["composite"]).to(device)
+            mask = torch.from_numpy(batch["mask"]).to(device)
+            band = losses.boundary_band(mask, config.model.boundary_width)
+
+            loss_d = torch.zeros((), device=device)
+            if use_adv:
+                with torch.no_grad():
+                    fake = gen(comp, mask)
+                loss_d = losses.d_hinge_loss(disc(real, comp, mask), disc(fake, comp, mask))  # Eq. 3
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
+
+            fake = gen(comp, mask)
+            l1 = losses.reconstruction_loss(fake, real)                                      # Eq. 2
+            btv = losses.btv_loss(fake, band)                                                # Eq. 5
+            adv = losses.g_hinge_loss(disc(fake, comp, mask)) if use_adv else torch.zeros((), device=device)  # Eq. 4
+            loss_g = config.lambda_rec * l1 + config.lambda_btv * btv + config.lambda_adv * adv  # Eq. 6
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            if use_adv:
+                disc.zero_grad(set_to_none=True)  # G's step must not leave gradients in D
+
+            values = {"loss_g": loss_g.item(), "loss_d": loss_d.item(), "l1": l1.item(), "btv": btv.item(), "adv": adv.item()}
+            for k, v in values.items():
+                sums[k] += v
+            done += 1
+            if callback is not None:
+                callback({"epoch": epoch + 1, "epochs": config.epochs, "step": step + 1, "n_steps": n_steps,
+                          "global_step": epoch * n_steps + step + 1, **values})
+        if stopped:
+            snapshot(epoch)
+            break
+        means = {k: v / max(done, 1) for k, v in sums.items()}
+        record: dict[str, Any] = {"epoch": epoch + 1, **means}
+        if val_pairs and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
+            last_val = evaluate(gen, val_pairs, device)
+            record["val"] = last_val
+        history.append(record)
+        snapshot(epoch + 1)
+        if callback is not None and "val" in record:
+            callback({"epochs": config.epochs, "step": n_steps, "n_steps": n_steps,
+                      "global_step": (epoch + 1) * n_steps, **record})
+    epochs_done = len(history)
+    return {"out": out_path, "epochs_done": epochs_done, "stopped": stopped, "val": last_val,
+            "history": history, "seconds": time.perf_counter() - t0, "config": config}

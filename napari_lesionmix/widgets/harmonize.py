@@ -1,0 +1,513 @@
+"""Harmonize dock widget: ARHNet / Composite / HM on the current synthetic, training, before/after.
+
+Thin over :mod:`napari_lesionmix.harmonize` (torch is imported only when a
+model is loaded or trained, in the worker). "Harmonize" changes the current
+synthetic image (``session.synthetic``) inside its mixing mask; the result
+becomes the session's synthetic (same label, mask and params: the method's
+params still replay the unharmonized sample; the harmonizer's settings are
+shown in the status line), and "Show before" swaps the ``synthetic`` layer's
+data (and the preview) between the unharmonized and harmonized image.
+
+Training runs :func:`~napari_lesionmix.harmonize.train_harmonizer` on the
+loaded dataset (or the shipped sample data) in a worker; its per-step loss
+dicts arrive through the callback and are drawn as they come (a timer in the
+GUI thread drains them), and "Stop" ends the run through ``should_stop``
+(the checkpoint keeps what was trained).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import QPointF, Qt, QTimer
+from qtpy.QtGui import QColor, QPainter, QPen
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_lesionmix.augment.params import Synthetic
+from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.widgets.state import VolumePlanes, bind, get_session, notify_error
+
+METHODS = (("ARHNet (shipped checkpoint)", "arhnet"), ("ARHNet (checkpoint file)", "file"),
+           ("Composite (no harmonization)", "composite"), ("Histogram matching (HM)", "hm"))
+DEVICES = ("auto", "cuda", "mps", "cpu")
+#: Milliseconds between two drains of the training callback's queue.
+POLL_MS = 100
+
+
+class LossCurve(QWidget):
+    """Generator and discriminator losses per step (log scale), validation fMAE marks."""
+
+    SERIES = (("loss_g", QColor(255, 150, 60)), ("loss_d", QColor(80, 160, 255)))
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setMinimumHeight(110)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.points: list[dict] = []  # step records
+        self.val: list[dict] = []     # validation records
+
+    def clear(self) -> None:
+        self.points, self.val = [], []
+        self.update()
+
+    def add(self, rec: dict) -> None:
+        (self.val if "val" in rec else self.points).append(rec)
+        self.update()
+
+    def paintEvent(self, event):  # noqa: N802 (Qt API)
+        p = QPainter(self)
+        w, h = self.width(), self.height()
+        p.fillRect(0, 0, w, h, QColor(38, 41, 48))
+        p.setPen(QPen(QColor(200, 200, 200)))
+        if not self.points:
+            p.drawText(6, 16, "loss curve: train to see it")
+            p.end()
+            return
+        steps = np.array([r["global_step"] for r in self.points], float)
+        top, bottom, left, right = 16, h - 14, 4, w - 4
+        x0, x1 = steps.min(), max(steps.max(), steps.min() + 1)
+        vals = np.array([[max(float(r[k]), 1e-6) for k, _ in self.SERIES] for r in self.points])
+        logs = np.log10(vals)
+        lo, hi = float(logs.min()), float(logs.max())
+        hi = hi if hi > lo else lo + 1.0
+
+        def xy(step, v):
+            return QPointF(left + (step - x0) / (x1 - x0) * (right - left),
+                           bottom - (np.log10(max(v, 1e-6)) - lo) / (hi - lo) * (bottom - top))
+
+        for j, (_name, colour) in enumerate(self.SERIES):
+            p.setPen(QPen(colour, 2))
+            pts = [xy(s, v) for s, v in zip(steps, vals[:, j], strict=True)]
+            if len(pts) == 1:
+                p.drawEllipse(pts[0], 2, 2)
+            for a, b in zip(pts[:-1], pts[1:], strict=True):
+                p.drawLine(a, b)
+        p.setPen(QPen(QColor(110, 210, 110), 1, Qt.PenStyle.DashLine))
+        for r in self.val:
+            x = xy(r["global_step"], 1.0).x()
+            p.drawLine(QPointF(x, top), QPointF(x, bottom))
+        last = self.points[-1]
+        p.setPen(QPen(QColor(255, 150, 60)))
+        p.drawText(4, 12, f"G {last['loss_g']:.3g}")
+        p.setPen(QPen(QColor(80, 160, 255)))
+        p.drawText(84, 12, f"D {last['loss_d']:.3g}")
+        p.setPen(QPen(QColor(200, 200, 200)))
+        text = f"step {int(last['global_step'])}"
+        if self.val:
+            v = self.val[-1]["val"]
+            text += f"   val fMAE {v.get('fmae', float('nan')):.4f}"
+        p.drawText(164, 12, text)
+        p.drawText(4, h - 2, "log loss vs step")
+        p.end()
+
+
+class _Path(QWidget):
+    def __init__(self, placeholder: str, save: bool = False, parent=None):
+        super().__init__(parent)
+        self.edit = QLineEdit()
+        self.edit.setPlaceholderText(placeholder)
+        self.save = save
+        btn = QToolButton()
+        btn.setText("...")
+        btn.clicked.connect(self._browse)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.edit, 1)
+        lay.addWidget(btn)
+
+    def _browse(self) -> None:
+        pick = QFileDialog.getSaveFileName if self.save else QFileDialog.getOpenFileName
+        path, _ = pick(self, "Checkpoint", self.edit.text(), "PyTorch checkpoint (*.pt *.pth *.ckpt)")
+        if path:
+            self.edit.setText(path)
+
+    def text(self) -> str:
+        return self.edit.text().strip()
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt style)
+        self.edit.setText(str(text))
+
+
+def _int_spin(lo, hi, value) -> QSpinBox:
+    s = QSpinBox()
+    s.setRange(lo, hi)
+    s.setValue(value)
+    return s
+
+
+class HarmonizeWidget(QWidget):
+    """Harmonize dock widget (Plugins > LesionMix > Harmonize)."""
+
+    def __init__(self, napari_viewer, parent=None):
+        super().__init__(parent)
+        self.session = get_session(napari_viewer)
+        self.before: Synthetic | None = None  # the unharmonized synthetic
+        self.after: Synthetic | None = None   # the harmonized one (session.synthetic while current)
+        self.device_used: str | None = None
+        self._harmonizers: dict = {}
+        self._events: list[dict] = []  # filled by the training thread, drained by the timer
+        self._stop = threading.Event()
+        self.training = False
+        self.train_result: dict | None = None
+
+        # harmonize
+        self.method = QComboBox()
+        for text, key in METHODS:
+            self.method.addItem(text, key)
+        self.checkpoint = _Path("checkpoint (.pt) for 'ARHNet (checkpoint file)'")
+        self.device = QComboBox()
+        self.device.addItems(DEVICES)
+        self.device_label = QLabel("device used: -")
+        self.harmonize_btn = QPushButton("Harmonize")
+        self.toggle_btn = QPushButton("Show before")
+        self.toggle_btn.setCheckable(True)
+        self.toggle_btn.setEnabled(False)
+        self.toggle_btn.setToolTip("Swap the synthetic layer between the unharmonized and harmonized image")
+        hb = QGroupBox("Harmonize the current synthetic")
+        hf = QFormLayout(hb)
+        hf.addRow("method", self.method)
+        hf.addRow("checkpoint", self.checkpoint)
+        drow = QHBoxLayout()
+        drow.addWidget(self.device)
+        drow.addWidget(self.device_label, 1)
+        hf.addRow("device", drow)
+        brow = QHBoxLayout()
+        brow.addWidget(self.harmonize_btn)
+        brow.addWidget(self.toggle_btn)
+        hf.addRow(brow)
+
+        # checkpoint files
+        self.load_btn = QPushButton("Load checkpoint...")
+        self.save_btn = QPushButton("Save checkpoint as...")
+        crow = QHBoxLayout()
+        crow.addWidget(self.load_btn)
+        crow.addWidget(self.save_btn)
+
+        # training
+        self.epochs = _int_spin(1, 10000, 20)
+        self.batch = _int_spin(1, 256, 8)
+        self.patch = _int_spin(8, 256, 32)
+        self.patch.setSingleStep(8)
+        self.patch.setToolTip("Cubic patch side in voxels (a multiple of 8; 32 at 2 mm covers 64 mm)")
+        self.per_case = _int_spin(1, 1000, 16)
+        self.train_seed = _int_spin(0, 2**31 - 1, 0)
+        self.train_out = _Path("where to write the trained checkpoint", save=True)
+        self.train_out.setText(os.path.join(tempfile.gettempdir(), "lesionmix_arhnet_studio.pt"))
+        self.train_btn = QPushButton("Train")
+        self.stop_btn = QPushButton("Stop")
+        self.stop_btn.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.curve = LossCurve()
+        tb = QGroupBox("Train ARHNet on the dataset")
+        tf = QFormLayout(tb)
+        r1 = QHBoxLayout()
+        for text, w in (("epochs", self.epochs), ("batch", self.batch), ("patch", self.patch)):
+            r1.addWidget(QLabel(text))
+            r1.addWidget(w, 1)
+        tf.addRow(r1)
+        r2 = QHBoxLayout()
+        for text, w in (("patches/case", self.per_case), ("seed", self.train_seed)):
+            r2.addWidget(QLabel(text))
+            r2.addWidget(w, 1)
+        tf.addRow(r2)
+        tf.addRow("save to", self.train_out)
+        trow = QHBoxLayout()
+        trow.addWidget(self.train_btn)
+        trow.addWidget(self.stop_btn)
+        tf.addRow(trow)
+        tf.addRow(self.progress)
+        tf.addRow(self.curve)
+
+        self.status = QLabel("Make a synthetic case (CarveMix, Soft-CP or LesionMix), then harmonize it.")
+        self.status.setWordWrap(True)
+        lay = QVBoxLayout(self)
+        lay.addWidget(hb)
+        lay.addLayout(crow)
+        lay.addWidget(tb)
+        lay.addWidget(self.status)
+        lay.addStretch(1)
+
+        self._timer = QTimer(self)
+        self._timer.setInterval(POLL_MS)
+        self._timer.timeout.connect(self._drain)
+        self.harmonize_btn.clicked.connect(self.harmonize)
+        self.toggle_btn.toggled.connect(self.show_before)
+        self.load_btn.clicked.connect(self._pick_checkpoint)
+        self.save_btn.clicked.connect(self._pick_save)
+        self.train_btn.clicked.connect(self.train)
+        self.stop_btn.clicked.connect(self.stop)
+        self.method.currentIndexChanged.connect(lambda _: self._sync_controls())
+        bind(self, self.session.synthetic_changed, self._on_synthetic)
+        self._sync_controls()
+
+    # -- helpers -------------------------------------------------------------------
+    def _sync_controls(self) -> None:
+        self.checkpoint.setEnabled(self.method.currentData() == "file")
+
+    def spec(self) -> str:
+        """The harmonizer to use: "arhnet", "composite", "hm" or a checkpoint path."""
+        key = self.method.currentData()
+        if key != "file":
+            return key
+        path = self.checkpoint.text()
+        if not path:
+            raise LesionMixError("Choose a checkpoint file for 'ARHNet (checkpoint file)'.")
+        if not Path(path).is_file():
+            raise LesionMixError(f"Checkpoint '{path}' does not exist.")
+        return path
+
+    def _error(self, exc) -> None:
+        self.status.setStyleSheet("color: #ff6b6b;")
+        self.status.setText(str(exc))
+
+    def _ok(self, text: str) -> None:
+        self.status.setStyleSheet("")
+        self.status.setText(text)
+
+    def _harmonizer(self, spec: str, device: str):
+        """Load (once per file version and device) a harmonizer; runs in the worker."""
+        from napari_lesionmix.harmonize import load_harmonizer
+
+        key = (spec, device)
+        if spec not in ("composite", "hm"):
+            from napari_lesionmix.harmonize import shipped_checkpoint
+
+            p = shipped_checkpoint() if spec == "arhnet" else Path(spec)
+            st = p.stat()
+            key = (os.fspath(p.resolve()), st.st_mtime_ns, st.st_size, device)
+        if key not in self._harmonizers:
+            self._harmonizers = {key: load_harmonizer(spec, device)}
+        return self._harmonizers[key]
+
+    # -- harmonize -----------------------------------------------------------------
+    def _on_synthetic(self) -> None:
+        """A synthetic from elsewhere (a new sample) ends the before/after pair."""
+        if self.session.synthetic is not self.after:
+            self.before = self.after = None
+            self.toggle_btn.blockSignals(True)
+            self.toggle_btn.setChecked(False)
+            self.toggle_btn.blockSignals(False)
+            self.toggle_btn.setEnabled(False)
+
+    def harmonize(self) -> None:
+        """Harmonize ``session.synthetic`` inside its mask with the chosen method (in a worker)."""
+        s = self.session
+        try:
+            syn = self.before if (self.before is not None and s.synthetic is self.after) else s.synthetic
+            if syn is None:
+                raise LesionMixError("There is no synthetic case to harmonize; make one with CarveMix, "
+                                     "Soft-CP or LesionMix first.")
+            spec = self.spec()
+        except LesionMixError as exc:
+            notify_error(str(exc))
+            self._error(exc)
+            return
+        device = self.device.currentText()
+        self._ok(f"Harmonizing with {self.method.currentText()}...")
+
+        def _work():
+            h = self._harmonizer(spec, device)
+            image = h.harmonize(syn.image, syn.mask)
+            used = str(getattr(h, "device", "cpu"))
+            return image, h.params(), used
+
+        def _done(result):
+            image, params, used = result
+            if s.synthetic is not syn and s.synthetic is not self.after:
+                return  # a newer sample replaced it meanwhile
+            self.before = syn
+            self.after = Synthetic(image=image, label=syn.label, mask=syn.mask, params=syn.params)
+            self.device_used = used
+            self.device_label.setText(f"device used: {used}")
+            if self.toggle_btn.isChecked():
+                self.toggle_btn.blockSignals(True)
+                self.toggle_btn.setChecked(False)
+                self.toggle_btn.blockSignals(False)
+            s.set_synthetic(self.after)
+            self.toggle_btn.setEnabled(True)
+            m = syn.mask > 0
+            delta = float(np.abs(image[:, m] - syn.image[:, m]).mean()) if m.any() else 0.0
+            self._ok(f"Harmonized with {params.get('method')} on {used}: mean |change| inside the mask "
+                     f"{delta:.4g}." + (f" Checkpoint {params['checkpoint']}." if "checkpoint" in params else ""))
+
+        s.run(_work, on_done=_done, on_error=self._error, desc="Harmonize")
+
+    def show_before(self, before: bool) -> None:
+        """Show the unharmonized (``True``) or harmonized image in the synthetic layer and preview."""
+        s = self.session
+        if self.before is None or self.after is None or s.synthetic is not self.after:
+            return
+        syn = self.before if before else self.after
+        s.show_layer("synthetic_image", s.orientation.to_display(syn.image[0]), contrast_limits=s.window)
+        s.set_preview(VolumePlanes(syn.image, syn.label, syn.mask, s.orientation))
+        self.toggle_btn.setText("Show after" if before else "Show before")
+
+    # -- checkpoints ---------------------------------------------------------------
+    def _pick_checkpoint(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load ARHNet checkpoint", "",
+                                              "PyTorch checkpoint (*.pt *.pth *.ckpt)")
+        if path:
+            self.load_checkpoint(path)
+
+    def load_checkpoint(self, path: str) -> None:
+        """Check a checkpoint in a worker and make it the harmonizer ("ARHNet (checkpoint file)")."""
+        device = self.device.currentText()
+        self._ok(f"Loading checkpoint '{path}'...")
+
+        def _done(h):
+            self.checkpoint.setText(path)
+            self.method.setCurrentIndex([k for _, k in METHODS].index("file"))
+            self.device_used = str(h.device)
+            self.device_label.setText(f"device used: {h.device}")
+            cfg = h.model_config
+            self._ok(f"Loaded '{path}': ARHNet, {cfg.in_channels} channel(s), base {cfg.base_channels}, "
+                     f"depth {cfg.depth}, patch {h.patch_size}.")
+
+        self.session.run(self._harmonizer, path, device, on_done=_done, on_error=self._error,
+                         desc="Harmonize: load checkpoint")
+
+    def _pick_save(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save ARHNet checkpoint", "",
+                                              "PyTorch checkpoint (*.pt)")
+        if path:
+            self.save_checkpoint(path)
+
+    def save_checkpoint(self, path: str) -> Path | None:
+        """Copy the current checkpoint (trained, loaded or shipped) to ``path``, atomically."""
+        from napari_lesionmix.export.writer import write_bytes_atomic
+
+        try:
+            spec = self.spec()
+            if spec in ("composite", "hm"):
+                raise LesionMixError(f"'{self.method.currentText()}' has no checkpoint to save.")
+            if spec == "arhnet":
+                from napari_lesionmix.harmonize import shipped_checkpoint
+
+                spec = os.fspath(shipped_checkpoint())
+            if Path(spec).resolve() == Path(path).resolve():
+                raise LesionMixError(f"Checkpoint '{path}' is the file being saved; choose another path.")
+            out = write_bytes_atomic(Path(spec).read_bytes(), path)
+        except (LesionMixError, OSError) as exc:
+            notify_error(str(exc))
+            self._error(exc)
+            return None
+        self._ok(f"Saved the checkpoint to '{out}'.")
+        return out
+
+    # -- training ------------------------------------------------------------------
+    def train_config(self):
+        from napari_lesionmix.harmonize import TrainConfig
+
+        return TrainConfig(epochs=int(self.epochs.value()), batch_size=int(self.batch.value()),
+                           patch_size=int(self.patch.value()), patches_per_case=int(self.per_case.value()),
+                           seed=int(self.train_seed.value()), device=self.device.currentText())
+
+    def _dataset_root(self) -> str:
+        if self.session.dataset is not None:
+            return self.session.dataset.root
+        from napari_lesionmix.sample_data import sample_data_dir
+
+        return os.fspath(sample_data_dir())
+
+    def train(self) -> None:
+        """Train ARHNet on the dataset in a worker; losses are drawn as they arrive."""
+        from napari_lesionmix.harmonize import train_harmonizer
+
+        if self.training:
+            notify_error("A training run is already going; stop it first.")
+            return
+        try:
+            config = self.train_config()
+            root = self._dataset_root()
+            out = self.train_out.text()
+            if not out:
+                raise LesionMixError("Choose where to save the trained checkpoint.")
+        except LesionMixError as exc:
+            notify_error(str(exc))
+            self._error(exc)
+            return
+        self._stop.clear()
+        self._events = []
+        self.curve.clear()
+        self.train_result = None
+        self.training = True
+        self.train_btn.setEnabled(False)
+        self.stop_btn.setEnabled(True)
+        self.progress.setRange(0, 0)
+        self._ok(f"Training on '{root}'...")
+        events = self._events
+
+        def _log(msg: str) -> None:
+            events.append({"log": msg})
+
+        def _finish(*_):
+            self._drain()
+            self._timer.stop()
+            self.training = False
+            self.train_btn.setEnabled(True)
+            self.stop_btn.setEnabled(False)
+
+        def _done(result):
+            _finish()
+            self.train_result = result
+            self._harmonizers = {}
+            self.checkpoint.setText(os.fspath(result["out"]))
+            self.method.setCurrentIndex([k for _, k in METHODS].index("file"))
+            val = result.get("val") or {}
+            what = "stopped" if result["stopped"] else "finished"
+            extra = f"; validation fMAE {val['fmae']:.4f} (composite {val.get('composite_fmae', float('nan')):.4f})" \
+                if "fmae" in val else ""
+            self._ok(f"Training {what} after {result['epochs_done']} epoch(s) in {result['seconds']:.1f} s on "
+                     f"{self.device_used or '?'}{extra}; checkpoint '{result['out']}'.")
+
+        def _failed(exc):
+            _finish()
+            self.progress.setRange(0, 1)
+            self._error(exc)
+
+        self._timer.start()
+        self.session.run(train_harmonizer, root, out, config, callback=events.append,
+                         should_stop=self._stop.is_set, log=_log, on_done=_done, on_error=_failed,
+                         desc="Harmonize: training ARHNet")
+
+    def stop(self) -> None:
+        """Ask the training run to stop before its next step (it saves what it has)."""
+        self._stop.set()
+        self.status.setText("Stopping after the current step...")
+
+    def _drain(self) -> None:
+        """Move the training callback's records into the curve and the progress bar (GUI thread)."""
+        events, n = self._events, len(self._events)
+        batch, self._events[:n] = events[:n], []
+        for rec in batch:
+            if "log" in rec:
+                msg = rec["log"]
+                if msg.startswith("device "):
+                    self.device_used = msg.split(";")[0][len("device "):]
+                    self.device_label.setText(f"device used: {self.device_used}")
+                continue
+            self.curve.add(rec)
+            total = int(rec["epochs"]) * int(rec["n_steps"])
+            self.progress.setRange(0, total)
+            self.progress.setValue(min(int(rec["global_step"]), total))

@@ -1,0 +1,203 @@
+"""Whole-volume harmonization: ARHNet patches, baselines, checkpoints and the ``harmonize`` CLI."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)
+
+from napari_lesionmix.cli import main  # noqa: E402
+from napari_lesionmix.errors import LesionMixError  # noqa: E402
+from napari_lesionmix.harmonize import (  # noqa: E402
+    SHIPPED_CHECKPOINT,
+    ModelConfig,
+    TrainConfig,
+    fmae,
+    harmonize,
+    load_harmonizer,
+)
+from napari_lesionmix.harmonize.baselines import histogram_matching, match_to_reference  # noqa: E402
+from napari_lesionmix.harmonize.checkpoint import save_checkpoint  # noqa: E402
+from napari_lesionmix.harmonize.data import minmax_scale, perturb  # noqa: E402
+from napari_lesionmix.harmonize.inference import plan_patches  # noqa: E402
+from napari_lesionmix.harmonize.model import Generator  # noqa: E402
+
+TINY = ModelConfig(base_channels=4, depth=2, disc_channels=4, disc_layers=2)
+
+
+def write_tiny_checkpoint(path, in_channels=1, patch=16, seed=0):
+    """A random (non-identity) generator saved as a slim checkpoint."""
+    torch.manual_seed(seed)
+    cfg = ModelConfig(in_channels=in_channels, base_channels=4, depth=2, disc_channels=4, disc_layers=2)
+    gen = Generator(cfg)
+    torch.nn.init.normal_(gen.head.weight, std=0.5)
+    torch.nn.init.constant_(gen.head.bias, 0.05)
+    save_checkpoint({"model_config": cfg.to_dict(),
+                     "train_config": TrainConfig(patch_size=patch, model=cfg).to_dict(),
+                     "generator": gen.state_dict(), "epoch": 0}, path)
+    return path
+
+
+@pytest.fixture
+def volume():
+    """An image (1, 40, 36, 30) with three lesions: two small, one larger than a 16^3 patch."""
+    rng = np.random.default_rng(0)
+    img = ndi.gaussian_filter(rng.normal(300, 40, (40, 36, 30)), 1.5).astype(np.float32)[None]
+    mask = np.zeros((40, 36, 30), bool)
+    mask[5:9, 5:9, 5:8] = True
+    mask[30:33, 28:31, 24:27] = True
+    mask[12:34, 10:30, 8:22] = True  # 22 x 20 x 14: tiled
+    mask[20, 1, 1] = True  # a one-voxel component near the border
+    img[0][mask] += 120.0
+    return img, mask
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path):
+    return write_tiny_checkpoint(tmp_path / "tiny.pt")
+
+
+def test_plan_covers_every_component_and_tiles_large_ones(volume):
+    _, mask = volume
+    comps, plan = plan_patches(mask, 16, margin=2)
+    covered = np.zeros(mask.shape, bool)
+    for idx, (oi, oj, ok) in plan:
+        sl = (slice(max(oi, 0), oi + 16), slice(max(oj, 0), oj + 16), slice(max(ok, 0), ok + 16))
+        covered[sl] |= comps[sl] == idx
+    assert np.array_equal(covered, mask)
+    per_comp = np.bincount([idx for idx, _ in plan])
+    assert per_comp.max() > 1 and sorted(per_comp[1:])[:3] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("method", ["arhnet", "hm", "composite"])
+def test_outside_mask_is_bit_identical(volume, tiny_ckpt, method):
+    img, mask = volume
+    soft = mask * np.float32(0.75)
+    soft[5:9, 5:9, 5:8] = 1.0
+    calls = []
+    out = harmonize(img, soft, method=tiny_ckpt if method == "arhnet" else method, device="cpu",
+                    progress=lambda d, t: calls.append((d, t)))
+    assert out.shape == img.shape and out.dtype == img.dtype
+    assert np.array_equal(out[:, ~mask], img[:, ~mask])
+    assert calls and calls[-1][0] == calls[-1][1]
+    if method != "composite":
+        assert np.all(np.any(out != img, axis=0)[mask] | (method == "hm"))
+        assert not np.array_equal(out[:, mask], img[:, mask])
+
+
+def test_arhnet_output_in_original_scale_and_blends_tiles(volume, tiny_ckpt):
+    img, mask = volume
+    h = load_harmonizer(tiny_ckpt, device="cpu")
+    out = h.harmonize(img, mask)
+    # Same result whatever the intensity unit: the change scales with (max - min).
+    out10 = h.harmonize(img * 10.0, mask)
+    assert np.allclose(out10, out * 10.0, rtol=1e-4, atol=1e-2)
+    # No seams: inside the tiled lesion the change varies smoothly (blended tiles).
+    change = (out - img)[0][12:34, 10:30, 8:22]
+    assert np.abs(np.diff(change, axis=0)).max() < np.abs(change).max()
+    p = h.params()
+    assert p["method"] == "arhnet" and len(p["checkpoint_sha256"]) == 64
+
+
+def test_empty_mask_returns_a_copy(tiny_ckpt):
+    img = np.random.default_rng(1).random((1, 12, 12, 12), dtype=np.float32)
+    out = harmonize(img, np.zeros((12, 12, 12)), method=tiny_ckpt, device="cpu")
+    assert np.array_equal(out, img) and out is not img
+
+
+def test_histogram_matching_maps_to_the_ring():
+    rng = np.random.default_rng(2)
+    img = rng.normal(100, 5, (1, 20, 20, 20)).astype(np.float32)
+    mask = np.zeros((20, 20, 20), bool)
+    mask[8:12, 8:12, 8:12] = True
+    img[0][mask] = rng.normal(300, 30, mask.sum())
+    out = histogram_matching(img, mask, ring_width=2)
+    ring = ndi.binary_dilation(mask, np.ones((3, 3, 3)), iterations=2) & ~mask
+    assert abs(out[0][mask].mean() - img[0][ring].mean()) < 2.0
+    assert abs(out[0][mask].std() - img[0][ring].std()) < 1.5
+    # Rank order inside the lesion is kept.
+    assert np.array_equal(np.argsort(out[0][mask]), np.argsort(img[0][mask]))
+    assert np.allclose(match_to_reference(np.array([3.0, 1.0, 2.0]), np.array([10.0, 20.0, 30.0])), [30, 10, 20])
+
+
+def test_channel_count_mismatch_is_a_clear_error(volume, tiny_ckpt):
+    img, mask = volume
+    with pytest.raises(LesionMixError, match=r"tiny\.pt.*1 channel\(s\) but the image has 2"):
+        harmonize(np.concatenate([img, img]), mask, method=tiny_ckpt, device="cpu")
+
+
+def test_bad_checkpoints_name_the_file(tmp_path, tiny_ckpt):
+    missing = tmp_path / "missing.pt"
+    with pytest.raises(LesionMixError, match="missing.pt' does not exist"):
+        load_harmonizer(missing)
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint")
+    with pytest.raises(LesionMixError, match="notes.pt' is not a readable PyTorch file"):
+        load_harmonizer(text)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(tiny_ckpt.read_bytes()[: tiny_ckpt.stat().st_size // 2])
+    with pytest.raises(LesionMixError, match="truncated.pt' is not a readable PyTorch file"):
+        load_harmonizer(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(LesionMixError, match="foreign.pt' is not an ARHNet checkpoint"):
+        load_harmonizer(foreign)
+    # Weights of one width declared as another.
+    mismatched = tmp_path / "mismatched.pt"
+    gen = Generator(ModelConfig(base_channels=6, depth=2))
+    save_checkpoint({"model_config": TINY.to_dict(), "generator": gen.state_dict()}, mismatched)
+    with pytest.raises(LesionMixError, match="mismatched.pt' does not match the ARHNet generator"):
+        load_harmonizer(mismatched)
+    with pytest.raises(LesionMixError, match="not one of arhnet"):
+        load_harmonizer("histogram")
+
+
+def test_cli_harmonize_writes_channels_and_params(tmp_path, volume, tiny_ckpt):
+    img, mask = volume
+    aff = np.diag([1.5, 1.5, 2.0, 1.0])
+    aff[:3, 3] = (4.0, -3.0, 7.0)
+    nib.save(nib.Nifti1Image(img[0], aff), tmp_path / "syn.nii.gz")
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), aff), tmp_path / "roi.nii.gz")
+    for method_args in (["--model", str(tiny_ckpt)], ["--method", "hm"]):
+        out = tmp_path / ("out_" + method_args[-1][-5:].replace(".", ""))
+        code = main(["harmonize", "--image", str(tmp_path / "syn.nii.gz"), "--mask", str(tmp_path / "roi.nii.gz"),
+                     *method_args, "--device", "cpu", "--out", str(out)])
+        assert code == 0
+        res = nib.load(out / "image_0000.nii.gz")
+        assert np.allclose(res.affine, aff)
+        data = np.asarray(res.dataobj, dtype=np.float32)
+        assert np.array_equal(data[~mask], img[0][~mask])
+        assert not np.array_equal(data[mask], img[0][mask])
+        params = json.loads((out / "params.json").read_text())
+        assert params["params"]["mask_voxels"] == int(mask.sum())
+    assert main(["harmonize", "--image", str(tmp_path / "syn.nii.gz"), "--mask", str(tmp_path / "roi.nii.gz"),
+                 "--model", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "x")]) == 2
+
+
+@pytest.mark.skipif(not SHIPPED_CHECKPOINT.is_file(), reason="shipped checkpoint not built")
+def test_shipped_checkpoint_harmonizes_a_held_out_sample_case(sample_dataset):
+    """The shipped model undoes an Eq. 1 perturbation of a held-out case better than doing nothing."""
+    case = sample_dataset["sub-10"].load()
+    mask = case.label > 0
+    scaled, lo, hi = minmax_scale(case.image)
+    for alpha, lam in ((0.25, 0.2), (-0.2, -0.15)):
+        composite = perturb(scaled, mask, alpha, lam)
+        out = harmonize(composite, mask, method="arhnet", device="cpu")
+        assert np.array_equal(out[:, ~mask], composite[:, ~mask])
+        assert fmae(out, scaled, mask[None]) < fmae(composite, scaled, mask[None])
+
+
+def test_label_masks_count_as_binary(volume, tiny_ckpt):
+    img, mask = volume
+    labels = mask.astype(np.uint8) * 2
+    a = harmonize(img, mask, method=tiny_ckpt, device="cpu")
+    b = harmonize(img, labels, method=tiny_ckpt, device="cpu")
+    assert np.array_equal(a, b)
+    with pytest.raises(LesionMixError, match=r"\[0, 1\]"):
+        harmonize(img, mask * 2.0, method="hm")

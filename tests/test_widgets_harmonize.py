@@ -1,0 +1,133 @@
+"""Harmonize widget under Xvfb: HM / shipped ARHNet, before/after, corrupt checkpoint, tiny training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from napari.utils.notifications import notification_manager
+
+from napari_lesionmix.augment.carvemix import CarveMixParams, carvemix
+from napari_lesionmix.harmonize import SHIPPED_CHECKPOINT, harmonize
+from napari_lesionmix.widgets.harmonize import HarmonizeWidget
+from napari_lesionmix.widgets.state import get_session
+
+pytestmark = pytest.mark.gui
+PLUGIN = "napari-lesionmix"
+
+
+@pytest.fixture
+def studio(make_napari_viewer_proxy, qtbot):
+    viewer = make_napari_viewer_proxy()
+    _, load = viewer.window.add_plugin_dock_widget(PLUGIN, "Load")
+    _, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Harmonize", tabify=True)  # via the manifest
+    assert isinstance(w, HarmonizeWidget)
+    session = get_session(viewer)
+    load.load_sample_pair()
+    qtbot.waitUntil(lambda: session.has_pair and not session.busy, timeout=20000)
+    host, donor = session.host, session.donor
+    session.set_synthetic(carvemix(host, donor, CarveMixParams(host.case_id, donor.case_id, 1.0)))
+    yield viewer, w, session
+    w.stop()
+    qtbot.waitUntil(lambda: not session.busy, timeout=60000)
+
+
+def _method(w, key):
+    w.method.setCurrentIndex([w.method.itemData(i) for i in range(w.method.count())].index(key))
+
+
+def test_hm_and_before_after_toggle(studio, qtbot):
+    viewer, w, session = studio
+    before = session.synthetic
+    layer = viewer.layers["synthetic"]
+    shown_before = layer.data.copy()
+    _method(w, "hm")
+    w.harmonize_btn.click()
+    qtbot.waitUntil(lambda: w.after is not None and not session.busy, timeout=20000)
+    after = session.synthetic
+    assert after is w.after and w.before is before and after.params == before.params
+    np.testing.assert_array_equal(after.image, harmonize(before.image, before.mask, "hm"))
+    m = before.mask > 0
+    assert not np.array_equal(after.image[:, m], before.image[:, m])  # changed inside the mask
+    np.testing.assert_array_equal(after.image[:, ~m], before.image[:, ~m])  # and only there
+    shown_after = layer.data.copy()
+    assert not np.array_equal(shown_after, shown_before)
+    assert w.toggle_btn.isEnabled()
+    w.toggle_btn.click()  # show before
+    np.testing.assert_array_equal(layer.data, shown_before)
+    assert w.toggle_btn.text() == "Show after"
+    w.toggle_btn.click()  # and after again
+    np.testing.assert_array_equal(layer.data, shown_after)
+    assert "device used: cpu" in w.device_label.text()
+    # A new synthetic from elsewhere ends the pair.
+    session.set_synthetic(before)
+    assert not w.toggle_btn.isEnabled() and w.after is None
+
+
+@pytest.mark.skipif(not SHIPPED_CHECKPOINT.is_file(),
+                    reason="the shipped checkpoint napari_lesionmix/harmonize/weights/arhnet_sample.pt is not built yet")
+def test_shipped_arhnet(studio, qtbot, tmp_path):
+    viewer, w, session = studio
+    before = session.synthetic
+    _method(w, "arhnet")
+    w.device.setCurrentText("cpu")
+    w.harmonize_btn.click()
+    qtbot.waitUntil(lambda: w.after is not None and not session.busy, timeout=30000)
+    m = before.mask > 0
+    np.testing.assert_array_equal(w.after.image[:, ~m], before.image[:, ~m])
+    assert w.device_used == "cpu" and "arhnet" in w.status.text()
+    saved = w.save_checkpoint(str(tmp_path / "copy.pt"))
+    assert saved.read_bytes() == SHIPPED_CHECKPOINT.read_bytes()
+
+
+def test_corrupt_checkpoint_and_no_synthetic_are_notifications(studio, qtbot, tmp_path):
+    viewer, w, session = studio
+    before, n_layers = session.synthetic, len(viewer.layers)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"this is not a torch checkpoint")
+    _method(w, "file")
+    w.checkpoint.setText(str(bad))
+    n = len(notification_manager.records)
+    w.harmonize_btn.click()
+    qtbot.waitUntil(lambda: len(notification_manager.records) > n and not session.busy, timeout=20000)
+    msg = notification_manager.records[-1].message
+    assert "bad.pt" in msg and not msg.startswith(("RuntimeError", "UnpicklingError"))
+    assert session.synthetic is before and len(viewer.layers) == n_layers
+    w.checkpoint.setText(str(tmp_path / "missing.pt"))
+    w.harmonize()
+    assert "does not exist" in notification_manager.records[-1].message
+    session.synthetic = None
+    _method(w, "hm")
+    w.harmonize()
+    assert "no synthetic case to harmonize" in notification_manager.records[-1].message
+
+
+def test_tiny_training_draws_the_loss_curve_and_stops(studio, qtbot, tmp_path):
+    viewer, w, session = studio
+    w.epochs.setValue(1)
+    w.batch.setValue(2)
+    w.patch.setValue(16)
+    w.per_case.setValue(1)
+    w.device.setCurrentText("cpu")
+    out = tmp_path / "tiny.pt"
+    w.train_out.setText(str(out))
+    w.train_btn.click()
+    assert w.training and w.stop_btn.isEnabled() and not w.train_btn.isEnabled()
+    qtbot.waitUntil(lambda: len(w.curve.points) >= 2, timeout=60000)
+    w.stop_btn.click()
+    qtbot.waitUntil(lambda: w.train_result is not None and not session.busy, timeout=60000)
+    assert w.train_result["stopped"] and out.is_file()
+    pts = w.curve.points
+    assert [p["global_step"] for p in pts[:2]] == [1, 2] and all(np.isfinite(p["loss_g"]) for p in pts)
+    assert w.progress.value() == len(pts) and w.progress.maximum() >= len(pts)
+    assert w.device_used == "cpu" and not w.training and w.train_btn.isEnabled()
+    # The trained checkpoint becomes the harmonizer.
+    assert w.method.currentData() == "file" and w.checkpoint.text() == str(out)
+    w.harmonize_btn.click()
+    qtbot.waitUntil(lambda: w.after is not None and not session.busy, timeout=30000)
+    assert str(out) in w.status.text()
+    # Save it elsewhere, then load that copy back.
+    copy = w.save_checkpoint(str(tmp_path / "copy.pt"))
+    assert copy.read_bytes() == out.read_bytes()
+    w.load_checkpoint(str(copy))
+    qtbot.waitUntil(lambda: w.checkpoint.text() == str(copy) and not session.busy, timeout=30000)
+    assert w.status.text().startswith(f"Loaded '{copy}': ARHNet, 1 channel(s)")
