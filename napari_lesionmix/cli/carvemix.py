@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from napari_lesionmix.cli._common import add_pair_arguments, load_pair, pair_inputs, read_params
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -13,12 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "replaced inside M. Writes DIR/image_0000.nii.gz (one per channel), label.nii.gz, "
         "mask.nii.gz and params.json.",
     )
-    p.add_argument("--host-image", action="append", required=True, metavar="H.nii.gz",
-                   help="host image; repeat once per channel (H_0000, H_0001, ...)")
-    p.add_argument("--host-label", required=True, metavar="HL.nii.gz")
-    p.add_argument("--donor-image", action="append", required=True, metavar="D.nii.gz",
-                   help="donor image; repeat once per channel, in the host's channel order")
-    p.add_argument("--donor-label", required=True, metavar="DL.nii.gz")
+    add_pair_arguments(p)
     group = p.add_mutually_exclusive_group()
     group.add_argument("--lam", type=float, help="threshold lambda in mm (default: sampled, Eq. 7)")
     group.add_argument("--seed", type=int, default=None, help="seed for sampling lambda (default 0)")
@@ -31,8 +28,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     import numpy as np
 
     from napari_lesionmix.augment.carvemix import (
@@ -41,22 +36,11 @@ def run(args: argparse.Namespace) -> int:
         carvemix,
         sample_carvemix,
     )
-    from napari_lesionmix.augment.params import params_from_json
-    from napari_lesionmix.errors import LesionMixError
-    from napari_lesionmix.io.nifti import check_same_grid, load_case
     from napari_lesionmix.io.synthetic import write_synthetic
 
-    host = load_case(args.host_image, args.host_label)
-    donor = load_case(args.donor_image, args.donor_label)
-    check_same_grid(host, donor)
-    donor.require_lesion("Donor")
+    host, donor = load_pair(args)
     if args.params:
-        path = Path(args.params)
-        if not path.is_file():
-            raise LesionMixError(f"Params file '{args.params}' does not exist.")
-        params = params_from_json(path.read_text())
-        if not isinstance(params, CarveMixParams):
-            raise LesionMixError(f"Params file '{args.params}' holds {params.method} params, not carvemix.")
+        params = read_params(args.params, CarveMixParams)
         field = None
     elif args.lam is not None:
         if args.per_lesion:
@@ -72,11 +56,7 @@ def run(args: argparse.Namespace) -> int:
         field = CarveField.from_case(donor, per_lesion=args.per_lesion, connectivity=args.connectivity)
         params = sample_carvemix(np.random.default_rng(seed), field, host.case_id, donor.case_id, seed=seed)
     synthetic = carvemix(host, donor, params, field=field)
-    inputs = {
-        "host_image": list(host.image_paths), "host_label": host.label_path,
-        "donor_image": list(donor.image_paths), "donor_label": donor.label_path,
-    }
-    paths = write_synthetic(args.out, synthetic, host, inputs)
+    paths = write_synthetic(args.out, synthetic, host, pair_inputs(host, donor))
     lam = (f"{len(params.lesion_lams)} per-lesion lambdas" if params.per_lesion
            else f"lambda={params.lam:.3f} mm")
     print(f"carvemix: {lam}, ROI {int(synthetic.mask.sum())} voxels -> {paths['params'].parent}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from napari_lesionmix.cli._common import load_mask_on_grid, read_params
+
 DISTRIBUTIONS = ("low", "medium", "high", "uniform", "gaussian", "real")
 
 
@@ -54,7 +56,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import sys
-    from pathlib import Path
 
     import numpy as np
 
@@ -62,21 +63,15 @@ def run(args: argparse.Namespace) -> int:
     from napari_lesionmix.augment.lesionmix import LesionMixParams, lesionmix, sample_lesionmix
     from napari_lesionmix.augment.lesions import LesionBank
     from napari_lesionmix.augment.likelihood import likelihood_map, load_likelihood
-    from napari_lesionmix.augment.params import params_from_json
     from napari_lesionmix.errors import LesionMixError
     from napari_lesionmix.io.dataset import discover_dataset
-    from napari_lesionmix.io.nifti import load_case, load_label
+    from napari_lesionmix.io.nifti import load_case
     from napari_lesionmix.io.synthetic import write_synthetic
 
     ds = discover_dataset(args.dataset)
     params = None
     if args.params:
-        path = Path(args.params)
-        if not path.is_file():
-            raise LesionMixError(f"Params file '{args.params}' does not exist.")
-        params = params_from_json(path.read_text())
-        if not isinstance(params, LesionMixParams):
-            raise LesionMixError(f"Params file '{args.params}' holds {params.method} params, not lesionmix.")
+        params = read_params(args.params, LesionMixParams)
         bank = LesionBank.from_dataset(ds, connectivity=params.connectivity, margin=params.bank_margin)
     else:
         bank = LesionBank.from_dataset(ds, connectivity=args.connectivity)
@@ -92,11 +87,7 @@ def run(args: argparse.Namespace) -> int:
         host = load_case(args.host_image, args.host_label)
         brain = None
         if args.host_brain_mask:
-            brain = load_label(args.host_brain_mask)[0] > 0
-            if brain.shape != host.shape:
-                raise LesionMixError(
-                    f"Brain mask '{args.host_brain_mask}' has shape {brain.shape} but the host has {host.shape}."
-                )
+            brain = load_mask_on_grid(args.host_brain_mask, host)
     if host.label is None:
         raise LesionMixError(f"Host '{host.case_id}' has no label map; LesionMix needs one.")
 

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from napari_lesionmix.cli._common import (
+    add_pair_arguments,
+    load_mask_on_grid,
+    load_pair,
+    pair_inputs,
+    read_params,
+)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from napari_lesionmix.augment.softmask import DEFAULT_A, DEFAULT_K_DILATE, DEFAULT_K_ERODE
@@ -16,12 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(brain mask, a host label, or the host's non-zero image) and <= delta2 on host lesions. "
         "Writes DIR/image_0000.nii.gz (one per channel), label.nii.gz, mask.nii.gz (S) and params.json.",
     )
-    p.add_argument("--host-image", action="append", required=True, metavar="H.nii.gz",
-                   help="host image; repeat once per channel (H_0000, H_0001, ...)")
-    p.add_argument("--host-label", required=True, metavar="HL.nii.gz")
-    p.add_argument("--donor-image", action="append", required=True, metavar="D.nii.gz",
-                   help="donor image; repeat once per channel, in the host's channel order")
-    p.add_argument("--donor-label", required=True, metavar="DL.nii.gz")
+    add_pair_arguments(p)
     ref = p.add_mutually_exclusive_group()
     ref.add_argument("--brain-mask", metavar="BM.nii.gz", help="host brain (or organ) mask: the reference of Eq. 3")
     ref.add_argument("--reference-label", type=int, metavar="N",
@@ -56,47 +59,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     import numpy as np
 
-    from napari_lesionmix.augment.params import params_from_json
     from napari_lesionmix.augment.softcp import DonorLesions, SoftCPParams, sample_softcp, softcp
-    from napari_lesionmix.errors import LesionMixError
-    from napari_lesionmix.io.nifti import (
-        AFFINE_TOLERANCE_MM,
-        check_same_grid,
-        load_case,
-        load_label,
-    )
     from napari_lesionmix.io.synthetic import write_synthetic
 
-    host = load_case(args.host_image, args.host_label)
-    donor = load_case(args.donor_image, args.donor_label)
-    check_same_grid(host, donor)
-    brain = None
-    if args.brain_mask:
-        brain, img = load_label(args.brain_mask)
-        if brain.shape != host.shape:
-            raise LesionMixError(
-                f"Brain mask '{args.brain_mask}' has shape {brain.shape} but the host has {host.shape}."
-            )
-        diff = float(np.max(np.abs(np.asarray(img.affine) - host.affine)))
-        if diff > AFFINE_TOLERANCE_MM:
-            raise LesionMixError(
-                f"Brain mask '{args.brain_mask}' and the host image have affines that differ by up to "
-                f"{diff:.4g} mm; they are not on the same grid."
-            )
-        brain = brain != 0
-        if not brain.any():
-            raise LesionMixError(f"Brain mask '{args.brain_mask}' is empty.")
+    host, donor = load_pair(args)
+    brain = load_mask_on_grid(args.brain_mask, host) if args.brain_mask else None
     if args.params:
-        path = Path(args.params)
-        if not path.is_file():
-            raise LesionMixError(f"Params file '{args.params}' does not exist.")
-        params = params_from_json(path.read_text())
-        if not isinstance(params, SoftCPParams):
-            raise LesionMixError(f"Params file '{args.params}' holds {params.method} params, not softcp.")
+        params = read_params(args.params, SoftCPParams)
     else:
         if args.reference_label is not None:
             reference = f"label:{args.reference_label}"
@@ -110,15 +81,12 @@ def run(args: argparse.Namespace) -> int:
         params = sample_softcp(
             np.random.default_rng(seed), host, donor, brain, reference=reference, n_lesions=args.n_lesions,
             a=args.a, k_erode=args.k_erode, k_dilate=args.k_dilate, delta1=args.delta1, delta2=args.delta2,
-            max_tries=args.max_tries, placement=args.placement, jitter_mm=args.jitter_mm, n_image_ops=args.image_ops, intensity_compat=args.intensity_compat,
+            max_tries=args.max_tries, placement=args.placement, jitter_mm=args.jitter_mm,
+            n_image_ops=args.image_ops, intensity_compat=args.intensity_compat,
             lesion_labels=lesion_labels, seed=seed, donor_lesions=donor_lesions,
         )
     synthetic = softcp(host, donor, params, brain)
-    inputs = {
-        "host_image": list(host.image_paths), "host_label": host.label_path,
-        "donor_image": list(donor.image_paths), "donor_label": donor.label_path,
-        "brain_mask": args.brain_mask,
-    }
+    inputs = {**pair_inputs(host, donor), "brain_mask": args.brain_mask}
     paths = write_synthetic(args.out, synthetic, host, inputs)
     ops = ",".join(op.kind for op in params.image_ops) or "none"
     print(f"softcp: {len(params.lesions)} lesion(s) pasted (components "

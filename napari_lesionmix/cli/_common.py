@@ -1,0 +1,75 @@
+"""Arguments and loading steps that several ``lesionmix`` commands share."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+
+from napari_lesionmix.errors import LesionMixError
+
+
+def add_pair_arguments(p: argparse.ArgumentParser) -> None:
+    """``--host-image``/``--host-label``/``--donor-image``/``--donor-label`` (images repeatable per channel)."""
+    p.add_argument("--host-image", action="append", required=True, metavar="H.nii.gz",
+                   help="host image; repeat once per channel (H_0000, H_0001, ...)")
+    p.add_argument("--host-label", required=True, metavar="HL.nii.gz")
+    p.add_argument("--donor-image", action="append", required=True, metavar="D.nii.gz",
+                   help="donor image; repeat once per channel, in the host's channel order")
+    p.add_argument("--donor-label", required=True, metavar="DL.nii.gz")
+
+
+def load_pair(args: argparse.Namespace):
+    """Load host and donor from :func:`add_pair_arguments`; same grid, and a donor lesion."""
+    from napari_lesionmix.io.nifti import check_same_grid, load_case
+
+    host = load_case(args.host_image, args.host_label)
+    donor = load_case(args.donor_image, args.donor_label)
+    check_same_grid(host, donor)
+    donor.require_lesion("Donor")
+    return host, donor
+
+
+def pair_inputs(host, donor) -> dict:
+    """The source files of a pair, for ``params.json``'s ``inputs``."""
+    return {
+        "host_image": list(host.image_paths), "host_label": host.label_path,
+        "donor_image": list(donor.image_paths), "donor_label": donor.label_path,
+    }
+
+
+def read_params(path: str | os.PathLike, params_type):
+    """Params saved in ``path`` (a ``params.json``), which must be of ``params_type``."""
+    from napari_lesionmix.augment.params import params_from_json
+
+    p = Path(path)
+    if not p.is_file():
+        raise LesionMixError(f"Params file '{os.fspath(path)}' does not exist.")
+    params = params_from_json(p.read_text())
+    if not isinstance(params, params_type):
+        raise LesionMixError(
+            f"Params file '{os.fspath(path)}' holds {params.method} params, not {params_type.method}."
+        )
+    return params
+
+
+def load_mask_on_grid(path: str | os.PathLike, case, what: str = "Brain mask") -> np.ndarray:
+    """A non-empty binary mask from ``path`` that lies on ``case``'s grid (shape and affine)."""
+    from napari_lesionmix.io.nifti import AFFINE_TOLERANCE_MM, load_label
+
+    mask, img = load_label(path)
+    name = os.fspath(path)
+    if mask.shape != case.shape:
+        raise LesionMixError(f"{what} '{name}' has shape {mask.shape} but the host has {case.shape}.")
+    diff = float(np.max(np.abs(np.asarray(img.affine) - case.affine)))
+    if diff > AFFINE_TOLERANCE_MM:
+        raise LesionMixError(
+            f"{what} '{name}' and the host image have affines that differ by up to {diff:.4g} mm; "
+            "they are not on the same grid."
+        )
+    mask = mask != 0
+    if not mask.any():
+        raise LesionMixError(f"{what} '{name}' is empty.")
+    return mask
