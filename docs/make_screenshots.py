@@ -26,7 +26,7 @@ def main() -> None:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_lesionmix.studio import open_studio, studio_widget
+    from napari_lesionmix.widgets.studio import open_studio, studio_widget
     from napari_lesionmix.widgets.state import get_session
 
     OUT.mkdir(parents=True, exist_ok=True)

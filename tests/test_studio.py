@@ -26,7 +26,7 @@ def test_manifest_validates_with_imports():
     assert {tuple(w.layer_types) for w in c.writers} == {("image",), ("labels",)}
     keys = {s.key for s in c.sample_data}
     assert "pair" in keys and {f"sub-{i:02d}" for i in range(1, 11)} <= keys
-    assert any(cmd.python_name == "napari_lesionmix.studio:studio_command" for cmd in c.commands)
+    assert any(cmd.python_name == "napari_lesionmix.widgets.studio:studio_command" for cmd in c.commands)
 
 
 def test_npe2_cli_validate():
@@ -39,7 +39,7 @@ def test_npe2_cli_validate():
 @pytest.mark.gui
 def test_open_studio_docks_everything_and_loads_the_sample_pair(make_napari_viewer, qtbot):
     from napari_lesionmix._sample_data import PAIR
-    from napari_lesionmix.studio import open_studio, widget_names
+    from napari_lesionmix.widgets.studio import open_studio, widget_names
 
     viewer = make_napari_viewer()
     assert open_studio(viewer) is viewer

@@ -55,7 +55,7 @@ Adding a widget (Soft-CP, LesionMix, Harmonize, Export)
 2. Register ``session.replayers["<method>"] = self.replay`` so provenance replay works.
 3. Add a command (``python_name: napari_lesionmix.widgets.<name>:XWidget``) and a
    ``widgets`` entry to ``napari_lesionmix/napari.yaml``; the studio
-   (:func:`napari_lesionmix.studio.open_studio`) docks every widget the
+   (:func:`napari_lesionmix.widgets.studio.open_studio`) docks every widget the
    manifest lists, in manifest order.
 4. Catch ``LesionMixError`` in slots and call ``state.notify_error(str(exc))``.
 """
