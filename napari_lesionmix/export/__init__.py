@@ -1,0 +1,229 @@
+"""Batch export of synthetic lesion cases as an nnU-Net v2 raw dataset.
+
+Reproducible (sample ``i`` depends only on the root seed and ``i``, so 1, N
+workers or a Dask cluster give bit-identical files), resumable (a rerun
+completes an interrupted export without redoing finished cases) and verified
+(an integrity check runs before ``dataset.json`` is written).
+
+Examples
+--------
+>>> from napari_lesionmix.export import ExportConfig, export_dataset   # doctest: +SKIP
+>>> cfg = ExportConfig("sample_data", "Dataset501_MSsyn", n=100,
+...                    methods=(("carvemix", 1.0),), seed=0, workers=2, holdout_fraction=0.2)
+>>> report = export_dataset(cfg, progress=lambda done, total: print(done, total))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.export.plan import ExportConfig, ExportPlan, make_plan, parse_method_specs
+from napari_lesionmix.export.verify import verify_dataset
+
+__all__ = [
+    "ExportConfig", "ExportPlan", "ExportReport", "export_dataset", "make_plan", "parse_method_specs",
+    "render_gallery", "verify_dataset", "available_methods",
+]
+
+
+@dataclass
+class ExportReport:
+    """What an export did.
+
+    Attributes
+    ----------
+    out : Path
+    n_total : int
+        Cases the finished dataset holds (synthetic + real copies).
+    n_written : int
+        Cases made by this run.
+    n_skipped : int
+        Cases found finished from an earlier run (resume).
+    stopped : bool
+        ``should_stop`` ended the run early (no dataset.json was written; rerun to finish).
+    seconds : float
+    peak_rss_mb : dict
+        Peak resident memory per worker process id, in MiB.
+    worker_cpu_s : dict
+        CPU seconds (user + system) each worker process had used by its last case.
+    holdout : tuple of str
+        Real cases held out (never a source, in no training fold).
+    """
+
+    out: Path
+    n_total: int
+    n_written: int = 0
+    n_skipped: int = 0
+    stopped: bool = False
+    seconds: float = 0.0
+    peak_rss_mb: dict[int, float] = field(default_factory=dict)
+    worker_cpu_s: dict[int, float] = field(default_factory=dict)
+    holdout: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        return not self.stopped
+
+
+def available_methods() -> list[str]:
+    """Methods that can be exported in this installation."""
+    from napari_lesionmix.export.methods import available_methods as _avail
+
+    return _avail()
+
+
+def render_gallery(out, case_ids=None, out_png=None, **kwargs):
+    """Contact sheet of triplanar thumbnails; see :func:`napari_lesionmix.export.gallery.render_gallery`."""
+    from napari_lesionmix.export.gallery import render_gallery as _render
+
+    return _render(out, case_ids, out_png, **kwargs)
+
+
+def _check_harmonize_spec(spec: str | None) -> None:
+    if not spec:
+        return
+    if spec.lower() in ("arhnet", "composite", "hm") or Path(spec).is_file():
+        return
+    raise LesionMixError(
+        f"Harmonizer '{spec}' is not 'arhnet', 'composite', 'hm' or an existing checkpoint file."
+    )
+
+
+def export_dataset(
+    config: ExportConfig,
+    progress: Callable[[int, int], Any] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    client=None,
+) -> ExportReport:
+    """Write (or complete) the synthetic nnU-Net v2 dataset described by ``config``.
+
+    Parameters
+    ----------
+    config : ExportConfig
+    progress : callable(done, total), optional
+        Called once at the start (counting cases already finished) and after every case.
+    should_stop : callable() -> bool, optional
+        Polled between cases (the studio's Cancel): running cases finish, the
+        rest are left for a rerun.
+    client : dask.distributed.Client, optional
+        Run on this cluster instead of ``config.workers`` / ``config.scheduler``.
+
+    Returns
+    -------
+    ExportReport
+
+    Raises
+    ------
+    LesionMixError
+        Bad settings or inputs, an output folder made with other settings
+        (without ``overwrite``), a full disk, an unavailable method, or a
+        failed integrity check.
+    """
+    from napari_lesionmix.export.methods import get_method
+    from napari_lesionmix.export.runners import run_tasks
+    from napari_lesionmix.export.writer import (
+        Manifest,
+        clean_temporaries,
+        dataset_json,
+        finished_cases,
+        prepare_output,
+        splits_final,
+        write_json,
+    )
+
+    t0 = time.perf_counter()
+    for name, _ in config.methods:
+        get_method(name)  # "method X is not available" before any file is touched
+    _check_harmonize_spec(config.harmonize)
+    plan = make_plan(config)
+    out = Path(config.out)
+    prepare_output(out, config.identity(), config.overwrite)
+    clean_temporaries(out)
+    manifest = Manifest(out)
+    _refuse_shrinking(out, plan, manifest)
+    done = finished_cases(out, manifest)
+    wanted = [cid for cid in plan.real_ids] + [plan.synthetic_id(i) for i in range(config.n)]
+    done = {cid: rec for cid, rec in done.items() if cid in set(wanted)}
+    tasks = [("real", cid) for cid in plan.real_ids if cid not in done]
+    tasks += [("syn", i) for i in range(config.n) if plan.synthetic_id(i) not in done]
+    report = ExportReport(out, len(wanted), n_skipped=len(done), holdout=plan.holdout_ids)
+    total = len(wanted)
+    if tasks:
+        # An unfinished folder must not look finished: dataset.json only marks a complete export.
+        (out / "dataset.json").unlink(missing_ok=True)
+        # Keep only verified lines (drops a torn last line and records of lost files).
+        manifest.rewrite(_ordered(done.values()))
+    if progress is not None:
+        progress(len(done), total)
+    records = dict(done)
+    for rec in run_tasks(plan, tasks, should_stop=should_stop, client=client):
+        pid, rss, cpu = rec.pop("_pid", None), rec.pop("_peak_rss_mb", None), rec.pop("_cpu_s", None)
+        if pid is not None:
+            report.peak_rss_mb[pid] = max(rss or 0.0, report.peak_rss_mb.get(pid, 0.0))
+            report.worker_cpu_s[pid] = max(cpu or 0.0, report.worker_cpu_s.get(pid, 0.0))
+        manifest.append(rec)
+        records[rec["id"]] = rec
+        report.n_written += 1
+        if progress is not None:
+            progress(len(records), total)
+    if len(records) < total:
+        report.stopped = True
+        report.seconds = time.perf_counter() - t0
+        return report
+    manifest.rewrite(_ordered(records.values()))
+    write_json(splits_final(plan, records), out / "splits_final.json")
+    n_channels = max((int(r.get("channels", 1)) for r in records.values()), default=1)
+    meta = dataset_json(plan, len(records), n_channels)
+    values = sorted({v for r in records.values() for v in r.get("label_values", [])})
+    declared = set(meta["labels"].values()) if all(isinstance(v, int) for v in meta["labels"].values()) else set()
+    for v in values:
+        if declared and v not in declared:
+            meta["labels"][f"label{v}"] = v
+    # Workers checked every array before writing it (finite image, label values recorded)
+    # and checksummed the file they wrote: here names, headers and checksums are enough.
+    problems = verify_dataset(out, dataset_json=meta, deep=False)
+    undeclared = sorted(set(values) - set(meta["labels"].values())) if declared else []
+    if undeclared:
+        problems.append(f"Label value(s) {undeclared} are not declared in dataset.json labels.")
+    if problems:
+        more = f" ({len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise LesionMixError(f"Integrity check of '{out}' failed: {problems[0]}{more}")
+    write_json(meta, out / "dataset.json")  # last: marks the export complete
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _refuse_shrinking(out: Path, plan, manifest) -> None:
+    """A rerun may raise ``n`` (sample i does not depend on n) but not lower it below cases already made."""
+    prefix = f"{plan.config.prefix}_"
+    indices = [r["index"] for r in manifest.read().values() if isinstance(r.get("index"), int)]
+    labels = out / "labelsTr"
+    if labels.is_dir():
+        for p in labels.iterdir():
+            stem = p.name[: -len(".nii.gz")] if p.name.endswith(".nii.gz") else ""
+            if stem.startswith(prefix) and stem[len(prefix):].isdigit():
+                indices.append(int(stem[len(prefix):]))
+    top = max(indices, default=-1)
+    if top >= plan.config.n and not plan.config.overwrite:
+        raise LesionMixError(
+            f"Output folder '{out}' already holds synthetic case {plan.synthetic_id(top)}, beyond --n "
+            f"{plan.config.n}; use --n {top + 1} or more, --overwrite, or another folder."
+        )
+    if top >= plan.config.n:  # --overwrite: drop the cases beyond n (their manifest lines go at the rewrite)
+        import re
+
+        beyond = re.compile(re.escape(prefix) + r"(\d+)(_\d{4})?\.nii\.gz$")
+        for p in list((out / "imagesTr").iterdir()) + list(labels.iterdir()):
+            m = beyond.match(p.name)
+            if m and int(m[1]) >= plan.config.n:
+                p.unlink()
+
+
+def _ordered(records) -> list[dict]:
+    """Real cases first (by id), then synthetic cases by index: the same order whoever wrote them."""
+    return sorted(records, key=lambda r: (r.get("index") is not None, r.get("index") or 0, r["id"]))

@@ -1,0 +1,387 @@
+"""The export plan: settings, the held-out split, and who makes sample ``i`` from what.
+
+Everything random here flows from the root seed, so the plan (and every
+sample) is a pure function of the settings and the dataset:
+
+* the held-out split and the cross-validation folds use generators derived
+  from ``SeedSequence(seed, spawn_key=(SPLIT_KEY, k))``, whose two-element
+  spawn keys never collide with the one-element keys of
+  :func:`~napari_lesionmix.random.sample_rng`;
+* sample ``i`` uses ``sample_rng(seed, i)``: it first draws its method (by
+  weight), then its host and donor, then the method's own params from the
+  same generator (:func:`assign`). Whoever computes sample ``i`` (one process,
+  a pool or a Dask worker) gets the same file bit for bit.
+
+Leakage rules (the choice made where the papers are silent)
+-----------------------------------------------------------
+* Real cases are split into a **training pool** ``T`` and a **held-out** set
+  ``H`` (``holdout_fraction`` of the cases, drawn with the seed, or the cases
+  named by a splits file). Synthetic cases are generated **only from T**:
+  host, donor and any lesion source. No synthetic case carries a voxel of a
+  held-out case.
+* ``splits_final.json`` (nnU-Net's format, ``n_folds`` folds) partitions the
+  real training pool ``T`` into folds ``T_1..T_k``. In fold ``k`` the
+  validation set holds the real cases of ``T_k`` (and, with
+  ``include_real``, every held-out case, which is thus in no training set of
+  any fold); the training set holds the other real cases of ``T`` and every
+  synthetic case **none of whose sources is in** ``T_k``. A synthetic case
+  made from a fold's validation case is in neither set of that fold.
+* Without ``include_real`` no real case is in ``imagesTr``; the folds then
+  validate on the synthetic cases that have a source in ``T_k`` (so nnU-Net
+  gets a non-empty validation set) and train on those that do not.
+* A splits file may be an nnU-Net ``splits_final.json`` (a list of
+  ``{"train": [...], "val": [...]}`` over real case ids: its folds are used
+  as given and real cases named in no fold are held out) or a plain list of
+  case ids (or ``{"holdout": [...]}``) to hold out, with folds drawn as above.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.random import sample_rng
+
+#: First spawn-key element of the split generators (two-element keys never
+#: collide with ``sample_rng``'s one-element keys).
+SPLIT_KEY = 2**31 - 1
+
+#: Settings that do not change any output file, so a rerun may change them.
+#: ``n`` is among them because sample ``i`` does not depend on it: a rerun
+#: with a larger ``n`` adds cases (a smaller one is refused).
+RUN_ONLY_SETTINGS = ("out", "workers", "scheduler", "overwrite", "n")
+
+
+def parse_option_specs(specs: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["carvemix.per_lesion=true", "lesionmix.distribution=high"]`` -> nested dict (values parsed as JSON when they can be)."""
+    out: dict[str, dict[str, Any]] = {}
+    for spec in specs or ():
+        key, eq, value = str(spec).partition("=")
+        method, dot, name = key.strip().partition(".")
+        if not (eq and dot and method and name):
+            raise LesionMixError(f"Option '{spec}' must look like METHOD.NAME=VALUE (e.g. carvemix.per_lesion=true).")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        out.setdefault(method.lower(), {})[name] = parsed
+    return out
+
+
+def parse_method_specs(specs: Sequence[str] | str) -> tuple[tuple[str, float], ...]:
+    """``["carvemix:2", "softcp"]`` -> ``(("carvemix", 2.0), ("softcp", 1.0))``.
+
+    Raises
+    ------
+    LesionMixError
+        For an empty list, a repeated method, or a weight that is not a positive number.
+    """
+    if isinstance(specs, str):
+        specs = specs.replace(",", " ").split()
+    out: dict[str, float] = {}
+    for spec in specs:
+        name, _, weight = str(spec).partition(":")
+        name = name.strip().lower()
+        if not name:
+            raise LesionMixError(f"Method spec '{spec}' has no method name (expected NAME or NAME:WEIGHT).")
+        try:
+            w = float(weight) if weight else 1.0
+        except ValueError:
+            raise LesionMixError(f"Method weight in '{spec}' is not a number.") from None
+        if not np.isfinite(w) or w <= 0:
+            raise LesionMixError(f"Method weight in '{spec}' must be a positive number.")
+        if name in out:
+            raise LesionMixError(f"Method '{name}' is given twice in the method list.")
+        out[name] = w
+    if not out:
+        raise LesionMixError("No augmentation method was given (e.g. --method carvemix).")
+    return tuple(out.items())
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Settings of one export.
+
+    Attributes
+    ----------
+    dataset : str
+        Source dataset folder (any layout :func:`~napari_lesionmix.io.dataset.discover_dataset` reads).
+    out : str
+        Output folder (an nnU-Net v2 raw dataset, e.g. ``.../Dataset501_MS``).
+    n : int
+        Number of synthetic cases.
+    methods : tuple of (name, weight)
+        Methods and their relative weights; sample ``i`` draws one.
+    seed : int
+        Root seed.
+    workers : int
+        Local worker processes (1 = serial, in this process).
+    scheduler : str or None
+        ``tcp://HOST:PORT`` of a dask.distributed scheduler (overrides ``workers``).
+    holdout_fraction : float
+        Fraction of the real cases held out (never a source, never trained on).
+    splits : str or None
+        Splits file (see the module docstring); excludes ``holdout_fraction``.
+    include_real : bool
+        Copy the real cases into ``imagesTr``/``labelsTr`` (ids kept).
+    overwrite : bool
+        Replace an output folder made with other settings.
+    harmonize : str or None
+        ``"composite"``, ``"hm"``, ``"arhnet"`` or a checkpoint path, applied inside each mixing mask.
+    harmonize_device : str
+        Device for ARHNet (``"cpu"`` by default: bit-identical across machines).
+    n_folds : int
+        Cross-validation folds in ``splits_final.json`` (nnU-Net uses 5).
+    prefix : str
+        Synthetic case ids are ``f"{prefix}_{i:06d}"``.
+    dataset_name : str
+        ``name`` in ``dataset.json``.
+    options : dict
+        Per-method settings, e.g. ``{"carvemix": {"per_lesion": True},
+        "lesionmix": {"distribution": "high"}}`` (see
+        :data:`napari_lesionmix.export.methods.METHOD_OPTIONS`).
+    """
+
+    dataset: str
+    out: str
+    n: int = 100
+    methods: tuple[tuple[str, float], ...] = (("carvemix", 1.0),)
+    seed: int = 0
+    workers: int = 1
+    scheduler: str | None = None
+    holdout_fraction: float = 0.0
+    splits: str | None = None
+    include_real: bool = False
+    overwrite: bool = False
+    harmonize: str | None = None
+    harmonize_device: str = "cpu"
+    n_folds: int = 5
+    prefix: str = "lmx"
+    dataset_name: str = "LesionMixSynthetic"
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "methods", parse_method_specs(
+            [f"{m}:{w}" for m, w in self.methods] if not isinstance(self.methods, str) else self.methods
+        ))
+        if int(self.n) < 0:
+            raise LesionMixError(f"The number of synthetic cases must be >= 0, got {self.n}.")
+        if int(self.seed) < 0:
+            raise LesionMixError(f"The seed must be a non-negative integer, got {self.seed}.")
+        if int(self.workers) < 1:
+            raise LesionMixError(f"The number of workers must be >= 1, got {self.workers}.")
+        if not 0.0 <= float(self.holdout_fraction) < 1.0:
+            raise LesionMixError(f"The hold-out fraction must be in [0, 1), got {self.holdout_fraction}.")
+        if self.splits and self.holdout_fraction:
+            raise LesionMixError("Give either a hold-out fraction or a splits file, not both.")
+        if int(self.n_folds) < 1:
+            raise LesionMixError(f"The number of folds must be >= 1, got {self.n_folds}.")
+        from napari_lesionmix.export.methods import check_options
+
+        object.__setattr__(self, "options", check_options(self.options))
+        if not self.prefix or not self.prefix.replace("-", "").replace("_", "").isalnum():
+            raise LesionMixError(f"Case id prefix '{self.prefix}' must be letters, digits, '-' or '_'.")
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that decide the output files (``export_config.json``, compared on resume)."""
+        d = asdict(self)
+        for key in RUN_ONLY_SETTINGS:
+            d.pop(key, None)
+        d["dataset"] = os.fspath(Path(self.dataset).resolve())
+        d["methods"] = [[m, w] for m, w in self.methods]
+        if self.splits:
+            d["splits"] = os.fspath(Path(self.splits).resolve())
+        return d
+
+
+@dataclass(frozen=True)
+class SourceCase:
+    """Where a real case's files are (picklable; workers load it themselves)."""
+
+    case_id: str
+    image_paths: tuple[str, ...]
+    label_path: str
+    brain_mask_path: str | None = None
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """What sample ``index`` is: its id, method, host and donor."""
+
+    index: int
+    case_id: str
+    method: str
+    host_id: str
+    donor_id: str
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """Everything a worker needs to make any sample, small enough to send with every task.
+
+    Built once by :func:`make_plan`; :func:`assign` turns it and an index into
+    an :class:`Assignment` and the sample's generator.
+    """
+
+    config: ExportConfig
+    cases: tuple[SourceCase, ...]
+    train_ids: tuple[str, ...]
+    donor_ids: tuple[str, ...]
+    holdout_ids: tuple[str, ...]
+    folds: tuple[tuple[str, ...], ...]
+    fold_train: tuple[tuple[str, ...], ...] | None
+    channel_names: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)
+
+    def case(self, case_id: str) -> SourceCase:
+        for c in self.cases:
+            if c.case_id == case_id:
+                return c
+        raise LesionMixError(f"The export plan has no case '{case_id}'.")
+
+    def synthetic_id(self, index: int) -> str:
+        return f"{self.config.prefix}_{index:06d}"
+
+    @property
+    def real_ids(self) -> tuple[str, ...]:
+        """Real cases copied into ``imagesTr`` (all of them with ``include_real``)."""
+        return tuple(c.case_id for c in self.cases) if self.config.include_real else ()
+
+
+def _split_rng(seed: int, k: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed), spawn_key=(SPLIT_KEY, k))))
+
+
+def _read_splits(path: str, all_ids: Sequence[str]):
+    """Parse a splits file: ``(holdout, folds (val sets) or None, fold train sets or None)``."""
+    p = Path(path)
+    if not p.is_file():
+        raise LesionMixError(f"Splits file '{path}' does not exist.")
+    try:
+        data = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LesionMixError(f"Splits file '{path}' is not valid JSON ({exc}).") from None
+    known = set(all_ids)
+
+    def check(ids, what):
+        bad = sorted(set(ids) - known)
+        if bad:
+            raise LesionMixError(f"Splits file '{path}' names {what} case '{bad[0]}', which is not in the dataset.")
+        return list(ids)
+
+    if isinstance(data, dict) and "holdout" in data:
+        data = data["holdout"]
+    if isinstance(data, list) and all(isinstance(v, str) for v in data):
+        return sorted(check(data, "held-out")), None, None
+    if isinstance(data, list) and data and all(isinstance(f, dict) and {"train", "val"} <= set(f) for f in data):
+        vals, trains = [], []
+        for k, f in enumerate(data):
+            tr, va = check(f["train"], "a"), check(f["val"], "a")
+            if set(tr) & set(va):
+                raise LesionMixError(
+                    f"Fold {k} of splits file '{path}' has case '{sorted(set(tr) & set(va))[0]}' in both train and val."
+                )
+            vals.append(tuple(sorted(va)))
+            trains.append(tuple(sorted(tr)))
+        mentioned = set().union(*map(set, vals), *map(set, trains))
+        holdout = sorted(known - mentioned)
+        return holdout, tuple(vals), tuple(trains)
+    raise LesionMixError(
+        f"Splits file '{path}' must be an nnU-Net splits list of {{\"train\", \"val\"}} folds, "
+        "or a list of case ids to hold out."
+    )
+
+
+def _has_lesion(rec: SourceCase) -> bool:
+    from napari_lesionmix.io.nifti import load_label
+
+    label, _ = load_label(rec.label_path)
+    return bool(label.any())
+
+
+def make_plan(config: ExportConfig) -> ExportPlan:
+    """Discover the dataset, split it, and fix everything each sample is drawn from.
+
+    Labels of the training pool are read once here to find the cases with a
+    lesion (the possible donors).
+
+    Raises
+    ------
+    LesionMixError
+        Missing dataset, bad splits file, or a training pool with no lesion.
+    """
+    import dataclasses
+
+    from napari_lesionmix.io.dataset import discover_dataset
+
+    # Absolute paths: Dask workers may run in another working directory.
+    config = dataclasses.replace(
+        config,
+        dataset=os.fspath(Path(config.dataset).resolve()),
+        out=os.fspath(Path(config.out).resolve()),
+        splits=os.fspath(Path(config.splits).resolve()) if config.splits else None,
+    )
+    ds = discover_dataset(config.dataset)
+    cases = tuple(
+        SourceCase(r.case_id, tuple(r.image_paths), r.label_path, r.brain_mask_path)
+        for r in sorted(ds.cases, key=lambda r: r.case_id)
+    )
+    ids = [c.case_id for c in cases]
+    pat = f"{config.prefix}_"
+    clash = [i for i in ids if i.startswith(pat)]
+    if clash and config.include_real:
+        raise LesionMixError(
+            f"Real case '{clash[0]}' starts with the synthetic prefix '{pat}'; choose another prefix."
+        )
+    fold_train = None
+    folds: tuple[tuple[str, ...], ...] | None = None
+    if config.splits:
+        holdout, folds, fold_train = _read_splits(config.splits, ids)
+    elif config.holdout_fraction > 0:
+        n_hold = max(1, int(round(config.holdout_fraction * len(ids))))
+        if n_hold >= len(ids):
+            raise LesionMixError(
+                f"A hold-out fraction of {config.holdout_fraction} leaves no training case among {len(ids)}."
+            )
+        holdout = sorted(_split_rng(config.seed, 0).choice(ids, size=n_hold, replace=False).tolist())
+    else:
+        holdout = []
+    train = tuple(i for i in ids if i not in set(holdout))
+    if not train:
+        raise LesionMixError(f"No training case is left in '{config.dataset}' after the hold-out split.")
+    if folds is None:
+        k = min(int(config.n_folds), len(train))
+        perm = _split_rng(config.seed, 1).permutation(len(train))
+        folds = tuple(tuple(sorted(train[j] for j in part)) for part in np.array_split(perm, k))
+    donors = tuple(c.case_id for c in cases if c.case_id in set(train) and _has_lesion(c)) if config.n else ()
+    if config.n and not donors:
+        raise LesionMixError(
+            f"No training case of '{config.dataset}' has a lesion in its label; nothing can be used as a donor."
+        )
+    labels = dict(ds.labels) if ds.labels else {"background": 0, "lesion": 1}
+    channels = dict(ds.channel_names)
+    return ExportPlan(config, cases, train, donors, tuple(holdout), folds, fold_train, channels, labels)
+
+
+def assign(plan: ExportPlan, index: int) -> tuple[Assignment, np.random.Generator]:
+    """Method, host and donor of sample ``index``, and its generator (to draw the method's params next).
+
+    Draw order from ``sample_rng(seed, index)``: method (by weight), donor
+    (among training cases with a lesion), host (among the other training
+    cases; the donor itself only when it is the only training case).
+    """
+    rng = sample_rng(plan.config.seed, index)
+    names = [m for m, _ in plan.config.methods]
+    weights = np.array([w for _, w in plan.config.methods], dtype=float)
+    method = names[int(rng.choice(len(names), p=weights / weights.sum()))]
+    donor = plan.donor_ids[int(rng.integers(len(plan.donor_ids)))]
+    hosts = [c for c in plan.train_ids if c != donor] or [donor]
+    host = hosts[int(rng.integers(len(hosts)))]
+    return Assignment(int(index), plan.synthetic_id(index), method, host, donor), rng

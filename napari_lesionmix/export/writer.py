@@ -1,0 +1,306 @@
+"""The nnU-Net v2 raw layout, atomic case writes, the manifest and resume.
+
+Output folder::
+
+    OUT/export_config.json     settings + version (written first; identifies the folder)
+    OUT/imagesTr/CASE_0000.nii.gz ...   one file per channel
+    OUT/labelsTr/CASE.nii.gz
+    OUT/manifest.jsonl         one JSON line per case (appended + fsynced as cases finish,
+                               rewritten sorted at the end)
+    OUT/splits_final.json      nnU-Net folds (see :mod:`napari_lesionmix.export.plan`)
+    OUT/dataset.json           written last: its presence means the export completed
+
+Every file goes through a temporary file and a rename, so a kill at any
+moment leaves complete files only (plus dot-prefixed ``.tmp`` files, which
+:func:`clean_temporaries` removes on the next run). A case counts as done
+when its manifest line exists and the checksums of its files match it; a
+case whose channels were partly written when an error struck has them
+removed, and one written but not yet in the manifest is simply made again
+(with the same bytes).
+
+``export_config.json`` holds the settings that decide the files (not the
+worker count, the scheduler or ``n``): a rerun with other settings is
+refused unless ``overwrite``; a rerun with a larger ``n`` adds cases.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_lesionmix.errors import LesionMixError
+
+FILE_ENDING = ".nii.gz"
+CONFIG_NAME = "export_config.json"
+MANIFEST_NAME = "manifest.jsonl"
+OUTPUT_ITEMS = ("imagesTr", "labelsTr", MANIFEST_NAME, "splits_final.json", "dataset.json", CONFIG_NAME)
+
+
+def image_path(out: Path, case_id: str, channel: int) -> Path:
+    return Path(out) / "imagesTr" / f"{case_id}_{channel:04d}{FILE_ENDING}"
+
+
+def label_path(out: Path, case_id: str) -> Path:
+    return Path(out) / "labelsTr" / f"{case_id}{FILE_ENDING}"
+
+
+def sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_case(out: Path, case_id: str, image: np.ndarray, label: np.ndarray, host) -> dict[str, str]:
+    """Write one case's channels and label with the host's geometry; return ``{relpath: sha256}``.
+
+    Raises :class:`LesionMixError` (from the atomic savers) on a full disk,
+    with the target untouched and no temporary file left.
+    """
+    from napari_lesionmix.io.nifti import save_image, save_label
+
+    out = Path(out)
+    written: list[Path] = []
+    try:
+        for c, channel in enumerate(image):
+            written.append(save_image(channel, image_path(out, case_id, c), host.affine, host.header,
+                                      host.image_dtype))
+        written.append(save_label(label, label_path(out, case_id), host.affine, host.header))
+    except BaseException:
+        # No half-written case: drop the channels already saved (a rerun makes the case again).
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+    return {os.fspath(p.relative_to(out)): sha256(p) for p in written}
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class Manifest:
+    """Append-only ``manifest.jsonl``: one line per finished case, flushed and fsynced.
+
+    A line cut short by a kill is ignored on reading (and dropped when the
+    file is rewritten at the end).
+    """
+
+    def __init__(self, out: Path):
+        self.path = Path(out) / MANIFEST_NAME
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        records: dict[str, dict[str, Any]] = {}
+        if not self.path.is_file():
+            return records
+        for line in self.path.read_text().splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the torn last line of a killed run
+            if isinstance(rec, dict) and "id" in rec:
+                records[rec["id"]] = rec
+        return records
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, sort_keys=True) + "\n"
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                # A torn previous line must not swallow this one.
+                if os.fstat(fd).st_size and not self._ends_with_newline():
+                    line = "\n" + line
+                os.write(fd, line.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise _write_error(self.path, exc) from None
+
+    def _ends_with_newline(self) -> bool:
+        with open(self.path, "rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) == b"\n"
+
+    def rewrite(self, records: Iterable[dict[str, Any]]) -> None:
+        """Replace the file atomically with ``records`` (sorted, complete lines only)."""
+        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+        write_text_atomic(text, self.path)
+
+
+def _write_error(path: Path, exc: OSError) -> LesionMixError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return LesionMixError(f"Could not write '{os.fspath(path)}': the disk is full (nothing was overwritten).")
+    return LesionMixError(f"Could not write '{os.fspath(path)}': {exc.strerror or exc}.")
+
+
+def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
+    """Write bytes through a dot-prefixed temporary file, fsync and a rename."""
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise _write_error(path, exc) from None
+    return path
+
+
+def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
+    """Write text atomically (see :func:`write_bytes_atomic`)."""
+    return write_bytes_atomic(text.encode(), path)
+
+
+def write_json(data: Any, path: Path) -> Path:
+    return write_text_atomic(json.dumps(data, indent=2, sort_keys=False) + "\n", path)
+
+
+def clean_temporaries(out: Path) -> list[Path]:
+    """Remove the dot-prefixed temporary files a killed run left behind."""
+    removed = []
+    for folder in (Path(out), Path(out) / "imagesTr", Path(out) / "labelsTr"):
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            if p.name.startswith(".") and ".tmp" in p.name and p.is_file():
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
+def prepare_output(out: Path, identity: dict[str, Any], overwrite: bool) -> None:
+    """Make ``out`` ready: new, resumable (same settings), or replaced (``overwrite``).
+
+    Raises
+    ------
+    LesionMixError
+        If ``out`` is a non-empty folder made with other settings (or not by
+        an export) and ``overwrite`` is false.
+    """
+    from napari_lesionmix import __version__
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise LesionMixError(f"Output path '{os.fspath(out)}' is a file, not a folder.")
+    cfg_path = out / CONFIG_NAME
+    if out.is_dir() and any(out.iterdir()):
+        previous = None
+        if cfg_path.is_file():
+            try:
+                previous = json.loads(cfg_path.read_text()).get("settings")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                previous = None
+        same = previous == json.loads(json.dumps(identity))
+        if not same:
+            if not overwrite:
+                what = "other settings" if previous is not None else "something other than this export"
+                diff = ""
+                if previous is not None:
+                    keys = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
+                    diff = f" (differs in: {', '.join(keys)})" if keys else ""
+                raise LesionMixError(
+                    f"Output folder '{os.fspath(out)}' is not empty and was made with {what}{diff}; "
+                    "use --overwrite to replace it or choose another folder."
+                )
+            for name in OUTPUT_ITEMS:
+                p = out / name
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "imagesTr").mkdir(exist_ok=True)
+    (out / "labelsTr").mkdir(exist_ok=True)
+    if not cfg_path.is_file():
+        write_json({"version": __version__, "settings": identity}, cfg_path)
+    _fsync_dir(out)
+
+
+def finished_cases(out: Path, manifest: Manifest) -> dict[str, dict[str, Any]]:
+    """Manifest records whose files all exist with the recorded checksums."""
+    done = {}
+    for cid, rec in manifest.read().items():
+        files = rec.get("files") or {}
+        ok = bool(files)
+        for rel, digest in files.items():
+            p = Path(out) / rel
+            if not p.is_file() or sha256(p) != digest:
+                ok = False
+                break
+        if ok:
+            done[cid] = rec
+    return done
+
+
+def dataset_json(plan, n_cases: int, n_channels: int) -> dict[str, Any]:
+    """nnU-Net v2 ``dataset.json``: channel names, labels (background 0), numTraining, file ending."""
+    channels = plan.channel_names or {}
+    if len(channels) != n_channels:
+        channels = {str(c): (f"channel{c}" if n_channels > 1 else "image") for c in range(n_channels)}
+    labels = dict(plan.labels)
+    if "background" not in labels:
+        zero = [k for k, v in labels.items() if v == 0]
+        for k in zero:
+            labels.pop(k)
+        labels = {"background": 0, **labels}
+    return {
+        "name": plan.config.dataset_name,
+        "description": "Synthetic lesion cases made by napari-lesionmix (see manifest.jsonl).",
+        "channel_names": channels,
+        "labels": labels,
+        "numTraining": int(n_cases),
+        "file_ending": FILE_ENDING,
+    }
+
+
+def splits_final(plan, records: dict[str, dict[str, Any]]) -> list[dict[str, list[str]]]:
+    """nnU-Net ``splits_final.json`` folds, leakage-free (rules in :mod:`~napari_lesionmix.export.plan`)."""
+    holdout = set(plan.holdout_ids)
+    synthetic = {cid: set(r.get("sources", ())) for cid, r in records.items() if r.get("method") != "real"}
+    real = set(plan.real_ids)
+    folds = []
+    for k, val_k in enumerate(plan.folds):
+        val_set = set(val_k)
+        if plan.fold_train is not None:
+            train_real = [c for c in plan.fold_train[k] if c not in holdout]
+        else:
+            train_real = [c for c in plan.train_ids if c not in val_set]
+        syn_train = sorted(c for c, s in synthetic.items() if not (s & (val_set | holdout)))
+        if real:
+            val = sorted((val_set | holdout) & real)
+            train = sorted(set(train_real) & real) + syn_train
+        else:
+            val = sorted(c for c, s in synthetic.items() if s & val_set)
+            train = syn_train
+        folds.append({"train": sorted(train), "val": val})
+    return folds

@@ -1,0 +1,281 @@
+"""Export dock widget: write an nnU-Net v2 dataset of synthetic cases, with progress, cancel and a QA gallery.
+
+Thin over :func:`napari_lesionmix.export.export_dataset`: the method mix
+(relative weights of CarveMix, Soft-CP and LesionMix; a weight of 0 leaves a
+method out), the number of cases, the root seed, the output folder, the local
+worker processes and "overwrite" become an
+:class:`~napari_lesionmix.export.ExportConfig`; the export runs in a
+``thread_worker``. Its ``progress(done, total)`` callback (called from the
+worker) only stores the counts, which a timer in the GUI thread copies into
+the progress bar; "Cancel" sets the ``should_stop`` flag, which the export
+polls between cases (finished cases stay, verified and resumable; no
+``dataset.json`` is written, so the folder never looks complete). When the
+export completes, the QA contact sheet
+(:func:`~napari_lesionmix.export.render_gallery`) is rendered in the worker
+and shown in the widget.
+
+The source dataset is the one the Load widget scanned, or the shipped sample
+data when none is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtGui import QPixmap
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.widgets.state import bind, get_session, notify_error, notify_info
+
+METHODS = ("carvemix", "softcp", "lesionmix")
+LABELS = {"carvemix": "CarveMix", "softcp": "Soft-CP", "lesionmix": "LesionMix"}
+#: Milliseconds between two copies of the progress counts into the bar.
+POLL_MS = 100
+#: Narrowest width (px) the gallery image is scaled to (it otherwise fills the dock's width).
+GALLERY_MIN_WIDTH = 240
+
+
+class ExportWidget(QWidget):
+    """Export dock widget (Plugins > LesionMix > Export)."""
+
+    def __init__(self, napari_viewer, parent=None):
+        super().__init__(parent)
+        self.session = get_session(napari_viewer)
+        self._cancel = threading.Event()
+        self._counts = (0, 0)  # (done, total), written by the worker
+        self.running = False
+        self.report = None
+        self.gallery_path: Path | None = None
+
+        self.dataset_label = QLabel()
+        self.dataset_label.setWordWrap(True)
+        self.weights = {}
+        mix = QGroupBox("Method mix (relative weights)")
+        mf = QHBoxLayout(mix)
+        for name in METHODS:
+            s = QDoubleSpinBox()
+            s.setRange(0.0, 100.0)
+            s.setSingleStep(0.5)
+            s.setValue(1.0 if name == "carvemix" else 0.0)
+            s.setToolTip(f"Relative weight of {LABELS[name]} (0 leaves it out)")
+            self.weights[name] = s
+            mf.addWidget(QLabel(LABELS[name]))
+            mf.addWidget(s, 1)
+
+        self.count = QSpinBox()
+        self.count.setRange(1, 1_000_000)
+        self.count.setValue(20)
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.workers = QSpinBox()
+        self.workers.setRange(1, max(os.cpu_count() or 1, 1))
+        self.workers.setValue(1)
+        self.out = QLineEdit()
+        self.out.setPlaceholderText("output folder, e.g. .../nnUNet_raw/Dataset501_LesionMix")
+        browse = QToolButton()
+        browse.setText("...")
+        browse.clicked.connect(self._browse)
+        out_row = QHBoxLayout()
+        out_row.addWidget(self.out, 1)
+        out_row.addWidget(browse)
+        self.overwrite = QCheckBox("overwrite a folder made with other settings")
+        self.include_real = QCheckBox("copy the real cases too")
+        form = QFormLayout()
+        form.addRow(self.dataset_label)
+        form.addRow("cases", self.count)
+        form.addRow("seed", self.seed)
+        form.addRow("workers", self.workers)
+        form.addRow("output", out_row)
+        form.addRow(self.overwrite)
+        form.addRow(self.include_real)
+
+        self.export_btn = QPushButton("Export")
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.export_btn)
+        buttons.addWidget(self.cancel_btn)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("%v / %m cases")
+        self.status = QLabel("Choose an output folder and press Export.")
+        self.status.setWordWrap(True)
+        self.gallery = QLabel()
+        self.gallery.setAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
+        self._gallery_pix: QPixmap | None = None
+        self.gallery_area = QScrollArea()
+        self.gallery_area.setWidget(self.gallery)
+        self.gallery_area.setWidgetResizable(True)
+        self.gallery_area.setMinimumHeight(220)
+        self.gallery_area.setVisible(False)
+
+        lay = QVBoxLayout(self)
+        lay.addWidget(mix)
+        lay.addLayout(form)
+        lay.addLayout(buttons)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.status)
+        lay.addWidget(self.gallery_area, 10)
+        lay.addStretch(1)  # takes the space while no gallery is shown
+
+        self._timer = QTimer(self)
+        self._timer.setInterval(POLL_MS)
+        self._timer.timeout.connect(self._show_progress)
+        self.export_btn.clicked.connect(self.export)
+        self.cancel_btn.clicked.connect(self.cancel)
+        bind(self, self.session.dataset_changed, self._show_dataset)
+        self._show_dataset()
+
+    # -- settings --------------------------------------------------------------------
+    def _browse(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Export folder", self.out.text())
+        if path:
+            self.out.setText(path)
+
+    def dataset_root(self) -> str:
+        if self.session.dataset is not None:
+            return self.session.dataset.root
+        from napari_lesionmix.sample_data import sample_data_dir
+
+        return os.fspath(sample_data_dir())
+
+    def _show_dataset(self) -> None:
+        ds = self.session.dataset
+        if ds is not None:
+            self.dataset_label.setText(f"source: {len(ds)} case(s) in '{ds.root}'")
+        else:
+            self.dataset_label.setText("source: the shipped sample data (scan a folder in Load to change)")
+
+    def config(self):
+        """The :class:`~napari_lesionmix.export.ExportConfig` of the controls (raises LesionMixError)."""
+        from napari_lesionmix.export import ExportConfig
+
+        methods = tuple((m, float(s.value())) for m, s in self.weights.items() if s.value() > 0)
+        if not methods:
+            raise LesionMixError("Give at least one method a weight above 0.")
+        out = self.out.text().strip()
+        if not out:
+            raise LesionMixError("Choose an output folder for the export.")
+        return ExportConfig(dataset=self.dataset_root(), out=out, n=int(self.count.value()), methods=methods,
+                            seed=int(self.seed.value()), workers=int(self.workers.value()),
+                            overwrite=self.overwrite.isChecked(), include_real=self.include_real.isChecked())
+
+    # -- run ---------------------------------------------------------------------------
+    def export(self) -> None:
+        """Start the export in a worker (progress bar, Cancel, then the QA gallery)."""
+        if self.running:
+            notify_error("An export is already running; cancel it first.")
+            return
+        try:
+            config = self.config()
+        except LesionMixError as exc:
+            notify_error(str(exc))
+            self._error(exc)
+            return
+        from napari_lesionmix.export import export_dataset, render_gallery
+
+        self._cancel.clear()
+        self._counts = (0, config.n)
+        self.report, self.gallery_path = None, None
+        self.gallery_area.setVisible(False)
+        self.running = True
+        self.export_btn.setEnabled(False)
+        self.cancel_btn.setEnabled(True)
+        self.status.setStyleSheet("")
+        self.status.setText(f"Exporting {config.n} case(s) to '{config.out}'...")
+
+        def _progress(done: int, total: int) -> None:
+            self._counts = (int(done), int(total))
+
+        def _work():
+            report = export_dataset(config, progress=_progress, should_stop=self._cancel.is_set)
+            png = render_gallery(report.out) if report.complete else None
+            return report, png
+
+        def _finish():
+            self._timer.stop()
+            self._show_progress()
+            self.running = False
+            self.export_btn.setEnabled(True)
+            self.cancel_btn.setEnabled(False)
+
+        def _done(result):
+            _finish()
+            report, png = result
+            self.report = report
+            if report.stopped:
+                self.status.setText(
+                    f"Cancelled: {report.n_written + report.n_skipped} of {report.n_total} case(s) are finished "
+                    f"in '{report.out}' (no dataset.json yet); press Export again to resume.")
+                notify_info("Export cancelled; finished cases are kept and a rerun resumes.")
+                return
+            self.status.setText(
+                f"Wrote {report.n_written} case(s) (skipped {report.n_skipped} finished) to '{report.out}' in "
+                f"{report.seconds:.1f} s; integrity check passed.")
+            self.show_gallery(png)
+
+        def _failed(exc):
+            _finish()
+            self._error(exc)
+
+        self._timer.start()
+        self.session.run(_work, on_done=_done, on_error=_failed, desc="Export")
+
+    def cancel(self) -> None:
+        """Stop the export between cases (finished cases stay; a rerun resumes)."""
+        if self.running:
+            self._cancel.set()
+            self.status.setText("Cancelling after the cases in progress...")
+
+    def _show_progress(self) -> None:
+        done, total = self._counts
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(min(done, max(total, 1)))
+
+    def show_gallery(self, png) -> None:
+        """Show the QA contact sheet PNG in the widget."""
+        pix = QPixmap(os.fspath(png))
+        if pix.isNull():
+            self._error(f"Could not read the QA gallery '{png}'.")
+            return
+        self.gallery_path = Path(png)
+        self._gallery_pix = pix
+        self.gallery.setToolTip(os.fspath(png))
+        self.gallery_area.setVisible(True)
+        self._fit_gallery()
+
+    def _fit_gallery(self) -> None:
+        """Scale the contact sheet to the scroll area's width (it scrolls vertically)."""
+        if self._gallery_pix is None:
+            return
+        width = max(self.gallery_area.viewport().width() - 4, GALLERY_MIN_WIDTH)
+        self.gallery.setPixmap(self._gallery_pix.scaledToWidth(width, Qt.TransformationMode.SmoothTransformation))
+
+    def resizeEvent(self, event):  # noqa: N802 (Qt API)
+        super().resizeEvent(event)
+        self._fit_gallery()
+
+    def _error(self, exc) -> None:
+        self.status.setStyleSheet("color: #ff6b6b;")
+        self.status.setText(str(exc))

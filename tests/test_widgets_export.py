@@ -1,0 +1,87 @@
+"""Export widget under Xvfb on the shipped sample data: three cases + gallery, cancel, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from napari.utils.notifications import notification_manager
+
+from napari_lesionmix.widgets.export import ExportWidget
+from napari_lesionmix.widgets.state import get_session
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def widget(make_napari_viewer_proxy, qtbot):
+    viewer = make_napari_viewer_proxy()
+    _, w = viewer.window.add_plugin_dock_widget("napari-lesionmix", "Export")  # via the manifest
+    assert isinstance(w, ExportWidget)
+    session = get_session(viewer)
+    yield viewer, w, session
+    w.cancel()
+    qtbot.waitUntil(lambda: not session.busy, timeout=60000)
+
+
+def test_export_three_cases_and_show_the_gallery(widget, qtbot, tmp_path):
+    viewer, w, session = widget
+    out = tmp_path / "Dataset900_Test"
+    assert "shipped sample" in w.dataset_label.text()
+    w.count.setValue(3)
+    w.seed.setValue(4)
+    w.weights["carvemix"].setValue(2.0)
+    w.weights["softcp"].setValue(1.0)
+    w.out.setText(str(out))
+    w.export_btn.click()
+    assert w.running and w.cancel_btn.isEnabled()
+    qtbot.waitUntil(lambda: w.report is not None and not session.busy, timeout=60000)
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["numTraining"] == 3
+    assert len(list((out / "imagesTr").glob("*_0000.nii.gz"))) == 3
+    assert len(list((out / "labelsTr").glob("*.nii.gz"))) == 3
+    assert (w.progress.value(), w.progress.maximum()) == (3, 3)
+    assert w.report.complete and w.report.n_written == 3
+    assert w.gallery_path is not None and w.gallery_path.is_file() and not w.gallery_area.isHidden()
+    assert not w.gallery.pixmap().isNull()
+    assert "integrity check passed" in w.status.text()
+    cfg = json.loads((out / "export_config.json").read_text())["settings"]
+    assert cfg["methods"] == [["carvemix", 2.0], ["softcp", 1.0]] and cfg["seed"] == 4
+
+
+def test_cancel_stops_with_no_partial_files(widget, qtbot, tmp_path):
+    viewer, w, session = widget
+    out = tmp_path / "cancelled"
+    w.count.setValue(25)
+    w.out.setText(str(out))
+    w.export_btn.click()
+    qtbot.waitUntil(lambda: w.progress.value() >= 1, timeout=60000)
+    w.cancel_btn.click()
+    qtbot.waitUntil(lambda: w.report is not None and not session.busy, timeout=60000)
+    assert w.report.stopped and not (out / "dataset.json").exists()
+    images = sorted(p.name[: -len("_0000.nii.gz")] for p in (out / "imagesTr").iterdir())
+    labels = sorted(p.name[: -len(".nii.gz")] for p in (out / "labelsTr").iterdir())
+    assert 1 <= len(images) < 25 and images == labels  # whole cases only: no temp or half-written file
+    assert not any(p.name.startswith(".") for d in (out, out / "imagesTr", out / "labelsTr") for p in d.iterdir())
+    assert "Cancelled" in w.status.text() and w.gallery_path is None and w.export_btn.isEnabled()
+
+
+def test_refusals_are_notifications(widget, qtbot, tmp_path):
+    viewer, w, session = widget
+    w.export()
+    assert "Choose an output folder" in notification_manager.records[-1].message
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("not an export")
+    w.out.setText(str(busy))
+    w.count.setValue(1)
+    n = len(notification_manager.records)
+    w.export_btn.click()
+    qtbot.waitUntil(lambda: len(notification_manager.records) > n and not session.busy, timeout=30000)
+    assert "is not empty" in notification_manager.records[-1].message
+    assert (busy / "notes.txt").read_text() == "not an export" and not w.running
+    assert "is not empty" in w.status.text()
+    for s in w.weights.values():
+        s.setValue(0.0)
+    w.export()
+    assert "at least one method" in notification_manager.records[-1].message
