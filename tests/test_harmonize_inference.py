@@ -201,3 +201,20 @@ def test_label_masks_count_as_binary(volume, tiny_ckpt):
     assert np.array_equal(a, b)
     with pytest.raises(LesionMixError, match=r"\[0, 1\]"):
         harmonize(img, mask * 2.0, method="hm")
+
+
+def test_histogram_matching_ignores_background_padding_at_the_brain_edge():
+    """A lesion touching the skull-stripped background must not be matched to the zeros around it."""
+    from napari_lesionmix.harmonize.baselines import histogram_matching
+
+    rng = np.random.default_rng(0)
+    image = np.zeros((1, 20, 20, 20), np.float32)
+    image[0, :, :, :12] = rng.normal(100, 5, (20, 20, 12))  # "brain" on one side, 0 outside
+    mask = np.zeros((20, 20, 20), bool)
+    mask[8:12, 8:12, 8:14] = True  # lesion crossing the brain edge at k = 12
+    image[0][mask & (np.indices(mask.shape)[2] < 12)] = 160.0
+    out = histogram_matching(image, mask)
+    tissue = mask & (image[0] > 0)
+    assert out[0][tissue].min() >= image[0][~mask & (image[0] > 0)].min() - 1e-3  # no black holes
+    np.testing.assert_array_equal(out[0][mask & (image[0] == 0)], 0)  # padding stays padding
+    np.testing.assert_array_equal(out[0][~mask], image[0][~mask])

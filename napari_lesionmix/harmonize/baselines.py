@@ -7,7 +7,8 @@
     around it: the foreground values are mapped, rank for rank, onto the
     quantiles of the ring's values. The paper names "HM" without details; the
     ring (``ring_width`` voxels around each connected component, other
-    foreground excluded) is our choice, exposed as a parameter.
+    foreground and padding at the image minimum excluded) is our choice,
+    exposed as a parameter.
 
 Both follow the contract of :func:`napari_lesionmix.harmonize.harmonize`:
 voxels where ``mask == 0`` are returned bit-identical, and a soft mask blends
@@ -107,6 +108,11 @@ def histogram_matching(
         raise LesionMixError(f"Connectivity must be 6, 18 or 26, got {connectivity}.")
     comps, n = ndi.label(fg, ndi.generate_binary_structure(3, rank))
     out = output_array(image)
+    # Voxels at the image minimum in every channel are padding outside the head (skull-stripped
+    # scans): matching tissue to them punched black holes where a lesion touches the brain edge,
+    # so they are neither matched nor used as reference.
+    minima = image.reshape(image.shape[0], -1).min(axis=1)
+    outside = np.all(image == minima[:, None, None, None], axis=0)
     objects = ndi.find_objects(comps)
     shape = fg.shape
     for idx, sl in enumerate(objects, start=1):
@@ -114,7 +120,9 @@ def histogram_matching(
         box = tuple(slice(max(s.start - ring_width, 0), min(s.stop + ring_width, n_)) for s, n_ in zip(sl, shape, strict=True))
         comp = comps[box] == idx
         ring = ndi.binary_dilation(comp, np.ones((3, 3, 3), bool), iterations=ring_width) & ~fg[box]
-        if ring.any():
+        ring &= ~outside[box]
+        comp &= ~outside[box]
+        if ring.any() and comp.any():
             w = m[box][comp]
             for c in range(image.shape[0]):
                 region = image[c][box]
