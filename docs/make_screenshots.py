@@ -2,32 +2,38 @@
 
 Run from the repository root under an X server::
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/make_screenshots.py
+    xvfb-run -a -s "-screen 0 1600x1200x24" .venv/bin/python docs/make_screenshots.py
 
 It opens the studio (every dock widget, the sample host/donor pair), sets a
 sampled CarveMix lambda, and saves ``docs/images/*.png``: the whole window and
-each dock widget, plus the Load widget showing a validation error.
+each dock widget, plus the Load widget showing a validation error. Then it
+drives the other method widgets on the same pair and saves the whole window
+with each one raised: Soft-CP after "Sample", LesionMix after a populate
+sample with its likelihood heat map, Harmonize after the shipped ARHNet
+checkpoint, and Export after writing three cases to a temporary folder.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 OUT = Path(__file__).resolve().parent / "images"
-SIZE = (1600, 1000)
+SIZE = (1600, 1200)  # tall enough for the Soft-CP dock under the preview
 
 
 def main() -> None:
     import napari
+    import numpy as np
     from qtpy.QtWidgets import QApplication
 
-    from napari_lesionmix.widgets.studio import open_studio, studio_widget
     from napari_lesionmix.widgets.state import get_session
+    from napari_lesionmix.widgets.studio import open_studio, studio_widget
 
     OUT.mkdir(parents=True, exist_ok=True)
     viewer = napari.Viewer(title="LesionMix studio")
@@ -82,7 +88,96 @@ def main() -> None:
     grab(widgets["Provenance"], "provenance.png")
     grab(widgets["Load"], "load.png")
 
-    # A validation message: a donor on another grid.
+
+    # The other method widgets: whole-window shots, with the tabbed docks given
+    # most of the right column so each widget is shown without scrolling.
+    from qtpy.QtCore import Qt
+
+    from napari_lesionmix.augment.lesionmix import LesionMixParams
+    from napari_lesionmix.augment.softcp import SoftCPParams
+    from napari_lesionmix.widgets.lesionmix import LIKELIHOOD_NAME
+
+    def dock_of(widget):
+        dock = widget.parent()
+        while dock is not None and not hasattr(dock, "setFloating"):
+            dock = dock.parent()
+        return dock
+
+    preview_dock = dock_of(widgets["Preview"])
+
+    def shoot(widget, name, preview_height=330, width=460):
+        dock = dock_of(widget)
+        dock.raise_()
+        qt_window.resizeDocks([preview_dock, dock], [preview_height, SIZE[1] - preview_height],
+                              Qt.Orientation.Vertical)
+        qt_window.resizeDocks([dock], [width], Qt.Orientation.Horizontal)
+        settle()
+        qt_window.grab().save(str(OUT / name))
+        print("wrote", OUT / name)
+
+    def show_synthetic_at(ijk):
+        """Show the synthetic over the host with the slider and crosshair on file voxel ``ijk``."""
+        for layer_name in ("host label", "donor", "donor label"):
+            viewer.layers[layer_name].visible = False
+        for layer_name in ("synthetic", "synthetic label", "mixing mask"):
+            viewer.layers[layer_name].visible = True
+        viewer.layers.selection.active = viewer.layers["synthetic"]
+        session.set_cursor(session.orientation.display_index(tuple(int(v) for v in ijk)), move_viewer=True)
+        settle()
+
+    # Soft-CP: "Sample" on the sample pair, slider on the pasted lesion.
+    softcp_w = studio_widget(viewer, "Soft-CP")
+    dock_of(softcp_w).raise_()
+    softcp_w.seed.setValue(7)
+    softcp_w.sample_btn.click()
+    settle(lambda: isinstance(session.synthetic.params, SoftCPParams))
+    changed = session.synthetic.label != session.host.label
+    show_synthetic_at(np.argwhere(changed).mean(axis=0).round())
+    shoot(softcp_w, "softcp.png", preview_height=260)
+
+    # LesionMix: populate to a target above the host's load on the sample
+    # dataset, then the likelihood heat map over the result.
+    lm = studio_widget(viewer, "LesionMix")
+    dock_of(lm).raise_()
+    settle(lambda: lm.loads is not None)
+    lm.distribution.setCurrentText("medium")  # the dataset's middle tertile of loads
+    lm.mode.setCurrentText("populate")
+    lm.seed.setValue(5)
+    lm.sample_btn.click()
+    settle(lambda: isinstance(session.synthetic.params, LesionMixParams))
+    lm.show_map_btn.click()
+    settle(lambda: LIKELIHOOD_NAME in viewer.layers)
+    changed = session.synthetic.label != session.host.label
+    show_synthetic_at(np.argwhere(changed).mean(axis=0).round())
+    viewer.layers["mixing mask"].visible = False  # let the heat map show through
+    shoot(lm, "lesionmix.png")
+    viewer.layers[LIKELIHOOD_NAME].visible = False
+    viewer.layers["mixing mask"].visible = True
+
+    # Harmonize: the current (LesionMix) synthetic with the shipped ARHNet checkpoint.
+    hw = studio_widget(viewer, "Harmonize")
+    dock_of(hw).raise_()
+    hw.method.setCurrentIndex([hw.method.itemData(i) for i in range(hw.method.count())].index("arhnet"))
+    hw.device.setCurrentText("cpu")
+    hw.harmonize_btn.click()
+    settle(lambda: hw.after is not None)
+    viewer.layers.selection.active = viewer.layers["synthetic"]
+    shoot(hw, "harmonize.png")
+
+    # Export: three cases of the sample data into a temporary folder, then the QA gallery.
+    ex = studio_widget(viewer, "Export")
+    with tempfile.TemporaryDirectory() as tmp:
+        ex.count.setValue(3)
+        ex.seed.setValue(4)
+        ex.weights["carvemix"].setValue(2.0)
+        ex.weights["softcp"].setValue(1.0)
+        ex.out.setText(str(Path(tmp) / "Dataset900_Sample"))
+        ex.export_btn.click()
+        settle(lambda: ex.report is not None)
+        shoot(ex, "export.png", preview_height=330, width=700)  # a wider gallery
+
+    # Last (its notification would cover the canvas in the shots above): a
+    # validation message for a donor label that does not exist.
     load = widgets["Load"]
     ds = session.dataset
     load.host_image.setText(ds[0].image_paths[0])

@@ -210,7 +210,8 @@ class ExportWidget(QWidget):
 
         def _work():
             report = export_dataset(config, progress=_progress, should_stop=self._cancel.is_set)
-            png = render_gallery(report.out) if report.complete else None
+            # One case per row: the dock is narrow, a 3-column sheet would be unreadable there.
+            png = render_gallery(report.out, columns=1) if report.complete else None
             return report, png
 
         def _finish():
