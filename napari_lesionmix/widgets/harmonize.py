@@ -32,18 +32,17 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QProgressBar,
     QPushButton,
     QSizePolicy,
     QSpinBox,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from napari_lesionmix.augment.params import Synthetic
 from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.widgets.controls import PathField
 from napari_lesionmix.widgets.state import VolumePlanes, bind, get_session, notify_error
 
 METHODS = (("ARHNet (shipped checkpoint)", "arhnet"), ("ARHNet (checkpoint file)", "file"),
@@ -120,31 +119,7 @@ class LossCurve(QWidget):
         p.end()
 
 
-class _Path(QWidget):
-    def __init__(self, placeholder: str, save: bool = False, parent=None):
-        super().__init__(parent)
-        self.edit = QLineEdit()
-        self.edit.setPlaceholderText(placeholder)
-        self.save = save
-        btn = QToolButton()
-        btn.setText("...")
-        btn.clicked.connect(self._browse)
-        lay = QHBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self.edit, 1)
-        lay.addWidget(btn)
-
-    def _browse(self) -> None:
-        pick = QFileDialog.getSaveFileName if self.save else QFileDialog.getOpenFileName
-        path, _ = pick(self, "Checkpoint", self.edit.text(), "PyTorch checkpoint (*.pt *.pth *.ckpt)")
-        if path:
-            self.edit.setText(path)
-
-    def text(self) -> str:
-        return self.edit.text().strip()
-
-    def setText(self, text: str) -> None:  # noqa: N802 (Qt style)
-        self.edit.setText(str(text))
+CHECKPOINT_FILTER = "PyTorch checkpoint (*.pt *.pth *.ckpt)"
 
 
 def _int_spin(lo, hi, value) -> QSpinBox:
@@ -173,7 +148,8 @@ class HarmonizeWidget(QWidget):
         self.method = QComboBox()
         for text, key in METHODS:
             self.method.addItem(text, key)
-        self.checkpoint = _Path("checkpoint (.pt) for 'ARHNet (checkpoint file)'")
+        self.checkpoint = PathField("checkpoint (.pt) for 'ARHNet (checkpoint file)'", caption="Checkpoint",
+                                    file_filter=CHECKPOINT_FILTER)
         self.device = QComboBox()
         self.device.addItems(DEVICES)
         self.device_label = QLabel("device used: -")
@@ -210,7 +186,8 @@ class HarmonizeWidget(QWidget):
         self.patch.setToolTip("Cubic patch side in voxels (a multiple of 8; 32 at 2 mm covers 64 mm)")
         self.per_case = _int_spin(1, 1000, 16)
         self.train_seed = _int_spin(0, 2**31 - 1, 0)
-        self.train_out = _Path("where to write the trained checkpoint", save=True)
+        self.train_out = PathField("where to write the trained checkpoint", mode="save", caption="Checkpoint",
+                                   file_filter=CHECKPOINT_FILTER)
         self.train_out.setText(os.path.join(tempfile.gettempdir(), "lesionmix_arhnet_studio.pt"))
         self.train_btn = QPushButton("Train")
         self.stop_btn = QPushButton("Stop")

@@ -8,18 +8,12 @@ message, and the session keeps the pair it had.
 
 from __future__ import annotations
 
-import os
-
 from qtpy.QtWidgets import (
     QComboBox,
-    QFileDialog,
     QFormLayout,
     QGroupBox,
-    QHBoxLayout,
     QLabel,
-    QLineEdit,
     QPushButton,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -27,6 +21,7 @@ from qtpy.QtWidgets import (
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.dataset import CaseRecord, discover_dataset
 from napari_lesionmix.io.nifti import check_same_grid, load_case
+from napari_lesionmix.widgets.controls import PathField
 from napari_lesionmix.widgets.state import bind, get_session, notify_error
 
 OK_STYLE = "color: #7ec87e;"
@@ -65,37 +60,6 @@ def _validate(host, donor) -> None:
     check_same_grid(host, donor)
 
 
-class _PathRow(QWidget):
-    """A line edit with a browse button (file or folder)."""
-
-    def __init__(self, placeholder: str, folder: bool = False, parent=None):
-        super().__init__(parent)
-        self.edit = QLineEdit()
-        self.edit.setPlaceholderText(placeholder)
-        self.folder = folder
-        btn = QToolButton()
-        btn.setText("...")
-        btn.clicked.connect(self._browse)
-        lay = QHBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self.edit)
-        lay.addWidget(btn)
-
-    def _browse(self) -> None:
-        if self.folder:
-            path = QFileDialog.getExistingDirectory(self, "Dataset folder")
-        else:
-            path, _ = QFileDialog.getOpenFileName(self, "NIfTI file", "", "NIfTI (*.nii *.nii.gz)")
-        if path:
-            self.edit.setText(path)
-
-    def text(self) -> str:
-        return self.edit.text().strip()
-
-    def setText(self, text: str) -> None:  # noqa: N802 (Qt style)
-        self.edit.setText(os.fspath(text))
-
-
 class LoadWidget(QWidget):
     """Load dock widget (Plugins > LesionMix > Load)."""
 
@@ -103,10 +67,10 @@ class LoadWidget(QWidget):
         super().__init__(parent)
         self.session = get_session(napari_viewer)
         # Files
-        self.host_image = _PathRow("host image (.nii.gz)")
-        self.host_label = _PathRow("host lesion label")
-        self.donor_image = _PathRow("donor image")
-        self.donor_label = _PathRow("donor lesion label")
+        self.host_image = PathField("host image (.nii.gz)")
+        self.host_label = PathField("host lesion label")
+        self.donor_image = PathField("donor image")
+        self.donor_label = PathField("donor lesion label")
         self.load_files_btn = QPushButton("Load pair")
         files = QGroupBox("Host/donor files")
         ff = QFormLayout(files)
@@ -116,7 +80,8 @@ class LoadWidget(QWidget):
         ff.addRow("donor label", self.donor_label)
         ff.addRow(self.load_files_btn)
         # Dataset
-        self.folder = _PathRow("dataset folder (nnU-Net, MSD or CASE + CASE_seg pairs)", folder=True)
+        self.folder = PathField("dataset folder (nnU-Net, MSD or CASE + CASE_seg pairs)", mode="folder",
+                                caption="Dataset folder")
         self.scan_btn = QPushButton("Scan folder")
         self.host_combo = QComboBox()
         self.donor_combo = QComboBox()
