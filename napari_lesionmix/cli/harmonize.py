@@ -35,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
     from napari_lesionmix import __version__
     from napari_lesionmix.errors import LesionMixError
     from napari_lesionmix.harmonize import load_harmonizer
+    from napari_lesionmix.io.atomic import write_json_atomic
     from napari_lesionmix.io.nifti import _check_affines, load_image, save_image
-    from napari_lesionmix.io.synthetic import write_json_atomic
 
     image, img = load_image(args.image)
     if not Path(args.mask).is_file():

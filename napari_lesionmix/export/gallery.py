@@ -145,7 +145,7 @@ def render_gallery(out: str | os.PathLike, case_ids: Sequence[str] | int | None 
     -------
     Path of the PNG.
     """
-    from napari_lesionmix.export.writer import write_bytes_atomic
+    from napari_lesionmix.io.atomic import write_bytes_atomic
 
     fig = gallery_figure(out, case_ids, **kwargs)
     png = Path(out_png) if out_png is not None else Path(out) / "qa_gallery.png"

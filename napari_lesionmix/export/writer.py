@@ -25,7 +25,6 @@ refused unless ``overwrite``; a rerun with a larger ``n`` adds cases.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -37,6 +36,8 @@ from typing import Any
 import numpy as np
 
 from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.io.atomic import write_error as _write_error
+from napari_lesionmix.io.atomic import write_text_atomic
 
 FILE_ENDING = ".nii.gz"
 CONFIG_NAME = "export_config.json"
@@ -147,38 +148,6 @@ class Manifest:
         text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
         write_text_atomic(text, self.path)
 
-
-def _write_error(path: Path, exc: OSError) -> LesionMixError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return LesionMixError(f"Could not write '{os.fspath(path)}': the disk is full (nothing was overwritten).")
-    return LesionMixError(f"Could not write '{os.fspath(path)}': {exc.strerror or exc}.")
-
-
-def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
-    """Write bytes through a dot-prefixed temporary file, fsync and a rename."""
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise _write_error(path, exc) from None
-    return path
-
-
-def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
-    """Write text atomically (see :func:`write_bytes_atomic`)."""
-    return write_bytes_atomic(text.encode(), path)
 
 
 def write_json(data: Any, path: Path) -> Path:

@@ -12,10 +12,8 @@ interrupted run never leaves a truncated ``.nii.gz`` behind.
 
 from __future__ import annotations
 
-import errno
 import gzip
 import os
-import tempfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ import nibabel as nib
 import numpy as np
 
 from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.io.atomic import atomic_path
 
 #: Largest elementwise difference (in mm) tolerated between two affines that
 #: are meant to describe the same grid. Header round-off in float32 is ~1e-5.
@@ -338,35 +337,15 @@ def _header_for(header: nib.Nifti1Header | None, affine: np.ndarray, dtype) -> n
 
 
 def save_nifti_atomic(img: nib.Nifti1Image, path: str | os.PathLike) -> Path:
-    """Write ``img`` to ``path`` through a temporary file in the same folder.
+    """Write ``img`` to ``path`` atomically (see :mod:`napari_lesionmix.io.atomic`).
 
     The target only ever holds a complete file: the old one until the rename,
     the new one after. A full disk or any other write error removes the
     temporary file and raises :class:`LesionMixError`.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         nib.save(img, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise LesionMixError(
-                f"Could not write '{_name(path)}': the disk is full (nothing was overwritten)."
-            ) from None
-        if isinstance(exc, OSError):
-            raise LesionMixError(f"Could not write '{_name(path)}': {exc.strerror or exc}.") from None
-        raise
-    return path
+    return Path(path)
 
 
 def save_image(

@@ -3,38 +3,15 @@
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from napari_lesionmix.augment.params import Synthetic
-from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.io.atomic import write_json_atomic
 from napari_lesionmix.io.nifti import Case, save_image, save_label
-
-
-def write_json_atomic(data: Any, path: str | os.PathLike) -> Path:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise LesionMixError(f"Could not write '{os.fspath(path)}': {exc.strerror or exc}.") from None
-    return path
 
 
 def write_synthetic(

@@ -372,7 +372,7 @@ class HarmonizeWidget(QWidget):
 
     def save_checkpoint(self, path: str) -> Path | None:
         """Copy the current checkpoint (trained, loaded or shipped) to ``path``, atomically."""
-        from napari_lesionmix.export.writer import write_bytes_atomic
+        from napari_lesionmix.io.atomic import write_bytes_atomic
 
         try:
             spec = self.spec()
