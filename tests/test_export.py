@@ -159,6 +159,39 @@ def test_one_vs_two_workers_identical(tiny_dataset, tmp_path):
     assert a == b and len(a) == 2 * 10 + 4
 
 
+def test_gzip_codecs_write_the_same_voxels_and_are_part_of_the_settings(tiny_dataset, tmp_path):
+    import gzip
+
+    export_dataset(cfg(tiny_dataset, tmp_path / "isal", n=3))  # isal is the default
+    export_dataset(cfg(tiny_dataset, tmp_path / "zlib", n=3, gzip="zlib"))
+    files = sorted(p.relative_to(tmp_path / "isal") for p in (tmp_path / "isal").rglob("*.nii.gz"))
+    assert len(files) == 6
+    for rel in files:
+        a, b = (tmp_path / "isal" / rel).read_bytes(), (tmp_path / "zlib" / rel).read_bytes()
+        assert a != b  # two encoders...
+        assert gzip.decompress(a) == gzip.decompress(b)  # ...of the same NIfTI bytes
+    assert verify_dataset(tmp_path / "zlib") == []
+    with pytest.raises(LesionMixError, match=r"differs in: gzip"):
+        export_dataset(cfg(tiny_dataset, tmp_path / "zlib", n=3))
+    with pytest.raises(LesionMixError, match="Unknown gzip codec 'lz4'"):
+        cfg(tiny_dataset, tmp_path / "x", gzip="lz4")
+
+
+def test_folder_started_by_other_code_is_not_completed(tiny_dataset, tmp_path, monkeypatch):
+    import napari_lesionmix.export.provenance as provenance
+
+    out = tmp_path / "o"
+    seen = []
+    export_dataset(cfg(tiny_dataset, out, n=4), progress=lambda d, t: seen.append(d), should_stop=lambda: seen[-1] >= 1)
+    written = json.loads((out / "export_config.json").read_text())
+    assert written["settings"]["code"] == provenance.code_fingerprint()
+    assert {"numpy", "nibabel", "isal", "code"} <= set(written["environment"])
+    monkeypatch.setattr(provenance, "code_fingerprint", lambda: "0123456789abcdef")  # the package changed
+    with pytest.raises(LesionMixError, match=r"differs in: code"):
+        export_dataset(cfg(tiny_dataset, out, n=4))
+    assert export_dataset(cfg(tiny_dataset, out, n=4, overwrite=True)).n_written == 4
+
+
 def test_stop_then_resume_skips_finished(tiny_dataset, tmp_path):
     full = tmp_path / "full"
     export_dataset(cfg(tiny_dataset, full, n=6))
@@ -182,7 +215,7 @@ def test_kill_9_mid_run_then_rerun_completes(tmp_path):
         write_case(make_case(seed=20 + k, n_lesions=3, case_id=f"k{k}", shape=(40, 40, 36)), src)
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "napari_lesionmix.cli", "export", "--dataset", os.fspath(src),
-           "--out", os.fspath(out), "--n", "80", "--seed", "5", "--no-progress"]
+           "--out", os.fspath(out), "--n", "200", "--seed", "5", "--no-progress"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     manifest = out / "manifest.jsonl"
@@ -195,18 +228,18 @@ def test_kill_9_mid_run_then_rerun_completes(tmp_path):
     proc.wait()
     assert not (out / "dataset.json").exists(), "the export finished before it could be killed"
     # What a kill during a write leaves: a temporary file and a torn manifest line.
-    (out / "imagesTr" / ".lmx_000079_0000.nii.gz.abc123.tmp.nii.gz").write_bytes(b"\x1f\x8b partial")
+    (out / "imagesTr" / ".lmx_000199_0000.nii.gz.abc123.tmp.nii.gz").write_bytes(b"\x1f\x8b partial")
     with open(manifest, "a") as fh:
         fh.write('{"id": "lmx_0000')
     done_before = {json.loads(x)["id"] for x in manifest.read_text().splitlines()[:-1]}
     mtimes = {cid: (out / "labelsTr" / f"{cid}.nii.gz").stat().st_mtime_ns for cid in done_before}
-    assert main(["export", "--dataset", os.fspath(src), "--out", os.fspath(out), "--n", "80",
+    assert main(["export", "--dataset", os.fspath(src), "--out", os.fspath(out), "--n", "200",
                  "--seed", "5", "--no-progress"]) == 0
     assert verify_dataset(out) == []
     assert not [p for p in out.rglob(".*") if p.is_file()]
     for cid, t in mtimes.items():
         assert (out / "labelsTr" / f"{cid}.nii.gz").stat().st_mtime_ns == t
-    assert len((out / "manifest.jsonl").read_text().splitlines()) == 80
+    assert len((out / "manifest.jsonl").read_text().splitlines()) == 200
 
 
 def test_other_settings_refused_unless_overwrite(tiny_dataset, tmp_path):
@@ -226,27 +259,35 @@ def test_other_settings_refused_unless_overwrite(tiny_dataset, tmp_path):
 
 
 def test_full_disk_leaves_nothing_half_written(tiny_dataset, tmp_path, monkeypatch):
-    import napari_lesionmix.io.nifti as nifti
+    import napari_lesionmix.io.atomic as atomic
 
-    real_save = nib.save
-    calls = {"n": 0}
+    real_temporary, real_write_all = atomic._temporary, atomic._write_all
+    doomed: set[int] = set()
 
-    def full_disk_save(img, path):
-        calls["n"] += 1
-        if calls["n"] == 4:  # the label of the second case: its image is already saved
-            Path(path).write_bytes(b"\x1f\x8b partial")
+    def temporary(path):
+        fd, tmp = real_temporary(path)
+        if path.name == "lmx_000001.nii.gz":  # the label of the second case: its image is already saved
+            doomed.add(fd)
+        return fd, tmp
+
+    def full_disk_write(fd, data):
+        if fd in doomed:
+            os.write(fd, b"\x1f\x8b partial")
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(img, path)
+        return real_write_all(fd, data)
 
-    monkeypatch.setattr(nifti.nib, "save", full_disk_save)
+    monkeypatch.setattr(atomic, "_temporary", temporary)
+    monkeypatch.setattr(atomic, "_write_all", full_disk_write)
     out = tmp_path / "o"
     with pytest.raises(LesionMixError, match="disk is full"):
         export_dataset(cfg(tiny_dataset, out, n=3))
+    assert doomed, "the failing write was never reached"
     assert not [p for p in out.rglob(".*") if p.is_file()]
     assert not (out / "dataset.json").exists()
     assert sorted(p.name for p in (out / "imagesTr").iterdir()) == ["lmx_000000_0000.nii.gz"]
     assert sorted(p.name for p in (out / "labelsTr").iterdir()) == ["lmx_000000.nii.gz"]
-    monkeypatch.setattr(nifti.nib, "save", real_save)
+    monkeypatch.setattr(atomic, "_temporary", real_temporary)
+    monkeypatch.setattr(atomic, "_write_all", real_write_all)
     report = export_dataset(cfg(tiny_dataset, out, n=3))
     assert report.n_skipped == 1 and report.n_written == 2 and verify_dataset(out) == []
 

@@ -13,6 +13,7 @@ import pytest
 from conftest import make_affine, make_case, write_case
 
 from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.io import atomic as atomic_mod
 from napari_lesionmix.io import (
     check_same_grid,
     discover_dataset,
@@ -22,7 +23,6 @@ from napari_lesionmix.io import (
     save_image,
     save_label,
 )
-from napari_lesionmix.io import nifti as nifti_mod
 
 
 def _save(arr, path, affine=None):
@@ -187,12 +187,11 @@ def test_failed_save_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch
     save_image(np.ones((4, 4, 4), np.float32), target, make_affine())
     before = target.read_bytes()
 
-    def full_disk(img, filename):
-        with open(filename, "wb") as fh:
-            fh.write(b"partial")
+    def full_disk(fd, data):
+        os.write(fd, b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(nifti_mod.nib, "save", full_disk)
+    monkeypatch.setattr(atomic_mod, "_write_all", full_disk)
     with pytest.raises(LesionMixError, match=r"Could not write '.*keep.nii.gz': the disk is full"):
         save_image(np.zeros((4, 4, 4), np.float32), target, make_affine())
     assert target.read_bytes() == before
@@ -269,3 +268,78 @@ def test_discover_errors(tmp_path):
     (tmp_path / "dataset.json").write_text("{oops")
     with pytest.raises(LesionMixError, match="is not valid JSON"):
         discover_dataset(tmp_path)
+
+
+# ---------------------------------------------------------------- fast NIfTI encoding
+
+def _encode_cases():
+    rng = np.random.default_rng(3)
+    aff = make_affine(oblique=True)
+    vol = rng.normal(size=(5, 6, 7)).astype(np.float32)
+    big = nib.Nifti1Header()
+    big = big.as_byteswapped(">")
+    ext = nib.Nifti1Header()
+    ext.extensions.append(nib.nifti1.Nifti1Extension("comment", b"made by a test"))
+    scaled = nib.Nifti1Header()
+    scaled.set_data_dtype(np.int16)
+    scaled.set_slope_inter(2.0, 1.0)
+    return {
+        "int16": nib.Nifti1Image((vol * 100).astype(np.int16), aff),
+        "uint8-label": nib.Nifti1Image((vol > 0).astype(np.uint8) * 3, aff),
+        "float32": nib.Nifti1Image(vol, aff),
+        "fortran-order": nib.Nifti1Image(np.asfortranarray(vol), aff),
+        "strided-view": nib.Nifti1Image(np.arange(8 * 6 * 7, dtype=np.int16).reshape(8, 6, 7)[::2], aff),
+        "big-endian-header": nib.Nifti1Image(vol.astype(">f4"), aff, big),
+        "extension": nib.Nifti1Image(vol, aff, ext),
+        "4d": nib.Nifti1Image(rng.normal(size=(4, 5, 6, 2)).astype(np.float32), aff),
+        "scaled-header (nibabel path)": nib.Nifti1Image(vol, aff, scaled),
+        "float64 data, float32 header (nibabel path)": nib.Nifti1Image(vol.astype(np.float64), aff,
+                                                                       _f32_header()),
+        "nifti2": nib.Nifti2Image(vol, aff),
+    }
+
+
+def _f32_header():
+    hdr = nib.Nifti1Header()
+    hdr.set_data_dtype(np.float32)
+    return hdr
+
+
+@pytest.mark.parametrize("name", list(_encode_cases()))
+def test_encode_nifti_writes_exactly_what_nibabel_writes(tmp_path, name):
+    from napari_lesionmix.io.nifti import encode_nifti
+
+    img = _encode_cases()[name]
+    ours = encode_nifti(img)
+    assert ours[:2] == b"\x1f\x8b"  # a gzip stream
+    assert gzip.decompress(ours) == img.to_bytes()
+    assert encode_nifti(img, compress=False) == img.to_bytes()
+    nib.save(img, tmp_path / "nibabel.nii.gz")
+    (tmp_path / "ours.nii.gz").write_bytes(ours)
+    assert gzip.decompress((tmp_path / "nibabel.nii.gz").read_bytes()) == gzip.decompress(ours)
+    back = nib.load(tmp_path / "ours.nii.gz")
+    np.testing.assert_array_equal(back.get_fdata(), nib.load(tmp_path / "nibabel.nii.gz").get_fdata())
+    np.testing.assert_array_equal(back.affine, nib.load(tmp_path / "nibabel.nii.gz").affine)
+
+
+def test_encode_nifti_is_deterministic():
+    from napari_lesionmix.io.nifti import encode_nifti
+
+    img = _encode_cases()["int16"]
+    assert encode_nifti(img) == encode_nifti(img)  # mtime 0 in the gzip header: no clock in the bytes
+
+
+@pytest.mark.parametrize(
+    "values, kept",
+    [([0, 7, -300, 32767], True), ([0.5, 1, 2, 3], False), ([0, 1, 2, 40000], False),
+     ([0, 1, 2, -40000], False), ([0, 1, 2, np.nan], False), ([0, 1, 2, 1e12], False)],
+    ids=["whole", "fractional", "too-big", "too-small", "nan", "huge"],
+)
+def test_integer_dtype_is_kept_only_when_exact(tmp_path, values, kept):
+    data = np.zeros((4, 4, 4), np.float32)
+    data.flat[: len(values)] = values
+    with np.errstate(all="raise"):  # no warning may escape the cast check
+        save_image(data, tmp_path / "x.nii.gz", make_affine(), None, np.int16)
+    back = nib.load(tmp_path / "x.nii.gz")
+    assert (back.get_data_dtype() == np.int16) is kept
+    np.testing.assert_array_equal(np.asanyarray(back.dataobj), data)

@@ -91,3 +91,39 @@ def test_cli_verify_exit_codes(exported, capsys):
     (exported / "dataset.json").unlink()
     assert main(["verify", os.fspath(exported)]) == 1
     assert "dataset.json" in capsys.readouterr().err
+
+
+def test_header_only_check_catches_shape_and_affine(exported):
+    """The exporter's final check (deep=False) reads headers only, but still sees what is on disk."""
+    def shift(d, a):
+        a[1, 3] -= 2.0
+        return d, a
+
+    _rewrite(exported / "imagesTr" / "lmx_000002_0000.nii.gz", shift)
+    img = nib.load(exported / "imagesTr" / "v1_0000.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((5, 5, 5), np.int16), img.affine), exported / "imagesTr" / "v1_0000.nii.gz")
+    problems = verify_dataset(exported, deep=False, check_checksums=False)
+    assert any("lmx_000002_0000" in p and "affines" in p for p in problems)
+    assert any("v1_0000" in p and "shape (5, 5, 5)" in p for p in problems)
+    assert len(problems) == 2
+
+
+@pytest.mark.parametrize("name", ["a.nii.gz", "a.nii", "big.nii.gz", "two.nii.gz"])
+def test_read_geometry_matches_nibabel(tmp_path, name):
+    from conftest import make_affine
+
+    from napari_lesionmix.export.verify import read_geometry
+
+    data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    aff = make_affine(oblique=True)
+    if name.startswith("big"):
+        img = nib.Nifti1Image(data.astype(">i2"), aff, nib.Nifti1Header().as_byteswapped(">"))
+    elif name.startswith("two"):
+        img = nib.Nifti2Image(data, aff)
+    else:
+        img = nib.Nifti1Image(data, aff)
+    nib.save(img, tmp_path / name)
+    shape, affine = read_geometry(tmp_path / name)
+    ref = nib.load(tmp_path / name)
+    assert shape == ref.shape
+    np.testing.assert_array_equal(affine, ref.affine)

@@ -137,6 +137,10 @@ class ExportConfig:
         ``"composite"``, ``"hm"``, ``"arhnet"`` or a checkpoint path, applied inside each mixing mask.
     harmonize_device : str
         Device for ARHNet (``"cpu"`` by default: bit-identical across machines).
+    gzip : str
+        Encoder of the ``.nii.gz`` files: ``"isal"`` (default, several times faster) or
+        ``"zlib"`` (nibabel's); see :data:`napari_lesionmix.io.nifti.GZIP_CODECS`. Both
+        write standard gzip; the voxels are the same, the compressed bytes differ.
     n_folds : int
         Cross-validation folds in ``splits_final.json`` (nnU-Net uses 5).
     prefix : str
@@ -162,6 +166,7 @@ class ExportConfig:
     overwrite: bool = False
     harmonize: str | None = None
     harmonize_device: str = "cpu"
+    gzip: str = "isal"
     n_folds: int = 5
     prefix: str = "lmx"
     dataset_name: str = "LesionMixSynthetic"
@@ -183,6 +188,10 @@ class ExportConfig:
             raise LesionMixError("Give either a hold-out fraction or a splits file, not both.")
         if int(self.n_folds) < 1:
             raise LesionMixError(f"The number of folds must be >= 1, got {self.n_folds}.")
+        from napari_lesionmix.io.nifti import GZIP_CODECS
+
+        if self.gzip not in GZIP_CODECS:
+            raise LesionMixError(f"Unknown gzip codec '{self.gzip}' (known: {', '.join(GZIP_CODECS)}).")
         from napari_lesionmix.export.methods import check_options
 
         object.__setattr__(self, "options", check_options(self.options))
@@ -190,8 +199,16 @@ class ExportConfig:
             raise LesionMixError(f"Case id prefix '{self.prefix}' must be letters, digits, '-' or '_'.")
 
     def identity(self) -> dict[str, Any]:
-        """The settings that decide the output files (``export_config.json``, compared on resume)."""
+        """The settings that decide the output files (``export_config.json``, compared on resume).
+
+        They include the fingerprint of the package's code
+        (:func:`~napari_lesionmix.export.provenance.code_fingerprint`): a folder
+        started by other code is not completed with this one.
+        """
+        from napari_lesionmix.export.provenance import code_fingerprint
+
         d = asdict(self)
+        d["code"] = code_fingerprint()
         for key in RUN_ONLY_SETTINGS:
             d.pop(key, None)
         d["dataset"] = os.fspath(Path(self.dataset).resolve())

@@ -78,7 +78,7 @@ def run_task(plan, task: Task) -> dict[str, Any]:
     out = plan.config.out
     if kind == "real":
         case = ctx.load(key)
-        files = write_case(out, key, case.image, case.label, case)
+        files = write_case(out, key, case.image, case.label, case, plan.config.gzip)
         rec = {"id": key, "method": "real", "sources": [key], "index": None,
                "source_files": list(case.image_paths) + [case.label_path],
                "channels": case.n_channels, "label_values": _values(case.label)}
@@ -89,7 +89,7 @@ def run_task(plan, task: Task) -> dict[str, Any]:
         syn, host = result.synthetic, result.host
         if not np.isfinite(syn.image).all():  # nnU-Net refuses NaN; never write one
             raise LesionMixError(f"Sample {a.case_id} ({a.method}) has NaN or infinite voxels; nothing was written.")
-        files = write_case(out, a.case_id, syn.image, syn.label, host)
+        files = write_case(out, a.case_id, syn.image, syn.label, host, plan.config.gzip)
         h = ctx.harmonizer
         rec = {"id": a.case_id, "method": a.method, "index": a.index, "seed": plan.config.seed,
                "sources": list(result.sources), "host": a.host_id, "donor": a.donor_id,

@@ -12,6 +12,7 @@ compares spacing, origin and direction); every label value is declared in
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -140,6 +141,23 @@ def _manifest_checksums(out: Path) -> dict[str, str]:
     return sums
 
 
+def read_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
+    """Shape and affine of a NIfTI file from its header alone (a few hundred bytes, not the voxels).
+
+    Uses the affine nibabel would (``get_best_affine``); other formats and
+    NIfTI-2 go through ``nibabel.load``.
+    """
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        head = fh.read(4)
+        if 348 in (int.from_bytes(head, "little"), int.from_bytes(head, "big")):  # sizeof_hdr of NIfTI-1
+            fh.seek(0)
+            hdr = nib.Nifti1Header.from_fileobj(fh)
+            return tuple(int(v) for v in hdr.get_data_shape()), hdr.get_best_affine()
+    img = nib.load(path)
+    return tuple(img.shape), img.affine
+
+
 def _check_case(out, cid, channels, label_file, n_channels, allowed, checksums, deep=True) -> list[str]:
     from napari_lesionmix.export.writer import sha256
 
@@ -152,9 +170,12 @@ def _check_case(out, cid, channels, label_file, n_channels, allowed, checksums, 
     if extra:
         problems.append(f"Case '{cid}' has channel {extra[0]:04d} but dataset.json declares {expected} channel(s).")
     try:
-        limg = nib.load(label_file)
-        label = np.asanyarray(limg.dataobj) if deep else None
-        label_shape = tuple(limg.shape)
+        if deep:
+            limg = nib.load(label_file)
+            label = np.asanyarray(limg.dataobj)
+            label_shape, label_affine = tuple(limg.shape), limg.affine
+        else:
+            label_shape, label_affine = read_geometry(label_file)
     except Exception as exc:
         return [*problems, f"Label '{label_file.name}' cannot be read ({type(exc).__name__}: {exc})."]
     if allowed is not None and deep:
@@ -169,14 +190,19 @@ def _check_case(out, cid, channels, label_file, n_channels, allowed, checksums, 
     files = [label_file] + [channels[c] for c in sorted(channels)]
     for p in files[1:]:
         try:
-            img = nib.load(p)
-            data = np.asanyarray(img.dataobj) if deep else None
+            if deep:
+                img = nib.load(p)
+                data = np.asanyarray(img.dataobj)
+                shape, affine = tuple(img.shape), img.affine
+            else:
+                data = None
+                shape, affine = read_geometry(p)
         except Exception as exc:
             problems.append(f"Image '{p.name}' cannot be read ({type(exc).__name__}: {exc}).")
             continue
-        if tuple(img.shape[:3]) != label_shape[:3]:
-            problems.append(f"Image '{p.name}' has shape {tuple(img.shape)} but its label has {label_shape}.")
-        diff = float(np.max(np.abs(img.affine - limg.affine)))
+        if shape[:3] != label_shape[:3]:
+            problems.append(f"Image '{p.name}' has shape {shape} but its label has {label_shape}.")
+        diff = float(np.max(np.abs(affine - label_affine)))
         if diff > AFFINE_TOLERANCE_MM:
             problems.append(f"Image '{p.name}' and its label have affines that differ by {diff:.3g} mm.")
         if data is not None and np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():

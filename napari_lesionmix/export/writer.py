@@ -2,7 +2,8 @@
 
 Output folder::
 
-    OUT/export_config.json     settings + version (written first; identifies the folder)
+    OUT/export_config.json     settings, code fingerprint + library versions (written first;
+                               identifies the folder)
     OUT/imagesTr/CASE_0000.nii.gz ...   one file per channel
     OUT/labelsTr/CASE.nii.gz
     OUT/manifest.jsonl         one JSON line per case (appended + fsynced as cases finish,
@@ -61,27 +62,36 @@ def sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def write_case(out: Path, case_id: str, image: np.ndarray, label: np.ndarray, host) -> dict[str, str]:
+def write_case(out: Path, case_id: str, image: np.ndarray, label: np.ndarray, host,
+               codec: str = "isal") -> dict[str, str]:
     """Write one case's channels and label with the host's geometry; return ``{relpath: sha256}``.
 
-    Raises :class:`LesionMixError` (from the atomic savers) on a full disk,
-    with the target untouched and no temporary file left.
+    Each file is encoded in memory, hashed from those bytes (no read-back)
+    and written atomically. Raises :class:`LesionMixError` (from the atomic
+    writer) on a full disk, with the target untouched, no temporary file left
+    and the case's files already written removed.
     """
-    from napari_lesionmix.io.nifti import save_image, save_label
+    from napari_lesionmix.io.atomic import write_bytes_atomic
+    from napari_lesionmix.io.nifti import encode_nifti, image_nifti, label_nifti
 
     out = Path(out)
+    files: dict[str, str] = {}
     written: list[Path] = []
     try:
-        for c, channel in enumerate(image):
-            written.append(save_image(channel, image_path(out, case_id, c), host.affine, host.header,
-                                      host.image_dtype))
-        written.append(save_label(label, label_path(out, case_id), host.affine, host.header))
+        targets = [(image_path(out, case_id, c), image_nifti(ch, host.affine, host.header, host.image_dtype))
+                   for c, ch in enumerate(image)]
+        lpath = label_path(out, case_id)
+        targets.append((lpath, label_nifti(label, host.affine, host.header, where=os.fspath(lpath))))
+        for path, img in targets:
+            blob = encode_nifti(img, codec=codec)
+            written.append(write_bytes_atomic(blob, path))
+            files[os.fspath(path.relative_to(out))] = hashlib.sha256(blob).hexdigest()
     except BaseException:
         # No half-written case: drop the channels already saved (a rerun makes the case again).
         for p in written:
             p.unlink(missing_ok=True)
         raise
-    return {os.fspath(p.relative_to(out)): sha256(p) for p in written}
+    return files
 
 
 def _fsync_dir(path: Path) -> None:
@@ -211,7 +221,9 @@ def prepare_output(out: Path, identity: dict[str, Any], overwrite: bool) -> None
     (out / "imagesTr").mkdir(exist_ok=True)
     (out / "labelsTr").mkdir(exist_ok=True)
     if not cfg_path.is_file():
-        write_json({"version": __version__, "settings": identity}, cfg_path)
+        from napari_lesionmix.export.provenance import environment
+
+        write_json({"version": __version__, "environment": environment(), "settings": identity}, cfg_path)
     _fsync_dir(out)
 
 

@@ -29,17 +29,31 @@ def write_error(path: str | os.PathLike, exc: OSError) -> LesionMixError:
     return LesionMixError(f"Could not write '{os.fspath(path)}': {exc.strerror or exc}.")
 
 
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path to write ``path``'s new content to; fsync and rename it on success.
+def _temporary(path: Path) -> tuple[int, str]:
+    """Create the dot-prefixed temporary file beside ``path``; return its descriptor and name.
 
-    The temporary file keeps ``.nii.gz``/``.nii`` endings so that writers which
-    choose compression from the file name (nibabel) behave as for the target.
+    It keeps ``.nii.gz``/``.nii`` endings so that writers which choose
+    compression from the file name (nibabel) behave as for the target.
     """
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+
+
+def _discard(tmp: str, path: Path, exc: BaseException) -> BaseException:
+    """Remove the temporary file; the exception to raise (an OSError becomes one sentence)."""
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+    return write_error(path, exc) if isinstance(exc, OSError) else exc
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write ``path``'s new content to; fsync and rename it on success."""
+    path = Path(path)
+    fd, tmp = _temporary(path)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -47,20 +61,35 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise write_error(path, exc) from None
-        raise
+        err = _discard(tmp, path, exc)
+        if err is exc:
+            raise
+        raise err from None
+
+
+def _write_all(fd: int, data) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
-    """Write ``data`` to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return Path(path)
+    """Write ``data`` to ``path`` atomically (one descriptor: write, fsync, rename)."""
+    path = Path(path)
+    fd, tmp = _temporary(path)
+    try:
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        err = _discard(tmp, path, exc)
+        if err is exc:
+            raise
+        raise err from None
+    return path
 
 
 def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
