@@ -188,11 +188,10 @@ class ExportConfig:
             raise LesionMixError("Give either a hold-out fraction or a splits file, not both.")
         if int(self.n_folds) < 1:
             raise LesionMixError(f"The number of folds must be >= 1, got {self.n_folds}.")
-        from napari_lesionmix.io.nifti import GZIP_CODECS
-
-        if self.gzip not in GZIP_CODECS:
-            raise LesionMixError(f"Unknown gzip codec '{self.gzip}' (known: {', '.join(GZIP_CODECS)}).")
         from napari_lesionmix.export.methods import check_options
+        from napari_lesionmix.io.nifti import check_gzip_codec
+
+        check_gzip_codec(self.gzip)
 
         object.__setattr__(self, "options", check_options(self.options))
         if not self.prefix or not self.prefix.replace("-", "").replace("_", "").isalnum():

@@ -347,14 +347,16 @@ GZIP_CODECS: dict[str, tuple[str, int]] = {"isal": ("isal.isal_zlib", 1), "zlib"
 DEFAULT_GZIP = "isal"
 
 
+def check_gzip_codec(codec: str) -> str:
+    """Return ``codec`` if it names one of :data:`GZIP_CODECS`; raise a one-sentence error otherwise."""
+    if codec not in GZIP_CODECS:
+        raise LesionMixError(f"Unknown gzip codec '{codec}' (known: {', '.join(GZIP_CODECS)}).")
+    return codec
+
+
 def gzip_compressor(codec: str = DEFAULT_GZIP):
     """A fresh gzip-stream compressor object (``compress``/``flush``) of ``codec``."""
-    try:
-        module, level = GZIP_CODECS[codec]
-    except KeyError:
-        raise LesionMixError(
-            f"Unknown gzip codec '{codec}' (known: {', '.join(GZIP_CODECS)})."
-        ) from None
+    module, level = GZIP_CODECS[check_gzip_codec(codec)]
     lib = importlib.import_module(module)
     return lib.compressobj(level, lib.DEFLATED, 16 + 15)  # 16 + window bits: a gzip wrapper
 
