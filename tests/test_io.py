@@ -343,3 +343,36 @@ def test_integer_dtype_is_kept_only_when_exact(tmp_path, values, kept):
     back = nib.load(tmp_path / "x.nii.gz")
     assert (back.get_data_dtype() == np.int16) is kept
     np.testing.assert_array_equal(np.asanyarray(back.dataobj), data)
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    """Files are created through the umask (0644 under 022), not mkstemp's owner-only 0600."""
+    from napari_lesionmix.io.atomic import atomic_path, write_json_atomic
+
+    old = os.umask(0o022)
+    try:
+        save_image(np.ones((4, 4, 4), np.float32), tmp_path / "a.nii.gz", make_affine())
+        write_json_atomic({"a": 1}, tmp_path / "p.json")
+        with atomic_path(tmp_path / "b.nii.gz") as tmp:
+            nib.save(nib.Nifti1Image(np.ones((2, 2, 2), np.float32), make_affine()), tmp)
+        os.umask(0o077)
+        save_image(np.ones((4, 4, 4), np.float32), tmp_path / "private.nii.gz", make_affine())
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == {"a.nii.gz": 0o644, "p.json": 0o644, "b.nii.gz": 0o644, "private.nii.gz": 0o600}
+
+
+def test_atomic_path_failure_keeps_the_target_and_no_temp(tmp_path):
+    from napari_lesionmix.io.atomic import atomic_path
+
+    target = tmp_path / "t.bin"
+    target.write_bytes(b"good")
+    with pytest.raises(RuntimeError, match="writer broke"):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("writer broke")
+    with pytest.raises(LesionMixError, match=r"Could not write '.*t.bin': the disk is full"):
+        with atomic_path(target) as tmp:
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert target.read_bytes() == b"good" and os.listdir(tmp_path) == ["t.bin"]

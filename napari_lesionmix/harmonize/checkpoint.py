@@ -14,12 +14,12 @@ A checkpoint is a ``torch.save`` of a plain dict (loadable with
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.harmonize.config import ModelConfig
+from napari_lesionmix.io.atomic import atomic_path
 
 FORMAT = "napari-lesionmix/arhnet"
 FORMAT_VERSION = 1
@@ -32,24 +32,9 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    # A full disk or other write error leaves any earlier checkpoint intact and raises one sentence.
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; a checkpoint is an ordinary file
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise LesionMixError(f"Could not write checkpoint '{os.fspath(path)}': {exc.strerror or exc}.") from None
-        raise
     return path
 
 

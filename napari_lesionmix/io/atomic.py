@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,39 +31,53 @@ def write_error(path: str | os.PathLike, exc: OSError) -> LesionMixError:
 def _temporary(path: Path) -> tuple[int, str]:
     """Create the dot-prefixed temporary file beside ``path``; return its descriptor and name.
 
-    It keeps ``.nii.gz``/``.nii`` endings so that writers which choose
-    compression from the file name (nibabel) behave as for the target.
+    Created with mode 0o666 so that the kernel applies the user's umask: the
+    renamed file gets the permissions of any ordinary new file (``mkstemp``
+    would leave it readable by its owner alone, which breaks datasets shared
+    on a cluster). The name keeps ``.nii.gz``/``.nii`` endings so that writers
+    which choose compression from the file name (nibabel) behave as for the
+    target.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = os.path.join(path.parent, f".{path.name}.{os.urandom(6).hex()}.tmp{suffix}")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:  # pragma: no cover - 48 random bits collided
+            continue
 
 
-def _discard(tmp: str, path: Path, exc: BaseException) -> BaseException:
-    """Remove the temporary file; the exception to raise (an OSError becomes one sentence)."""
+@contextmanager
+def _replacing(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield a temporary file's (descriptor, name); rename it over ``path`` when the block succeeds.
+
+    The block must close the descriptor. On any error the temporary file is
+    removed, and an ``OSError`` becomes the one sentence of :func:`write_error`.
+    """
+    fd, tmp = _temporary(path)
     try:
-        os.unlink(tmp)
-    except OSError:
-        pass
-    return write_error(path, exc) if isinstance(exc, OSError) else exc
+        yield fd, tmp
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from None
+        raise
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path to write ``path``'s new content to; fsync and rename it on success."""
-    path = Path(path)
-    fd, tmp = _temporary(path)
-    os.close(fd)
-    try:
+    with _replacing(Path(path)) as (fd, tmp):
+        os.close(fd)  # the caller's writer opens the file by name
         yield Path(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        err = _discard(tmp, path, exc)
-        if err is exc:
-            raise
-        raise err from None
 
 
 def _write_all(fd: int, data) -> None:
@@ -76,19 +89,12 @@ def _write_all(fd: int, data) -> None:
 def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
     """Write ``data`` to ``path`` atomically (one descriptor: write, fsync, rename)."""
     path = Path(path)
-    fd, tmp = _temporary(path)
-    try:
+    with _replacing(path) as (fd, _):
         try:
             _write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        err = _discard(tmp, path, exc)
-        if err is exc:
-            raise
-        raise err from None
     return path
 
 
