@@ -453,3 +453,57 @@ def test_pool_worker_exits_when_the_export_process_is_killed():
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     assert worker.wait(timeout=20) == 1
+
+
+def test_export_processes_keep_freed_memory(tiny_dataset, tmp_path, monkeypatch):
+    """Pool workers and the CLI tune glibc's allocator; a caller's own process is left alone."""
+    import platform
+
+    import napari_lesionmix.export.runners as runners
+
+    code = "from napari_lesionmix.export.runners import keep_freed_memory; print(keep_freed_memory())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(platform.libc_ver()[0] == "glibc")
+    monkeypatch.setattr(runners, "keep_freed_memory", lambda: pytest.fail("tuned the caller's process"))
+    assert export_dataset(cfg(tiny_dataset, tmp_path / "o", n=2)).complete
+
+
+@pytest.mark.parametrize("voxels, expected", [
+    ({}, [0]), ({(0, 0, 0): 1}, [0, 1]), ({(0, 0, 0): 1, (1, 1, 1): 3}, [0, 1, 3]),
+    ({(0, 0, 0): 2, (1, 1, 1): 2}, [0, 2]), ("all 2, one 3", [2, 3]), ("all 5", [5]),
+])
+def test_label_values_recorded_in_the_manifest(voxels, expected):
+    from napari_lesionmix.export.runners import _values
+
+    label = np.zeros((4, 5, 6), np.uint8)
+    if voxels == "all 2, one 3":
+        label[:] = 2
+        label[3, 4, 5] = 3
+    elif voxels == "all 5":
+        label[:] = 5
+    else:
+        for ijk, v in voxels.items():
+            label[ijk] = v
+    assert _values(label) == expected == sorted(int(v) for v in np.unique(label))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_sample_with_nan_or_inf_is_never_written(tiny_dataset, tmp_path, monkeypatch, bad):
+    import napari_lesionmix.export.methods as methods
+
+    def loader():
+        carve = methods.get_method("carvemix")
+
+        def run(ctx, rng, a):
+            result = carve(ctx, rng, a)
+            result.synthetic.image.flat[7] = bad
+            return result
+
+        return run
+
+    monkeypatch.setitem(methods._METHODS, "broken", loader)
+    monkeypatch.delitem(methods._LOADED, "broken", raising=False)
+    out = tmp_path / "o"
+    with pytest.raises(LesionMixError, match=r"Sample lmx_000000 \(broken\) has NaN or infinite voxels"):
+        export_dataset(cfg(tiny_dataset, out, n=2, methods=(("broken", 1.0),)))
+    assert list((out / "imagesTr").iterdir()) == [] and list((out / "labelsTr").iterdir()) == []

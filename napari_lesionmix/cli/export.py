@@ -55,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
 
     from napari_lesionmix.export import ExportConfig, export_dataset
     from napari_lesionmix.export.plan import parse_method_specs, parse_option_specs
+    from napari_lesionmix.export.runners import keep_freed_memory
+
+    keep_freed_memory()  # this process exists to export (with --workers 1 it is the worker)
 
     cfg = ExportConfig(
         dataset=args.dataset, out=args.out, n=args.n, methods=parse_method_specs(args.method),

@@ -23,7 +23,7 @@ import nibabel as nib
 import numpy as np
 
 from napari_lesionmix.errors import LesionMixError
-from napari_lesionmix.io.nifti import AFFINE_TOLERANCE_MM
+from napari_lesionmix.io.nifti import AFFINE_TOLERANCE_MM, read_nifti
 
 REQUIRED_KEYS = ("channel_names", "labels", "numTraining", "file_ending")
 
@@ -171,8 +171,7 @@ def _check_case(out, cid, channels, label_file, n_channels, allowed, checksums, 
         problems.append(f"Case '{cid}' has channel {extra[0]:04d} but dataset.json declares {expected} channel(s).")
     try:
         if deep:
-            limg = nib.load(label_file)
-            label = np.asanyarray(limg.dataobj)
+            limg, label = read_nifti(label_file, "Label")
             label_shape, label_affine = tuple(limg.shape), limg.affine
         else:
             label_shape, label_affine = read_geometry(label_file)
@@ -191,8 +190,7 @@ def _check_case(out, cid, channels, label_file, n_channels, allowed, checksums, 
     for p in files[1:]:
         try:
             if deep:
-                img = nib.load(p)
-                data = np.asanyarray(img.dataobj)
+                img, data = read_nifti(p, "Image")
                 shape, affine = tuple(img.shape), img.affine
             else:
                 data = None

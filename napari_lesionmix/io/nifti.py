@@ -38,24 +38,33 @@ def _name(path: str | os.PathLike) -> str:
     return os.fspath(path)
 
 
-def _read(path: str | os.PathLike, what: str) -> nib.Nifti1Image:
-    """Open a NIfTI file and read its voxels eagerly (so corrupt gzip fails here)."""
+def read_nifti(path: str | os.PathLike, what: str = "NIfTI") -> tuple[nib.Nifti1Image, np.ndarray]:
+    """Open a NIfTI file and read its voxels once, eagerly (so a corrupt gzip fails here).
+
+    Returns the image (header and affine) and its voxels (scaled as nibabel
+    scales them); ``what`` names the file in errors ("Image", "Label"...). ``.nii.gz`` files are decompressed in one call by ISA-L,
+    about 3x faster than nibabel's streaming zlib reader; anything that is not
+    a gzipped NIfTI-1/2 file goes to ``nibabel.load``.
+    """
     p = Path(path)
     if not p.exists():
         raise LesionMixError(f"{what} file '{_name(p)}' does not exist.")
     if p.is_dir():
         raise LesionMixError(f"{what} path '{_name(p)}' is a folder, not a NIfTI file.")
+    from isal import igzip, isal_zlib
+
     try:
-        img = nib.load(p)
+        img = _from_gzip_bytes(p) if p.name.endswith(".gz") else None
+        if img is None:
+            img = nib.load(p)
         if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
             raise LesionMixError(
                 f"{what} file '{_name(p)}' is a {type(img).__name__}, not a NIfTI image."
             )
-        # Touch the data now: nibabel is lazy and a truncated gzip only fails on read.
-        np.asanyarray(img.dataobj)
+        data = np.asanyarray(img.dataobj)  # nibabel is lazy: a truncated gzip only fails on read
     except LesionMixError:
         raise
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+    except (EOFError, zlib.error, isal_zlib.error, gzip.BadGzipFile, igzip.BadGzipFile) as exc:
         raise LesionMixError(
             f"{what} file '{_name(p)}' is a corrupt or truncated gzip archive ({exc})."
         ) from None
@@ -63,12 +72,26 @@ def _read(path: str | os.PathLike, what: str) -> nib.Nifti1Image:
         raise LesionMixError(
             f"{what} file '{_name(p)}' could not be read as NIfTI ({type(exc).__name__}: {exc})."
         ) from None
-    return img
+    return img, data
 
 
-def _image_array(img: nib.Nifti1Image, path: str | os.PathLike) -> np.ndarray:
+def _from_gzip_bytes(path: Path) -> nib.Nifti1Image | None:
+    """A gzipped NIfTI-1/2 file decompressed in memory, or ``None`` to let nibabel name what it is."""
+    from isal import igzip
+
+    blob = path.read_bytes()
+    if blob[:2] != b"\x1f\x8b":  # not gzip at all
+        return None
+    raw = igzip.decompress(blob)  # every member, like gzip.decompress
+    sizeof_hdr = {int.from_bytes(raw[:4], order) for order in ("little", "big")}
+    for size, klass in ((348, nib.Nifti1Image), (540, nib.Nifti2Image)):
+        if size in sizeof_hdr:
+            return klass.from_bytes(raw)
+    return None
+
+
+def _image_array(data: np.ndarray, path: str | os.PathLike) -> np.ndarray:
     """Voxels of an image file as ``(C, i, j, k)`` float32, checked for NaN/inf."""
-    data = np.asanyarray(img.dataobj)
     if data.ndim == 3:
         data = data[np.newaxis]
     elif data.ndim == 4:
@@ -91,8 +114,7 @@ def _image_array(img: nib.Nifti1Image, path: str | os.PathLike) -> np.ndarray:
     return data
 
 
-def _label_array(img: nib.Nifti1Image, path: str | os.PathLike) -> np.ndarray:
-    data = np.asanyarray(img.dataobj)
+def _label_array(data: np.ndarray, path: str | os.PathLike) -> np.ndarray:
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -220,8 +242,8 @@ def load_image(paths: str | os.PathLike | Sequence[str | os.PathLike]):
         raise LesionMixError("No image file was given.")
     channels, first = [], None
     for p in paths:
-        img = _read(p, "Image")
-        arr = _image_array(img, p)
+        img, data = read_nifti(p, "Image")
+        arr = _image_array(data, p)
         if first is None:
             first = (img, p)
         else:
@@ -238,8 +260,8 @@ def load_image(paths: str | os.PathLike | Sequence[str | os.PathLike]):
 
 def load_label(path: str | os.PathLike):
     """Load a label map; returns ``(label, nibabel image)``."""
-    img = _read(path, "Label")
-    return _label_array(img, path), img
+    img, data = read_nifti(path, "Label")
+    return _label_array(data, path), img
 
 
 def load_case(
