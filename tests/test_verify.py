@@ -112,7 +112,7 @@ def test_header_only_check_catches_shape_and_affine(exported):
 def test_read_geometry_matches_nibabel(tmp_path, name):
     from conftest import make_affine
 
-    from napari_lesionmix.export.verify import read_geometry
+    from napari_lesionmix.io.nifti import read_geometry
 
     data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
     aff = make_affine(oblique=True)

@@ -12,18 +12,16 @@ compares spacing, origin and direction); every label value is declared in
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 
 from napari_lesionmix.errors import LesionMixError
-from napari_lesionmix.io.nifti import AFFINE_TOLERANCE_MM, read_nifti
+from napari_lesionmix.io.nifti import AFFINE_TOLERANCE_MM, read_geometry, read_nifti
 
 REQUIRED_KEYS = ("channel_names", "labels", "numTraining", "file_ending")
 
@@ -139,23 +137,6 @@ def _manifest_checksums(out: Path) -> dict[str, str]:
     for rec in Manifest(out).read().values():
         sums.update(rec.get("files") or {})
     return sums
-
-
-def read_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
-    """Shape and affine of a NIfTI file from its header alone (a few hundred bytes, not the voxels).
-
-    Uses the affine nibabel would (``get_best_affine``); other formats and
-    NIfTI-2 go through ``nibabel.load``.
-    """
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as fh:
-        head = fh.read(4)
-        if 348 in (int.from_bytes(head, "little"), int.from_bytes(head, "big")):  # sizeof_hdr of NIfTI-1
-            fh.seek(0)
-            hdr = nib.Nifti1Header.from_fileobj(fh)
-            return tuple(int(v) for v in hdr.get_data_shape()), hdr.get_best_affine()
-    img = nib.load(path)
-    return tuple(img.shape), img.affine
 
 
 def _check_case(out, cid, channels, label_file, n_channels, allowed, checksums, deep=True) -> list[str]:

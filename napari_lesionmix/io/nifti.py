@@ -54,7 +54,7 @@ def read_nifti(path: str | os.PathLike, what: str = "NIfTI") -> tuple[nib.Nifti1
     from isal import igzip, isal_zlib
 
     try:
-        img = _from_gzip_bytes(p) if p.name.endswith(".gz") else None
+        img = _from_gzip_bytes(p) if p.name.endswith(".nii.gz") else None
         if img is None:
             img = nib.load(p)
         if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
@@ -73,6 +73,24 @@ def read_nifti(path: str | os.PathLike, what: str = "NIfTI") -> tuple[nib.Nifti1
             f"{what} file '{_name(p)}' could not be read as NIfTI ({type(exc).__name__}: {exc})."
         ) from None
     return img, data
+
+
+def read_geometry(path: str | os.PathLike) -> tuple[tuple[int, ...], np.ndarray]:
+    """Shape and affine of a NIfTI file from its header alone (a few hundred bytes, not the voxels).
+
+    Uses the affine nibabel would (``get_best_affine``); other formats and
+    NIfTI-2 go through ``nibabel.load``.
+    """
+    path = Path(path)
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        head = fh.read(4)
+        if 348 in (int.from_bytes(head, "little"), int.from_bytes(head, "big")):  # sizeof_hdr of NIfTI-1
+            fh.seek(0)
+            hdr = nib.Nifti1Header.from_fileobj(fh)
+            return tuple(int(v) for v in hdr.get_data_shape()), hdr.get_best_affine()
+    img = nib.load(path)
+    return tuple(img.shape), img.affine
 
 
 def _from_gzip_bytes(path: Path) -> nib.Nifti1Image | None:
