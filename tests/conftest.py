@@ -90,3 +90,26 @@ def sample_dataset():
     from napari_lesionmix.sample_data import sample_dataset as _sample
 
     return _sample()
+
+
+def load_pair(qtbot, load, session, pair: dict | None = None, until=lambda: True, timeout: int = 20000) -> None:
+    """Load a host/donor pair through the Load widget and wait until the session has it.
+
+    ``pair`` is :func:`pair_on_disk`'s dict (typed into the file fields), or
+    ``None`` for the shipped sample pair; ``until`` is any further condition
+    to wait for (e.g. the CarveMix widget's first mix).
+    """
+    if pair is None:
+        load.load_sample_pair()
+    else:
+        fill_pair(load, pair)
+        load.load_files()
+    qtbot.waitUntil(lambda: session.has_pair and not session.busy and until(), timeout=timeout)
+
+
+def fill_pair(load, pair: dict) -> None:
+    """Type a pair's file names (:func:`pair_on_disk`'s dict) into the Load widget's fields."""
+    load.host_image.setText(str(pair["host"]["images"][0]))
+    load.host_label.setText(str(pair["host"]["label"]))
+    load.donor_image.setText(str(pair["donor"]["images"][0]))
+    load.donor_label.setText(str(pair["donor"]["label"]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import load_pair
 from napari.utils.notifications import notification_manager
 
 from napari_lesionmix.augment.carvemix import CarveMixParams, carvemix
@@ -22,8 +23,7 @@ def studio(make_napari_viewer_proxy, qtbot):
     _, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Harmonize", tabify=True)  # via the manifest
     assert isinstance(w, HarmonizeWidget)
     session = get_session(viewer)
-    load.load_sample_pair()
-    qtbot.waitUntil(lambda: session.has_pair and not session.busy, timeout=20000)
+    load_pair(qtbot, load, session)
     host, donor = session.host, session.donor
     session.set_synthetic(carvemix(host, donor, CarveMixParams(host.case_id, donor.case_id, 1.0)))
     yield viewer, w, session

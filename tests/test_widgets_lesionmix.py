@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import load_pair
 from napari.utils.notifications import notification_manager
 
 from napari_lesionmix.augment.lesion_load import lesion_load_ml
@@ -23,8 +24,7 @@ def studio(make_napari_viewer_proxy, qtbot):
     _, w = viewer.window.add_plugin_dock_widget(PLUGIN, "LesionMix", tabify=True)  # via the manifest
     assert isinstance(w, LesionMixWidget)
     session = get_session(viewer)
-    load.load_sample_pair()
-    qtbot.waitUntil(lambda: session.has_pair and w.loads is not None and not session.busy, timeout=20000)
+    load_pair(qtbot, load, session, until=lambda: w.loads is not None)
     yield viewer, w, session
     qtbot.waitUntil(lambda: not session.busy, timeout=30000)
 

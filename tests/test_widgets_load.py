@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import fill_pair
 from napari.utils.notifications import notification_manager
 
 from napari_lesionmix.widgets.state import get_session
@@ -22,13 +23,6 @@ def studio(make_napari_viewer_proxy, qtbot):
     qtbot.waitUntil(lambda: not session.busy, timeout=10000)
 
 
-def _fill(load, pair):
-    load.host_image.setText(str(pair["host"]["images"][0]))
-    load.host_label.setText(str(pair["host"]["label"]))
-    load.donor_image.setText(str(pair["donor"]["images"][0]))
-    load.donor_label.setText(str(pair["donor"]["label"]))
-
-
 def _expect_error(qtbot, load, n_before: int, fragment: str):
     qtbot.waitUntil(lambda: len(notification_manager.records) > n_before, timeout=10000)
     msg = notification_manager.records[-1].message
@@ -39,7 +33,7 @@ def _expect_error(qtbot, load, n_before: int, fragment: str):
 
 def test_load_pair_from_files(studio, qtbot, pair_on_disk, host_case):
     viewer, load, session = studio
-    _fill(load, pair_on_disk)
+    fill_pair(load, pair_on_disk)
     load.load_files()
     qtbot.waitUntil(lambda: session.has_pair, timeout=10000)
     assert (session.host.case_id, session.donor.case_id) == ("host", "donor")
@@ -73,7 +67,7 @@ def test_load_pair_from_dataset_folder(studio, qtbot, tmp_path):
 def test_missing_file_keeps_user_layers_and_pair(studio, qtbot, pair_on_disk):
     viewer, load, session = studio
     mine = viewer.add_image(np.ones((5, 5)), name="my layer")
-    _fill(load, pair_on_disk)
+    fill_pair(load, pair_on_disk)
     load.load_files()
     qtbot.waitUntil(lambda: session.has_pair and not session.busy, timeout=10000)
     before = session.host
@@ -91,7 +85,7 @@ def test_grid_mismatch_is_reported(studio, qtbot, tmp_path):
     viewer, load, session = studio
     host = write_case(make_case(seed=1, case_id="h"), tmp_path)
     donor = write_case(make_case(seed=2, case_id="d", shape=(24, 28, 22)), tmp_path)
-    _fill(load, {"host": host, "donor": donor})
+    fill_pair(load, {"host": host, "donor": donor})
     n = len(notification_manager.records)
     load.load_files()
     _expect_error(qtbot, load, n, "resample them to one grid first")
@@ -104,7 +98,7 @@ def test_donor_without_lesion_is_reported(studio, qtbot, tmp_path):
     empty.label[:] = 0
     host = write_case(make_case(seed=1, case_id="h"), tmp_path)
     donor = write_case(empty, tmp_path)
-    _fill(load, {"host": host, "donor": donor})
+    fill_pair(load, {"host": host, "donor": donor})
     n = len(notification_manager.records)
     load.load_files()
     _expect_error(qtbot, load, n, "has no lesion voxels")

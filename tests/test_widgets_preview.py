@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import load_pair
 
 from napari_lesionmix.widgets.carvemix import position_of_t
 from napari_lesionmix.widgets.preview import CROSS_RGB, LABEL_RGB, MASK_RGB, boundary, render_plane
@@ -45,12 +46,7 @@ def studio(make_napari_viewer_proxy, qtbot, pair_on_disk):
     _, cm = viewer.window.add_plugin_dock_widget(PLUGIN, "CarveMix")
     _, load = viewer.window.add_plugin_dock_widget(PLUGIN, "Load", tabify=True)
     session = get_session(viewer)
-    load.host_image.setText(str(pair_on_disk["host"]["images"][0]))
-    load.host_label.setText(str(pair_on_disk["host"]["label"]))
-    load.donor_image.setText(str(pair_on_disk["donor"]["images"][0]))
-    load.donor_label.setText(str(pair_on_disk["donor"]["label"]))
-    load.load_files()
-    qtbot.waitUntil(lambda: session.synthetic is not None and not session.busy, timeout=15000)
+    load_pair(qtbot, load, session, pair_on_disk, until=lambda: session.synthetic is not None)
     yield viewer, preview, cm, session
     qtbot.waitUntil(lambda: not session.busy, timeout=10000)
 

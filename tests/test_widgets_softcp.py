@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import load_pair
 from napari.utils.notifications import notification_manager
 
 from napari_lesionmix.augment.softcp import SoftCPParams, sample_softcp, softcp
@@ -22,8 +23,7 @@ def studio(make_napari_viewer_proxy, qtbot):
     _, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Soft-CP", tabify=True)  # via the manifest
     assert isinstance(w, SoftCPWidget)
     session = get_session(viewer)
-    load.load_sample_pair()
-    qtbot.waitUntil(lambda: session.has_pair and not session.busy, timeout=20000)
+    load_pair(qtbot, load, session)
     yield viewer, w, session
     qtbot.waitUntil(lambda: not session.busy, timeout=20000)
 
