@@ -23,6 +23,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from isal import igzip, isal_zlib
 
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.atomic import atomic_path, write_bytes_atomic
@@ -42,17 +43,16 @@ def read_nifti(path: str | os.PathLike, what: str = "NIfTI") -> tuple[nib.Nifti1
     """Open a NIfTI file and read its voxels once, eagerly (so a corrupt gzip fails here).
 
     Returns the image (header and affine) and its voxels (scaled as nibabel
-    scales them); ``what`` names the file in errors ("Image", "Label"...). ``.nii.gz`` files are decompressed in one call by ISA-L,
-    about 3x faster than nibabel's streaming zlib reader; anything that is not
-    a gzipped NIfTI-1/2 file goes to ``nibabel.load``.
+    scales them); ``what`` names the file in errors ("Image", "Label"...).
+    ``.nii.gz`` files are decompressed in one call by ISA-L, about 3x faster
+    than nibabel's streaming zlib reader; anything that is not a gzipped
+    NIfTI-1/2 file goes to ``nibabel.load``.
     """
     p = Path(path)
     if not p.exists():
         raise LesionMixError(f"{what} file '{_name(p)}' does not exist.")
     if p.is_dir():
         raise LesionMixError(f"{what} path '{_name(p)}' is a folder, not a NIfTI file.")
-    from isal import igzip, isal_zlib
-
     try:
         img = _from_gzip_bytes(p) if p.name.endswith(".nii.gz") else None
         if img is None:
@@ -95,8 +95,6 @@ def read_geometry(path: str | os.PathLike) -> tuple[tuple[int, ...], np.ndarray]
 
 def _from_gzip_bytes(path: Path) -> nib.Nifti1Image | None:
     """A gzipped NIfTI-1/2 file decompressed in memory, or ``None`` to let nibabel name what it is."""
-    from isal import igzip
-
     blob = path.read_bytes()
     if blob[:2] != b"\x1f\x8b":  # not gzip at all
         return None
