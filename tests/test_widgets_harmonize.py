@@ -131,3 +131,48 @@ def test_tiny_training_draws_the_loss_curve_and_stops(studio, qtbot, tmp_path):
     w.load_checkpoint(str(copy))
     qtbot.waitUntil(lambda: w.checkpoint.text() == str(copy) and not session.busy, timeout=30000)
     assert w.status.text().startswith(f"Loaded '{copy}': ARHNet, 1 channel(s)")
+
+
+STUDIO_THREADS = r"""
+import os, sys
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+from qtpy.QtWidgets import QApplication
+from superqt.utils import thread_worker
+import napari_lesionmix.widgets.state  # what every dock widget imports on the GUI thread
+
+app = QApplication([])
+
+def contour_in_worker():  # what the Export widget's QA gallery does
+    import contourpy
+    import numpy as np
+    z = np.zeros((20, 20))
+    z[5:10, 5:10] = 1
+    contourpy.contour_generator(z=z).lines(0.5)
+
+def arhnet_in_worker():  # what the Harmonize widget does next
+    from napari_lesionmix.harmonize import load_harmonizer
+    return load_harmonizer("arhnet", "cpu").params()["method"]
+
+def second():
+    w = thread_worker(arhnet_in_worker)()
+    w.returned.connect(lambda r: (print("harmonizer", r, flush=True), app.quit()))
+    w.start()
+
+w = thread_worker(contour_in_worker)()
+w.finished.connect(second)
+w.start()
+app.exec()
+"""
+
+
+def test_arhnet_loads_in_a_worker_after_the_gallery_drew_in_another():
+    """Regression: pybind11 state first made in a finished worker crashed torch's start-up (segfault).
+
+    In a subprocess, so that a crash fails this test instead of killing the test run.
+    """
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", STUDIO_THREADS], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+    assert proc.stdout.strip() == "harmonizer arhnet"

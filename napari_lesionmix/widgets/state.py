@@ -20,6 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+# contourpy (matplotlib's contour engine, drawn by the Export widget's QA gallery) and torch
+# (ARHNet) are both pybind11 extensions sharing pybind11's process-wide state, which the first
+# of them to load creates. Created inside a worker thread that then ends, that state crashed
+# the process (segfault in torch._C._autograd_init) when ARHNet later loaded in another worker.
+# Loading contourpy here, on the GUI thread, costs a few milliseconds and makes it GUI-owned.
+import contourpy  # noqa: F401
 import numpy as np
 from psygnal import Signal
 
