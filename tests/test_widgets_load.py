@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import fill_pair
+from conftest import fill_pair, make_case, write_case
 from napari.utils.notifications import notification_manager
 
 from napari_lesionmix.widgets.state import get_session
-from tests.conftest import make_case, write_case
 
 pytestmark = pytest.mark.gui
 PLUGIN = "napari-lesionmix"

@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="hold out this fraction of real cases: never a source, in no training fold")
     split.add_argument("--splits", metavar="FILE",
                        help="nnU-Net splits_final.json over real cases, or a JSON list of case ids to hold out")
-    p.add_argument("--gzip", choices=("isal", "zlib"), default="isal",
+    # No argparse choices: ExportConfig checks the name against io.nifti.GZIP_CODECS (one list).
+    p.add_argument("--gzip", default=None, metavar="CODEC",
                    help="gzip encoder of the .nii.gz files: isal (default, several times faster) or "
                         "zlib (nibabel's); same voxels, other compressed bytes")
     p.add_argument("--folds", type=int, default=5, help="folds in splits_final.json (default 5)")
@@ -63,8 +64,9 @@ def run(args: argparse.Namespace) -> int:
         dataset=args.dataset, out=args.out, n=args.n, methods=parse_method_specs(args.method),
         seed=args.seed, workers=args.workers, scheduler=args.scheduler,
         holdout_fraction=args.holdout_fraction, splits=args.splits, include_real=args.include_real,
-        overwrite=args.overwrite, harmonize=args.harmonize, harmonize_device=args.device, gzip=args.gzip,
+        overwrite=args.overwrite, harmonize=args.harmonize, harmonize_device=args.device,
         n_folds=args.folds, prefix=args.prefix, options=parse_option_specs(args.option),
+        **({"gzip": args.gzip} if args.gzip else {}),
     )
     bar = None
 

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.io.nifti import DEFAULT_GZIP, check_gzip_codec
 from napari_lesionmix.random import sample_rng
 
 #: First spawn-key element of the split generators (two-element keys never
@@ -166,7 +167,7 @@ class ExportConfig:
     overwrite: bool = False
     harmonize: str | None = None
     harmonize_device: str = "cpu"
-    gzip: str = "isal"
+    gzip: str = DEFAULT_GZIP
     n_folds: int = 5
     prefix: str = "lmx"
     dataset_name: str = "LesionMixSynthetic"
@@ -189,7 +190,6 @@ class ExportConfig:
         if int(self.n_folds) < 1:
             raise LesionMixError(f"The number of folds must be >= 1, got {self.n_folds}.")
         from napari_lesionmix.export.methods import check_options
-        from napari_lesionmix.io.nifti import check_gzip_codec
 
         check_gzip_codec(self.gzip)
 

@@ -39,6 +39,7 @@ import numpy as np
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.atomic import write_error as _write_error
 from napari_lesionmix.io.atomic import write_text_atomic
+from napari_lesionmix.io.nifti import DEFAULT_GZIP
 
 FILE_ENDING = ".nii.gz"
 CONFIG_NAME = "export_config.json"
@@ -63,7 +64,7 @@ def sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def write_case(out: Path, case_id: str, image: np.ndarray, label: np.ndarray, host,
-               codec: str = "isal") -> dict[str, str]:
+               codec: str = DEFAULT_GZIP) -> dict[str, str]:
     """Write one case's channels and label with the host's geometry; return ``{relpath: sha256}``.
 
     Each file is encoded in memory, hashed from those bytes (no read-back)

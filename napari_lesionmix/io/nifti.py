@@ -13,7 +13,6 @@ interrupted run never leaves a truncated ``.nii.gz`` behind.
 from __future__ import annotations
 
 import gzip
-import importlib
 import os
 import zlib
 from collections.abc import Sequence
@@ -376,12 +375,12 @@ def _header_for(header: nib.Nifti1Header | None, affine: np.ndarray, dtype) -> n
     return hdr
 
 
-#: gzip encoders for the ``.nii.gz`` files we write, name -> (module, level). Both write
+#: gzip encoders for the ``.nii.gz`` files we write, name -> (zlib-like module, level). Both write
 #: standard gzip (RFC 1952) with mtime 0, which every NIfTI reader opens.
 #: ``isal`` (Intel ISA-L's igzip, level 1) compresses a 2 mm brain about 7x faster than
 #: zlib and a few per cent smaller; ``zlib`` at level 1 is nibabel's own setting
 #: (``Opener.default_compresslevel``), i.e. the stream ``nibabel.save`` writes.
-GZIP_CODECS: dict[str, tuple[str, int]] = {"isal": ("isal.isal_zlib", 1), "zlib": ("zlib", 1)}
+GZIP_CODECS = {"isal": (isal_zlib, 1), "zlib": (zlib, 1)}
 DEFAULT_GZIP = "isal"
 
 
@@ -394,8 +393,7 @@ def check_gzip_codec(codec: str) -> str:
 
 def gzip_compressor(codec: str = DEFAULT_GZIP):
     """A fresh gzip-stream compressor object (``compress``/``flush``) of ``codec``."""
-    module, level = GZIP_CODECS[check_gzip_codec(codec)]
-    lib = importlib.import_module(module)
+    lib, level = GZIP_CODECS[check_gzip_codec(codec)]
     return lib.compressobj(level, lib.DEFLATED, 16 + 15)  # 16 + window bits: a gzip wrapper
 
 
