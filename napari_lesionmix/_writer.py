@@ -17,13 +17,13 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from napari_lesionmix._reader import (
+from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.io.display import (
     META_KEY,
     DisplayOrientation,
     affine_from_layer_geometry,
     header_from_text,
 )
-from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.nifti import NIFTI_SUFFIXES, save_image, save_label, save_nifti_atomic
 
 

@@ -21,7 +21,6 @@ from napari_lesionmix.augment.params import params_from_dict
 from napari_lesionmix.cli import main
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.export import ExportConfig, export_dataset, verify_dataset
-from napari_lesionmix.export.methods import _optional, get_method, register_method
 from napari_lesionmix.export.plan import assign, make_plan, parse_method_specs
 from napari_lesionmix.io.nifti import load_case
 
@@ -292,15 +291,12 @@ def test_full_disk_leaves_nothing_half_written(tiny_dataset, tmp_path, monkeypat
     assert report.n_skipped == 1 and report.n_written == 2 and verify_dataset(out) == []
 
 
-def test_unknown_and_unavailable_methods(tiny_dataset, tmp_path):
+def test_unknown_methods_and_soft_labels_are_refused_before_any_file(tiny_dataset, tmp_path):
     with pytest.raises(LesionMixError, match="Unknown augmentation method 'nosuch'"):
         export_dataset(cfg(tiny_dataset, tmp_path / "o", methods=(("nosuch", 1.0),)))
-    register_method("ghost", _optional("ghost", "napari_lesionmix.augment._no_such_module", lambda m: m.run))
-    with pytest.raises(LesionMixError, match="method ghost is not available"):
-        get_method("ghost")
-    with pytest.raises(LesionMixError, match="method ghost is not available"):
-        export_dataset(cfg(tiny_dataset, tmp_path / "o", methods=(("ghost", 1.0),)))
-    assert not (tmp_path / "o").exists()  # refused before any file was written
+    with pytest.raises(LesionMixError, match=r"soft \(fractional\) labels.*--option mixup.label=hard"):
+        export_dataset(cfg(tiny_dataset, tmp_path / "o", methods=(("mixup", 1.0),)))
+    assert not (tmp_path / "o").exists()
 
 
 def test_harmonize_hm_inside_mask_only(tiny_dataset, tmp_path):
@@ -339,7 +335,7 @@ def test_lesionmix_method_uses_training_pool_only(tiny_dataset, tmp_path):
     pytest.importorskip("napari_lesionmix.augment.lesionmix")
     from napari_lesionmix.augment.lesionmix import lesionmix
     from napari_lesionmix.augment.lesions import LesionBank
-    from napari_lesionmix.export.methods import training_dataset
+    from napari_lesionmix.export.context import training_dataset
 
     config = cfg(tiny_dataset, tmp_path / "lm", n=4, methods=(("lesionmix", 1.0),), holdout_fraction=0.4)
     plan = make_plan(config)
@@ -370,10 +366,12 @@ def test_method_options(tiny_dataset, tmp_path):
     rec = json.loads((tmp_path / "pl" / "manifest.jsonl").read_text().splitlines()[0])
     assert rec["params"]["per_lesion"] is True and rec["params"]["connectivity"] == 6
     assert len(rec["params"]["lesion_lams"]) >= 1
-    with pytest.raises(LesionMixError, match="has no option 'lam'"):
-        cfg(tiny_dataset, tmp_path / "x", options={"carvemix": {"lam": 1.0}})
-    with pytest.raises(LesionMixError, match="wrong type"):
+    with pytest.raises(LesionMixError, match="has no option lambda_"):
+        cfg(tiny_dataset, tmp_path / "x", options={"carvemix": {"lambda_": 1.0}})
+    with pytest.raises(LesionMixError, match="carvemix.per_lesion must be true or false"):
         cfg(tiny_dataset, tmp_path / "x", options={"carvemix": {"per_lesion": "yes"}})
+    with pytest.raises(LesionMixError, match="not in the method list"):
+        cfg(tiny_dataset, tmp_path / "x", options={"softcp": {"n_lesions": 2}})
     with pytest.raises(LesionMixError, match="METHOD.NAME=VALUE"):
         parse_option_specs(["per_lesion=true"])
     # Options are settings: changing them on rerun is refused like any other.
@@ -431,15 +429,15 @@ def test_softcp_method_replays_and_avoids_holdout(tiny_dataset, tmp_path):
 
 
 def test_worker_case_cache_is_bounded_in_bytes(tiny_dataset, tmp_path):
-    from napari_lesionmix.export.methods import ExportContext
+    from napari_lesionmix.export.context import ExportContext
 
     plan = make_plan(cfg(tiny_dataset, tmp_path / "o", n=1))
     one = int(np.prod(SMALL)) * (4 + 1)  # float32 image + uint8 label
     ctx = ExportContext(plan, cache_size=16, cache_bytes=2 * one)
     for cid in plan.train_ids:
-        ctx.load(cid)
+        ctx.case(cid)
     assert list(ctx._cases.data) == list(plan.train_ids[-2:]) and ctx._cases.bytes == 2 * one
-    assert ctx.load(plan.train_ids[-1]) is ctx.load(plan.train_ids[-1])  # cached, not reloaded
+    assert ctx.case(plan.train_ids[-1]) is ctx.case(plan.train_ids[-1])  # cached, not reloaded
 
 
 def test_pool_worker_exits_when_the_export_process_is_killed():
@@ -489,20 +487,19 @@ def test_label_values_recorded_in_the_manifest(voxels, expected):
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_a_sample_with_nan_or_inf_is_never_written(tiny_dataset, tmp_path, monkeypatch, bad):
-    import napari_lesionmix.export.methods as methods
+    from napari_lesionmix.augment import registry
+    from napari_lesionmix.augment.carvemix import CarveMixMethod
 
-    def loader():
-        carve = methods.get_method("carvemix")
+    class Broken(CarveMixMethod):
+        name = "broken"
 
-        def run(ctx, rng, a):
-            result = carve(ctx, rng, a)
-            result.synthetic.image.flat[7] = bad
+        def apply(self, inputs, params, resources):
+            result = super().apply(inputs, params, resources)
+            result.image.flat[7] = bad
             return result
 
-        return run
-
-    monkeypatch.setitem(methods._METHODS, "broken", loader)
-    monkeypatch.delitem(methods._LOADED, "broken", raising=False)
+    registry.method_names()  # discover the built-in methods before adding one
+    monkeypatch.setitem(registry._METHODS, "broken", Broken())
     out = tmp_path / "o"
     with pytest.raises(LesionMixError, match=r"Sample lmx_000000 \(broken\) has NaN or infinite voxels"):
         export_dataset(cfg(tiny_dataset, out, n=2, methods=(("broken", 1.0),)))

@@ -342,9 +342,13 @@ def test_cli_likelihood_and_lesionmix_replay(small_dataset, tmp_path, capsys):
         b = np.asanyarray(nib.load(out2 / name).dataobj)
         assert a.dtype == b.dtype and np.array_equal(a, b), name
     capsys.readouterr()
-    assert main(["lesionmix", "--dataset", str(root), "--host", "c0", "--out", str(tmp_path / "x")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err == "lesionmix lesionmix: error: Give --target-load ML or --load-dist NAME (or --params to replay a sample)."
+    # With neither --target-load nor --load-dist, the target is drawn from the dataset's own loads.
+    assert main(["lesionmix", "--dataset", str(root), "--host", "c0", "--out", str(tmp_path / "x")]) == 0
+    record = json.loads((tmp_path / "x" / "params.json").read_text())
+    assert record["params"]["distribution"]["name"] == "real"
+    assert main(["lesionmix", "--dataset", str(root), "--host", "c0", "--params", str(out1 / "params.json"),
+                 "--seed", "2", "--out", str(tmp_path / "z")]) == 2
+    assert "cannot be combined with --seed" in capsys.readouterr().err
     assert main(["lesionmix", "--dataset", str(root), "--host", "zz", "--target-load", "1",
                  "--out", str(tmp_path / "y")]) == 2
     assert "has no case 'zz'" in capsys.readouterr().err
@@ -372,7 +376,7 @@ def test_cli_host_files_inpaint(small_dataset, tmp_path, capsys):
     nib.save(nib.Nifti1Image(brain, host.affine), tmp_path / "brain.nii.gz")
     out = tmp_path / "inp"
     code = main(["lesionmix", "--dataset", str(root), "--host-image", str(files["images"][0]),
-                 "--host-label", str(files["label"]), "--host-brain-mask", str(tmp_path / "brain.nii.gz"),
+                 "--host-label", str(files["label"]), "--brain-mask", str(tmp_path / "brain.nii.gz"),
                  "--target-load", "0", "--mode", "inpaint", "--out", str(out)])
     assert code == 0
     label = np.asarray(nib.load(out / "label.nii.gz").dataobj)

@@ -14,7 +14,10 @@ default); the CutMix box has the volume's aspect ratio, its volume fraction is
 drawn from U(0, 1) as in CutMix (``lam ~ Beta(1, 1)``) and its centre uniformly,
 then it is clipped to the volume and ``lam`` recomputed from the clipped box.
 Soft labels are only defined for binary (lesion/background) labels; a
-multi-class label raises an error instead of averaging class ids.
+multi-class label raises an error instead of averaging class ids. The option
+``label="hard"`` keeps, in each voxel, the label of the larger weight (the
+donor's where ``lam > 0.5``, else the host's; CutMix: the donor's inside the
+box): the integer labels that nnU-Net and most segmenters train on.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_lesionmix.augment.params import Params, Synthetic
+from napari_lesionmix.augment.registry import Inputs, Method, Options, option, register
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.nifti import Case, check_same_grid
 
@@ -37,12 +41,14 @@ class MixupParams(Params):
     donor_id: str
     lam: float
     alpha: float = 0.2
+    label: str = "soft"
     seed: int | None = None
     sample_index: int | None = None
 
     def __post_init__(self):
         if not 0.0 <= self.lam <= 1.0:
             raise LesionMixError(f"Mixup lambda must lie in [0, 1], got {self.lam}.")
+        _check_label_kind(self.label)
 
 
 @dataclass(frozen=True)
@@ -54,16 +60,35 @@ class CutMixParams(Params):
     donor_id: str
     start: tuple[int, int, int]
     stop: tuple[int, int, int]
+    label: str = "soft"
     seed: int | None = None
     sample_index: int | None = None
 
     def __post_init__(self):
         if any(b <= a for a, b in zip(self.start, self.stop, strict=True)):
             raise LesionMixError(f"CutMix box is empty: start {self.start}, stop {self.stop}.")
+        _check_label_kind(self.label)
 
     def lam(self, shape: tuple[int, ...]) -> float:
         vol = np.prod([b - a for a, b in zip(self.start, self.stop, strict=True)])
         return float(vol / np.prod(shape))
+
+
+LABEL_KINDS = ("soft", "hard")
+
+
+def _check_label_kind(kind: str) -> None:
+    if kind not in LABEL_KINDS:
+        raise LesionMixError(f"Label kind must be 'soft' or 'hard', got {kind!r}.")
+
+
+def _mixed_label(host: Case, donor: Case, lam: float, kind: str, where_donor: np.ndarray | bool) -> np.ndarray:
+    """``lam Y_donor + (1 - lam) Y_host`` (soft), or the label of the larger weight (hard)."""
+    y_donor, y_host = _binary_label(donor, "Donor"), _binary_label(host, "Host")
+    if kind == "hard":
+        return np.where(where_donor, y_donor, y_host).astype(np.uint8)
+    lam = np.float32(lam)
+    return (lam * y_donor + (np.float32(1) - lam) * y_host).astype(np.float32)
 
 
 def _binary_label(case: Case, role: str) -> np.ndarray:
@@ -78,11 +103,11 @@ def _binary_label(case: Case, role: str) -> np.ndarray:
 
 
 def sample_mixup(rng: np.random.Generator, host_id: str, donor_id: str, alpha: float = 0.2,
-                 seed: int | None = None, sample_index: int | None = None) -> MixupParams:
+                 label: str = "soft", seed: int | None = None, sample_index: int | None = None) -> MixupParams:
     """Draw ``lam ~ Beta(alpha, alpha)``."""
     if alpha <= 0:
         raise LesionMixError(f"Mixup alpha must be positive, got {alpha}.")
-    return MixupParams(host_id, donor_id, float(rng.beta(alpha, alpha)), alpha, seed, sample_index)
+    return MixupParams(host_id, donor_id, float(rng.beta(alpha, alpha)), alpha, label, seed, sample_index)
 
 
 def mixup(host: Case, donor: Case, params: MixupParams) -> Synthetic:
@@ -90,20 +115,20 @@ def mixup(host: Case, donor: Case, params: MixupParams) -> Synthetic:
     check_same_grid(host, donor)
     lam = np.float32(params.lam)
     image = lam * donor.image + (np.float32(1) - lam) * host.image
-    label = lam * _binary_label(donor, "Donor") + (np.float32(1) - lam) * _binary_label(host, "Host")
+    label = _mixed_label(host, donor, params.lam, params.label, params.lam > 0.5)
     mask = np.full(host.shape, lam, dtype=np.float32)
-    return Synthetic(image.astype(np.float32), label.astype(np.float32), mask, params)
+    return Synthetic(image.astype(np.float32), label, mask, params)
 
 
 def sample_cutmix(rng: np.random.Generator, host_id: str, donor_id: str, shape: tuple[int, int, int],
-                  seed: int | None = None, sample_index: int | None = None) -> CutMixParams:
+                  label: str = "soft", seed: int | None = None, sample_index: int | None = None) -> CutMixParams:
     """Draw a box with the volume's aspect ratio and a U(0, 1) volume fraction."""
     frac = rng.uniform(0.0, 1.0)
     side = np.maximum(np.round(np.asarray(shape) * frac ** (1 / 3)).astype(int), 1)
     centre = [rng.integers(0, n) for n in shape]
     start = tuple(int(max(c - s // 2, 0)) for c, s in zip(centre, side, strict=True))
     stop = tuple(int(min(a + s, n)) for a, s, n in zip(start, side, shape, strict=True))
-    return CutMixParams(host_id, donor_id, start, stop, seed, sample_index)
+    return CutMixParams(host_id, donor_id, start, stop, label, seed, sample_index)
 
 
 def cutmix(host: Case, donor: Case, params: CutMixParams) -> Synthetic:
@@ -114,6 +139,80 @@ def cutmix(host: Case, donor: Case, params: CutMixParams) -> Synthetic:
     mask[box] = True
     image = host.image.copy()
     image[(slice(None), *box)] = donor.image[(slice(None), *box)]
-    lam = np.float32(params.lam(host.shape))
-    label = lam * _binary_label(donor, "Donor") + (np.float32(1) - lam) * _binary_label(host, "Host")
-    return Synthetic(image, label.astype(np.float32), mask, params)
+    label = _mixed_label(host, donor, params.lam(host.shape), params.label, mask)
+    return Synthetic(image, label, mask, params)
+
+
+# --------------------------------------------------------------------------- the registered methods
+
+
+@dataclass(frozen=True)
+class MixupOptions(Options):
+    """Settings of Mixup (the CLI flags and export ``mixup.NAME`` keys)."""
+
+    alpha: float = option(0.2, "Beta(alpha, alpha) of the donor weight lambda", low=0.0, open_low=True)
+    label: str = option("soft", "soft: lam Y_donor + (1 - lam) Y_host (the paper); hard: the label of the "
+                                "larger weight (integer, for nnU-Net)", choices=LABEL_KINDS)
+
+
+@dataclass(frozen=True)
+class CutMixOptions(Options):
+    """Settings of CutMix (the CLI flags and export ``cutmix.NAME`` keys)."""
+
+    label: str = option("soft", "soft: lam Y_donor + (1 - lam) Y_host with lam the box's volume fraction "
+                                "(the paper); hard: the donor's label inside the box (integer, for nnU-Net)",
+                        choices=LABEL_KINDS)
+
+
+class _PairBaseline(Method):
+    """Mixup and CutMix: a host/donor pair on one grid, binary labels."""
+
+    def check_inputs(self, inputs: Inputs) -> None:
+        super().check_inputs(inputs)
+        check_same_grid(inputs.host, inputs.donor)
+        _binary_label(inputs.donor, "Donor")
+        _binary_label(inputs.host, "Host")
+
+    def soft_labels(self, options) -> bool:
+        return options.label == "soft"
+
+
+@register
+class MixupMethod(_PairBaseline):
+    """Mixup (CarveMix's Table 1 baseline) through the registry."""
+
+    name = "mixup"
+    label = "Mixup"
+    summary = "voxelwise convex combination of a donor and a host scan (lesion-unaware baseline)"
+    Options = MixupOptions
+    Params = MixupParams
+
+    def sample(self, rng, inputs: Inputs, options: MixupOptions, resources) -> MixupParams:
+        return sample_mixup(rng, inputs.host.case_id, inputs.donor.case_id, options.alpha, options.label)
+
+    def apply(self, inputs: Inputs, params: MixupParams, resources) -> Synthetic:
+        return mixup(inputs.host, inputs.donor, params)
+
+    def describe(self, synthetic: Synthetic) -> str:
+        return f"lambda={synthetic.params.lam:.3f}, {synthetic.params.label} labels"
+
+
+@register
+class CutMixMethod(_PairBaseline):
+    """CutMix (CarveMix's Table 1 baseline) through the registry."""
+
+    name = "cutmix"
+    label = "CutMix"
+    summary = "paste a random box of a donor scan into a host scan (lesion-unaware baseline)"
+    Options = CutMixOptions
+    Params = CutMixParams
+
+    def sample(self, rng, inputs: Inputs, options: CutMixOptions, resources) -> CutMixParams:
+        return sample_cutmix(rng, inputs.host.case_id, inputs.donor.case_id, inputs.host.shape, options.label)
+
+    def apply(self, inputs: Inputs, params: CutMixParams, resources) -> Synthetic:
+        return cutmix(inputs.host, inputs.donor, params)
+
+    def describe(self, synthetic: Synthetic) -> str:
+        p = synthetic.params
+        return f"box {p.start} -> {p.stop} (lambda={p.lam(synthetic.label.shape):.3f}), {p.label} labels"

@@ -38,18 +38,11 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_lesionmix.augment.distance import BoxDistance, signed_distance_box
+from napari_lesionmix.augment.lesions import CONNECTIVITY, connectivity_structure
 from napari_lesionmix.augment.params import Params, Synthetic
+from napari_lesionmix.augment.registry import Inputs, Method, Options, Sources, option, register
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.nifti import Case, check_same_grid
-
-CONNECTIVITY = {6: 1, 18: 2, 26: 3}
-
-
-def connectivity_structure(connectivity: int) -> np.ndarray:
-    """3D structuring element for 6-, 18- or 26-connectivity."""
-    if connectivity not in CONNECTIVITY:
-        raise LesionMixError(f"Connectivity must be 6, 18 or 26, got {connectivity}.")
-    return ndi.generate_binary_structure(3, CONNECTIVITY[connectivity])
 
 
 @dataclass(frozen=True)
@@ -91,6 +84,11 @@ class CarveMixParams(Params):
             raise LesionMixError(f"CarveMix needs a finite lambda, got {self.lam!r}.")
         if self.connectivity not in CONNECTIVITY:
             raise LesionMixError(f"Connectivity must be 6, 18 or 26, got {self.connectivity}.")
+
+    @property
+    def lambdas(self) -> float | tuple[float, ...]:
+        """What :meth:`CarveField.roi` takes: the global lambda, or the per-lesion ones."""
+        return self.lesion_lams if self.per_lesion else self.lam
 
 
 class CarveField:
@@ -181,7 +179,7 @@ class CarveField:
         ``lam`` is one float, or (per-lesion) one float per component.
         """
         m = np.zeros(self.shape, dtype=bool)
-        for f, lam_k in zip(self.fields, self._lams(lam), strict=True):
+        for f, lam_k in zip(self.fields, self.lambdas(lam), strict=True):
             m[f.box] |= f.roi_in_box(lam_k)
         return m
 
@@ -198,7 +196,8 @@ class CarveField:
             return False
         return all(lam <= f.max_lambda + 1e-9 for f, lam in zip(self.fields, lams, strict=True))
 
-    def _lams(self, lam: float | Sequence[float]) -> list[float]:
+    def lambdas(self, lam: float | Sequence[float]) -> list[float]:
+        """One lambda per field: ``lam`` repeated, or the per-lesion values checked for count."""
         if np.ndim(lam) == 0:
             return [float(lam)] * len(self.fields)
         lams = [float(v) for v in lam]
@@ -314,7 +313,7 @@ def carvemix(
     donor.require_lesion("Donor")
     if host.label is None:
         raise LesionMixError(f"Host case '{host.case_id}' has no label map; CarveMix needs one.")
-    lam = params.lesion_lams if params.per_lesion else params.lam
+    lam = params.lambdas
     if field is None or not field.serves(params, donor.shape):
         field = CarveField(
             donor.label,
@@ -326,3 +325,72 @@ def carvemix(
     roi = field.roi(lam)
     image, label = mix_with_roi(host.image, host.label, donor.image, donor.label, roi, field.box)
     return Synthetic(image=image, label=label, mask=roi, params=params)
+
+
+# --------------------------------------------------------------------------- the registered method
+
+
+@dataclass(frozen=True)
+class CarveMixOptions(Options):
+    """Settings of CarveMix (the CLI flags and export ``carvemix.NAME`` keys)."""
+
+    per_lesion: bool = option(False, "one lambda per connected lesion, each from its own |Dmin| (Eq. 7)")
+    connectivity: int = option(26, "connectivity of the lesions of --per-lesion", choices=(6, 18, 26))
+    lam: float | None = option(None, "threshold lambda in mm instead of a draw from Eq. 7")
+
+
+class _CarveFields:
+    """A donor's :class:`CarveField` for given options, built once per donor through the sources' cache."""
+
+    def __init__(self, sources: Sources, options: CarveMixOptions):
+        self.sources, self.options = sources, options
+
+    def field(self, donor: Case) -> CarveField:
+        o = self.options
+        max_lambda = None if o.lam is None else max(o.lam, 0.0)
+        key = ("carvefield", donor.case_id, o.per_lesion, o.connectivity, max_lambda)
+        return self.sources.cached(key, lambda: CarveField.from_case(
+            donor, per_lesion=o.per_lesion, connectivity=o.connectivity, max_lambda=max_lambda))
+
+
+@register
+class CarveMixMethod(Method):
+    """CarveMix through the :mod:`~napari_lesionmix.augment.registry` protocol."""
+
+    name = "carvemix"
+    label = "CarveMix"
+    summary = "carve a lesion ROI from a donor scan and paste it into a host scan"
+    Options = CarveMixOptions
+    Params = CarveMixParams
+
+    def prepare(self, sources: Sources, options: CarveMixOptions) -> _CarveFields:
+        # The donor's signed distance is what costs; every sample it donates to reuses it.
+        return _CarveFields(sources, options)
+
+    def check_inputs(self, inputs: Inputs) -> None:
+        super().check_inputs(inputs)
+        check_same_grid(inputs.host, inputs.donor)
+        inputs.donor.require_lesion("Donor")
+
+    def sample(self, rng, inputs: Inputs, options: CarveMixOptions, resources: _CarveFields) -> CarveMixParams:
+        host_id, donor_id = inputs.host.case_id, inputs.donor.case_id
+        field = resources.field(inputs.donor)
+        if options.lam is None:
+            return sample_carvemix(rng, field, host_id, donor_id)
+        if options.per_lesion:
+            return CarveMixParams(host_id, donor_id, None, (options.lam,) * field.n_lesions, True,
+                                  options.connectivity)
+        return CarveMixParams(host_id, donor_id, options.lam, connectivity=options.connectivity)
+
+    def apply(self, inputs: Inputs, params: CarveMixParams, resources: _CarveFields | None) -> Synthetic:
+        field = resources.field(inputs.donor) if resources is not None else None
+        return carvemix(inputs.host, inputs.donor, params, field=field)
+
+    def options_for(self, params: CarveMixParams) -> CarveMixOptions:
+        lam = params.lambdas
+        return CarveMixOptions(params.per_lesion, params.connectivity, float(np.max(lam)))
+
+    def describe(self, synthetic: Synthetic) -> str:
+        p = synthetic.params
+        lam = f"{len(p.lesion_lams)} per-lesion lambdas" if p.per_lesion else f"lambda={p.lam:.3f} mm"
+        return f"{lam}, ROI {int(synthetic.mask.sum())} voxels"

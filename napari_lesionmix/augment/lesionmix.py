@@ -93,10 +93,23 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_lesionmix.augment.inpaint import inpaint_telea
-from napari_lesionmix.augment.lesion_load import LoadDistribution, lesion_load_ml, voxel_volume_ml
+from napari_lesionmix.augment.lesion_load import (
+    DISTRIBUTIONS,
+    LoadDistribution,
+    dataset_loads,
+    lesion_load_ml,
+    voxel_volume_ml,
+)
 from napari_lesionmix.augment.lesions import Lesion, LesionBank, label_components, tissue_reference
-from napari_lesionmix.augment.likelihood import LikelihoodMap, normalise, positions_from_cdf
+from napari_lesionmix.augment.likelihood import (
+    LikelihoodMap,
+    likelihood_map,
+    load_likelihood,
+    normalise,
+    positions_from_cdf,
+)
 from napari_lesionmix.augment.params import Params, Synthetic
+from napari_lesionmix.augment.registry import Inputs, Method, Options, Sources, option, register
 from napari_lesionmix.augment.softmask import (
     DEFAULT_A,
     DEFAULT_K_DILATE,
@@ -838,3 +851,122 @@ def _apply_inpaint(host: Case, params: LesionMixParams):
     label = host.label.copy()
     label[removed] = 0
     return image, label, region.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- the registered method
+
+
+@dataclass(frozen=True)
+class LesionMixOptions(Options):
+    """Settings of LesionMix (the CLI flags and export ``lesionmix.NAME`` keys).
+
+    The target load is ``target_load`` when given, else drawn from ``load_dist``
+    over the training set's per-case loads (``real``: their empirical
+    distribution), with the ``dist_*`` bounds overriding the dataset's.
+    """
+
+    target_load: float | None = option(None, "target lesion load in mL (default: drawn from --load-dist)", low=0.0)
+    load_dist: str = option("real", "distribution of the target load over the dataset's loads",
+                            choices=DISTRIBUTIONS)
+    dist_low: float | None = option(None, "override the distribution's lower bound (mL)", low=0.0)
+    dist_high: float | None = option(None, "override the distribution's upper bound (mL)", low=0.0)
+    dist_mean: float | None = option(None, "override the gaussian mean (mL)", low=0.0)
+    dist_sd: float | None = option(None, "override the gaussian sd (mL)", low=0.0)
+    mode: str = option("auto", "populate (add), inpaint (remove) or auto (by the target)",
+                       choices=("auto", *MODES))
+    lesion_sampling: str = option("case", "draw source lesions uniformly over cases then lesions, or over lesions",
+                                  choices=("case", "lesion"))
+    likelihood: str | None = option(None, "likelihood map file (default: computed from the training set)")
+    sigma_mm: float = option(0.0, "smoothing of a computed likelihood map (mm)", low=0.0)
+    tolerance_ml: float = option(0.05, "absolute load tolerance (mL)", low=0.0)
+    tolerance_frac: float = option(0.05, "relative load tolerance", low=0.0)
+    max_insertions: int = option(100, "cap on pasted lesions", low=0)
+    connectivity: int = option(26, "connectivity of the lesions", choices=(6, 18, 26))
+    intensity_match: str = option("none", "scale pasted lesions by the host/source normal-tissue median ratio",
+                                  choices=("none", "median"))
+    strict: bool = option(False, "fail when the target load is not reached (else it is recorded)")
+
+    def distribution(self, loads) -> LoadDistribution:
+        overrides = {k: v for k, v in (("low", self.dist_low), ("high", self.dist_high),
+                                       ("mean", self.dist_mean), ("sd", self.dist_sd)) if v is not None}
+        return LoadDistribution.from_dataset(loads, self.load_dist, **overrides)
+
+
+@dataclass
+class LesionMixResources:
+    """What every LesionMix sample of a training set shares (built once by :meth:`LesionMixMethod.prepare`).
+
+    Attributes
+    ----------
+    bank : LesionBank
+        The training set's lesions.
+    likelihood : LikelihoodMap
+        Where lesions are placed.
+    distribution : LoadDistribution
+        The target load's distribution.
+    source_ids : tuple of str
+        The cases lesions may come from.
+    """
+
+    bank: LesionBank
+    likelihood: LikelihoodMap | None
+    distribution: LoadDistribution
+    source_ids: tuple[str, ...]
+
+
+@register
+class LesionMixMethod(Method):
+    """LesionMix through the :mod:`~napari_lesionmix.augment.registry` protocol (training set as lesion source)."""
+
+    name = "lesionmix"
+    label = "LesionMix"
+    summary = "populate or inpaint lesions of a host scan until a target lesion load is reached"
+    Options = LesionMixOptions
+    Params = LesionMixParams
+    needs_donor = False
+    needs_training_set = True
+
+    def prepare(self, sources: Sources, options: LesionMixOptions) -> LesionMixResources:
+        ds = sources.training_set()
+        if ds is None or not len(ds.cases):
+            raise LesionMixError("LesionMix needs a training set (a dataset folder) as its lesion source.")
+        bank = LesionBank(records=ds.cases, connectivity=options.connectivity)
+        if options.likelihood:
+            lmap = load_likelihood(options.likelihood)
+        else:
+            lmap = likelihood_map(ds, sigma_mm=options.sigma_mm)  # training labels, inside the brain masks
+        return LesionMixResources(bank, lmap, options.distribution(dataset_loads(ds)), tuple(ds.case_ids))
+
+    def sample(self, rng, inputs: Inputs, options: LesionMixOptions, resources: LesionMixResources) -> LesionMixParams:
+        host = inputs.host
+        lmap = resources.likelihood
+        if lmap is not None and lmap.shape != host.shape:
+            raise LesionMixError(
+                f"The likelihood map has shape {lmap.shape} but host '{host.case_id}' has {host.shape}; "
+                "they must share a grid."
+            )
+        return sample_lesionmix(
+            rng, host, resources.bank, lmap, target_load_ml=options.target_load,
+            distribution=resources.distribution, mode=options.mode, brain_mask=inputs.brain_mask,
+            source_cases=resources.source_ids, lesion_sampling=options.lesion_sampling,
+            tolerance_ml=options.tolerance_ml, tolerance_frac=options.tolerance_frac,
+            max_insertions=options.max_insertions, intensity_match=options.intensity_match,
+            on_unreachable="raise" if options.strict else "ignore",
+        )
+
+    def apply(self, inputs: Inputs, params: LesionMixParams, resources: LesionMixResources) -> Synthetic:
+        return lesionmix(inputs.host, params, resources.bank, brain_mask=inputs.brain_mask)
+
+    def source_ids(self, params: LesionMixParams) -> tuple[str, ...]:
+        return (params.host_id, *sorted({ins.case_id for ins in params.insertions} - {params.host_id}))
+
+    def options_for(self, params: LesionMixParams) -> LesionMixOptions:
+        return LesionMixOptions(connectivity=params.connectivity)
+
+    def describe(self, synthetic: Synthetic) -> str:
+        p = synthetic.params
+        text = p.report()
+        if not p.target_reached:
+            text += (f"; the target load {p.target_load_ml:.3f} mL was not reached "
+                     f"(got {p.reached_load_ml:.3f} mL)")
+        return text

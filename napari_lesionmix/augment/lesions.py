@@ -30,7 +30,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_lesionmix.augment.carvemix import connectivity_structure
 from napari_lesionmix.augment.lesion_load import lesion_load_ml, voxel_volume_ml
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.nifti import AFFINE_TOLERANCE_MM, Case
@@ -93,6 +92,17 @@ class Lesion:
             f"Lesion(case_id={self.case_id!r}, index={self.index}, volume_ml={self.volume_ml:.4g}, "
             f"crop={tuple(self.mask.shape)})"
         )
+
+
+#: ``scipy.ndimage.generate_binary_structure`` rank of each 3D connectivity.
+CONNECTIVITY = {6: 1, 18: 2, 26: 3}
+
+
+def connectivity_structure(connectivity: int) -> np.ndarray:
+    """3D structuring element for 6-, 18- or 26-connectivity."""
+    if connectivity not in CONNECTIVITY:
+        raise LesionMixError(f"Connectivity must be 6, 18 or 26, got {connectivity}.")
+    return ndi.generate_binary_structure(3, CONNECTIVITY[connectivity])
 
 
 def label_components(label: np.ndarray, connectivity: int = 26) -> tuple[np.ndarray, int]:

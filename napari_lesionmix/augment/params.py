@@ -82,7 +82,8 @@ def params_from_json(text: str) -> Params:
         raise LesionMixError(f"Params are not valid JSON ({exc.msg} at line {exc.lineno}).") from None
     if not isinstance(data, dict):
         raise LesionMixError("Params JSON must be an object with a 'method' key.")
-    return params_from_dict(data.get("params", data) if "method" not in data else data)
+    # A params.json ({"version", "inputs", "params"}) or an export manifest record hold them under "params".
+    return params_from_dict(data["params"] if isinstance(data.get("params"), dict) else data)
 
 
 def _to_jsonable(value: Any) -> Any:

@@ -67,6 +67,7 @@ Choices where the paper is silent (each a parameter; defaults in brackets):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,8 +76,17 @@ from functools import cached_property
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_lesionmix.augment.carvemix import connectivity_structure
+from napari_lesionmix.augment.lesions import connectivity_structure
 from napari_lesionmix.augment.params import Params, Synthetic
+from napari_lesionmix.augment.registry import (
+    DrawRejected,
+    Inputs,
+    Method,
+    Options,
+    Sources,
+    option,
+    register,
+)
 from napari_lesionmix.augment.softmask import (
     DEFAULT_A,
     DEFAULT_K_DILATE,
@@ -102,9 +112,6 @@ PLACEMENTS = ("random", "source")
 DEFAULT_DELTA1 = 0.9
 DEFAULT_DELTA2 = 0.0
 DEFAULT_MAX_TRIES = 200
-
-_SEED_MAX = 2**31 - 1
-
 
 # --------------------------------------------------------------------------- params
 
@@ -768,7 +775,7 @@ def sample_softcp(
             jit = float(jitter_mm) / np.asarray(host.spacing)
         offset, counts = _place(rng, obj, ref, ref_box, occupied, delta1, delta2, max_tries, source, jit)
         if offset is None:
-            raise LesionMixError(_placement_message(component, obj, counts, reference, delta1, delta2,
+            raise DrawRejected(_placement_message(component, obj, counts, reference, delta1, delta2,
                                                     max_tries, placement))
         box, cbox = _boxes(offset, obj.shape, host.shape)
         occupied[box] |= obj.lesion[cbox]
@@ -880,3 +887,129 @@ def softcp(
         np.copyto(label[box], obj.label.astype(label.dtype), where=obj.lesion)
         np.maximum(mask[box], s, out=mask[box])
     return Synthetic(image=image.astype(np.float32, copy=False), label=label, mask=mask, params=params)
+
+
+def place_at(rng: np.random.Generator, host, donor, brain, voxel, lesions: DonorLesions, *, reference: str,
+                 delta1: float, delta2: float, seed=None, sample_index=None, **kwargs) -> SoftCPParams:
+    """Soft-CP params pasting one donor lesion with its centre of mass at ``voxel`` (the studio's click).
+
+    The lesion and its object-level transforms are drawn by
+    :func:`sample_softcp` (with the constraints relaxed, so the draw does not
+    depend on them); then the offset is moved so the transformed lesion's
+    centre of mass (as :func:`sample_softcp` computes it) lands on ``voxel``,
+    and Eqs. (3)-(4) are checked at that position.
+
+    Raises
+    ------
+    LesionMixError
+        The lesion does not fit in the volume there, or breaks Eq. (3) or (4).
+    """
+    kwargs = {**kwargs, "n_lesions": 1, "image_choices": ("none",), "n_image_ops": 0, "placement": "random"}
+    kwargs.pop("max_tries", None)
+    drawn = sample_softcp(rng, host, donor, brain, reference="none", delta1=0.0, delta2=1.0,
+                          donor_lesions=lesions, **kwargs)
+    p = drawn.lesions[0]
+    # The same transformed object sample_softcp placed (its centre of mass defines the offset).
+    obj = _prepare(donor, lesions, p.component, p.rigid, p.intensity, drawn.a, drawn.k_erode,
+                        drawn.k_dilate, drawn.order)
+    com = np.round(np.argwhere(obj.lesion).mean(axis=0)).astype(int)
+    offset = tuple(int(v - c) for v, c in zip(voxel, com, strict=True))
+    if not _fits(offset, obj, host.shape):
+        raise LesionMixError(
+            f"Donor lesion {p.component} ({int(obj.lesion.sum())} voxels) centred on voxel {tuple(voxel)} does "
+            f"not fit inside the host volume {host.shape}; click further from the edge."
+        )
+    ref = reference_region(host, reference, brain)
+    occupied = _host_lesions(host.label, kwargs.get("lesion_labels", ()), reference)
+    inside, overlap = _constraints(obj, offset, ref, occupied)
+    if inside < delta1:  # Eq. (3)
+        raise LesionMixError(
+            f"At voxel {tuple(voxel)} only {inside:.0%} of donor lesion {p.component} lies in the reference "
+            f"'{reference}' (delta1 = {delta1:.0%}); click inside it or lower delta1."
+        )
+    if overlap > delta2:  # Eq. (4)
+        raise LesionMixError(
+            f"At voxel {tuple(voxel)} {overlap:.0%} of donor lesion {p.component} overlaps the host's lesions "
+            f"(delta2 = {delta2:.0%}); click elsewhere or raise delta2."
+        )
+    return dataclasses.replace(drawn, lesions=(dataclasses.replace(p, offset=offset),), delta1=float(delta1),
+                               delta2=float(delta2), reference=reference, seed=seed, sample_index=sample_index)
+
+
+# --------------------------------------------------------------------------- the registered method
+
+
+@dataclass(frozen=True)
+class SoftCPOptions(Options):
+    """Settings of Soft-CP (the CLI flags and export ``softcp.NAME`` keys); see the module docstring."""
+
+    n_lesions: int = option(1, "donor lesions pasted", low=1)
+    a: float = option(DEFAULT_A, "softening coefficient of the soft mask", low=0.0, high=1.0,
+                      open_low=True, open_high=True)
+    k_erode: int = option(DEFAULT_K_ERODE, "erosion iterations of the soft mask's core", low=0)
+    k_dilate: int = option(DEFAULT_K_DILATE, "dilation iterations of the soft mask's band", low=0)
+    delta1: float = option(DEFAULT_DELTA1, "least fraction of the lesion inside the reference (Eq. 3)",
+                           low=0.0, high=1.0)
+    delta2: float = option(DEFAULT_DELTA2, "largest fraction of the lesion on host lesions (Eq. 4)",
+                           low=0.0, high=1.0)
+    reference: str | None = option(None, "Eq. 3 reference: brain_mask, label:N, foreground or none "
+                                         "[brain_mask with a brain mask, else foreground]")
+    max_tries: int = option(DEFAULT_MAX_TRIES, "positions tried per lesion", low=1)
+    placement: str = option("random", "random: anywhere in the reference (the paper); source: near the "
+                                      "lesion's own place in the donor (registered data)", choices=PLACEMENTS)
+    jitter_mm: float = option(10.0, "spread of placement 'source', in mm", low=0.0)
+    n_image_ops: int = option(1, "image-level transforms of the host drawn from none/crop_resize/gamma/noise",
+                              low=0, flag="--image-ops")
+    intensity_compat: bool = option(False, "match the lesion's surrounding-ring statistics to the host's "
+                                           "(off in the paper)")
+    lesion_labels: tuple[int, ...] = option((), "label values that are lesion (default: every non-zero value)",
+                                            low=1, flag="--lesion-label")
+    connectivity: int = option(26, "connectivity of the donor's lesions", choices=(6, 18, 26))
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.reference is not None:
+            _parse_reference(self.reference)
+
+
+@register
+class SoftCPMethod(Method):
+    """Soft-CP through the :mod:`~napari_lesionmix.augment.registry` protocol.
+
+    The host's brain mask (``Inputs.brain_mask``) is the Eq. (3) reference when
+    there is one. A draw whose lesions find no place raises
+    :class:`~napari_lesionmix.augment.registry.DrawRejected`, so batch export
+    can try another donor.
+    """
+
+    name = "softcp"
+    label = "Soft-CP"
+    summary = "soft-copy a donor lesion with its surroundings and soft-paste it into a host scan"
+    Options = SoftCPOptions
+    Params = SoftCPParams
+
+    def prepare(self, sources: Sources, options: SoftCPOptions):
+        def lesions_of(donor: Case) -> DonorLesions:
+            key = ("softcp-lesions", donor.case_id, options.lesion_labels, options.connectivity)
+            return sources.cached(key, lambda: DonorLesions.from_case(donor, options.lesion_labels,
+                                                                       options.connectivity))
+
+        return lesions_of
+
+    def sample(self, rng, inputs: Inputs, options: SoftCPOptions, resources) -> SoftCPParams:
+        kwargs = options.to_dict()
+        kwargs["lesion_labels"] = options.lesion_labels
+        return sample_softcp(rng, inputs.host, inputs.donor, inputs.brain_mask,
+                             donor_lesions=resources(inputs.donor), **kwargs)
+
+    def apply(self, inputs: Inputs, params: SoftCPParams, resources) -> Synthetic:
+        return softcp(inputs.host, inputs.donor, params, inputs.brain_mask, donor_lesions=resources(inputs.donor))
+
+    def options_for(self, params: SoftCPParams) -> SoftCPOptions:
+        return SoftCPOptions(lesion_labels=params.lesion_labels, connectivity=params.connectivity)
+
+    def describe(self, synthetic: Synthetic) -> str:
+        p = synthetic.params
+        ops = ",".join(op.kind for op in p.image_ops) or "none"
+        return (f"{len(p.lesions)} lesion(s) pasted (components {', '.join(str(x.component) for x in p.lesions)}), "
+                f"image ops {ops}, soft mask {int(np.count_nonzero(synthetic.mask))} voxels")

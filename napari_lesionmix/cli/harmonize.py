@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_lesionmix.errors import LesionMixError
     from napari_lesionmix.harmonize import load_harmonizer
     from napari_lesionmix.io.atomic import write_json_atomic
-    from napari_lesionmix.io.nifti import _check_affines, load_image, save_image
+    from napari_lesionmix.io.nifti import check_affines, load_image, save_image
 
     image, img = load_image(args.image)
     if not Path(args.mask).is_file():
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         mask = mask[..., 0]
     if mask.shape != image.shape[1:]:
         raise LesionMixError(f"Mask '{args.mask}' has shape {mask.shape} but the image has {image.shape[1:]}.")
-    _check_affines(img.affine, mimg.affine, os.fspath(args.image[0]), os.fspath(args.mask))
+    check_affines(img.affine, mimg.affine, os.fspath(args.image[0]), os.fspath(args.mask))
     if args.model is not None and args.method != "arhnet":
         raise LesionMixError(f"--model is for ARHNet; it cannot be combined with --method {args.method}.")
     harmonizer = load_harmonizer(args.model if args.model is not None else args.method, device=args.device)

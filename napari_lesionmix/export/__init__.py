@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from napari_lesionmix.augment.registry import get_method, method_names
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.export.plan import ExportConfig, ExportPlan, make_plan, parse_method_specs
 from napari_lesionmix.export.verify import verify_dataset
@@ -71,10 +72,8 @@ class ExportReport:
 
 
 def available_methods() -> list[str]:
-    """Methods that can be exported in this installation."""
-    from napari_lesionmix.export.methods import available_methods as _avail
-
-    return _avail()
+    """Methods that can be exported: every registered one (:mod:`napari_lesionmix.augment.registry`)."""
+    return method_names()
 
 
 def render_gallery(out, case_ids=None, out_png=None, **kwargs):
@@ -82,6 +81,18 @@ def render_gallery(out, case_ids=None, out_png=None, **kwargs):
     from napari_lesionmix.export.gallery import render_gallery as _render
 
     return _render(out, case_ids, out_png, **kwargs)
+
+
+def _check_methods(config: ExportConfig) -> None:
+    """Unknown methods, and methods whose labels would be soft, fail before any file is touched."""
+    for name, _ in config.methods:
+        method = get_method(name)
+        options = method.Options.from_dict(config.options.get(method.name, {}))
+        if method.soft_labels(options):
+            raise LesionMixError(
+                f"Method {name} makes soft (fractional) labels, which an nnU-Net dataset cannot hold; "
+                f"export it with --option {name}.label=hard."
+            )
 
 
 def _check_harmonize_spec(spec: str | None) -> None:
@@ -124,7 +135,6 @@ def export_dataset(
         (without ``overwrite``), a full disk, an unavailable method, or a
         failed integrity check.
     """
-    from napari_lesionmix.export.methods import get_method
     from napari_lesionmix.export.runners import run_tasks
     from napari_lesionmix.export.writer import (
         Manifest,
@@ -137,8 +147,7 @@ def export_dataset(
     )
 
     t0 = time.perf_counter()
-    for name, _ in config.methods:
-        get_method(name)  # "method X is not available" before any file is touched
+    _check_methods(config)
     _check_harmonize_spec(config.harmonize)
     plan = make_plan(config)
     out = Path(config.out)

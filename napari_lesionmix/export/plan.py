@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_lesionmix.augment.registry import get_method
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.nifti import DEFAULT_GZIP, check_gzip_codec
 from napari_lesionmix.random import sample_rng
@@ -106,6 +107,25 @@ def parse_method_specs(specs: Sequence[str] | str) -> tuple[tuple[str, float], .
     return tuple(out.items())
 
 
+def check_options(methods, options: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """Validate per-method options against each method's ``Options``; return a clean, sorted copy.
+
+    Options of a method that is not in ``methods`` are an error too (a typo
+    there would otherwise be ignored silently).
+    """
+    names = {str(m).lower() for m in methods}
+    out: dict[str, dict[str, Any]] = {}
+    for name, opts in (options or {}).items():
+        method = get_method(name)
+        if method.name not in names:
+            raise LesionMixError(f"Options were given for method '{name}', which is not in the method list.")
+        if not isinstance(opts, dict):
+            raise LesionMixError(f"Options of method '{name}' must be a mapping of name to value.")
+        method.Options.from_dict(opts)
+        out[method.name] = dict(sorted(opts.items()))
+    return dict(sorted(out.items()))
+
+
 @dataclass(frozen=True)
 class ExportConfig:
     """Settings of one export.
@@ -151,7 +171,7 @@ class ExportConfig:
     options : dict
         Per-method settings, e.g. ``{"carvemix": {"per_lesion": True},
         "lesionmix": {"distribution": "high"}}`` (see
-        :data:`napari_lesionmix.export.methods.METHOD_OPTIONS`).
+        each method's ``Options`` in :mod:`napari_lesionmix.augment.registry`).
     """
 
     dataset: str
@@ -189,11 +209,8 @@ class ExportConfig:
             raise LesionMixError("Give either a hold-out fraction or a splits file, not both.")
         if int(self.n_folds) < 1:
             raise LesionMixError(f"The number of folds must be >= 1, got {self.n_folds}.")
-        from napari_lesionmix.export.methods import check_options
-
         check_gzip_codec(self.gzip)
-
-        object.__setattr__(self, "options", check_options(self.options))
+        object.__setattr__(self, "options", check_options([m for m, _ in self.methods], self.options))
         if not self.prefix or not self.prefix.replace("-", "").replace("_", "").isalnum():
             raise LesionMixError(f"Case id prefix '{self.prefix}' must be letters, digits, '-' or '_'.")
 

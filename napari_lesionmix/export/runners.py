@@ -5,7 +5,7 @@ A task is ``("syn", i)`` (make synthetic sample ``i``) or ``("real", case_id)``
 atomically and returns the manifest record, so the three runners give the
 same files: what a task writes depends only on the plan and the task.
 
-Workers keep an :class:`~napari_lesionmix.export.methods.ExportContext`
+Workers keep an :class:`~napari_lesionmix.export.context.ExportContext`
 (loaded cases, donor CarveFields, the harmonizer) between tasks. Pools use
 the ``spawn`` start method whenever Qt or torch is loaded in the parent
 (forking either is unsafe), ``forkserver`` otherwise, and run their BLAS /
@@ -45,7 +45,7 @@ def plan_key(plan) -> str:
 
 
 def _context(plan):
-    from napari_lesionmix.export.methods import ExportContext
+    from napari_lesionmix.export.context import ExportContext
 
     key = plan_key(plan)
     with _CONTEXTS_LOCK:
@@ -77,13 +77,13 @@ def run_task(plan, task: Task) -> dict[str, Any]:
     kind, key = task
     out = plan.config.out
     if kind == "real":
-        case = ctx.load(key)
+        case = ctx.case(key)
         files = write_case(out, key, case.image, case.label, case, plan.config.gzip)
         rec = {"id": key, "method": "real", "sources": [key], "index": None,
                "source_files": list(case.image_paths) + [case.label_path],
                "channels": case.n_channels, "label_values": _values(case.label)}
     elif kind == "syn":
-        from napari_lesionmix.export.methods import make_sample
+        from napari_lesionmix.export.context import make_sample
 
         a, result = make_sample(ctx, int(key))
         syn, host = result.synthetic, result.host
@@ -235,7 +235,7 @@ def run_pool(plan, tasks: list[Task], workers: int, should_stop: Stop = None) ->
     ctx = mp.get_context(method)
     if method == "forkserver":
         # The server imports these once (single-threaded env); each worker forks from it ready to work.
-        ctx.set_forkserver_preload(["napari_lesionmix.export.runners", "napari_lesionmix.export.methods",
+        ctx.set_forkserver_preload(["napari_lesionmix.export.runners", "napari_lesionmix.export.context",
                                     "napari_lesionmix.augment.carvemix", "nibabel"])
     with single_threaded_env():
         ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,

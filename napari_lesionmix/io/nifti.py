@@ -267,7 +267,7 @@ def load_image(paths: str | os.PathLike | Sequence[str | os.PathLike]):
                     f"Image file '{_name(p)}' has shape {arr.shape[1:]} but '{_name(first[1])}' "
                     f"has {channels[0].shape[1:]}; all channels must share one grid."
                 )
-            _check_affines(first[0].affine, img.affine, _name(first[1]), _name(p))
+            check_affines(first[0].affine, img.affine, _name(first[1]), _name(p))
         channels.append(arr)
     image = channels[0] if len(channels) == 1 else np.concatenate(channels, axis=0)
     return image, first[0]
@@ -303,7 +303,7 @@ def load_case(
                 f"Label file '{_name(label_path)}' has shape {label.shape} but image "
                 f"'{_name(image_paths[0])}' has {image.shape[1:]}; they must match."
             )
-        _check_affines(img.affine, limg.affine, _name(image_paths[0]), _name(label_path))
+        check_affines(img.affine, limg.affine, _name(image_paths[0]), _name(label_path))
     if case_id is None:
         case_id = case_id_from_path(image_paths[0])
     return Case(
@@ -331,7 +331,8 @@ def case_id_from_path(path: str | os.PathLike) -> str:
     return name
 
 
-def _check_affines(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+def check_affines(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+    """Raise unless two affines agree within :data:`AFFINE_TOLERANCE_MM` (the error names both files)."""
     diff = float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
     if diff > AFFINE_TOLERANCE_MM:
         raise LesionMixError(

@@ -13,7 +13,7 @@ of the viewer), and thin over the core:
     - ``host``, ``donor`` (:class:`~napari_lesionmix.io.nifti.Case`, file voxel
       order), ``host_record``/``donor_record`` (dataset records or ``None``),
       ``host_brain_mask``/``donor_brain_mask`` (bool, file order, or ``None``), ``dataset``;
-    - ``orientation`` (:class:`~napari_lesionmix._reader.DisplayOrientation` of
+    - ``orientation`` (:class:`~napari_lesionmix.io.display.DisplayOrientation` of
       the host: ``to_display(arr)`` gives the layer/preview order ``(S, P, L)``
       as a view, ``to_original`` goes back);
     - ``synthetic`` (:class:`~napari_lesionmix.augment.params.Synthetic`, with

@@ -99,7 +99,7 @@ class CarveMixPlanes:
     def __init__(self, arrays: LiveArrays, lam):
         self.a = arrays
         self.display_shape = arrays.display_shape
-        self.lams = arrays.field._lams(lam)
+        self.lams = arrays.field.lambdas(lam)
         for (_, _, max_lam), lam_k in zip(arrays.boxes, self.lams, strict=True):
             if lam_k > max_lam + 1e-9:
                 raise LesionMixError(

@@ -369,7 +369,7 @@ class LesionMixWidget(QWidget):
             notify_error(f"The likelihood map has shape {lmap.shape} but host '{s.host.case_id}' has "
                          f"{s.host.shape}; use a dataset on the host's grid.")
             return
-        from napari_lesionmix._reader import geometry_metadata
+        from napari_lesionmix.io.display import geometry_metadata
 
         o = s.orientation
         data = np.ascontiguousarray(o.to_display(lmap.values))

@@ -19,8 +19,6 @@ only says how positions were drawn; the offset itself is what replays).
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -41,7 +39,7 @@ import napari_lesionmix.augment.softcp as core  # noqa: E402  (placement checks 
 from napari_lesionmix.augment.softcp import (
     DonorLesions,
     SoftCPParams,
-    reference_region,
+    place_at,
     sample_softcp,
     softcp,
 )
@@ -302,7 +300,7 @@ class SoftCPWidget(QWidget):
 
         def _work():
             lesions = self._donor_lesions()
-            params = place_params(sample_rng(seed, index), host, donor, brain, voxel, lesions, seed=seed,
+            params = place_at(sample_rng(seed, index), host, donor, brain, voxel, lesions, seed=seed,
                                   sample_index=index, **kwargs)
             return softcp(host, donor, params, brain, donor_lesions=lesions)
 
@@ -325,50 +323,3 @@ class SoftCPWidget(QWidget):
         ops = ", ".join(op.kind for op in p.image_ops) or "none"
         return (f"Pasted {len(p.lesions)} lesion(s): {where}{more}; a={p.a:g}, erode {p.k_erode}, dilate "
                 f"{p.k_dilate}; delta1={p.delta1:g}, delta2={p.delta2:g} on '{p.reference}'; image-level: {ops}.")
-
-
-def place_params(rng: np.random.Generator, host, donor, brain, voxel, lesions: DonorLesions, *, reference: str,
-                 delta1: float, delta2: float, seed=None, sample_index=None, **kwargs) -> SoftCPParams:
-    """Soft-CP params pasting one donor lesion with its centre of mass at ``voxel`` (file order).
-
-    The lesion and its object-level transforms are drawn by
-    :func:`sample_softcp` (with the constraints relaxed, so the draw does not
-    depend on them); then the offset is moved so the transformed lesion's
-    centre of mass (as :func:`sample_softcp` computes it) lands on ``voxel``,
-    and Eqs. (3)-(4) are checked at that position.
-
-    Raises
-    ------
-    LesionMixError
-        The lesion does not fit in the volume there, or breaks Eq. (3) or (4).
-    """
-    kwargs = {**kwargs, "n_lesions": 1, "image_choices": ("none",), "n_image_ops": 0, "placement": "random"}
-    kwargs.pop("max_tries", None)
-    drawn = sample_softcp(rng, host, donor, brain, reference="none", delta1=0.0, delta2=1.0,
-                          donor_lesions=lesions, **kwargs)
-    p = drawn.lesions[0]
-    # The same transformed object sample_softcp placed (its centre of mass defines the offset).
-    obj = core._prepare(donor, lesions, p.component, p.rigid, p.intensity, drawn.a, drawn.k_erode,
-                        drawn.k_dilate, drawn.order)
-    com = np.round(np.argwhere(obj.lesion).mean(axis=0)).astype(int)
-    offset = tuple(int(v - c) for v, c in zip(voxel, com, strict=True))
-    if not core._fits(offset, obj, host.shape):
-        raise LesionMixError(
-            f"Donor lesion {p.component} ({int(obj.lesion.sum())} voxels) centred on voxel {tuple(voxel)} does "
-            f"not fit inside the host volume {host.shape}; click further from the edge."
-        )
-    ref = reference_region(host, reference, brain)
-    occupied = core._host_lesions(host.label, kwargs.get("lesion_labels", ()), reference)
-    inside, overlap = core._constraints(obj, offset, ref, occupied)
-    if inside < delta1:  # Eq. (3)
-        raise LesionMixError(
-            f"At voxel {tuple(voxel)} only {inside:.0%} of donor lesion {p.component} lies in the reference "
-            f"'{reference}' (delta1 = {delta1:.0%}); click inside it or lower delta1."
-        )
-    if overlap > delta2:  # Eq. (4)
-        raise LesionMixError(
-            f"At voxel {tuple(voxel)} {overlap:.0%} of donor lesion {p.component} overlaps the host's lesions "
-            f"(delta2 = {delta2:.0%}); click elsewhere or raise delta2."
-        )
-    return dataclasses.replace(drawn, lesions=(dataclasses.replace(p, offset=offset),), delta1=float(delta1),
-                               delta2=float(delta2), reference=reference, seed=seed, sample_index=sample_index)

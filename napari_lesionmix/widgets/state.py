@@ -29,11 +29,11 @@ import contourpy  # noqa: F401
 import numpy as np
 from psygnal import Signal
 
-from napari_lesionmix._reader import DisplayOrientation, geometry_metadata
 from napari_lesionmix.augment.carvemix import CarveField
 from napari_lesionmix.augment.params import Params, Synthetic
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.dataset import CaseRecord, Dataset
+from napari_lesionmix.io.display import DisplayOrientation, geometry_metadata
 from napari_lesionmix.io.nifti import Case, check_same_grid
 
 #: Role -> (layer name, layer type) of the layers a session manages.

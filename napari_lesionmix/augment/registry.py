@@ -1,0 +1,436 @@
+"""The Method protocol: one path from every face (CLI, export, studio, Python) to every method.
+
+A method is one class, registered by name with :func:`register`, that declares
+
+* ``name`` and ``label`` (the CLI command and the name people read);
+* ``Options``: a frozen dataclass of its settings whose fields carry their
+  default, help text and allowed values (:func:`option`). It is the single
+  source of the CLI flags, the export ``--option METHOD.NAME=VALUE`` keys and
+  their checks;
+* ``Params``: its frozen, JSON-serialisable :class:`~.params.Params`;
+* ``prepare(sources, options) -> resources``: the slider-independent work
+  that samples share (a donor's distance field, its lesions, the lesion bank
+  and likelihood map), asked of a :class:`Sources`;
+* ``sample(rng, inputs, options, resources) -> Params``: only draws;
+* ``apply(inputs, params, resources) -> Synthetic``: deterministic.
+
+Every face draws sample ``index`` of seed ``seed`` from
+:func:`~napari_lesionmix.random.sample_rng` through :func:`draw`, so the same
+host, donor, options, seed and index give the same bytes in the CLI, the
+studio and Python. Method modules live in this package and are found by
+:func:`method_names` on first use, so a new method is one module.
+
+Examples
+--------
+>>> from napari_lesionmix.augment import registry
+>>> sorted(registry.method_names())[:2]
+['carvemix', 'cutmix']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+import pkgutil
+import threading
+import types
+import typing
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+from napari_lesionmix.augment.params import Params, Synthetic
+from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.io.dataset import Dataset
+from napari_lesionmix.io.nifti import Case
+from napari_lesionmix.random import sample_rng
+
+# ----------------------------------------------------------------------------- options
+
+
+def option(default: Any, help: str, *, choices: tuple | None = None, low: float | None = None,
+           high: float | None = None, open_low: bool = False, open_high: bool = False,
+           flag: str | None = None) -> Any:
+    """A field of a method's :class:`Options`: its default, help text and allowed values.
+
+    Parameters
+    ----------
+    default
+        The default value (immutable: tuples, not lists).
+    help : str
+        One line for ``--help`` and the export documentation.
+    choices : tuple, optional
+        The allowed values.
+    low, high : float, optional
+        Bounds of a number; inclusive unless ``open_low``/``open_high``.
+    flag : str, optional
+        The CLI flag when it is not ``--field-name`` (kept for a familiar spelling).
+    """
+    meta = {"help": help, "choices": choices, "low": low, "high": high, "open_low": open_low,
+            "open_high": open_high, "flag": flag}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Base of every method's options: each value is checked against its field's declaration."""
+
+    method_name: ClassVar[str] = ""
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _check_value(self.method_name, f, hints[f.name], getattr(self, f.name)))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Options:
+        """Options from ``{name: value}`` (e.g. parsed ``--option`` specs); unknown names are an error."""
+        data = dict(data or {})
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise LesionMixError(
+                f"Method '{cls.method_name}' has no option {', '.join(unknown)} "
+                f"(options: {', '.join(names) or 'none'})."
+            )
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def changed(self) -> dict[str, Any]:
+        """The options that differ from their defaults (what a record needs to say)."""
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if getattr(self, f.name) != f.default}
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def option_types(hint) -> tuple[type, bool]:
+    """The scalar type of an option's annotation, and whether it holds a tuple of them.
+
+    ``float | None`` -> ``(float, False)``; ``tuple[int, ...]`` -> ``(int, True)``.
+    """
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if typing.get_origin(hint) is tuple:
+        return typing.get_args(hint)[0], True
+    return hint, False
+
+
+def _check_value(method: str, f: dataclasses.Field, hint, value):
+    """``value`` converted to the field's type (ints to floats, lists to tuples), or a clear error."""
+    name = f"{method}.{f.name}" if method else f.name
+    if value is None:
+        if f.default is None:
+            return None
+        raise LesionMixError(f"Option {name} needs a value.")
+    kind, many = option_types(hint)
+    if many:
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            value = (value,)
+        return tuple(_check_scalar(name, kind, v, f.metadata) for v in value)
+    return _check_scalar(name, kind, value, f.metadata)
+
+
+def _check_scalar(name: str, kind, value, meta: Mapping[str, Any]):
+    if kind is bool:
+        if not isinstance(value, (bool, np.bool_)):
+            raise LesionMixError(f"Option {name} must be true or false, got {value!r}.")
+        value = bool(value)
+    elif kind is int:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise LesionMixError(f"Option {name} must be a whole number, got {value!r}.")
+        value = int(value)
+    elif kind is float:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+            raise LesionMixError(f"Option {name} must be a number, got {value!r}.")
+        value = float(value)
+        if not math.isfinite(value):
+            raise LesionMixError(f"Option {name} must be a finite number, got {value!r}.")
+    elif kind is str:
+        if not isinstance(value, str):
+            raise LesionMixError(f"Option {name} must be text, got {value!r}.")
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise LesionMixError(f"Option {name} must be one of {', '.join(map(str, choices))}, got {value!r}.")
+    low, high = meta.get("low"), meta.get("high")
+    if low is not None and (value < low or (meta.get("open_low") and value == low)):
+        raise LesionMixError(f"Option {name} must be {'>' if meta.get('open_low') else '>='} {low}, got {value!r}.")
+    if high is not None and (value > high or (meta.get("open_high") and value == high)):
+        raise LesionMixError(f"Option {name} must be {'<' if meta.get('open_high') else '<='} {high}, got {value!r}.")
+    return value
+
+
+# ----------------------------------------------------------------------------- sources and inputs
+
+
+class Sources(Protocol):
+    """What a method may ask of the face that runs it (export context, studio session, CLI).
+
+    Methods never import export or widgets: those implement this interface.
+    """
+
+    def case(self, case_id: str) -> Case:
+        """A real case by id (loaded once)."""
+
+    def brain_mask(self, case_id: str) -> np.ndarray | None:
+        """The case's brain mask (bool) or ``None``."""
+
+    def training_set(self) -> Dataset | None:
+        """The cases a method may take lesions from (held-out cases left out), or ``None``."""
+
+    def cached(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """An object built once by ``make`` and kept (e.g. a donor's distance field)."""
+
+
+class LocalSources:
+    """:class:`Sources` over cases held in memory (the CLI and the Python API).
+
+    Parameters
+    ----------
+    cases : sequence of Case
+    brain_masks : mapping of case id to bool array, optional
+    training_set : Dataset, optional
+    """
+
+    def __init__(self, cases=(), brain_masks: Mapping[str, np.ndarray | None] | None = None,
+                 training_set: Dataset | None = None):
+        self._cases = {c.case_id: c for c in cases if c is not None}
+        self._brain = dict(brain_masks or {})
+        self._training = training_set
+        self._cache: dict[Hashable, Any] = {}
+        self._lock = threading.Lock()
+
+    def case(self, case_id: str) -> Case:
+        if case_id in self._cases:
+            return self._cases[case_id]
+        if self._training is not None and case_id in self._training.case_ids:
+            return self.cached(("case", case_id), lambda: self._training[case_id].load())
+        raise LesionMixError(f"Case '{case_id}' is not among the loaded cases.")
+
+    def brain_mask(self, case_id: str) -> np.ndarray | None:
+        if case_id in self._brain:
+            return self._brain[case_id]
+        if self._training is not None and case_id in self._training.case_ids:
+            return self.cached(("brain", case_id), lambda: self._training[case_id].load_brain_mask())
+        return None
+
+    def training_set(self) -> Dataset | None:
+        return self._training
+
+    def cached(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._cache:
+                return self._cache[key]
+        value = make()
+        with self._lock:
+            return self._cache.setdefault(key, value)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The cases one sample is made from.
+
+    Attributes
+    ----------
+    host : Case
+        Background and header of the result.
+    donor : Case or None
+        The lesion source, for methods that take one (``Method.needs_donor``).
+    brain_mask : ndarray of bool or None
+        The host's brain (or organ) mask.
+    """
+
+    host: Case
+    donor: Case | None = None
+    brain_mask: np.ndarray | None = None
+
+
+class DrawRejected(LesionMixError):
+    """These inputs cannot make a sample (e.g. no place meets Soft-CP's constraints); another donor may."""
+
+
+# ----------------------------------------------------------------------------- the protocol
+
+
+class Method:
+    """Base class of a registered augmentation method (see the module docstring).
+
+    Subclasses set the class attributes and override :meth:`sample` and
+    :meth:`apply` (and :meth:`prepare` when samples share work).
+    """
+
+    name: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    Options: ClassVar[type[Options]] = Options
+    Params: ClassVar[type[Params]] = Params
+    #: The method mixes a donor into the host (else it draws from the training set).
+    needs_donor: ClassVar[bool] = True
+    #: ``prepare`` needs :meth:`Sources.training_set` (e.g. LesionMix's lesion bank).
+    needs_training_set: ClassVar[bool] = False
+
+    def prepare(self, sources: Sources, options: Options) -> Any:
+        """Work shared by all samples with these options (default: none)."""
+        return None
+
+    def sample(self, rng: np.random.Generator, inputs: Inputs, options: Options, resources: Any) -> Params:
+        raise NotImplementedError
+
+    def apply(self, inputs: Inputs, params: Params, resources: Any) -> Synthetic:
+        raise NotImplementedError
+
+    def source_ids(self, params: Params) -> tuple[str, ...]:
+        """Every case whose voxels the sample carries (host first): provenance and leakage rules."""
+        donor = getattr(params, "donor_id", None)
+        return (params.host_id, *(() if donor is None or donor == params.host_id else (donor,)))
+
+    def options_for(self, params: Params) -> Options:
+        """Options that :meth:`prepare` needs to replay ``params`` (the fields both share)."""
+        names = {f.name for f in dataclasses.fields(self.Options)}
+        return self.Options(**{f.name: getattr(params, f.name) for f in dataclasses.fields(params)
+                               if f.name in names})
+
+    def soft_labels(self, options: Options) -> bool:
+        """Whether samples with these options have soft (fractional) labels, which nnU-Net cannot train on."""
+        return False
+
+    def describe(self, synthetic: Synthetic) -> str:
+        """One line about a sample, for the CLI and the studio's status line."""
+        return f"mask {int(np.count_nonzero(synthetic.mask))} voxels"
+
+    def check_inputs(self, inputs: Inputs) -> None:
+        """A clear error for inputs this method cannot use."""
+        if self.needs_donor and inputs.donor is None:
+            raise LesionMixError(f"{self.label} needs a donor case.")
+        if inputs.host.label is None:
+            raise LesionMixError(f"Host case '{inputs.host.case_id}' has no label map; {self.label} needs one.")
+
+
+_METHODS: dict[str, Method] = {}
+_DISCOVERED = False
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: register a :class:`Method` subclass under its ``name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    cls.Options.method_name = cls.name
+    _METHODS[cls.name] = cls()
+    return cls
+
+
+def _discover() -> None:
+    """Import every module of :mod:`napari_lesionmix.augment`, so their methods register."""
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    import napari_lesionmix.augment as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{pkg.__name__}.{info.name}")
+    _DISCOVERED = True
+
+
+def method_names() -> list[str]:
+    """Names of the registered methods, sorted."""
+    _discover()
+    return sorted(_METHODS)
+
+
+def methods() -> list[Method]:
+    """The registered methods, sorted by name."""
+    return [_METHODS[n] for n in method_names()]
+
+
+def get_method(name: str) -> Method:
+    """The method registered as ``name`` (case-insensitive).
+
+    Raises
+    ------
+    LesionMixError
+        If no method has that name.
+    """
+    _discover()
+    key = str(name).lower()
+    if key not in _METHODS:
+        raise LesionMixError(f"Unknown augmentation method '{name}' (known: {', '.join(sorted(_METHODS))}).")
+    return _METHODS[key]
+
+
+def options_of(method: Method, options: Options | Mapping[str, Any] | None) -> Options:
+    """``options`` as the method's :class:`Options` (a dict is checked name by name)."""
+    if isinstance(options, method.Options):
+        return options
+    if isinstance(options, Options):
+        raise LesionMixError(f"Options of method '{options.method_name}' were given to '{method.name}'.")
+    return method.Options.from_dict(options)
+
+
+def with_provenance(params: Params, seed: int, index: int) -> Params:
+    """``params`` recording the root seed and sample index they were drawn with."""
+    return dataclasses.replace(params, seed=int(seed), sample_index=int(index))
+
+
+def draw(method: Method, seed: int, index: int, inputs: Inputs, options: Options, resources: Any) -> Params:
+    """Params of sample ``index`` of seed ``seed``: the one seeding rule of every face."""
+    method.check_inputs(inputs)
+    params = method.sample(sample_rng(seed, index), inputs, options, resources)
+    return with_provenance(params, seed, index)
+
+
+def generate(method: str | Method, host: Case, donor: Case | None = None, *, seed: int = 0, index: int = 0,
+             options: Options | Mapping[str, Any] | None = None, brain_mask: np.ndarray | None = None,
+             training_set: Dataset | None = None, sources: Sources | None = None) -> Synthetic:
+    """Make sample ``index`` of seed ``seed`` with a method: the Python face of the CLI commands.
+
+    Parameters
+    ----------
+    method : str or Method
+        A registered name (``"carvemix"``, ``"softcp"``, ``"lesionmix"``, ``"mixup"``, ``"cutmix"``...).
+    host, donor : Case
+        Same grid; ``donor`` for methods that take one.
+    seed, index : int
+        Sample ``index`` of root seed ``seed`` (:func:`~napari_lesionmix.random.sample_rng`).
+    options : Options or dict, optional
+        The method's options (defaults otherwise).
+    brain_mask : ndarray of bool, optional
+        The host's brain mask.
+    training_set : Dataset, optional
+        Lesion sources of methods that need them (LesionMix).
+    sources : Sources, optional
+        Reuse prepared work across calls (e.g. a donor's distance field).
+
+    Returns
+    -------
+    Synthetic
+        Its ``params`` replay it exactly with :func:`replay`.
+
+    Examples
+    --------
+    >>> syn = generate("carvemix", host, donor, seed=3)          # doctest: +SKIP
+    >>> same = replay(syn.params, host, donor)                    # doctest: +SKIP
+    """
+    m = get_method(method) if isinstance(method, str) else method
+    opts = options_of(m, options)
+    inputs = Inputs(host, donor, brain_mask)
+    sources = sources or LocalSources([host, donor], {host.case_id: brain_mask}, training_set)
+    resources = m.prepare(sources, opts)
+    return m.apply(inputs, draw(m, seed, index, inputs, opts, resources), resources)
+
+
+def replay(params: Params, host: Case, donor: Case | None = None, *, brain_mask: np.ndarray | None = None,
+           training_set: Dataset | None = None, sources: Sources | None = None) -> Synthetic:
+    """Apply recorded params again (deterministic): the same bytes as the sample they came from."""
+    m = get_method(params.method)
+    inputs = Inputs(host, donor, brain_mask)
+    m.check_inputs(inputs)
+    sources = sources or LocalSources([host, donor], {host.case_id: brain_mask}, training_set)
+    return m.apply(inputs, params, m.prepare(sources, m.options_for(params)))

@@ -1,0 +1,209 @@
+"""What one export worker keeps between samples, and how it makes sample ``i``.
+
+:class:`ExportContext` is the export face's
+:class:`~napari_lesionmix.augment.registry.Sources`: it loads the real cases
+of the training pool once per worker (LRU, bounded in bytes), keeps each
+method's prepared resources (a donor's CarveField, LesionMix's lesion bank,
+likelihood map and load distribution, built from the training pool only) and
+the harmonizer. :func:`make_sample` draws the method, host and donor of sample
+``i`` (:func:`~napari_lesionmix.export.plan.assign`), then the method's params
+from the same generator, through the registry: any registered method exports,
+with ``--option METHOD.NAME=VALUE`` checked against its ``Options``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from napari_lesionmix.augment.params import Synthetic
+from napari_lesionmix.augment.registry import (
+    DrawRejected,
+    Inputs,
+    Method,
+    get_method,
+    with_provenance,
+)
+from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.export.plan import Assignment, ExportPlan, assign
+from napari_lesionmix.io.dataset import CaseRecord, Dataset
+from napari_lesionmix.io.nifti import Case, load_case, load_label
+
+#: Most cases and, separately, most method objects (donor fields...) kept per worker.
+CACHE_SIZE = 16
+#: Most bytes of loaded cases kept per worker (a 1 mm brain is ~35 MB per
+#: channel): with the working arrays of one sample, this bounds a worker's memory.
+CACHE_BYTES = 1 << 30
+
+
+@dataclass
+class MethodResult:
+    """A synthetic sample, the host whose header it is written with, and every case it used."""
+
+    synthetic: Synthetic
+    host: Case
+    sources: tuple[str, ...]
+
+
+#: Donors tried per sample when the drawn one cannot make a sample
+#: (:class:`~napari_lesionmix.augment.registry.DrawRejected`, e.g. no Soft-CP position meets Eqs. 3-4).
+DONOR_TRIES = 3
+
+
+class _LRU:
+    """A small thread-safe LRU cache (Dask threads of one worker share it).
+
+    Bounded by ``size`` entries and, when ``nbytes`` is given, by the bytes it
+    reports for the values (the newest entry is always kept).
+    """
+
+    def __init__(self, size: int, max_bytes: int | None = None, nbytes: Callable[[Any], int] | None = None):
+        self.size = size
+        self.max_bytes = max_bytes
+        self.nbytes = nbytes
+        self.data: OrderedDict = OrderedDict()
+        self.bytes = 0
+        self.lock = threading.Lock()
+
+    def get(self, key, make):
+        with self.lock:
+            if key in self.data:
+                self.data.move_to_end(key)
+                return self.data[key]
+        value = make()  # outside the lock: loading is slow; a rare double load is harmless
+        with self.lock:
+            if key not in self.data:
+                self.data[key] = value
+                self.bytes += self._size_of(value)
+            self.data.move_to_end(key)
+            while len(self.data) > 1 and (
+                len(self.data) > self.size or (self.max_bytes is not None and self.bytes > self.max_bytes)
+            ):
+                _, old = self.data.popitem(last=False)
+                self.bytes -= self._size_of(old)
+        return value
+
+    def _size_of(self, value) -> int:
+        return int(self.nbytes(value)) if self.nbytes is not None else 0
+
+
+def _case_bytes(case: Case) -> int:
+    return case.image.nbytes + (case.label.nbytes if case.label is not None else 0)
+
+
+class ExportContext:
+    """What one worker keeps between samples: loaded cases, donor fields, the harmonizer.
+
+    Parameters
+    ----------
+    plan : ExportPlan
+    cache_size : int
+        Most cases (and, separately, most method-specific objects) kept.
+    cache_bytes : int
+        Most bytes of loaded cases kept.
+    """
+
+    def __init__(self, plan, cache_size: int = CACHE_SIZE, cache_bytes: int = CACHE_BYTES):
+        self.plan = plan
+        self._cases = _LRU(cache_size, cache_bytes, _case_bytes)
+        self._objects = _LRU(cache_size)
+        self._harmonizer = None
+        self._harmonizer_lock = threading.Lock()
+        self._resources: dict[Any, Any] = {}
+        self._resource_lock = threading.Lock()
+
+    def case(self, case_id: str) -> Case:
+        """The real case ``case_id``, loaded once per worker."""
+        rec = self.plan.case(case_id)
+        return self._cases.get(case_id, lambda: load_case(rec.image_paths, rec.label_path, case_id=rec.case_id))
+
+    def brain_mask(self, case_id: str) -> np.ndarray | None:
+        """The case's brain mask (bool) or ``None``."""
+        rec = self.plan.case(case_id)
+        if rec.brain_mask_path is None:
+            return None
+
+        return self._objects.get(("brain", case_id), lambda: load_label(rec.brain_mask_path)[0] > 0)
+
+    def cached(self, key, make: Callable[[], Any]):
+        """A method's per-worker object (e.g. a donor's CarveField), built once by ``make`` (LRU)."""
+        return self._objects.get(key, make)
+
+    def training_set(self) -> Dataset:
+        """The training pool as a :class:`~napari_lesionmix.io.dataset.Dataset` (held-out cases left out)."""
+        return training_dataset(self.plan)
+
+    def prepared(self, method: Method) -> tuple[Any, Any]:
+        """``(options, resources)`` of a method for this export, prepared once per worker (never evicted)."""
+        with self._resource_lock:
+            if method.name not in self._resources:
+                options = method.Options.from_dict(self.plan.config.options.get(method.name, {}))
+                self._resources[method.name] = (options, method.prepare(self, options))
+            return self._resources[method.name]
+
+    @property
+    def harmonizer(self):
+        """The harmonizer of ``config.harmonize`` (loaded once per worker), or ``None``."""
+        spec = self.plan.config.harmonize
+        if not spec:
+            return None
+        with self._harmonizer_lock:
+            if self._harmonizer is None:
+                try:
+                    from napari_lesionmix.harmonize import load_harmonizer
+                except ImportError as exc:
+                    raise LesionMixError(f"Harmonization is not available in this installation ({exc}).") from None
+                self._harmonizer = load_harmonizer(spec, self.plan.config.harmonize_device)
+        return self._harmonizer
+
+
+def training_dataset(plan: ExportPlan) -> Dataset:
+    """The training pool of a plan as a :class:`~napari_lesionmix.io.dataset.Dataset`."""
+    train = set(plan.train_ids)
+    records = [CaseRecord(c.case_id, c.image_paths, c.label_path, c.brain_mask_path)
+               for c in plan.cases if c.case_id in train]
+    return Dataset(plan.config.dataset, "export-train", records, dict(plan.channel_names), dict(plan.labels))
+
+
+def _draw_and_apply(ctx: ExportContext, rng: np.random.Generator, a: Assignment) -> MethodResult:
+    """The method's params from the sample's generator, then the sample.
+
+    When the drawn donor cannot make a sample, another is drawn from the same
+    generator (at most :data:`DONOR_TRIES` donors), so the sample stays a
+    function of (seed, index); the donor used is the one recorded.
+    """
+    method = get_method(a.method)
+    options, resources = ctx.prepared(method)
+    host = ctx.case(a.host_id)
+    others = [d for d in ctx.plan.donor_ids if d != a.host_id] or list(ctx.plan.donor_ids)
+    donor_id = a.donor_id
+    for attempt in range(DONOR_TRIES):
+        inputs = Inputs(host, ctx.case(donor_id) if method.needs_donor else None, ctx.brain_mask(a.host_id))
+        try:
+            method.check_inputs(inputs)
+            params = method.sample(rng, inputs, options, resources)
+            break
+        except DrawRejected as exc:
+            if attempt == DONOR_TRIES - 1:
+                raise LesionMixError(f"{method.label} sample {a.case_id} found no valid placement: {exc}") from None
+            donor_id = others[int(rng.integers(len(others)))]
+    params = with_provenance(params, ctx.plan.config.seed, a.index)
+    return MethodResult(method.apply(inputs, params, resources), host, method.source_ids(params))
+
+
+def make_sample(ctx: ExportContext, index: int) -> tuple[Assignment, MethodResult]:
+    """Draw and build synthetic sample ``index`` (harmonized if the plan asks for it)."""
+    a, rng = assign(ctx.plan, index)
+    result = _draw_and_apply(ctx, rng, a)
+    h = ctx.harmonizer
+    if h is not None:
+        syn = result.synthetic
+        image = h.harmonize(syn.image, syn.mask)
+        result.synthetic = Synthetic(image=np.asarray(image, np.float32), label=syn.label, mask=syn.mask,
+                                     params=syn.params)
+    return a, result

@@ -1,0 +1,148 @@
+"""Display geometry of a NIfTI volume in napari, Qt-free: reorientation and the layer metadata.
+
+The voxels are reoriented (nibabel's :func:`~nibabel.orientations.io_orientation`,
+the closest canonical orientation, no resampling) so that a layer's data axes
+are ``(S, P, L)``: anterior up, patient right on the left of the screen (the
+radiological convention). :class:`DisplayOrientation` maps between file and
+display order; :func:`geometry_metadata` is what the reader stores in
+``layer.metadata["lesionmix"]`` and the writer and widgets read back. The npe2
+reader (:mod:`napari_lesionmix._reader`) and the widgets both use this module.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from nibabel import orientations as nio
+
+#: Axis codes of the layer's data axes (see the module docstring).
+DISPLAY_AXCODES = ("S", "P", "L")
+#: Key of our entry in ``layer.metadata``.
+META_KEY = "lesionmix"
+
+
+class DisplayOrientation:
+    """Permutation and flips between a file's voxel order and the display order.
+
+    Parameters
+    ----------
+    affine : ndarray, shape (4, 4)
+        Voxel-to-RAS affine of the file.
+    shape : sequence of 3 ints
+        Spatial shape in the file's voxel order.
+
+    Attributes
+    ----------
+    transform : ndarray, shape (3, 2)
+        nibabel orientation transform from file order to display order.
+    display_shape : tuple of 3 ints
+    display_affine : ndarray, shape (4, 4)
+        Voxel-to-RAS affine of the reoriented array.
+    """
+
+    def __init__(self, affine: np.ndarray, shape: Sequence[int]):
+        self.affine = np.asarray(affine, dtype=float)
+        self.shape = tuple(int(s) for s in shape[:3])
+        start = nio.io_orientation(self.affine)
+        self.transform = nio.ornt_transform(start, nio.axcodes2ornt(DISPLAY_AXCODES))
+        self.inverse = nio.ornt_transform(nio.axcodes2ornt(DISPLAY_AXCODES), start)
+        self.display_affine = self.affine @ nio.inv_ornt_aff(self.transform, self.shape)
+        self.display_shape = tuple(
+            int(self.shape[int(np.where(self.transform[:, 0] == d)[0][0])]) for d in range(3)
+        )
+
+    # -- arrays ---------------------------------------------------------------
+    def to_display(self, data: np.ndarray) -> np.ndarray:
+        """A view of a 3D array (or ``(C, I, J, K)``) in display order; no copy."""
+        data = np.asarray(data)
+        if data.ndim == 4:  # leading channel axis
+            return _apply_lead(data, self.transform)
+        return nio.apply_orientation(data, self.transform)
+
+    def to_original(self, data: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`to_display`."""
+        data = np.asarray(data)
+        if data.ndim == 4:
+            return _apply_lead(data, self.inverse)
+        return nio.apply_orientation(data, self.inverse)
+
+    def display_index(self, ijk: Sequence[float]) -> tuple[float, float, float]:
+        """File voxel index -> display voxel index."""
+        out = [0.0, 0.0, 0.0]
+        for a, (d, flip) in enumerate(self.transform):
+            v = float(ijk[a])
+            out[int(d)] = (self.shape[a] - 1 - v) if flip < 0 else v
+        return tuple(out)  # type: ignore[return-value]
+
+    def original_index(self, zyx: Sequence[float]) -> tuple[float, float, float]:
+        """Display voxel index -> file voxel index."""
+        out = [0.0, 0.0, 0.0]
+        for a, (d, flip) in enumerate(self.transform):
+            v = float(zyx[int(d)])
+            out[a] = (self.shape[a] - 1 - v) if flip < 0 else v
+        return tuple(out)  # type: ignore[return-value]
+
+    # -- napari geometry ------------------------------------------------------
+    @property
+    def scale(self) -> tuple[float, float, float]:
+        """Voxel size in mm along the display axes."""
+        return tuple(float(s) for s in np.sqrt((self.display_affine[:3, :3] ** 2).sum(axis=0)))  # type: ignore[return-value]
+
+    @property
+    def translate(self) -> tuple[float, float, float]:
+        """World position of display voxel 0 in LPS mm, ``(z, y, x)`` order."""
+        x, y, z = self.display_affine[:3, 3]
+        return float(z), float(-y), float(-x)
+
+
+def _apply_lead(data: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """``apply_orientation`` on the last three axes of a ``(C, I, J, K)`` array (a view)."""
+    moved = np.moveaxis(data, 0, -1)  # nibabel keeps trailing axes untouched
+    return np.moveaxis(nio.apply_orientation(moved, transform), -1, 0)
+
+
+def affine_from_layer_geometry(scale: Sequence[float], translate: Sequence[float]) -> np.ndarray:
+    """RAS affine of display-order data placed at ``scale``/``translate`` (LPS, z-y-x).
+
+    Used for layers that did not come from our reader (e.g. a Labels layer the
+    user painted): display axis 0 points S, 1 points P, 2 points L.
+    """
+    s = [float(v) for v in scale][-3:]
+    t = [float(v) for v in translate][-3:]
+    aff = np.zeros((4, 4))
+    aff[2, 0] = s[0]
+    aff[1, 1] = -s[1]
+    aff[0, 2] = -s[2]
+    aff[:3, 3] = (-t[2], -t[1], t[0])
+    aff[3, 3] = 1.0
+    return aff
+
+
+# -- metadata -------------------------------------------------------------------
+def header_to_text(header: nib.Nifti1Header) -> str:
+    """The 348-byte NIfTI-1 header (or 540-byte NIfTI-2) as base64 text (JSON-safe)."""
+    return base64.b64encode(header.binaryblock).decode("ascii")
+
+
+def header_from_text(text: str) -> nib.Nifti1Header:
+    raw = base64.b64decode(text)
+    cls = nib.Nifti2Header if len(raw) == 540 else nib.Nifti1Header
+    return cls(binaryblock=raw, check=False)
+
+
+def geometry_metadata(affine: np.ndarray, header: nib.Nifti1Header | None, shape: Sequence[int],
+                      source: str | None = None, kind: str = "image") -> dict[str, Any]:
+    """The serialisable ``layer.metadata["lesionmix"]`` entry the writer restores from."""
+    hdr = header if header is not None else nib.Nifti1Header()
+    return {
+        "affine": np.asarray(affine, dtype=float).tolist(),
+        "header": header_to_text(hdr),
+        "shape": [int(s) for s in shape[:3]],
+        "display_axcodes": list(DISPLAY_AXCODES),
+        "source": source,
+        "kind": kind,
+    }
