@@ -118,7 +118,7 @@ def test_cli_replay_refuses_other_cases(pair_on_disk, tmp_path, capsys):
     capsys.readouterr()
     assert main(["carvemix", *swapped, "--params", str(out / "params.json"), "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
-    assert "was drawn for other cases than the given host 'donor' (recorded: 'host')" in err
+    assert "were drawn for other cases than the given host 'donor' (recorded: 'host')" in err
     assert not (tmp_path / "b").exists()
 
 

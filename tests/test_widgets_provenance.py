@@ -60,11 +60,46 @@ def test_replay_from_json_is_bit_identical(studio, qtbot):
     assert prov.replay(params.to_json())
 
 
+def test_the_studio_seed_is_the_cli_seed(studio, qtbot, pair_on_disk, tmp_path):
+    """The n-th sample of seed s in the studio is `lesionmix carvemix --seed s --index n-1`, byte for byte."""
+    from napari_lesionmix.cli import main
+    from napari_lesionmix.io.synthetic import write_synthetic
+
+    viewer, prov, cm, session = studio
+    cm.seed.setValue(3)
+    for index in range(2):
+        p = cm.sample_lambda()
+        qtbot.waitUntil(lambda p=p: session.synthetic.params == p and not session.busy, timeout=10000)
+        assert (p.seed, p.sample_index) == (3, index)
+        write_synthetic(tmp_path / f"studio{index}", session.synthetic, session.host)
+        pair = pair_on_disk
+        assert main(["carvemix", "--host-image", str(pair["host"]["images"][0]), "--host-label",
+                     str(pair["host"]["label"]), "--donor-image", str(pair["donor"]["images"][0]),
+                     "--donor-label", str(pair["donor"]["label"]), "--seed", "3", "--index", str(index),
+                     "--out", str(tmp_path / f"cli{index}")]) == 0
+        for f in ("image_0000.nii.gz", "label.nii.gz", "mask.nii.gz"):
+            assert (tmp_path / f"studio{index}" / f).read_bytes() == (tmp_path / f"cli{index}" / f).read_bytes()
+
+
+def test_methods_without_a_dock_replay_through_the_registry(studio, qtbot):
+    from napari_lesionmix.augment.registry import generate
+
+    viewer, prov, cm, session = studio
+    for name in ("mixup", "cutmix"):
+        ref = generate(name, session.host, session.donor, seed=2, index=4)
+        assert prov.replay(ref.params.to_json())
+        qtbot.waitUntil(lambda ref=ref: session.synthetic.params == ref.params and not session.busy, timeout=10000)
+        np.testing.assert_array_equal(session.synthetic.image, ref.image)
+        np.testing.assert_array_equal(session.synthetic.label, ref.label)
+        assert prov.status.text() == f"Current case: {name} of donor 'donor' into host 'host'."
+
+
 BAD_REPLAYS = [
     ("{not json", "Params are not valid JSON"),
     ("", "There is no params JSON to replay"),
     ('{"method": "nosuch"}', "Unknown augmentation method 'nosuch'"),
-    (CarveMixParams("other", "donor", 0.5).to_json(), "load that pair first"),
+    (CarveMixParams("other", "donor", 0.5).to_json(),
+     "were drawn for other cases than the given host 'host' (recorded: 'other')"),
     (CarveMixParams("host", "donor", 1e6).to_json(), "do not fit the loaded donor"),
 ]
 

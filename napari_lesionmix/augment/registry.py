@@ -386,6 +386,17 @@ def draw(method: Method, seed: int, index: int, inputs: Inputs, options: Options
     return with_provenance(params, seed, index)
 
 
+def check_recorded_cases(params: Params, inputs: Inputs, where: str = "These params") -> None:
+    """Raise when ``inputs`` are not the cases ``params`` were drawn on: a replay there is another sample."""
+    recorded = {"host": params.host_id, "donor": getattr(params, "donor_id", None)}
+    given = {"host": inputs.host.case_id, "donor": inputs.donor.case_id if inputs.donor is not None else None}
+    wrong = [f"{role} '{given[role]}' (recorded: '{recorded[role]}')" for role in ("host", "donor")
+             if recorded[role] is not None and given[role] is not None and recorded[role] != given[role]]
+    if wrong:
+        raise LesionMixError(f"{where} were drawn for other cases than the given {' and '.join(wrong)}; "
+                             "load the recorded cases to replay them.")
+
+
 def generate(method: str | Method, host: Case, donor: Case | None = None, *, seed: int = 0, index: int = 0,
              options: Options | Mapping[str, Any] | None = None, brain_mask: np.ndarray | None = None,
              training_set: Dataset | None = None, sources: Sources | None = None) -> Synthetic:

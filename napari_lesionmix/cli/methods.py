@@ -19,7 +19,14 @@ import functools
 import sys
 import typing
 
-from napari_lesionmix.augment.registry import Inputs, LocalSources, Method, methods, option_types
+from napari_lesionmix.augment.registry import (
+    Inputs,
+    LocalSources,
+    Method,
+    check_recorded_cases,
+    methods,
+    option_types,
+)
 from napari_lesionmix.cli._common import (
     add_pair_arguments,
     load_mask_on_grid,
@@ -137,7 +144,7 @@ def run(method: Method, args: argparse.Namespace) -> int:
     inputs, sources, record = load_inputs(method, args)
     if args.params:
         params = read_params(args.params, method.Params)
-        _check_recorded_cases(args.params, params, inputs)
+        check_recorded_cases(params, inputs, f"The params in '{args.params}'")
         options = method.options_for(params)
         resources = method.prepare(sources, options)
         method.check_inputs(inputs)
@@ -150,15 +157,3 @@ def run(method: Method, args: argparse.Namespace) -> int:
     paths = write_synthetic(args.out, synthetic, inputs.host, record)
     print(f"{method.name}: {method.describe(synthetic)} -> {paths['params'].parent}")
     return 0
-
-
-def _check_recorded_cases(path, params, inputs: Inputs) -> None:
-    """Replaying on other cases than the recorded ones gives another sample: say so instead."""
-    recorded = {"host": params.host_id, "donor": getattr(params, "donor_id", None)}
-    given = {"host": inputs.host.case_id, "donor": inputs.donor.case_id if inputs.donor is not None else None}
-    wrong = [f"{role} '{given[role]}' (recorded: '{recorded[role]}')" for role in ("host", "donor")
-             if recorded[role] is not None and given[role] is not None and recorded[role] != given[role]]
-    if wrong:
-        raise LesionMixError(f"Params file '{path}' was drawn for other cases than the given "
-                             f"{' and '.join(wrong)}; give the recorded cases to replay it.")
-

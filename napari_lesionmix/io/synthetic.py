@@ -5,18 +5,26 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from napari_lesionmix.augment.params import Synthetic
 from napari_lesionmix.io.atomic import write_json_atomic
 from napari_lesionmix.io.nifti import Case, save_image, save_label
 
 
+class SampleLike(Protocol):
+    """What is written of a sample (:class:`~napari_lesionmix.augment.params.Synthetic` is one)."""
+
+    image: np.ndarray
+    label: np.ndarray
+    mask: np.ndarray
+    params: Any  # has to_dict()
+
+
 def write_synthetic(
     out_dir: str | os.PathLike,
-    synthetic: Synthetic,
+    synthetic: SampleLike,
     host: Case,
     inputs: dict[str, Any] | None = None,
 ) -> dict[str, Path]:

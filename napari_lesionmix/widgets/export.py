@@ -31,6 +31,7 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -44,11 +45,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_lesionmix.augment.registry import methods
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.widgets.state import bind, get_session, notify_error, notify_info
 
-METHODS = ("carvemix", "softcp", "lesionmix")
-LABELS = {"carvemix": "CarveMix", "softcp": "Soft-CP", "lesionmix": "LesionMix"}
 #: Milliseconds between two copies of the progress counts into the bar.
 POLL_MS = 100
 #: Narrowest width (px) the gallery image is scaled to (it otherwise fills the dock's width).
@@ -71,16 +71,18 @@ class ExportWidget(QWidget):
         self.dataset_label.setWordWrap(True)
         self.weights = {}
         mix = QGroupBox("Method mix (relative weights)")
-        mf = QHBoxLayout(mix)
-        for name in METHODS:
+        mf = QGridLayout(mix)
+        # Every registered method, in its default settings; the first one is on by default.
+        for k, method in enumerate(methods()):
             s = QDoubleSpinBox()
             s.setRange(0.0, 100.0)
             s.setSingleStep(0.5)
-            s.setValue(1.0 if name == "carvemix" else 0.0)
-            s.setToolTip(f"Relative weight of {LABELS[name]} (0 leaves it out)")
-            self.weights[name] = s
-            mf.addWidget(QLabel(LABELS[name]))
-            mf.addWidget(s, 1)
+            s.setValue(1.0 if k == 0 else 0.0)
+            s.setToolTip(f"Relative weight of {method.label}: {method.summary} (0 leaves it out)")
+            self.weights[method.name] = s
+            row, col = divmod(k, 3)
+            mf.addWidget(QLabel(method.label), row, 2 * col)
+            mf.addWidget(s, row, 2 * col + 1)
 
         self.count = QSpinBox()
         self.count.setRange(1, 1_000_000)

@@ -2,10 +2,14 @@
 
 The text box shows ``{"version", "inputs", "params"}`` (the ``params.json``
 layout of :func:`napari_lesionmix.io.synthetic.write_synthetic`). "Replay" reads
-the box (or any pasted ``params.json``), rebuilds the params with
-:func:`~napari_lesionmix.augment.params.params_from_json` and hands them to the
-replayer the method's widget registered in ``session.replayers``; a bad JSON or
-params for another pair becomes a notification, and nothing else changes.
+the box (or any pasted ``params.json`` or export manifest record), rebuilds the
+params with :func:`~napari_lesionmix.augment.params.params_from_json`, checks
+that they were drawn on the loaded cases, and replays them: through the
+replayer a method's dock registered in ``session.replayers`` (which also moves
+its controls), else through the registry
+(:func:`~napari_lesionmix.augment.registry.replay`), so any registered method
+replays. A bad JSON or params for other cases becomes a notification, and
+nothing else changes.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_lesionmix.augment.params import params_from_json
+from napari_lesionmix.augment.registry import Inputs, check_recorded_cases, get_method, replay
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.widgets.state import bind, get_session, notify_error
 
@@ -92,11 +97,19 @@ class ProvenanceWidget(QWidget):
             if not text.strip():
                 raise LesionMixError("There is no params JSON to replay; paste a params.json first.")
             params = params_from_json(text)
-            replayer = self.session.replayers.get(params.method)
-            if replayer is None:
-                raise LesionMixError(
-                    f"No widget can replay '{params.method}' params; open its dock widget first.")
-            replayer(params)
+            method = get_method(params.method)
+            s = self.session
+            if s.host is None:
+                raise LesionMixError("No host is loaded; use the Load widget first.")
+            inputs = Inputs(s.host, s.donor if method.needs_donor else None, s.host_brain_mask)
+            check_recorded_cases(params, inputs, "The params in the box")
+            replayer = s.replayers.get(params.method)
+            if replayer is not None:
+                replayer(params)
+            else:
+                method.check_inputs(inputs)
+                s.run(replay, params, inputs.host, inputs.donor, brain_mask=inputs.brain_mask, sources=s,
+                      on_done=s.set_synthetic, desc=f"Replaying {method.label}")
         except LesionMixError as exc:
             notify_error(str(exc))
             self.status.setText(str(exc))

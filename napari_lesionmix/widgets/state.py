@@ -182,6 +182,7 @@ class StudioSession:
         #: (ending in :meth:`set_synthetic`) or raises LesionMixError; Provenance replays through it.
         self.replayers: dict[str, Callable[[Params], None]] = {}
         self._fields: dict[tuple, CarveField] = {}
+        self._cache: dict = {}
         self._workers: list = []
 
     @property
@@ -204,6 +205,7 @@ class StudioSession:
         self.host, self.donor = host, donor
         self.host_record, self.donor_record = host_record, donor_record
         self.host_brain_mask, self.donor_brain_mask = host_brain_mask, donor_brain_mask
+        self._cache.clear()
         self.orientation = DisplayOrientation(host.affine, host.shape)
         ch = host.image[0]
         sample = ch[:: 2, :: 2, :: 2]
@@ -236,6 +238,33 @@ class StudioSession:
         if self.host is None or self.donor is None:
             raise LesionMixError("No host/donor pair is loaded; use the Load widget first.")
         return self.host, self.donor
+
+    # -- registry Sources (napari_lesionmix.augment.registry.Sources) ----------
+    def case(self, case_id: str) -> Case:
+        """A case by id: the loaded host or donor, else one of the scanned dataset."""
+        for case in (self.host, self.donor):
+            if case is not None and case.case_id == case_id:
+                return case
+        if self.dataset is not None and case_id in self.dataset.case_ids:
+            return self.cached(("case", case_id), lambda: self.dataset[case_id].load())
+        raise LesionMixError(f"Case '{case_id}' is neither loaded nor in the scanned dataset.")
+
+    def brain_mask(self, case_id: str) -> np.ndarray | None:
+        for case, mask in ((self.host, self.host_brain_mask), (self.donor, self.donor_brain_mask)):
+            if case is not None and case.case_id == case_id:
+                return mask
+        if self.dataset is not None and case_id in self.dataset.case_ids:
+            return self.cached(("brain", case_id), lambda: self.dataset[case_id].load_brain_mask())
+        return None
+
+    def training_set(self) -> Dataset | None:
+        return self.dataset
+
+    def cached(self, key, make: Callable[[], Any]) -> Any:
+        """An object built once per loaded pair (a method's prepared work)."""
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
 
     def carve_field(self, per_lesion: bool = False, connectivity: int = 26) -> CarveField:
         """The donor's :class:`CarveField`, computed once per donor and variant."""
