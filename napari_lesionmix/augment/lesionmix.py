@@ -85,6 +85,7 @@ Choices where the paper is silent (all parameters, defaults in brackets):
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -727,6 +728,7 @@ def lesionmix(
     bank: LesionBank | None = None,
     brain_mask: np.ndarray | None = None,
     check_load: bool = True,
+    timings: dict[str, float] | None = None,
 ) -> Synthetic:
     """Apply LesionMix params to a host (deterministic).
 
@@ -741,6 +743,9 @@ def lesionmix(
     check_load : bool
         Verify the result's load equals ``params.reached_load_ml`` (it does unless
         the host, bank or brain mask differ from those the params were drawn with).
+    timings : dict, optional
+        Populate mode adds the seconds spent per step ("transform", "soft mask",
+        "blend") to it, for ``benchmarks/lesionmix_speed.py``.
 
     Returns
     -------
@@ -768,7 +773,7 @@ def lesionmix(
             brain_mask = np.asarray(brain_mask, bool)
             if brain_mask.shape != host.shape:
                 raise LesionMixError(f"The brain mask has shape {brain_mask.shape} but the host has {host.shape}.")
-        image, label, mask = _apply_populate(host, params, bank, brain_mask if params.brain_clip else None)
+        image, label, mask = _apply_populate(host, params, bank, brain_mask if params.brain_clip else None, timings)
     if check_load:
         load = lesion_load_ml(label, host.spacing)
         if abs(load - params.reached_load_ml) > 0.5 * voxel_volume_ml(host.spacing):
@@ -779,10 +784,9 @@ def lesionmix(
     return Synthetic(image=image, label=label, mask=mask, params=params)
 
 
-def _soft_pad(params_or_dilate) -> int:
+def _soft_pad(params: LesionMixParams) -> int:
     """Voxels added around a transformed crop so the soft mask's dilation fits inside it."""
-    k = params_or_dilate.soft_dilate if isinstance(params_or_dilate, LesionMixParams) else int(params_or_dilate)
-    return int(k) + 1
+    return int(params.soft_dilate) + 1
 
 
 def blend_weights(mask: np.ndarray, params: LesionMixParams, spacing) -> np.ndarray:
@@ -790,7 +794,8 @@ def blend_weights(mask: np.ndarray, params: LesionMixParams, spacing) -> np.ndar
     return soft_mask(mask, params.soft_a, params.soft_erode, params.soft_dilate, spacing)
 
 
-def _apply_populate(host: Case, params: LesionMixParams, bank, brain):
+def _apply_populate(host: Case, params: LesionMixParams, bank, brain, timings: dict[str, float] | None = None):
+    clock = {"transform": 0.0, "soft mask": 0.0, "blend": 0.0}
     image = host.image.astype(np.float32, copy=True)
     label = host.label.copy()
     mask = np.zeros(host.shape, np.float32)
@@ -799,6 +804,7 @@ def _apply_populate(host: Case, params: LesionMixParams, bank, brain):
         lesion = bank.lesion(ins.case_id, ins.lesion_index)
         _check_bank_grid(host, [lesion])
         # Pad so the soft mask's dilation is not cut by the crop edge.
+        t0 = time.perf_counter()
         img, hard, lab, warp = transform_lesion(lesion, ins.transform, aug, pad=_soft_pad(params))
         if params.intensity_match == "median":
             ratio = [h / r if r != 0 else 1.0 for h, r in zip(params.host_reference, lesion.reference, strict=True)]
@@ -806,7 +812,9 @@ def _apply_populate(host: Case, params: LesionMixParams, bank, brain):
         host_box, crop_box = _placement(ins.position, warp, host.shape)
         if host_box is None:
             raise LesionMixError(f"Insertion at {ins.position} lies outside host '{host.case_id}' of shape {host.shape}.")
+        t1 = time.perf_counter()
         s = blend_weights(hard, params, host.spacing)[crop_box].astype(np.float32)
+        t2 = time.perf_counter()
         hard, lab, img = hard[crop_box], lab[crop_box], img[(slice(None), *crop_box)]
         if brain is not None:
             b = brain[host_box]
@@ -822,6 +830,11 @@ def _apply_populate(host: Case, params: LesionMixParams, bank, brain):
             lbox = label[host_box]
         np.copyto(lbox, lab.astype(label.dtype), where=hard & (lbox == 0))
         np.maximum(mask[host_box], s, out=mask[host_box])
+        for step, dt in (("transform", t1 - t0), ("soft mask", t2 - t1), ("blend", time.perf_counter() - t2)):
+            clock[step] += dt
+    if timings is not None:
+        for step, dt in clock.items():
+            timings[step] = timings.get(step, 0.0) + dt
     return image, label, mask
 
 

@@ -200,42 +200,6 @@ def sample_rigid(
     raise LesionMixError(f"Unknown rigid transform '{kind}'; choose one of {', '.join(RIGID_KINDS)}.")
 
 
-def sample_affine(
-    rng: np.random.Generator,
-    flip_probability: float = 0.5,
-    max_angle: float = 180.0,
-    scale_range: tuple[float, float] = (0.8, 1.2),
-    isotropic: bool = True,
-    max_translation: float = 0.0,
-) -> AffineParams:
-    """Draw a combined flip/rotation/scale/translation (LesionMix-style per-lesion transform).
-
-    Each axis is flipped with probability ``flip_probability``; three angles
-    from U(-max_angle, max_angle) degrees; scale from U(*scale_range), one
-    factor if ``isotropic``; translation U(-max_translation, max_translation) voxels.
-    """
-    flip = tuple(bool(v) for v in rng.random(3) < flip_probability)
-    angles = tuple(float(v) for v in rng.uniform(-max_angle, max_angle, 3))
-    if isotropic:
-        s = float(rng.uniform(*scale_range))
-        scale = (s, s, s)
-    else:
-        scale = tuple(float(v) for v in rng.uniform(*scale_range, 3))
-    t = tuple(float(v) for v in rng.uniform(-max_translation, max_translation, 3)) if max_translation else (0.0,) * 3
-    return AffineParams("affine", flip, angles, scale, t)
-
-
-def sample_elastic(
-    rng: np.random.Generator,
-    sigma: float | tuple[float, float] = (2.0, 4.0),
-    magnitude: float | tuple[float, float] = (0.0, 2.0),
-) -> ElasticParams:
-    """Draw elastic params; ``sigma``/``magnitude`` are fixed values or (low, high) ranges."""
-    s = float(rng.uniform(*sigma)) if isinstance(sigma, tuple) else float(sigma)
-    m = float(rng.uniform(*magnitude)) if isinstance(magnitude, tuple) else float(magnitude)
-    return ElasticParams(s, m, _draw_seed(rng))
-
-
 #: Default ranges of the intensity transforms (the paper gives none).
 INTENSITY_RANGES: dict[str, tuple[float, float]] = {
     "gamma": (0.7, 1.5),       # exponent, drawn log-uniformly
@@ -400,35 +364,6 @@ def displacement_field(shape: Sequence[int], params: ElasticParams) -> np.ndarra
     if peak > 0:
         field *= params.magnitude / peak
     return field
-
-
-def elastic_warp(
-    image: np.ndarray,
-    mask: np.ndarray | None,
-    params: ElasticParams,
-    order: int = 1,
-    mask_mode: str = "threshold",
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Warp a ``(C, I, J, K)`` crop and its mask by a smooth random displacement field.
-
-    Output voxel ``v`` takes the input value at ``v + u(v)``, ``u`` from
-    :func:`displacement_field`; the shape is unchanged.
-    """
-    image = np.asarray(image)
-    _check_crop(image, mask, order)
-    if params.magnitude == 0:
-        return image.astype(np.float32, copy=True), (None if mask is None else mask.copy())
-    shape = image.shape[1:]
-    coords = np.indices(shape, dtype=np.float32) + displacement_field(shape, params)
-
-    def warp(vol, ord_, cval, mode="constant"):
-        return ndi.map_coordinates(vol, coords, order=ord_, mode=mode, cval=cval, prefilter=ord_ > 1)
-
-    out = np.empty(image.shape, np.float32)
-    for c in range(image.shape[0]):
-        out[c] = warp(image[c].astype(np.float32, copy=False), order, 0.0, "nearest")
-    out_mask = None if mask is None else _resample_mask(mask, mask_mode, warp)
-    return out, out_mask
 
 
 # --------------------------------------------------------------------------- intensity
