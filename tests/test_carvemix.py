@@ -80,6 +80,20 @@ def test_equations_1_and_2(host_case, donor_case):
     assert m.sum() > (donor_case.label != 0).sum()  # positive lambda grows the ROI
 
 
+@pytest.mark.parametrize("t", [-1.2, -0.7, -0.2, 0.0, 0.3, 1.0, 2.5])
+def test_without_a_field_one_lambda_costs_only_its_distances(host_case, donor_case, t):
+    """carvemix() with no cached field (roi_at) carves the definition's ROI, and the field's."""
+    field = CarveField.from_case(donor_case, max_lambda=3 * abs(donor_case.spacing[0]) + 10)
+    lam = t * abs(field.d_min)
+    params = CarveMixParams("host", "donor", lam)
+    syn = carvemix(host_case, donor_case, params)
+    reference = signed_distance_full(donor_case.label != 0, donor_case.spacing) <= lam
+    np.testing.assert_array_equal(syn.mask, reference)
+    with_field = carvemix(host_case, donor_case, params, field=field)
+    np.testing.assert_array_equal(syn.image, with_field.image)
+    np.testing.assert_array_equal(syn.label, with_field.label)
+
+
 def test_equation_7_distribution():
     rng = np.random.default_rng(0)
     d_min = -6.0

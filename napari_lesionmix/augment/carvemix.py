@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_lesionmix.augment.distance import BoxDistance, signed_distance_box
+from napari_lesionmix.augment.distance import BoxDistance, roi_at, signed_distance_box
 from napari_lesionmix.augment.lesions import CONNECTIVITY, connectivity_structure
 from napari_lesionmix.augment.params import Params, Synthetic
 from napari_lesionmix.augment.registry import Inputs, Method, Options, Sources, option, register
@@ -302,7 +302,10 @@ def carvemix(
         Same grid and channels; the donor must have a lesion.
     params : CarveMixParams
     field : CarveField, optional
-        The donor's precomputed field (built here if omitted or incompatible).
+        The donor's precomputed field. Without one (or with one that cannot
+        serve the params), a global lambda costs only the distances it needs
+        (:func:`~napari_lesionmix.augment.distance.roi_at`); per-lesion params
+        build their field.
 
     Returns
     -------
@@ -314,16 +317,18 @@ def carvemix(
     if host.label is None:
         raise LesionMixError(f"Host case '{host.case_id}' has no label map; CarveMix needs one.")
     lam = params.lambdas
-    if field is None or not field.serves(params, donor.shape):
-        field = CarveField(
-            donor.label,
-            donor.spacing,
-            per_lesion=params.per_lesion,
-            connectivity=params.connectivity,
-            max_lambda=max(float(np.max(lam)), 0.0),
-        )
-    roi = field.roi(lam)
-    image, label = mix_with_roi(host.image, host.label, donor.image, donor.label, roi, field.box)
+    if field is not None and field.serves(params, donor.shape):
+        roi, box = field.roi(lam), field.box
+    elif params.per_lesion:
+        field = CarveField(donor.label, donor.spacing, per_lesion=True, connectivity=params.connectivity,
+                           max_lambda=max(float(np.max(lam)), 0.0))
+        roi, box = field.roi(lam), field.box
+    else:
+        # One known lambda: only the distances it needs (see roi_at), not the whole field.
+        roi_box, box = roi_at(donor.label != 0, donor.spacing, float(lam))
+        roi = np.zeros(donor.shape, dtype=bool)
+        roi[box] = roi_box
+    image, label = mix_with_roi(host.image, host.label, donor.image, donor.label, roi, box)
     return Synthetic(image=image, label=label, mask=roi, params=params)
 
 

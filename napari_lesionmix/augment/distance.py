@@ -154,6 +154,40 @@ def signed_distance_box(
     return BoxDistance(outer, values, d_min, lam_max)
 
 
+def roi_at(mask: np.ndarray, spacing: Sequence[float], lam: float,
+           backend: str = "edt") -> tuple[np.ndarray, tuple[slice, ...]]:
+    """CarveMix's ROI ``M = {D <= lam}`` (Eq. 4) for one lambda, computing only the distances it needs.
+
+    A sample with a known lambda (a replay, or the public API without a cached
+    field) needs neither the field's full range nor both EDTs: for ``lam >= 0``
+    M is the lesion plus the outside voxels within ``lam`` mm of it, so one
+    outside EDT on the lesion box grown by ``lam`` (not ``|Dmin|``) decides it;
+    for ``lam < 0`` M is the lesion voxels at least ``-lam`` mm deep, one inside
+    EDT on the tight box. Both give the same voxels as :func:`signed_distance_box`.
+
+    Returns
+    -------
+    roi_in_box : ndarray of bool
+        M on ``box``.
+    box : tuple of slice
+        Where M can be non-zero (M is empty outside it).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    tight = bounding_box(mask)
+    if tight is None:
+        raise ValueError("the lesion mask is empty")
+    spacing = tuple(float(s) for s in spacing)
+    if lam < 0:
+        inner = _grow(tight, (1, 1, 1), mask.shape)
+        # D = -inside on lesion voxels: D <= lam  <=>  inside >= -lam (background is never in M).
+        return _edt(mask[inner], spacing, backend) >= -lam, inner
+    outer = _grow(tight, tuple(math.ceil(lam / s) + 1 for s in spacing), mask.shape)
+    sub = mask[outer]
+    roi = _edt(~sub, spacing, backend) <= lam
+    roi |= sub  # lesion voxels have D < 0 <= lam
+    return roi, outer
+
+
 def signed_distance_full(mask: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
     """Reference: Eq. (3) with two full-volume SciPy EDTs, as the CarveMix authors compute it.
 
