@@ -92,8 +92,7 @@ def _mixed_label(host: Case, donor: Case, lam: float, kind: str, where_donor: np
 
 
 def _binary_label(case: Case, role: str) -> np.ndarray:
-    if case.label is None:
-        raise LesionMixError(f"{role} case '{case.case_id}' has no label map.")
+    case.require_label(role, "Mixup and CutMix")
     if case.label.max() > 1:
         raise LesionMixError(
             f"{role} label of '{case.case_id}' has classes up to {int(case.label.max())}; Mixup and "

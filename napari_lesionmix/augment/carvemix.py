@@ -314,8 +314,7 @@ def carvemix(
     """
     check_same_grid(host, donor)
     donor.require_lesion("Donor")
-    if host.label is None:
-        raise LesionMixError(f"Host case '{host.case_id}' has no label map; CarveMix needs one.")
+    host.require_label("Host", "CarveMix")
     lam = params.lambdas
     if field is not None and field.serves(params, donor.shape):
         roi, box = field.roi(lam), field.box

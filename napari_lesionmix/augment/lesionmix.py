@@ -116,6 +116,7 @@ from napari_lesionmix.augment.softmask import (
     DEFAULT_K_DILATE,
     DEFAULT_K_ERODE,
     soft_mask,
+    soft_paste,
 )
 from napari_lesionmix.augment.transforms import (
     AffineParams,
@@ -545,8 +546,7 @@ def sample_lesionmix(
     -------
     LesionMixParams
     """
-    if host.label is None:
-        raise LesionMixError(f"Host case '{host.case_id}' has no label map; LesionMix needs one.")
+    host.require_label("Host", "LesionMix")
     if mode not in ("auto", *MODES):
         raise LesionMixError(f"LesionMix mode must be 'auto', 'populate' or 'inpaint', got '{mode}'.")
     if on_unreachable not in ("warn", "raise", "ignore"):
@@ -753,8 +753,7 @@ def lesionmix(
         ``mask`` is float32: the union (max) of the pasted lesions' soft masks,
         and 1 on inpainted voxels.
     """
-    if host.label is None:
-        raise LesionMixError(f"Host case '{host.case_id}' has no label map; LesionMix needs one.")
+    host.require_label("Host", "LesionMix")
     if params.mode == "inpaint":
         image, label, mask = _apply_inpaint(host, params)
     else:
@@ -820,16 +819,14 @@ def _apply_populate(host: Case, params: LesionMixParams, bank, brain, timings: d
             b = brain[host_box]
             s = s * b
             hard = hard & b
-        region = image[(slice(None), *host_box)]
         # Soft-CP Eq. (1): I = S * I_paste + (1 - S) * I_host
-        region[:] = s[None] * img + (1.0 - s[None]) * region
+        soft_paste(image, mask, host_box, s, img)
         # Soft-CP Eq. (2): Y = Y_host U Y_paste, host values kept where both are lesion.
         lbox = label[host_box]
         if lab.dtype.itemsize > label.dtype.itemsize:
             label = label.astype(lab.dtype)
             lbox = label[host_box]
         np.copyto(lbox, lab.astype(label.dtype), where=hard & (lbox == 0))
-        np.maximum(mask[host_box], s, out=mask[host_box])
         for step, dt in (("transform", t1 - t0), ("soft mask", t2 - t1), ("blend", time.perf_counter() - t2)):
             clock[step] += dt
     if timings is not None:

@@ -155,8 +155,7 @@ def extract_lesions(
     -------
     list of Lesion
     """
-    if case.label is None:
-        raise LesionMixError(f"Case '{case.case_id}' has no label map; lesions need one.")
+    case.require_label("Case", "lesion extraction")
     if int(margin) < 0:
         raise LesionMixError(f"Lesion crop margin must be >= 0 voxels, got {margin}.")
     comps, n = components if components is not None else label_components(case.label, connectivity)
@@ -284,8 +283,7 @@ class LesionBank:
         """The lesions of one case (extracted on first use)."""
         if case_id not in self._lesions:
             case = self.case(case_id)
-            if case.label is None:
-                raise LesionMixError(f"Case '{case_id}' has no label map; lesions need one.")
+            case.require_label("Case", "lesion extraction")
             self._lesions[case_id] = extract_lesions(case, self.connectivity, self.margin, self.min_voxels,
                                                      brain_mask=self.brain_mask(case_id))
             self._loads[case_id] = lesion_load_ml(case.label, case.spacing)

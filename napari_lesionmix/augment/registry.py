@@ -309,8 +309,7 @@ class Method:
         """A clear error for inputs this method cannot use."""
         if self.needs_donor and inputs.donor is None:
             raise LesionMixError(f"{self.label} needs a donor case.")
-        if inputs.host.label is None:
-            raise LesionMixError(f"Host case '{inputs.host.case_id}' has no label map; {self.label} needs one.")
+        inputs.host.require_label("Host", self.label)
 
 
 _METHODS: dict[str, Method] = {}

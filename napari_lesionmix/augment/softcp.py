@@ -92,6 +92,7 @@ from napari_lesionmix.augment.softmask import (
     DEFAULT_K_DILATE,
     DEFAULT_K_ERODE,
     soft_mask_box,
+    soft_paste,
 )
 from napari_lesionmix.augment.transforms import (
     AffineParams,
@@ -702,8 +703,7 @@ def sample_softcp(
     SoftCPParams
     """
     check_same_grid(host, donor)
-    if host.label is None:
-        raise LesionMixError(f"Host case '{host.case_id}' has no label map; Soft-CP needs one.")
+    host.require_label("Host", "Soft-CP")
     _check_delta(delta1, delta2)
     if not 0.0 < a < 1.0:
         raise LesionMixError(f"The softening coefficient a must lie in (0, 1), got {a!r}.")
@@ -847,8 +847,7 @@ def softcp(
         ``mask`` the union (max) of the pasted soft masks S in host space.
     """
     check_same_grid(host, donor)
-    if host.label is None:
-        raise LesionMixError(f"Host case '{host.case_id}' has no label map; Soft-CP needs one.")
+    host.require_label("Host", "Soft-CP")
     if reference_mask is not None and np.shape(reference_mask) != host.shape:
         raise LesionMixError(
             f"The brain mask has shape {np.shape(reference_mask)} but host '{host.case_id}' has {host.shape}."
@@ -878,14 +877,10 @@ def softcp(
         if params.intensity_compat:
             lesion_image = _match_ring(obj, image, host_lesions, box)
             host_lesions[box] |= obj.lesion
-        s = obj.soft
-        for c in range(image.shape[0]):
-            region = image[c][box]
-            # Eq. (1): I_syn = S * I_lesion + (1 - S) * I_host (soft-paste), S shared by all channels.
-            image[c][box] = s * lesion_image[c] + (1.0 - s) * region
+        # Eq. (1): I_syn = S * I_lesion + (1 - S) * I_host (soft-paste), S shared by all channels.
+        soft_paste(image, mask, box, obj.soft, lesion_image)
         # Eq. (2): M_syn = M_lesion U M_host (the pasted lesion keeps its donor label value).
         np.copyto(label[box], obj.label.astype(label.dtype), where=obj.lesion)
-        np.maximum(mask[box], s, out=mask[box])
     return Synthetic(image=image.astype(np.float32, copy=False), label=label, mask=mask, params=params)
 
 

@@ -171,3 +171,17 @@ def soft_mask(
         box, s = res
         out[box] = s
     return out
+
+
+def soft_paste(image: np.ndarray, mask: np.ndarray, box: tuple[slice, ...], s: np.ndarray,
+               patch: np.ndarray) -> None:
+    """Soft-CP Eq. (1) in place on ``box``: ``I = S * I_paste + (1 - S) * I_host``, every channel.
+
+    ``image`` is ``(C, I, J, K)``, ``patch`` the ``(C, ...)`` pasted crop and
+    ``s`` the soft mask on ``box``; ``mask`` (the sample's mixing mask) keeps
+    the voxelwise maximum of the pasted soft masks. Soft-CP and LesionMix paste
+    with it.
+    """
+    region = image[(slice(None), *box)]
+    region[:] = s[None] * patch + (1.0 - s[None]) * region
+    np.maximum(mask[box], s, out=mask[box])

@@ -219,11 +219,15 @@ class Case:
     def n_channels(self) -> int:
         return int(self.image.shape[0])
 
+    def require_label(self, role: str = "Host", needed_by: str = "this method") -> None:
+        """Raise if the case has no label map (``needed_by`` says who needs it)."""
+        if self.label is None:
+            raise LesionMixError(f"{role} case '{self.case_id}' has no label map; {needed_by} needs one.")
+
     def require_lesion(self, role: str = "Donor") -> None:
         """Raise if the case has no label or an empty one."""
         where = self.label_path or self.case_id
-        if self.label is None:
-            raise LesionMixError(f"{role} case '{where}' has no label map; a lesion label is required.")
+        self.require_label(role, "a lesion source")
         if not self.label.any():
             raise LesionMixError(
                 f"{role} label '{where}' has no lesion voxels; at least one lesion is required."
