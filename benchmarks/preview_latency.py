@@ -41,8 +41,9 @@ def main(steps: int = 40, host_id: str = "sub-02", donor_id: str = "sub-03") -> 
     from qtpy.QtWidgets import QApplication
 
     from napari_lesionmix.augment.carvemix import CarveMixParams, carvemix
+    from napari_lesionmix.io.display import VolumePlanes
     from napari_lesionmix.widgets.carvemix import position_of_t
-    from napari_lesionmix.widgets.state import VolumePlanes, get_session
+    from napari_lesionmix.widgets.state import get_session
 
     host, donor = load_1mm(host_id), load_1mm(donor_id)
     viewer = napari.Viewer(show=True)  # visible, so the preview really paints

@@ -8,9 +8,11 @@ from conftest import load_pair
 from napari.utils.notifications import notification_manager
 
 from napari_lesionmix.augment.carvemix import CarveMixParams, carvemix, sample_carvemix
+from napari_lesionmix.augment.live import CarveMixPlanes
+from napari_lesionmix.io.display import VolumePlanes
 from napari_lesionmix.random import sample_rng
-from napari_lesionmix.widgets.carvemix import CarveMixPlanes, position_of_t
-from napari_lesionmix.widgets.state import VolumePlanes, get_session
+from napari_lesionmix.widgets.carvemix import position_of_t
+from napari_lesionmix.widgets.state import get_session
 
 pytestmark = pytest.mark.gui
 PLUGIN = "napari-lesionmix"

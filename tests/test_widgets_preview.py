@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from conftest import load_pair
 
+from napari_lesionmix.io.display import Plane
 from napari_lesionmix.widgets.carvemix import position_of_t
 from napari_lesionmix.widgets.preview import CROSS_RGB, LABEL_RGB, MASK_RGB, boundary, render_plane
-from napari_lesionmix.widgets.state import Plane, get_session
+from napari_lesionmix.widgets.state import get_session
 
 PLUGIN = "napari-lesionmix"
 

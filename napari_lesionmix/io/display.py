@@ -7,13 +7,16 @@ radiological convention). :class:`DisplayOrientation` maps between file and
 display order; :func:`geometry_metadata` is what the reader stores in
 ``layer.metadata["lesionmix"]`` and the writer and widgets read back. The npe2
 reader (:mod:`napari_lesionmix._reader`) and the widgets both use this module.
+:class:`Plane` and the plane sources are what the studio's triplanar preview
+draws (Qt-free, so the live paths can be tested and benchmarked headless).
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import nibabel as nib
 import numpy as np
@@ -146,3 +149,54 @@ def geometry_metadata(affine: np.ndarray, header: nib.Nifti1Header | None, shape
         "source": source,
         "kind": kind,
     }
+
+
+# -- preview planes: what a triplanar view draws ------------------------------------
+@dataclass
+class Plane:
+    """One 2D preview plane in display order (rows, cols), before the preview's flips."""
+
+    image: np.ndarray
+    label: np.ndarray
+    mask: np.ndarray
+
+
+class PlaneSource(Protocol):
+    """What the triplanar preview draws: three planes through a display voxel.
+
+    ``planes((z, y, x))`` returns ``{"axial": Plane, "coronal": Plane,
+    "sagittal": Plane}`` with axial = ``vol[z]``, coronal = ``vol[:, y]``,
+    sagittal = ``vol[:, :, x]`` of display-order volumes (see
+    :class:`DisplayOrientation`). A widget that can compute just those
+    planes cheaply (CarveMix while the slider moves) provides its own source;
+    otherwise :class:`VolumePlanes` slices full volumes.
+    """
+
+    display_shape: tuple[int, int, int]
+
+    def planes(self, zyx: tuple[int, int, int]) -> dict[str, Plane]: ...
+
+
+def slice_planes(image: np.ndarray, label: np.ndarray, mask: np.ndarray, zyx) -> dict[str, Plane]:
+    """Axial, coronal and sagittal planes of three display-order volumes."""
+    z, y, x = (int(v) for v in zyx)
+    return {
+        "axial": Plane(image[z], label[z], mask[z]),
+        "coronal": Plane(image[:, y], label[:, y], mask[:, y]),
+        "sagittal": Plane(image[:, :, x], label[:, :, x], mask[:, :, x]),
+    }
+
+
+class VolumePlanes:
+    """Plane source over full volumes in file order (e.g. a finished :class:`Synthetic`)."""
+
+    def __init__(self, image: np.ndarray, label: np.ndarray, mask: np.ndarray,
+                 orientation: DisplayOrientation, channel: int = 0):
+        img = image[channel] if image.ndim == 4 else image
+        self.image = orientation.to_display(img)
+        self.label = orientation.to_display(label)
+        self.mask = orientation.to_display(mask)
+        self.display_shape = tuple(self.image.shape)
+
+    def planes(self, zyx) -> dict[str, Plane]:
+        return slice_planes(self.image, self.label, self.mask, zyx)

@@ -23,7 +23,7 @@ of the viewer), and thin over the core:
     - ``preview``: the plane source the triplanar preview draws
       (``session.set_preview(source)``; any object with ``display_shape`` and
       ``planes((z, y, x)) -> {"axial"|"coronal"|"sagittal": Plane}``;
-      :class:`~napari_lesionmix.widgets.state.VolumePlanes` slices full volumes);
+      :class:`~napari_lesionmix.io.display.VolumePlanes` slices full volumes);
     - ``cursor`` (display voxel ``(z, y, x)``), ``window`` (host intensity window);
     - ``carve_field(per_lesion)``: the donor's cached ``CarveField``;
     - ``replayers``: method name -> ``callable(params)`` that recomputes a

@@ -2,7 +2,7 @@
 
 The slider spans Eq. (7)'s admissible range ``[-|Dmin|/2, |Dmin|]`` and the
 density of Eq. (7) is drawn under it. While the slider is dragged only the three
-planes the preview shows are computed (:class:`CarveMixPlanes`, a few
+planes the preview shows are computed (:class:`~napari_lesionmix.augment.live.CarveMixPlanes`, a few
 comparisons on the donor's cached :class:`CarveField`); on release (or after a
 short pause for keyboard steps) the full volume is mixed in a ``thread_worker``
 and the viewer's synthetic layers are updated.
@@ -38,9 +38,10 @@ from napari_lesionmix.augment.carvemix import (
     lambda_density,
     sample_carvemix,
 )
+from napari_lesionmix.augment.live import CarveMixPlanes, LiveArrays
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.random import sample_rng
-from napari_lesionmix.widgets.state import Plane, bind, get_session, notify_error
+from napari_lesionmix.widgets.state import bind, get_session, notify_error
 
 #: Slider resolution: positions 0..STEPS map linearly onto [-1/2, 1] x |Dmin|.
 STEPS = 600
@@ -62,84 +63,6 @@ def lambdas_for(field: CarveField, t: float) -> float | tuple[float, ...]:
     if field.per_lesion:
         return tuple(t * abs(f.d_min) for f in field.fields)
     return t * abs(field.d_min)
-
-
-class LiveArrays:
-    """Display-order, C-contiguous copies of the pair and of the field's boxes.
-
-    Built once per pair and field (about 0.1 s at 1 mm) so that every slider
-    move reads contiguous planes instead of gathering them from strided views.
-    """
-
-    def __init__(self, session, field: CarveField):
-        host, donor = session.require_pair()
-        o = session.orientation
-        self.field, self.host, self.donor = field, host, donor
-        self.display_shape = o.display_shape
-        c = np.ascontiguousarray
-        self.host_img = c(o.to_display(host.image[0]))
-        self.donor_img = c(o.to_display(donor.image[0]))
-        self.host_lab = c(o.to_display(host.label))
-        self.donor_lab = c(o.to_display(donor.label))
-        self.boxes = [(_display_box(f.box, o), c(o.to_display(f.values)), f.max_lambda) for f in field.fields]
-
-    def matches(self, session, field: CarveField) -> bool:
-        return self.field is field and self.host is session.host and self.donor is session.donor
-
-
-class CarveMixPlanes:
-    """CarveMix on the three preview planes only (the slider's live path).
-
-    For each display plane, ``M = {D <= lambda}`` (Eq. 4) is evaluated on the
-    plane's intersection with each lesion's distance box, and Eqs. (1)-(2) pick
-    donor or host pixels. Equal, pixel for pixel, to slicing the full
-    :func:`carvemix` result (the widget tests check it).
-    """
-
-    def __init__(self, arrays: LiveArrays, lam):
-        self.a = arrays
-        self.display_shape = arrays.display_shape
-        self.lams = arrays.field.lambdas(lam)
-        for (_, _, max_lam), lam_k in zip(arrays.boxes, self.lams, strict=True):
-            if lam_k > max_lam + 1e-9:
-                raise LesionMixError(
-                    f"lambda={lam_k:g} mm exceeds the {max_lam:g} mm the donor's field covers."
-                )
-
-    def roi_plane(self, axis: int, index: int) -> np.ndarray:
-        shape = [n for a, n in enumerate(self.display_shape) if a != axis]
-        out = np.zeros(shape, dtype=bool)
-        for (box, values, _), lam in zip(self.a.boxes, self.lams, strict=True):
-            b = box[axis]
-            if not (b.start <= index < b.stop):
-                continue
-            idx = [slice(None)] * 3
-            idx[axis] = index - b.start
-            rest = tuple(s for a, s in enumerate(box) if a != axis)
-            out[rest] |= values[tuple(idx)] <= lam
-        return out
-
-    def planes(self, zyx) -> dict[str, Plane]:
-        a = self.a
-        out = {}
-        for axis, name in enumerate(("axial", "coronal", "sagittal")):
-            idx = [slice(None)] * 3
-            idx[axis] = int(zyx[axis])
-            idx = tuple(idx)
-            roi = self.roi_plane(axis, int(zyx[axis]))
-            img = np.where(roi, a.donor_img[idx], a.host_img[idx])
-            lab = np.where(roi, a.donor_lab[idx], a.host_lab[idx])
-            out[name] = Plane(img, lab, roi)
-        return out
-
-
-def _display_box(box, orientation) -> tuple[slice, ...]:
-    """A file-order box (tuple of slices) in display order."""
-    out = [None, None, None]
-    for a, (d, flip) in enumerate(orientation.transform):
-        s, n = box[a], orientation.shape[a]
-        out[int(d)] = slice(n - s.stop, n - s.start) if flip < 0 else slice(s.start, s.stop)
-    return tuple(out)
 
 
 class DensityPlot(QWidget):
@@ -331,8 +254,8 @@ class CarveMixWidget(QWidget):
             return
         try:
             lam = self._lam_of(params) if params is not None else lambdas_for(self.field, self.t)
-            if self._live is None or not self._live.matches(s, self.field):
-                self._live = LiveArrays(s, self.field)
+            if self._live is None or not self._live.matches(s.host, s.donor, self.field):
+                self._live = LiveArrays(s.host, s.donor, s.orientation, self.field)
             s.set_preview(CarveMixPlanes(self._live, lam))
         except LesionMixError as exc:
             notify_error(str(exc))

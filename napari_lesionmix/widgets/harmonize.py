@@ -42,8 +42,9 @@ from qtpy.QtWidgets import (
 
 from napari_lesionmix.augment.params import Synthetic
 from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.io.display import VolumePlanes
 from napari_lesionmix.widgets.controls import PathField
-from napari_lesionmix.widgets.state import VolumePlanes, bind, get_session, notify_error
+from napari_lesionmix.widgets.state import bind, get_session, notify_error
 
 METHODS = (("ARHNet (shipped checkpoint)", "arhnet"), ("ARHNet (checkpoint file)", "file"),
            ("Composite (no harmonization)", "composite"), ("Histogram matching (HM)", "hm"))

@@ -1,7 +1,7 @@
 """Live triplanar preview: axial, coronal and sagittal planes of the current synthetic case.
 
 Three plain Qt views (a ``QLabel`` showing a ``QImage``) are fed with numpy
-planes from the session's :class:`~napari_lesionmix.widgets.state.PlaneSource`;
+planes from the session's :class:`~napari_lesionmix.io.display.PlaneSource`;
 contours of the synthetic label (red) and of the mixing mask (yellow) are drawn
 by comparing each mask with its shifted self, and a crosshair (cyan) marks the
 session cursor. Drawing three planes costs a few milliseconds, against
@@ -24,7 +24,8 @@ from qtpy.QtCore import QRectF, QSize, Qt, QTimer, Signal
 from qtpy.QtGui import QColor, QImage, QPainter
 from qtpy.QtWidgets import QGridLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
-from napari_lesionmix.widgets.state import PLANES, Plane, bind, get_session
+from napari_lesionmix.io.display import Plane
+from napari_lesionmix.widgets.state import PLANES, bind, get_session
 
 LABEL_RGB = (255, 60, 60)
 MASK_RGB = (255, 220, 0)

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 # contourpy (matplotlib's contour engine, drawn by the Export widget's QA gallery) and torch
 # (ARHNet) are both pybind11 extensions sharing pybind11's process-wide state, which the first
@@ -33,7 +32,12 @@ from napari_lesionmix.augment.carvemix import CarveField
 from napari_lesionmix.augment.params import Params, Synthetic
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.dataset import CaseRecord, Dataset
-from napari_lesionmix.io.display import DisplayOrientation, geometry_metadata
+from napari_lesionmix.io.display import (
+    DisplayOrientation,
+    PlaneSource,
+    VolumePlanes,
+    geometry_metadata,
+)
 from napari_lesionmix.io.nifti import Case, check_same_grid
 
 #: Role -> (layer name, layer type) of the layers a session manages.
@@ -85,57 +89,6 @@ def mask_colormap():
     from napari.utils.colormaps import Colormap
 
     return Colormap([[1.0, 0.85, 0.0, 0.0], [1.0, 0.85, 0.0, 0.7]], name="lesionmix mask")
-
-
-# -- preview planes -------------------------------------------------------------------
-@dataclass
-class Plane:
-    """One 2D preview plane in display order (rows, cols), before the preview's flips."""
-
-    image: np.ndarray
-    label: np.ndarray
-    mask: np.ndarray
-
-
-class PlaneSource(Protocol):
-    """What the triplanar preview draws: three planes through a display voxel.
-
-    ``planes((z, y, x))`` returns ``{"axial": Plane, "coronal": Plane,
-    "sagittal": Plane}`` with axial = ``vol[z]``, coronal = ``vol[:, y]``,
-    sagittal = ``vol[:, :, x]`` of display-order volumes (see
-    :mod:`napari_lesionmix._reader`). A widget that can compute just those
-    planes cheaply (CarveMix while the slider moves) provides its own source;
-    otherwise :class:`VolumePlanes` slices full volumes.
-    """
-
-    display_shape: tuple[int, int, int]
-
-    def planes(self, zyx: tuple[int, int, int]) -> dict[str, Plane]: ...
-
-
-def slice_planes(image: np.ndarray, label: np.ndarray, mask: np.ndarray, zyx) -> dict[str, Plane]:
-    """Axial, coronal and sagittal planes of three display-order volumes."""
-    z, y, x = (int(v) for v in zyx)
-    return {
-        "axial": Plane(image[z], label[z], mask[z]),
-        "coronal": Plane(image[:, y], label[:, y], mask[:, y]),
-        "sagittal": Plane(image[:, :, x], label[:, :, x], mask[:, :, x]),
-    }
-
-
-class VolumePlanes:
-    """Plane source over full volumes in file order (e.g. a finished :class:`Synthetic`)."""
-
-    def __init__(self, image: np.ndarray, label: np.ndarray, mask: np.ndarray,
-                 orientation: DisplayOrientation, channel: int = 0):
-        img = image[channel] if image.ndim == 4 else image
-        self.image = orientation.to_display(img)
-        self.label = orientation.to_display(label)
-        self.mask = orientation.to_display(mask)
-        self.display_shape = tuple(self.image.shape)
-
-    def planes(self, zyx) -> dict[str, Plane]:
-        return slice_planes(self.image, self.label, self.mask, zyx)
 
 
 # -- the session -------------------------------------------------------------------
