@@ -242,7 +242,12 @@ class StudioSession:
             o = self.orientation
             mask = synthetic.mask
             self.show_layer("synthetic_image", o.to_display(synthetic.image[0]), contrast_limits=self.window)
-            self.show_layer("synthetic_label", o.to_display(np.asarray(synthetic.label)))
+            label = np.asarray(synthetic.label)
+            if label.dtype.kind == "f":
+                # Soft labels (Mixup, CutMix): a Labels layer holds integers, so it shows the label of
+                # the larger weight; the fractions stay in the sample (and in what is saved).
+                label = (label >= 0.5).astype(np.uint8)
+            self.show_layer("synthetic_label", o.to_display(label))
             self.show_layer("mixing_mask", o.to_display(mask.astype(np.float32)), colormap=mask_colormap(),
                             blending="translucent", opacity=0.6, contrast_limits=(0.0, 1.0))
         self.set_preview(VolumePlanes(synthetic.image, synthetic.label, synthetic.mask, self.orientation))
