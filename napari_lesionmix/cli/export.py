@@ -22,9 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", nargs="+", default=["carvemix"], metavar="NAME[:WEIGHT]",
                    help="methods and relative weights, e.g. carvemix:2 softcp:1 (default carvemix)")
     p.add_argument("--option", action="append", default=[], metavar="METHOD.NAME=VALUE",
-                   help="per-method setting, repeatable: carvemix.per_lesion=true, carvemix.connectivity=6, "
-                   "lesionmix.distribution=high|low|medium|uniform|gaussian|real, lesionmix.mode=populate, "
-                   "lesionmix.low=5 (mL), softcp.n_lesions=2, softcp.delta1=0.9, softcp.a=0.5")
+                   help="per-method setting, repeatable, e.g. carvemix.per_lesion=true, softcp.n_lesions=2, "
+                   "lesionmix.load_dist=high, lesionmix.dist_low=5, mixup.label=hard: the names are the "
+                   "method command's flags (`lesionmix METHOD --help`) with _ for -")
     p.add_argument("--harmonize", metavar="SPEC",
                    help="harmonize inside each mixing mask: a checkpoint .pt, arhnet, hm or composite")
     p.add_argument("--device", default="cpu", help="device for ARHNet harmonization (default cpu)")
