@@ -59,7 +59,12 @@ class Params:
         unknown = sorted(set(data) - names)
         if unknown:
             raise LesionMixError(f"Unknown {cls.method or cls.__name__} parameter(s): {', '.join(unknown)}.")
-        kwargs = {k: _from_jsonable(hints[k], v) for k, v in data.items()}
+        kwargs = {}
+        for k, v in data.items():
+            try:
+                kwargs[k] = _from_jsonable(hints[k], v)
+            except (TypeError, ValueError) as exc:
+                raise LesionMixError(f"Invalid {cls.method or cls.__name__} parameter {k}={v!r} ({exc}).") from None
         try:
             return cls(**kwargs)
         except TypeError as exc:
@@ -109,14 +114,15 @@ def _from_jsonable(hint: Any, value: Any) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
+        error: Exception = TypeError("unexpected type")
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _from_jsonable(arg, value)
-            except (TypeError, ValueError, LesionMixError):
-                continue
-        return value
+            except (TypeError, ValueError, LesionMixError) as exc:
+                error = exc
+        raise error
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_from_jsonable(args[0], v) for v in value)
@@ -132,7 +138,9 @@ def _from_jsonable(hint: Any, value: Any) -> Any:
             return hint.from_dict(value)
         sub = typing.get_type_hints(hint)
         return hint(**{k: _from_jsonable(sub[k], v) for k, v in value.items()})
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError("expected a number")
         return float(value)
     if hint is int and isinstance(value, bool):
         raise TypeError("expected int")

@@ -309,7 +309,18 @@ class Method:
         """A clear error for inputs this method cannot use."""
         if self.needs_donor and inputs.donor is None:
             raise LesionMixError(f"{self.label} needs a donor case.")
+        if self.needs_donor and _same_case(inputs.host, inputs.donor):
+            raise LesionMixError(
+                f"Host and donor are the same case '{inputs.host.case_id}'; {self.label} mixes two different scans."
+            )
         inputs.host.require_label("Host", self.label)
+
+
+def _same_case(a: Case, b: Case) -> bool:
+    """The same object, or the same files (a copy with other ids is a different case)."""
+    if a is b:
+        return True
+    return bool(a.image_paths) and (tuple(a.image_paths), a.label_path) == (tuple(b.image_paths), b.label_path)
 
 
 _METHODS: dict[str, Method] = {}

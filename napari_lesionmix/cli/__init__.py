@@ -8,6 +8,9 @@ automatically, so adding a command touches no shared file. Heavy imports
 
 Input problems raise :class:`~napari_lesionmix.errors.LesionMixError`; they are
 printed as one line on stderr and the command exits with status 2, no traceback.
+Any ``OSError``, ``ValueError`` or ``MemoryError`` that escapes a command is
+turned into one line and status 2 too (a last line of defence: known causes
+have their own sentences first).
 """
 
 from __future__ import annotations
@@ -53,6 +56,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"lesionmix {args.command}: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(f"lesionmix {args.command}: error: not enough memory for this input or setting.", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        # The last line of defence: every cause we know has its own sentence before this.
+        what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        where = f" ('{exc.filename}')" if isinstance(exc, OSError) and exc.filename else ""
+        print(f"lesionmix {args.command}: error: {what}{where}.", file=sys.stderr)
+        return 2
     return int(code or 0)
 
 

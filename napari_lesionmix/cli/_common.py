@@ -11,6 +11,17 @@ import numpy as np
 from napari_lesionmix.errors import LesionMixError
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0 (seeds and indices)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def add_pair_arguments(p: argparse.ArgumentParser) -> None:
     """``--host-image``/``--host-label``/``--donor-image``/``--donor-label`` (images repeatable per channel)."""
     p.add_argument("--host-image", action="append", required=True, metavar="H.nii.gz",
@@ -45,9 +56,16 @@ def read_params(path: str | os.PathLike, params_type):
     from napari_lesionmix.augment.params import params_from_json
 
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise LesionMixError(f"Params file '{os.fspath(path)}' does not exist.")
-    params = params_from_json(p.read_text())
+    if not p.is_file():
+        raise LesionMixError(f"Params file '{os.fspath(path)}' is a folder, not a params.json file.")
+    try:
+        params = params_from_json(p.read_text())
+    except LesionMixError as exc:
+        raise LesionMixError(f"Params file '{os.fspath(path)}': {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LesionMixError(f"Params file '{os.fspath(path)}' cannot be read ({exc}).") from None
     if not isinstance(params, params_type):
         raise LesionMixError(
             f"Params file '{os.fspath(path)}' holds {params.method} params, not {params_type.method}."

@@ -31,6 +31,7 @@ from napari_lesionmix.cli._common import (
     add_pair_arguments,
     load_mask_on_grid,
     load_pair,
+    non_negative_int,
     pair_inputs,
     read_params,
 )
@@ -45,12 +46,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         for f in dataclasses.fields(method.Options):
             _add_option(opts, f, typing.get_type_hints(method.Options)[f.name])
         draw = p.add_argument_group("seeding and replay")
-        draw.add_argument("--seed", type=int, help="root seed: sample INDEX of this seed (default 0)")
-        draw.add_argument("--index", type=int, help="sample index under the seed (default 0); the studio's "
-                          "n-th sample of a seed is index n-1")
+        draw.add_argument("--seed", type=non_negative_int, help="root seed: sample INDEX of this seed (default 0)")
+        draw.add_argument("--index", type=non_negative_int, help="sample index under the seed (default 0); "
+                          "the studio's n-th sample of a seed is index n-1")
         draw.add_argument("--params", metavar="params.json",
                           help="replay the params of an earlier sample (a params.json, or an export's record)")
-        p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+        p.add_argument("--out", required=True, metavar="DIR", help="output folder (made whole or not at all)")
+        p.add_argument("--overwrite", action="store_true", help="replace an earlier sample in --out")
         p.set_defaults(func=functools.partial(run, method))
 
 
@@ -133,7 +135,10 @@ def load_inputs(method: Method, args: argparse.Namespace) -> tuple[Inputs, Local
 
 
 def run(method: Method, args: argparse.Namespace) -> int:
+    import numpy as np
+
     from napari_lesionmix.augment.registry import draw
+    from napari_lesionmix.io.atomic import check_output
     from napari_lesionmix.io.synthetic import write_synthetic
 
     given = _options_given(method, args)
@@ -142,6 +147,8 @@ def run(method: Method, args: argparse.Namespace) -> int:
                                  + [f for f, v in (("--seed", args.seed), ("--index", args.index)) if v is not None]))
         raise LesionMixError(f"--params replays a recorded sample; it cannot be combined with {flags}.")
     inputs, sources, record = load_inputs(method, args)
+    input_files = [*_files(record), args.params, *(inputs.host.image_paths), inputs.host.label_path]
+    check_output(args.out, input_files, args.overwrite, "Output folder")
     if args.params:
         params = read_params(args.params, method.Params)
         check_recorded_cases(params, inputs, f"The params in '{args.params}'")
@@ -156,4 +163,17 @@ def run(method: Method, args: argparse.Namespace) -> int:
     record["options"] = options.changed()
     paths = write_synthetic(args.out, synthetic, inputs.host, record)
     print(f"{method.name}: {method.describe(synthetic)} -> {paths['params'].parent}")
+    if not np.any(synthetic.mask):
+        print(f"lesionmix {method.name}: warning: nothing was pasted (the mixing mask is empty); the sample "
+              "equals the host.", file=sys.stderr)
     return 0
+
+
+def _files(record: dict) -> list:
+    """The input files named in a sample's record (lists flattened; the dataset folder is no file)."""
+    out = []
+    for key, value in record.items():
+        if key == "dataset":
+            continue
+        out.extend(value if isinstance(value, list) else [value])
+    return [v for v in out if isinstance(v, str)]

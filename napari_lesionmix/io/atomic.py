@@ -1,6 +1,7 @@
 """Atomic writes: a target only ever holds a complete file.
 
-Everything the package writes goes through :func:`atomic_path`: the data is
+Everything the package writes goes through :func:`atomic_path` (or, for a
+folder of files that belong together, :func:`atomic_folder`): the data is
 written to a dot-prefixed temporary file in the target's folder, fsynced and
 renamed over the target. A crash or ``kill -9`` leaves the old file (or none)
 plus at most a ``.NAME.*.tmp*`` file, which resumable runs clean up. A full
@@ -13,6 +14,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,7 +58,10 @@ def _replacing(path: Path) -> Iterator[tuple[int, str]]:
     The block must close the descriptor. On any error the temporary file is
     removed, and an ``OSError`` becomes the one sentence of :func:`write_error`.
     """
-    fd, tmp = _temporary(path)
+    try:
+        fd, tmp = _temporary(path)
+    except OSError as exc:  # the folder cannot be made or written: the same one sentence
+        raise write_error(path, exc) from None
     try:
         yield fd, tmp
         os.replace(tmp, path)
@@ -106,3 +111,100 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
 def write_json_atomic(data: Any, path: str | os.PathLike) -> Path:
     """Write ``data`` as indented JSON to ``path`` atomically."""
     return write_text_atomic(json.dumps(data, indent=2) + "\n", path)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_output(path: str | os.PathLike, inputs=(), overwrite: bool = False, what: str = "Output") -> Path:
+    """Refuse an output that would replace something without ``overwrite``, or one of the inputs.
+
+    Parameters
+    ----------
+    path : path-like
+        The output file or folder.
+    inputs : iterable of path-like
+        The command's input files: none may be the output or lie inside an output folder.
+    overwrite : bool
+        The user's ``--overwrite``: an existing output may be replaced.
+    what : str
+        How messages name the output ("Output", "Output folder"...).
+
+    Raises
+    ------
+    LesionMixError
+        One sentence naming the path and what to do.
+    """
+    out = Path(path)
+    for inp in inputs:
+        if inp is None:
+            continue
+        inp = Path(inp)
+        inside = out.exists() and out.is_dir() and Path(os.path.abspath(inp)).is_relative_to(os.path.abspath(out))
+        if _same_file(inp, out) or inside:
+            raise LesionMixError(
+                f"{what} '{os.fspath(out)}' would replace the input '{os.fspath(inp)}'; choose another output."
+            )
+    if out.exists() and not overwrite and not (out.is_dir() and not any(out.iterdir())):
+        raise LesionMixError(
+            f"{what} '{os.fspath(out)}' already exists; pass --overwrite to replace it or choose another output."
+        )
+    return out
+
+
+@contextmanager
+def atomic_folder(path: str | os.PathLike, replaceable=None) -> Iterator[Path]:
+    """Yield a temporary sibling folder to fill; swap it into place once the block succeeds.
+
+    The old folder is kept until the new one is complete, so a failure (a full
+    disk, an immutable file, ``kill -9``) leaves the old folder as it was plus at
+    most a ``.NAME.*.tmp`` sibling. The swap is two renames (old aside, new in);
+    a crash between them leaves the old folder as ``.NAME.*.old``.
+
+    Parameters
+    ----------
+    path : path-like
+        The folder to write.
+    replaceable : callable(name) -> bool, optional
+        Which files an existing folder may hold for it to be replaced (e.g. a
+        sample folder's own files); a folder with other files is refused, so
+        ``--overwrite`` never deletes a file the command did not make.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise LesionMixError(f"'{os.fspath(path)}' is a file, not a folder; choose a folder for the output.")
+    if path.is_dir() and replaceable is not None:
+        foreign = sorted(p.name for p in path.iterdir() if not replaceable(p.name))
+        if foreign:
+            raise LesionMixError(
+                f"Folder '{os.fspath(path)}' holds files this command did not make ({', '.join(foreign[:3])}); "
+                "choose another output folder."
+            )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp"
+        tmp.mkdir()
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    try:
+        yield tmp
+        if path.exists():
+            old = path.parent / f".{path.name}.{os.urandom(6).hex()}.old"
+            os.rename(path, old)
+            try:
+                os.rename(tmp, path)
+            except BaseException:
+                os.rename(old, path)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, path)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from None
+        raise

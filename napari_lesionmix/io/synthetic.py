@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from napari_lesionmix.io.atomic import write_json_atomic
+from napari_lesionmix.io.atomic import atomic_folder, write_json_atomic
 from napari_lesionmix.io.nifti import Case, save_image, save_label
 
 
@@ -22,21 +22,40 @@ class SampleLike(Protocol):
     params: Any  # has to_dict()
 
 
+def is_sample_file(name: str) -> bool:
+    """Whether a file name is one that :func:`write_synthetic` writes."""
+    return name in ("label.nii.gz", "mask.nii.gz", "params.json") or (
+        name.startswith("image_") and name.endswith(".nii.gz"))
+
+
 def write_synthetic(
     out_dir: str | os.PathLike,
     synthetic: SampleLike,
     host: Case,
     inputs: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
-    """Save a synthetic sample with the host's affine and header.
+    """Save a synthetic sample with the host's affine and header, whole or not at all.
+
+    The files are written into a temporary sibling folder that replaces
+    ``out_dir`` once complete (:func:`~napari_lesionmix.io.atomic.atomic_folder`):
+    a failure leaves the previous sample as it was. A folder holding other
+    files than a sample's is refused. Whether an existing sample may be
+    replaced, and that no input lies in ``out_dir``, is the caller's to check
+    (:func:`~napari_lesionmix.io.atomic.check_output`).
 
     ``params.json`` holds ``{"version", "inputs", "params"}``; ``params`` alone
     replays the sample (see :func:`~napari_lesionmix.augment.params.params_from_json`).
     The mask is saved as uint8 when binary, float32 when soft (Soft-CP).
     """
+    final = Path(out_dir)
+    with atomic_folder(final, replaceable=is_sample_file) as tmp:
+        paths = _write_files(tmp, synthetic, host, inputs)
+    return {k: final / p.name for k, p in paths.items()}
+
+
+def _write_files(out: Path, synthetic: SampleLike, host: Case, inputs) -> dict[str, Path]:
     from napari_lesionmix import __version__
 
-    out = Path(out_dir)
     paths: dict[str, Path] = {}
     for c, channel in enumerate(synthetic.image):
         paths[f"image_{c:04d}"] = save_image(
