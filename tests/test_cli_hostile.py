@@ -129,3 +129,81 @@ def test_host_equal_to_donor_is_refused(pair_on_disk, tmp_path, capsys):
 def test_a_sample_that_pastes_nothing_says_so(pair_on_disk, tmp_path, capsys):
     assert main(_pair(pair_on_disk, "--lam=-1e9", "--out", str(tmp_path / "o"))) == 0
     assert "warning: nothing was pasted (the mixing mask is empty); the sample equals the host." in _err(capsys)
+
+
+# ----------------------------------------------------------------------------- export, likelihood, gallery
+
+
+@pytest.fixture
+def three_cases(tmp_path):
+    from conftest import make_case, write_case
+
+    root = tmp_path / "src"
+    for k in range(3):
+        write_case(make_case(seed=50 + k, n_lesions=2, case_id=f"c{k}"), root)
+    return root
+
+
+def _export(src, out, *extra):
+    return ["export", "--dataset", str(src), "--out", str(out), "--n", "2", "--no-progress", *extra]
+
+
+def test_export_refuses_before_creating_anything(three_cases, tmp_path, capsys):
+    import nibabel as nib
+    import numpy as np
+
+    out = tmp_path / "Dataset501_X"
+    assert main(_export(three_cases, out, "--option", "carvemix.connectivity=7")) == 2
+    assert "carvemix.connectivity must be one of 6, 18, 26" in _err(capsys)
+    assert main(_export(three_cases, out, "--option", "softcp.n_lesions=2")) == 2
+    assert "not in the method list" in _err(capsys)
+    # Two label files for one case: which is the lesion label?
+    (three_cases / "c1_mask.nii.gz").write_bytes((three_cases / "c1_seg.nii.gz").read_bytes())
+    assert main(_export(three_cases, out)) == 2
+    assert "has two label files, 'c1_mask.nii.gz' and 'c1_seg.nii.gz'" in _err(capsys)
+    (three_cases / "c1_mask.nii.gz").unlink()
+    # A case on another grid, then a broken link.
+    img = nib.load(three_cases / "c2.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((10, 10, 10), np.float32), img.affine), three_cases / "c2.nii.gz")
+    assert main(_export(three_cases, out)) == 2
+    assert "are not on one grid" in _err(capsys)
+    (three_cases / "c2.nii.gz").unlink()
+    (three_cases / "c2.nii.gz").symlink_to(tmp_path / "gone.nii.gz")
+    assert main(_export(three_cases, out)) == 2
+    assert "does not exist (a broken link?)" in _err(capsys)
+    assert not out.exists()
+
+
+def test_export_needs_two_cases_to_mix_and_refuses_a_resume_over_edited_sources(three_cases, tmp_path, capsys):
+    out = tmp_path / "Dataset502_Y"
+    assert main(_export(three_cases, out, "--holdout-fraction", "0.6")) == 2
+    assert "has only one training case" in _err(capsys)
+    assert not out.exists()
+    assert main(_export(three_cases, out)) == 0
+    src = three_cases / "c0.nii.gz"
+    src.write_bytes(src.read_bytes())  # the same bytes, written again: the scan may have changed
+    os.utime(src, ns=(1, 1))
+    assert main(_export(three_cases, out, "--n", "3")) == 2
+    assert "differs in: sources" in _err(capsys)
+    assert main(_export(three_cases, out, "--n", "3", "--overwrite")) == 0
+
+
+def test_likelihood_and_gallery_outputs(three_cases, tmp_path, capsys):
+    out = tmp_path / "map.nii.gz"
+    out.write_text("mine")
+    args = ["likelihood", "--dataset", str(three_cases), "--out", str(out)]
+    assert main(args) == 2 and "already exists; pass --overwrite" in _err(capsys)
+    assert out.read_text() == "mine"
+    assert main([*args, "--overwrite", "--sigma-mm", "1e9"]) == 2
+    assert "sigma 1e+09 mm exceeds the volume's extent" in _err(capsys)
+    assert main([*args, "--overwrite"]) == 0
+    inside = ["likelihood", "--dataset", str(three_cases), "--out", str(three_cases / "c0_seg.nii.gz"), "--overwrite"]
+    assert main(inside) == 2 and "would replace the input" in _err(capsys)
+    ds = tmp_path / "Dataset503_Z"
+    assert main(_export(three_cases, ds)) == 0
+    capsys.readouterr()
+    assert main(["gallery", str(ds), "--out", str(tmp_path / "qa.jpg")]) == 2
+    assert "The gallery is a PNG image; name the output" in _err(capsys)
+    assert main(["gallery", str(ds), "--out", str(tmp_path / "qa.png")]) == 0
+    assert main(["gallery", str(ds), "--out", str(tmp_path / "qa.png")]) == 2
+    assert "already exists" in _err(capsys)

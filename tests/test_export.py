@@ -395,9 +395,17 @@ def test_rerun_with_larger_n_adds_cases_smaller_n_is_refused(tiny_dataset, tmp_p
     assert verify_dataset(out) == []
 
 
-def test_worker_error_reaches_the_caller_as_one_sentence(tiny_dataset, tmp_path):
+def test_worker_error_reaches_the_caller_as_one_sentence(tiny_dataset, tmp_path, monkeypatch):
+    import napari_lesionmix.export as export
+
     for k in range(5):
         (tiny_dataset / f"c{k}.nii.gz").write_bytes(b"\x1f\x8b\x08\x00 not a volume")
+    # Corrupt sources are caught before any case is written...
+    with pytest.raises(LesionMixError, match=r"Source file '.*c0.nii.gz' of case 'c0' is not a readable NIfTI"):
+        export_dataset(cfg(tiny_dataset, tmp_path / "pre", n=4, workers=2))
+    assert not (tmp_path / "pre").exists()
+    # ...and a worker's own error (a file that breaks after that check) still reaches the caller.
+    monkeypatch.setattr(export, "check_sources", lambda plan: None)
     with pytest.raises(LesionMixError, match=r"c\d.nii.gz' is a corrupt or truncated gzip"):
         export_dataset(cfg(tiny_dataset, tmp_path / "err", n=4, workers=2))
     assert not (tmp_path / "err" / "dataset.json").exists()

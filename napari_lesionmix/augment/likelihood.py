@@ -157,6 +157,13 @@ def likelihood_map(
     if sigma_mm > 0:
         if sp is None:
             raise LesionMixError("Smoothing the likelihood map needs the voxel spacing (pass spacing=).")
+        extent = max(n * s for n, s in zip(acc.shape, sp, strict=True))
+        if sigma_mm > extent:
+            # The kernel would dwarf the volume (and its buffers the memory): the map would be flat.
+            raise LesionMixError(
+                f"Likelihood smoothing sigma {sigma_mm:g} mm exceeds the volume's extent ({extent:.0f} mm); "
+                f"use at most {extent:.0f} mm."
+            )
         acc = ndi.gaussian_filter(acc, [sigma_mm / s for s in sp], mode="constant")
     mask = brain_mask if brain_mask is not None else union
     if mask is not None:

@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--brain-mask", metavar="B.nii.gz", help="restrict to this mask instead of the cases' brain masks")
     p.add_argument("--no-brain-masks", action="store_true",
                    help="do not restrict to the union of the dataset's brain masks")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run)
 
 
@@ -30,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     from napari_lesionmix.augment.likelihood import likelihood_map, save_likelihood
     from napari_lesionmix.errors import LesionMixError
+    from napari_lesionmix.io.atomic import check_output
     from napari_lesionmix.io.dataset import discover_dataset
     from napari_lesionmix.io.nifti import load_label
 
@@ -37,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     if not (out.endswith(".nii.gz") or out.endswith(".nii")):
         raise LesionMixError(f"Output '{out}' must end in .nii.gz or .nii.")
     ds = discover_dataset(args.dataset)
+    inputs = [args.brain_mask, *(c.label_path for c in ds.cases), *(p for c in ds.cases for p in c.image_paths)]
+    check_output(out, inputs, args.overwrite)
     brain = None
     if args.brain_mask:
         brain = load_label(args.brain_mask)[0] > 0

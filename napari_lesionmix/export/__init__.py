@@ -23,7 +23,14 @@ from typing import Any
 
 from napari_lesionmix.augment.registry import get_method, method_names
 from napari_lesionmix.errors import LesionMixError
-from napari_lesionmix.export.plan import ExportConfig, ExportPlan, make_plan, parse_method_specs
+from napari_lesionmix.export.plan import (
+    ExportConfig,
+    ExportPlan,
+    check_sources,
+    make_plan,
+    parse_method_specs,
+)
+from napari_lesionmix.export.provenance import source_fingerprint
 from napari_lesionmix.export.verify import verify_dataset
 
 __all__ = [
@@ -151,7 +158,9 @@ def export_dataset(
     _check_harmonize_spec(config.harmonize)
     plan = make_plan(config)
     out = Path(config.out)
-    prepare_output(out, config.identity(), config.overwrite)
+    check_sources(plan)
+    # The settings, and the source files' fingerprint: a resume over edited scans is refused.
+    prepare_output(out, {**config.identity(), "sources": source_fingerprint(plan)}, config.overwrite)
     clean_temporaries(out)
     manifest = Manifest(out)
     _refuse_shrinking(out, plan, manifest)

@@ -398,9 +398,62 @@ def make_plan(config: ExportConfig) -> ExportPlan:
         raise LesionMixError(
             f"No training case of '{config.dataset}' has a lesion in its label; nothing can be used as a donor."
         )
+    mixers = [m for m, _ in config.methods if get_method(m).needs_donor]
+    if config.n and mixers and len(train) < 2:
+        raise LesionMixError(
+            f"{', '.join(mixers)} mix a donor into a different host, but '{config.dataset}' has only one "
+            "training case; add cases or lower the hold-out."
+        )
     labels = dict(ds.labels) if ds.labels else {"background": 0, "lesion": 1}
     channels = dict(ds.channel_names)
     return ExportPlan(config, cases, train, donors, tuple(holdout), folds, fold_train, channels, labels)
+
+
+def check_sources(plan: ExportPlan) -> None:
+    """Read every source file's header before the first case is written; one sentence for the first bad one.
+
+    Checks that each file exists and is a readable NIfTI volume with 3D
+    images (or 4D channels), that each case's files share a grid, and, when a
+    method mixes two scans, that all training cases share one grid. Voxel
+    values are checked where they are read (a NaN image stops its sample).
+    """
+    import nibabel as nib
+
+    from napari_lesionmix.io.nifti import AFFINE_TOLERANCE_MM
+
+    used = set(plan.train_ids) | (set(plan.real_ids) if plan.config.include_real else set())
+    grids = {}
+    for case in plan.cases:
+        if case.case_id not in used:
+            continue
+        shapes = []
+        for path in (*case.image_paths, case.label_path, case.brain_mask_path):
+            if path is None:
+                continue
+            try:
+                img = nib.load(path)
+            except FileNotFoundError:
+                raise LesionMixError(f"Source file '{path}' of case '{case.case_id}' does not exist "
+                                     "(a broken link?).") from None
+            except Exception as exc:  # nibabel raises many kinds for a file that is no NIfTI
+                raise LesionMixError(f"Source file '{path}' of case '{case.case_id}' is not a readable "
+                                     f"NIfTI volume ({exc}).") from None
+            shapes.append((tuple(img.shape[:3]), np.asarray(img.affine), path))
+        (shape, affine, first), *rest = shapes
+        for s, a, path in rest:
+            if s != shape or float(np.max(np.abs(a - affine))) > AFFINE_TOLERANCE_MM:
+                raise LesionMixError(f"Source files '{first}' and '{path}' of case '{case.case_id}' are not on "
+                                     "one grid.")
+        if case.case_id in plan.train_ids:
+            grids[case.case_id] = (shape, affine, first)
+    if any(get_method(m).needs_donor for m, _ in plan.config.methods) and len(grids) > 1:
+        (ref_id, (shape, affine, ref)), *others = sorted(grids.items())
+        for cid, (s, a, path) in others:
+            if s != shape or float(np.max(np.abs(a - affine))) > AFFINE_TOLERANCE_MM:
+                raise LesionMixError(
+                    f"Case '{cid}' ('{path}', shape {s}) is not on the grid of case '{ref_id}' ('{ref}', shape "
+                    f"{shape}); the methods that mix two scans need every training case on one grid."
+                )
 
 
 def assign(plan: ExportPlan, index: int) -> tuple[Assignment, np.random.Generator]:

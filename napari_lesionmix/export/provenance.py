@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from importlib import metadata
 from pathlib import Path
 
@@ -31,6 +32,23 @@ def code_fingerprint() -> str:
     for p in files:
         h.update(p.relative_to(root).as_posix().encode() + b"\0")
         h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def source_fingerprint(plan) -> str:
+    """SHA-256 (first 16 hex digits) of every source file's path, size and modification time.
+
+    Recorded in the export's settings: a source scan edited (or replaced)
+    between an interrupted run and its resume changes it, so the resume is
+    refused instead of mixing cases built from the old and the new file.
+    """
+    h = hashlib.sha256()
+    for case in plan.cases:
+        for path in (*case.image_paths, case.label_path, case.brain_mask_path):
+            if path is None:
+                continue
+            st = os.stat(path)
+            h.update(f"{case.case_id}\0{path}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
     return h.hexdigest()[:16]
 
 

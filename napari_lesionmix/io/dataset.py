@@ -10,7 +10,8 @@ Three layouts are recognised, in this order:
     point at ``imagesTr/CASE.nii.gz`` files that exist (3D, or 4D with channels last).
 ``pairs``
     A plain folder of ``CASE.nii.gz`` (or ``CASE_0000.nii.gz``...) beside
-    ``CASE_seg.nii.gz``, ``CASE_label.nii.gz`` or ``CASE_mask.nii.gz``. A
+    ``CASE_seg.nii.gz``, ``CASE_label.nii.gz`` or ``CASE_mask.nii.gz`` (two of
+    them for one case are an error: which is the lesion label?). A
     ``CASE_brainmask.nii.gz`` (or ``CASE_brain.nii.gz``) is attached as the
     case's brain mask instead of being taken for an image.
 
@@ -207,7 +208,14 @@ def _discover_pairs(root: Path) -> Dataset:
         else:
             for suf in LABEL_SUFFIXES:
                 if stem.endswith(suf):
-                    labels[stem[: -len(suf)]] = os.fspath(p)
+                    cid = stem[: -len(suf)]
+                    if cid in labels:
+                        # e.g. CASE_label (lesions) beside CASE_mask (a brain mask): guessing loses.
+                        raise LesionMixError(
+                            f"Case '{cid}' of '{root}' has two label files, '{Path(labels[cid]).name}' and "
+                            f"'{p.name}'; keep one (name a brain mask CASE_brainmask.nii.gz)."
+                        )
+                    labels[cid] = os.fspath(p)
                     break
             else:
                 m = _CHANNEL.match(stem)
