@@ -207,3 +207,23 @@ def test_likelihood_and_gallery_outputs(three_cases, tmp_path, capsys):
     assert main(["gallery", str(ds), "--out", str(tmp_path / "qa.png")]) == 0
     assert main(["gallery", str(ds), "--out", str(tmp_path / "qa.png")]) == 2
     assert "already exists" in _err(capsys)
+
+
+def test_a_header_larger_than_memory_is_one_sentence(pair_on_disk, tmp_path, capsys):
+    import gzip
+    import io
+
+    import nibabel as nib
+    import numpy as np
+
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((10000, 10000, 10000))
+    hdr.set_data_dtype(np.float32)
+    buf = io.BytesIO()
+    hdr.write_to(buf)
+    (tmp_path / "huge_seg.nii.gz").write_bytes(gzip.compress(buf.getvalue() + b"\0" * 1004))
+    args = _pair(pair_on_disk, "--out", str(tmp_path / "o"))
+    args[args.index("--host-label") + 1] = str(tmp_path / "huge_seg.nii.gz")
+    assert main(args) == 2
+    assert re.search(r"Label file '.*huge_seg.nii.gz' declares a 10000x10000x10000 volume, more than this "
+                     r"machine's memory holds", _err(capsys))

@@ -63,6 +63,12 @@ def read_nifti(path: str | os.PathLike, what: str = "NIfTI") -> tuple[nib.Nifti1
         data = np.asanyarray(img.dataobj)  # nibabel is lazy: a truncated gzip only fails on read
     except LesionMixError:
         raise
+    except MemoryError:
+        shape = _header_shape(p)
+        raise LesionMixError(
+            f"{what} file '{_name(p)}' declares a {'x'.join(map(str, shape)) or 'huge'} volume, more than "
+            "this machine's memory holds; is its header right?"
+        ) from None
     except (EOFError, zlib.error, isal_zlib.error, gzip.BadGzipFile, igzip.BadGzipFile) as exc:
         raise LesionMixError(
             f"{what} file '{_name(p)}' is a corrupt or truncated gzip archive ({exc})."
@@ -72,6 +78,14 @@ def read_nifti(path: str | os.PathLike, what: str = "NIfTI") -> tuple[nib.Nifti1
             f"{what} file '{_name(p)}' could not be read as NIfTI ({type(exc).__name__}: {exc})."
         ) from None
     return img, data
+
+
+def _header_shape(path: Path) -> tuple[int, ...]:
+    """The shape a file's header declares, or ``()`` when even the header cannot be read."""
+    try:
+        return read_geometry(path)[0]
+    except Exception:  # only used to word an error
+        return ()
 
 
 def read_geometry(path: str | os.PathLike) -> tuple[tuple[int, ...], np.ndarray]:
