@@ -127,7 +127,6 @@ class CarveMixWidget(QWidget):
         self.field: CarveField | None = None
         self._live: LiveArrays | None = None
         self.params: CarveMixParams | None = None
-        self._generation = 0  # newest full-volume request; older results are dropped
         self._sample_index = 0
 
         self.slider = QSlider(Qt.Orientation.Horizontal)
@@ -274,15 +273,8 @@ class CarveMixWidget(QWidget):
         except LesionMixError as exc:
             notify_error(str(exc))
             return
-        self._generation += 1
-        gen = self._generation
-        host, donor, field = s.host, s.donor, self.field
-
-        def _done(syn):
-            if gen == self._generation and s.host is host and s.donor is donor:
-                s.set_synthetic(syn)
-
-        s.run(carvemix, host, donor, params, field=field, on_done=_done, desc="CarveMix: full volume")
+        s.run_latest(self, carvemix, s.host, s.donor, params, field=self.field, on_done=s.set_synthetic,
+                     desc="CarveMix: full volume")
 
     # -- buttons -------------------------------------------------------------
     def sample_lambda(self) -> CarveMixParams | None:

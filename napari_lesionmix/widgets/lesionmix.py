@@ -142,7 +142,6 @@ class LesionMixWidget(QWidget):
         self.bank: LesionBank | None = None
         self._likelihood = {}  # sigma_mm -> LikelihoodMap
         self._sample_index = 0
-        self._generation = 0
         self.params: LesionMixParams | None = None
 
         # load distribution
@@ -415,15 +414,10 @@ class LesionMixWidget(QWidget):
 
     def _start(self, func, what: str) -> None:
         s = self.session
-        self._generation += 1
-        gen = self._generation
-        host = s.host
         self.status.setStyleSheet("")
         self.status.setText(f"{what}...")
 
         def _done(syn):
-            if gen != self._generation or s.host is not host:
-                return
             self.params = p = syn.params
             s.set_synthetic(syn)
             self.status.setStyleSheet("" if p.target_reached else "color: #ffb060;")
@@ -436,7 +430,7 @@ class LesionMixWidget(QWidget):
             self.status.setStyleSheet("color: #ff6b6b;")
             self.status.setText(str(exc))
 
-        s.run(func, on_done=_done, on_error=_failed, desc=f"LesionMix: {what.lower()}")
+        s.run_latest(self, func, on_done=_done, on_error=_failed, desc=f"LesionMix: {what.lower()}")
 
     def replay(self, params: LesionMixParams) -> None:
         """Replay LesionMix params (Provenance widget) on the loaded host with this dataset's bank."""

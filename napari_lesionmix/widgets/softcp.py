@@ -61,7 +61,6 @@ class SoftCPWidget(QWidget):
         self._lesions: DonorLesions | None = None
         self._lesions_of = None
         self._sample_index = 0
-        self._generation = 0
         self.params: SoftCPParams | None = None
 
         # soft mask
@@ -229,23 +228,19 @@ class SoftCPWidget(QWidget):
     # -- compute ---------------------------------------------------------------
     def _start(self, func, *args, what: str) -> None:
         s = self.session
-        self._generation += 1
-        gen = self._generation
-        host, donor = s.host, s.donor
         self.status.setStyleSheet("")
         self.status.setText(f"{what}...")
 
         def _done(syn):
-            if gen == self._generation and s.host is host and s.donor is donor:
-                self.params = syn.params
-                s.set_synthetic(syn)
-                self.status.setText(self.describe(syn.params))
+            self.params = syn.params
+            s.set_synthetic(syn)
+            self.status.setText(self.describe(syn.params))
 
         def _failed(exc):
             self.status.setStyleSheet("color: #ff6b6b;")
             self.status.setText(str(exc))
 
-        s.run(func, *args, on_done=_done, on_error=_failed, desc=f"Soft-CP: {what.lower()}")
+        s.run_latest(self, func, *args, on_done=_done, on_error=_failed, desc=f"Soft-CP: {what.lower()}")
 
     def _pair(self):
         s = self.session

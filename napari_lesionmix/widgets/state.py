@@ -136,6 +136,7 @@ class StudioSession:
         self.replayers: dict[str, Callable[[Params], None]] = {}
         self._fields: dict[tuple, CarveField] = {}
         self._cache: dict = {}
+        self._latest: dict[int, int] = {}  # per widget: the number of its newest run_latest request
         self._workers: list = []
 
     @property
@@ -363,6 +364,19 @@ class StudioSession:
         self._workers.append(worker)
         worker.start()
         return worker
+
+    def run_latest(self, owner, func: Callable, *args, on_done: Callable, on_error: Callable | None = None,
+                   desc: str = "Working", **kwargs):
+        """:meth:`run` for a widget's newest request only: a result arrives at ``on_done`` unless ``owner``
+        started a newer request meanwhile or another pair was loaded (stale results are dropped)."""
+        gen = self._latest[id(owner)] = self._latest.get(id(owner), 0) + 1
+        host, donor = self.host, self.donor
+
+        def _done(result):
+            if gen == self._latest.get(id(owner)) and self.host is host and self.donor is donor:
+                on_done(result)
+
+        return self.run(func, *args, on_done=_done, on_error=on_error, desc=desc, **kwargs)
 
     @property
     def busy(self) -> bool:
