@@ -187,3 +187,51 @@ def test_monai_transform_with_prob_0_leaves_the_sample(dataset_dir):
     assert np.array_equal(_as_np(plain["image"])[0], loaded) and plain["lesionmix_params"] == ""
     with pytest.raises(LesionMixError, match="takes lesions from a training set"):
         RandLesionMixd(donors=[{"image": np.zeros((1, 4, 4, 4)), "label": np.zeros((4, 4, 4))}])
+
+
+# ----------------------------------------------------------------------------- TorchIO
+
+
+def _subject(tio, root, s: int, **extra):
+    return tio.Subject(image=tio.ScalarImage(root / f"c{s}.nii.gz"), label=tio.LabelMap(root / f"c{s}_seg.nii.gz"),
+                       **extra)
+
+
+def test_torchio_history_replays_exactly_in_torchio_and_the_cli(dataset_dir, tmp_path):
+    tio = pytest.importorskip("torchio", reason="TorchIO is not installed (pip install 'napari-lesionmix[torchio]')")
+    from napari_lesionmix.integrations import RandomCarveMix
+
+    subject = _subject(tio, dataset_dir, 0)
+    transform = tio.Compose([tio.RandomFlip(axes=(0,), flip_probability=0.0), RandomCarveMix(donors=dataset_dir)])
+    torch.manual_seed(4)  # TorchIO's own seeding drives samples without an index
+    out = transform(subject)
+    name, args = out.applied_transforms[-1]
+    assert name == "LesionAugment" and args["params"]["method"] == "carvemix" and args["params"]["host_id"] == "c0"
+    assert not torch.equal(out["image"].data, subject["image"].data)
+    assert np.array_equal(out["image"].affine, subject["image"].affine)
+    replayed = out.get_composed_history()(subject)
+    assert torch.equal(replayed["image"].data, out["image"].data)
+    assert torch.equal(replayed["label"].data, out["label"].data)
+    cli = _cli_replay(json.dumps(args["params"]), dataset_dir, tmp_path, "tio")
+    assert np.array_equal(cli["image"], out["image"].data.numpy())
+    assert np.array_equal(cli["label"], out["label"].data.numpy()[0])
+
+
+def test_torchio_samples_are_the_same_for_0_1_and_2_workers(dataset_dir):
+    tio = pytest.importorskip("torchio", reason="TorchIO is not installed (pip install 'napari-lesionmix[torchio]')")
+    from napari_lesionmix.integrations import RandomLesionMix, RandomSoftCP
+
+    subjects = [_subject(tio, dataset_dir, s, lesionmix_index=s) for s in range(N_CASES)]
+    donors = [_subject(tio, dataset_dir, s) for s in range(N_CASES)]
+    transform = tio.Compose([RandomSoftCP(donors=donors, seed=1), RandomLesionMix(donors=dataset_dir, seed=1)])
+    ds = tio.SubjectsDataset(subjects, transform=transform)
+    runs = [list(tio.SubjectsLoader(ds, batch_size=1, num_workers=w)) for w in (0, 1, 2)]
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other, strict=True):
+            assert torch.equal(a["image"]["data"], b["image"]["data"])
+            assert torch.equal(a["label"]["data"], b["label"]["data"])
+    one = ds[2]
+    assert [n for n, _ in one.applied_transforms] == ["LesionAugment", "LesionAugment"]
+    assert [a["params"]["sample_index"] for _, a in one.applied_transforms] == [2, 2]
+    assert torch.equal(one["image"].data, runs[0][2]["image"]["data"][0])
+    assert not torch.equal(one["image"].data, subjects[2]["image"].data)

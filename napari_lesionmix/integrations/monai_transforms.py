@@ -49,6 +49,7 @@ from napari_lesionmix.integrations.online import (
     OnlineMethod,
     case_from_arrays,
     case_id_of,
+    keyed_index,
     label_array,
     spawn_index,
 )
@@ -124,10 +125,7 @@ class RandLesionAugmentd(RandomizableTransform, MapTransform):
         """Choose the sample's (seed, index): from the item's position when keyed, else from ``self.R``."""
         if self.index_key in data:
             item = int(np.asarray(data[self.index_key]))
-            if self.epoch_length is None and self.epoch:
-                raise LesionMixError("set_epoch(epoch, length) needs the number of items of the data list.")
-            length = self.epoch_length or item + 1
-            self._draw = (self.seed, spawn_index(self.epoch, item, length))
+            self._draw = (self.seed, keyed_index(self.epoch, self.epoch_length, item))
         else:
             self._draw = (int(self.R.randint(0, 2**31 - 1)), 0)  # MONAI's stream: the R of this worker
 

@@ -55,6 +55,15 @@ DONOR_TRIES = 3
 MAX_CASES = 16
 
 
+def keyed_index(epoch: int, length: int | None, item: int) -> int:
+    """:func:`spawn_index` of a transform's item, where ``length`` may stay unset in epoch 0."""
+    if length is None:
+        if epoch:
+            raise LesionMixError("set_epoch(epoch, length) needs the number of items of the data list.")
+        length = int(item) + 1
+    return spawn_index(epoch, item, length)
+
+
 def spawn_index(epoch: int, item: int, length: int) -> int:
     """The sample index of item ``item`` of epoch ``epoch`` of a dataset of ``length`` items.
 
@@ -239,6 +248,10 @@ class DonorPool:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __repr__(self) -> str:
+        source = os.fspath(self.source) if isinstance(self.source, (str, os.PathLike)) else f"{len(self)} cases"
+        return f"DonorPool({source!r})"
+
     def case(self, case_id: str) -> Case:
         if case_id in self._memory:
             return self._memory[case_id][0]
@@ -337,25 +350,16 @@ class OnlineMethod:
         if self.method.needs_training_set and self.pool.training_set() is None:
             raise LesionMixError(f"{self.method.label} takes lesions from a training set: give the donors as a "
                                  "dataset folder or as dicts of file paths.")
-        self._resources = None
-        self._lock = threading.Lock()
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_resources"], state["_lock"] = None, None  # each process prepares its own, once
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     @property
     def resources(self) -> Any:
-        """The method's prepared work (distance fields, lesion bank), built once per process."""
-        with self._lock:
-            if self._resources is None:
-                self._resources = (self.method.prepare(self.pool, self.options),)
-            return self._resources[0]
+        """The method's prepared work (distance fields, lesion bank), built once per process.
+
+        It is kept by the pool, so every transform and dataset over one pool
+        (and every TorchIO copy of it) shares it.
+        """
+        return self.pool.cached(("prepared", self.method.name, self.options),
+                                lambda: self.method.prepare(self.pool, self.options))
 
     def draw(self, seed: int, index: int, host: Case, brain_mask: np.ndarray | None = None) -> Params | None:
         """Params of sample ``index`` of seed ``seed`` for ``host``, or ``None`` when it is left as it is.
