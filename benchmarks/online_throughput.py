@@ -96,7 +96,9 @@ def _write_1mm_dataset(out: Path, ids: list[str]) -> Path:
 
 def run(root: Path, label: str, methods: list[str], n: int, tmp: Path) -> list[tuple]:
     rows = []
-    files = _export_like(LesionMixDataset(root, methods="carvemix", seed=0), min(n, 8), tmp / f"export-{label}")
+    n_files = min(n, 8)
+    files = _export_like(LesionMixDataset(root, methods="carvemix", seed=0, length=n_files), n_files,
+                         tmp / f"export-{label}")
     base_first, base = _rates(PreExported(files, n), n)
     rows.append((label, "pre-exported files", base_first, base, 1.0))
     print(f"{label:>5}  {'pre-exported files':<20} first epoch {base_first:7.2f}/s  steady {base:7.2f}/s", flush=True)
@@ -114,11 +116,12 @@ def main(argv=None) -> int:
     p.add_argument("--n-1mm", type=int, default=8, help="samples per epoch at 1 mm")
     p.add_argument("--methods", nargs="+", default=registry.method_names())
     p.add_argument("--skip-1mm", action="store_true")
+    p.add_argument("--skip-2mm", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="online-throughput-"))
     try:
-        rows = run(sample_data_dir(), "2 mm", args.methods, args.n, tmp)
+        rows = [] if args.skip_2mm else run(sample_data_dir(), "2 mm", args.methods, args.n, tmp)
         if not args.skip_1mm:
             root = _write_1mm_dataset(tmp / "1mm", subjects_of_kind("ms")[:4])
             rows += run(root, "1 mm", args.methods, args.n_1mm, tmp)
