@@ -14,7 +14,6 @@ with ``--option METHOD.NAME=VALUE`` checked against its ``Options``.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,7 @@ from napari_lesionmix.augment.registry import (
 )
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.export.plan import Assignment, ExportPlan, assign
+from napari_lesionmix.io.cache import LRUCache
 from napari_lesionmix.io.dataset import CaseRecord, Dataset
 from napari_lesionmix.io.nifti import Case, load_case, load_label
 
@@ -55,43 +55,6 @@ class MethodResult:
 DONOR_TRIES = 3
 
 
-class _LRU:
-    """A small thread-safe LRU cache (Dask threads of one worker share it).
-
-    Bounded by ``size`` entries and, when ``nbytes`` is given, by the bytes it
-    reports for the values (the newest entry is always kept).
-    """
-
-    def __init__(self, size: int, max_bytes: int | None = None, nbytes: Callable[[Any], int] | None = None):
-        self.size = size
-        self.max_bytes = max_bytes
-        self.nbytes = nbytes
-        self.data: OrderedDict = OrderedDict()
-        self.bytes = 0
-        self.lock = threading.Lock()
-
-    def get(self, key, make):
-        with self.lock:
-            if key in self.data:
-                self.data.move_to_end(key)
-                return self.data[key]
-        value = make()  # outside the lock: loading is slow; a rare double load is harmless
-        with self.lock:
-            if key not in self.data:
-                self.data[key] = value
-                self.bytes += self._size_of(value)
-            self.data.move_to_end(key)
-            while len(self.data) > 1 and (
-                len(self.data) > self.size or (self.max_bytes is not None and self.bytes > self.max_bytes)
-            ):
-                _, old = self.data.popitem(last=False)
-                self.bytes -= self._size_of(old)
-        return value
-
-    def _size_of(self, value) -> int:
-        return int(self.nbytes(value)) if self.nbytes is not None else 0
-
-
 def _case_bytes(case: Case) -> int:
     return case.image.nbytes + (case.label.nbytes if case.label is not None else 0)
 
@@ -110,8 +73,8 @@ class ExportContext:
 
     def __init__(self, plan, cache_size: int = CACHE_SIZE, cache_bytes: int = CACHE_BYTES):
         self.plan = plan
-        self._cases = _LRU(cache_size, cache_bytes, _case_bytes)
-        self._objects = _LRU(cache_size)
+        self._cases = LRUCache(cache_size, cache_bytes, _case_bytes)
+        self._objects = LRUCache(cache_size)
         self._harmonizer = None
         self._harmonizer_lock = threading.Lock()
         self._resources: dict[Any, Any] = {}

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
@@ -44,6 +43,7 @@ from napari_lesionmix.augment.registry import (
     with_provenance,
 )
 from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.io.cache import LRUCache
 from napari_lesionmix.io.dataset import CaseRecord, Dataset, discover_dataset
 from napari_lesionmix.io.nifti import AFFINE_TOLERANCE_MM, Case, case_id_from_path, read_geometry
 from napari_lesionmix.random import sample_rng
@@ -227,7 +227,7 @@ class DonorPool:
             self._memory[cid] = entry
 
     def _init_caches(self) -> None:
-        self._cases: OrderedDict[str, Case] = OrderedDict()
+        self._cases = LRUCache(max(self.max_cases, 1))
         self._objects: dict[Hashable, Any] = {}
         self._grids: dict[str, tuple[tuple[int, ...], np.ndarray]] = {}
         self._lock = threading.Lock()
@@ -257,16 +257,7 @@ class DonorPool:
             return self._memory[case_id][0]
         if case_id not in self._records:
             raise LesionMixError(f"Case '{case_id}' is not among the donors.")
-        with self._lock:
-            if case_id in self._cases:
-                self._cases.move_to_end(case_id)
-                return self._cases[case_id]
-        case = self._records[case_id].load()  # outside the lock: a rare double load is harmless
-        with self._lock:
-            self._cases[case_id] = case
-            while len(self._cases) > max(self.max_cases, 1):
-                self._cases.popitem(last=False)
-        return case
+        return self._cases.get(case_id, self._records[case_id].load)
 
     def brain_mask(self, case_id: str) -> np.ndarray | None:
         if case_id in self._memory:
