@@ -26,7 +26,9 @@ from napari_lesionmix.augment.registry import (
     DrawRejected,
     Inputs,
     Method,
+    apply_params,
     get_method,
+    sample_params,
     with_provenance,
 )
 from napari_lesionmix.errors import LesionMixError
@@ -185,15 +187,14 @@ def _draw_and_apply(ctx: ExportContext, rng: np.random.Generator, a: Assignment)
     for attempt in range(DONOR_TRIES):
         inputs = Inputs(host, ctx.case(donor_id) if method.needs_donor else None, ctx.brain_mask(a.host_id))
         try:
-            method.check_inputs(inputs)
-            params = method.sample(rng, inputs, options, resources)
+            params = sample_params(method, rng, inputs, options, resources, ctx)
             break
         except DrawRejected as exc:
             if attempt == DONOR_TRIES - 1:
                 raise LesionMixError(f"{method.label} sample {a.case_id} found no valid placement: {exc}") from None
             donor_id = others[int(rng.integers(len(others)))]
     params = with_provenance(params, ctx.plan.config.seed, a.index)
-    return MethodResult(method.apply(inputs, params, resources), host, method.source_ids(params))
+    return MethodResult(apply_params(method, inputs, params, resources), host, method.source_ids(params))
 
 
 def make_sample(ctx: ExportContext, index: int) -> tuple[Assignment, MethodResult]:
