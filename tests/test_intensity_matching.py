@@ -196,3 +196,41 @@ def test_gain_warning_reads_maps_and_their_json():
     linear = intensity.fit_map("brain-linear", intensity.BrainStats(((1.0,) * 13,), (0.0,)),
                                intensity.BrainStats(((2.0,) * 13,), (0.0,)), "d")
     assert intensity.gain_warning([linear]) is None  # matched: nothing to warn about
+
+
+@pytest.fixture
+def gain_dataset(tmp_path):
+    """Four cases, two of them at half the gain of the others."""
+    root = tmp_path / "ds"
+    for s, gain in enumerate((1.0, 0.5, 1.0, 0.5)):
+        write_case(_scaled(make_case(seed=60 + s, n_lesions=3), (gain,), f"c{s}"), root)
+    return root
+
+
+def test_export_defaults_to_brain_linear_and_warns_and_marks_unmatched_cases(gain_dataset, tmp_path, capsys):
+    from napari_lesionmix.export import ExportConfig, export_dataset
+    from napari_lesionmix.export.gallery import GAIN_MARK, gallery_figure, list_cases
+
+    def gain_figure_titles(folder):
+        fig = gallery_figure(folder, list_cases(folder))
+        titles = [ax.get_title(loc="left") for ax in fig.axes if ax.get_title(loc="left")]
+        return {t.split()[0]: t for t in titles}
+
+    matched = ExportConfig(str(gain_dataset), str(tmp_path / "m"), n=4, seed=1)
+    assert matched.options == {"carvemix": {"intensity_match": "brain-linear"}}
+    report = export_dataset(matched)
+    assert report.gain_mismatches == {} and report.gain_warning() is None
+    out = tmp_path / "raw"
+    args = ["export", "--dataset", str(gain_dataset), "--out", str(out), "--n", "4", "--seed", "1",
+            "--no-progress", "--option", "carvemix.intensity_match=none"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.startswith("warning:")]
+    assert len(lines) == 1 and "intensity_match=none" in lines[0]
+    records = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    crossed = {r["id"] for r in records if r["method"] == "carvemix"
+               and (r["host"] in ("c1", "c3")) != (r["donor"] in ("c1", "c3"))}
+    assert crossed and f"{len(crossed)} synthetic case(s)" in lines[0]
+    titles = gain_figure_titles(out)
+    assert {cid for cid, t in titles.items() if GAIN_MARK in t} == crossed
+    assert not any(GAIN_MARK in t for t in gain_figure_titles(tmp_path / "m").values())

@@ -253,8 +253,8 @@ def map_for(maps: Iterable[IntensityMap], case_id: str) -> IntensityMap | None:
     return next((m for m in maps if m.case_id == case_id), None)
 
 
-def gain_warning(maps: Iterable[IntensityMap | Mapping], host_id: str = "host") -> str | None:
-    """One line when a map of mode ``"none"`` pastes across a gain difference above :data:`GAIN_WARNING`.
+def unmatched_gain(maps: Iterable[IntensityMap | Mapping]) -> IntensityMap | None:
+    """The map of mode ``"none"`` with the largest gain difference above :data:`GAIN_WARNING`, or ``None``.
 
     ``maps`` are :class:`IntensityMap` objects or their JSON dicts (a manifest's params).
     """
@@ -263,6 +263,12 @@ def gain_warning(maps: Iterable[IntensityMap | Mapping], host_id: str = "host") 
         m = m if isinstance(m, IntensityMap) else IntensityMap(**{k: _tuples(v) for k, v in m.items()})
         if m.mode == "none" and m.gain > GAIN_WARNING and (worst is None or m.gain > worst.gain):
             worst = m
+    return worst
+
+
+def gain_warning(maps: Iterable[IntensityMap | Mapping], host_id: str = "host") -> str | None:
+    """One line when a map of mode ``"none"`` pastes across a gain difference above :data:`GAIN_WARNING`."""
+    worst = unmatched_gain(maps)
     if worst is None:
         return None
     return (f"warning: normal-brain medians of host '{host_id}' ({_fmt(worst.host_median)}) and source "

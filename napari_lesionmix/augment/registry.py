@@ -459,7 +459,8 @@ def matched_inputs(inputs: Inputs, params: Params) -> Inputs:
     """``inputs`` with the donor in the host's scale by the map ``params`` recorded for it (if any)."""
     if inputs.donor is None:
         return inputs
-    m = intensity.map_for(params.intensity, inputs.donor.case_id)
+    # The map of the recorded donor (a replay may load it under another case id).
+    m = intensity.map_for(params.intensity, getattr(params, "donor_id", None) or inputs.donor.case_id)
     if m is None or m.mode == "none":
         return inputs
     return dataclasses.replace(inputs, donor=dataclasses.replace(inputs.donor, image=m.apply(inputs.donor.image)))
