@@ -445,6 +445,11 @@ def fit_intensity(method: Method, params: Params, inputs: Inputs, mode: str,
     return dataclasses.replace(params, intensity=tuple(maps))
 
 
+#: First element of the :meth:`Sources.cached` keys of per-case normal-brain statistics (a few floats
+#: each: a face may keep them apart from its bounded cache of large objects).
+BRAIN_STATS_KEY = "brain-stats"
+
+
 def _brain_stats(sources: Sources, case_id: str, case: Callable[[], Case],
                  brain: np.ndarray | None) -> intensity.BrainStats:
     """A case's normal-brain statistics, computed once per sources (a case is loaded only when needed)."""
@@ -452,7 +457,7 @@ def _brain_stats(sources: Sources, case_id: str, case: Callable[[], Case],
         c = case()
         return intensity.brain_stats(c.image, c.label, brain)
 
-    return sources.cached(("brain-stats", case_id, brain is not None), make)
+    return sources.cached((BRAIN_STATS_KEY, case_id, brain is not None), make)
 
 
 def matched_inputs(inputs: Inputs, params: Params) -> Inputs:

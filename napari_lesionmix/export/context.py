@@ -23,6 +23,7 @@ import numpy as np
 
 from napari_lesionmix.augment.params import Synthetic
 from napari_lesionmix.augment.registry import (
+    BRAIN_STATS_KEY,
     DrawRejected,
     Inputs,
     Method,
@@ -114,6 +115,7 @@ class ExportContext:
         self.plan = plan
         self._cases = _LRU(cache_size, cache_bytes, _case_bytes)
         self._objects = _LRU(cache_size)
+        self._stats = _LRU(1 << 16)
         self._harmonizer = None
         self._harmonizer_lock = threading.Lock()
         self._resources: dict[Any, Any] = {}
@@ -133,7 +135,12 @@ class ExportContext:
         return self._objects.get(("brain", case_id), lambda: load_label(rec.brain_mask_path)[0] > 0)
 
     def cached(self, key, make: Callable[[], Any]):
-        """A method's per-worker object (e.g. a donor's CarveField), built once by ``make`` (LRU)."""
+        """A method's per-worker object (e.g. a donor's CarveField), built once by ``make`` (LRU).
+
+        Normal-brain statistics (a few floats per case) are kept apart, so they never evict a donor field.
+        """
+        if isinstance(key, tuple) and key and key[0] == BRAIN_STATS_KEY:
+            return self._stats.get(key, make)
         return self._objects.get(key, make)
 
     def training_set(self) -> Dataset:
