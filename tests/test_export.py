@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import make_case, write_case
 
-from napari_lesionmix.augment.carvemix import carvemix
+from napari_lesionmix.augment import registry
 from napari_lesionmix.augment.params import params_from_dict
 from napari_lesionmix.cli import main
 from napari_lesionmix.errors import LesionMixError
@@ -75,7 +75,7 @@ def test_layout_manifest_and_replay(tiny_dataset, tmp_path):
                          case_id=params.host_id)
         donor = load_case(tiny_dataset / f"{params.donor_id}.nii.gz", tiny_dataset / f"{params.donor_id}_seg.nii.gz",
                           case_id=params.donor_id)
-        s = carvemix(host, donor, params)
+        s = registry.replay(params, host, donor)  # the shared path: it applies the recorded intensity map
         written = load_case(out / "imagesTr" / f"{rec['id']}_0000.nii.gz", out / "labelsTr" / f"{rec['id']}.nii.gz")
         np.testing.assert_array_equal(written.image, s.image)
         np.testing.assert_array_equal(written.label, s.label)
@@ -320,7 +320,7 @@ def test_harmonize_hm_inside_mask_only(tiny_dataset, tmp_path):
     params = params_from_dict(rec["params"])
     host = load_case(tiny_dataset / f"{params.host_id}.nii.gz", tiny_dataset / f"{params.host_id}_seg.nii.gz")
     donor = load_case(tiny_dataset / f"{params.donor_id}.nii.gz", tiny_dataset / f"{params.donor_id}_seg.nii.gz")
-    s = carvemix(host, donor, params)
+    s = registry.replay(params, host, donor)
     expected = load_harmonizer("hm").harmonize(s.image, s.mask)
     got = nib.load(tmp_path / "hm" / "imagesTr" / "lmx_000000_0000.nii.gz").get_fdata(dtype=np.float32)
     np.testing.assert_array_equal(got, expected[0])
@@ -424,9 +424,6 @@ def test_worker_error_reaches_the_caller_as_one_sentence(tiny_dataset, tmp_path,
 
 
 def test_softcp_method_replays_and_avoids_holdout(tiny_dataset, tmp_path):
-    pytest.importorskip("napari_lesionmix.augment.softcp")
-    from napari_lesionmix.augment.softcp import softcp
-
     config = cfg(tiny_dataset, tmp_path / "sc", n=3, methods=(("softcp", 1.0),), holdout_fraction=0.4,
                  options={"softcp": {"n_lesions": 1}})
     plan = make_plan(config)
@@ -440,7 +437,7 @@ def test_softcp_method_replays_and_avoids_holdout(tiny_dataset, tmp_path):
         host = load_case(tiny_dataset / f"{host_id}.nii.gz", tiny_dataset / f"{host_id}_seg.nii.gz", case_id=host_id)
         donor = load_case(tiny_dataset / f"{donor_id}.nii.gz", tiny_dataset / f"{donor_id}_seg.nii.gz",
                           case_id=donor_id)
-        s = softcp(host, donor, params)
+        s = registry.replay(params, host, donor)
         written = load_case(tmp_path / "sc" / "imagesTr" / f"{rec['id']}_0000.nii.gz",
                             tmp_path / "sc" / "labelsTr" / f"{rec['id']}.nii.gz")
         np.testing.assert_array_equal(written.label, s.label)

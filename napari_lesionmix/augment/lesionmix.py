@@ -43,10 +43,16 @@ Choices where the paper is silent (all parameters, defaults in brackets):
   0.5 [or nearest, ``mask_mode``], label values by nearest (voxels of the mask
   that nearest misses get the lesion's most frequent class); then brightness,
   then noise. The soft mask is recomputed from the transformed mask;
-* intensities are pasted as they are [``intensity_match="none"``, as in the
-  paper]; ``"median"`` scales each lesion by the ratio of the host's to the
-  source case's normal-tissue median per channel (for datasets whose scans
-  differ in gain);
+* intensities are pasted as they are, as in the paper. Through the registry
+  (CLI, export, Python ``registry.generate``), the shared ``intensity_match``
+  option (``none``, ``brain-linear``, ``histogram``;
+  :mod:`~napari_lesionmix.augment.intensity`) maps each *source case*'s crop
+  into the host's scale before its transforms, with the map fitted on the two
+  cases' normal brain and recorded in ``params.intensity``. The older
+  ``sample_lesionmix(..., intensity_match="median")`` of this module (a
+  scale-only ratio of the normal-tissue medians, applied after the
+  transforms) is kept for params recorded with it and for direct callers;
+  ``brain-linear`` supersedes it (it also matches the spread and the offset);
 * blending: Soft-CP's soft mask (:func:`~napari_lesionmix.augment.softmask.soft_mask`,
   its defaults a = 0.5, 1 erosion, 4 dilations) in the host's voxel spacing;
 * lesion choice ["case"]: a source case uniformly, then one of its lesions
@@ -85,6 +91,7 @@ Choices where the paper is silent (all parameters, defaults in brackets):
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections.abc import Sequence
@@ -94,6 +101,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_lesionmix.augment.inpaint import inpaint_telea
+from napari_lesionmix.augment.intensity import map_for
 from napari_lesionmix.augment.lesion_load import (
     DISTRIBUTIONS,
     LoadDistribution,
@@ -804,6 +812,10 @@ def _apply_populate(host: Case, params: LesionMixParams, bank, brain, timings: d
         _check_bank_grid(host, [lesion])
         # Pad so the soft mask's dilation is not cut by the crop edge.
         t0 = time.perf_counter()
+        matched = map_for(params.intensity, ins.case_id)
+        if matched is not None and matched.mode != "none":
+            # The registry's shared intensity step, per source case (registry.fit_intensity recorded the map).
+            lesion = dataclasses.replace(lesion, image=matched.apply(lesion.image))
         img, hard, lab, warp = transform_lesion(lesion, ins.transform, aug, pad=_soft_pad(params))
         if params.intensity_match == "median":
             ratio = [h / r if r != 0 else 1.0 for h, r in zip(params.host_reference, lesion.reference, strict=True)]
@@ -892,8 +904,6 @@ class LesionMixOptions(Options):
     tolerance_frac: float = option(0.05, "relative load tolerance", low=0.0)
     max_insertions: int = option(100, "cap on pasted lesions", low=0)
     connectivity: int = option(26, "connectivity of the lesions", choices=(6, 18, 26))
-    intensity_match: str = option("none", "scale pasted lesions by the host/source normal-tissue median ratio",
-                                  choices=("none", "median"))
     strict: bool = option(False, "fail when the target load is not reached (else it is recorded)")
 
     def distribution(self, loads) -> LoadDistribution:
@@ -960,7 +970,7 @@ class LesionMixMethod(Method):
             distribution=resources.distribution, mode=options.mode, brain_mask=inputs.brain_mask,
             source_cases=resources.source_ids, lesion_sampling=options.lesion_sampling,
             tolerance_ml=options.tolerance_ml, tolerance_frac=options.tolerance_frac,
-            max_insertions=options.max_insertions, intensity_match=options.intensity_match,
+            max_insertions=options.max_insertions,
             on_unreachable="raise" if options.strict else "ignore",
         )
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_lesionmix.augment.intensity import normal_brain
 from napari_lesionmix.augment.lesion_load import lesion_load_ml, voxel_volume_ml
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.nifti import AFFINE_TOLERANCE_MM, Case
@@ -117,10 +118,9 @@ def tissue_reference(image: np.ndarray, label: np.ndarray | None, brain_mask: np
     every voxel above the channel's minimum (the usual constant background)
     minus the lesions. Used to scale pasted lesions to a host's intensity level.
     """
-    lesion = np.zeros(image.shape[1:], bool) if label is None else np.asarray(label) != 0
     out = []
     for ch in image:
-        region = (np.asarray(brain_mask, bool) if brain_mask is not None else ch > ch.min()) & ~lesion
+        region = normal_brain(ch, label, brain_mask)
         out.append(float(np.median(ch[region])) if region.any() else float(np.median(ch)))
     return tuple(out)
 

@@ -16,11 +16,12 @@ import dataclasses
 import json
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
+from napari_lesionmix.augment.intensity import IntensityMap
 from napari_lesionmix.errors import LesionMixError
 
 _REGISTRY: dict[str, type[Params]] = {}
@@ -28,9 +29,20 @@ _REGISTRY: dict[str, type[Params]] = {}
 
 @dataclass(frozen=True)
 class Params:
-    """Base class of every method's frozen, JSON-serialisable parameters."""
+    """Base class of every method's frozen, JSON-serialisable parameters.
+
+    Attributes
+    ----------
+    intensity : tuple of IntensityMap
+        The intensity maps of the cases whose voxels the sample pastes (one per
+        source case other than the host), fitted by the registry's shared
+        ``intensity_match`` step (:mod:`~napari_lesionmix.augment.intensity`)
+        and applied again on replay. Keyword-only, after every method's fields;
+        empty (and left out of the JSON) when nothing was recorded.
+    """
 
     method: ClassVar[str] = ""
+    intensity: tuple[IntensityMap, ...] = field(default=(), kw_only=True)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -41,7 +53,10 @@ class Params:
         """Plain JSON-ready dict, with the method name under ``"method"``."""
         out = {"method": self.method}
         for f in dataclasses.fields(self):
-            out[f.name] = _to_jsonable(getattr(self, f.name))
+            if f.name != "intensity":
+                out[f.name] = _to_jsonable(getattr(self, f.name))
+        if self.intensity:
+            out["intensity"] = _to_jsonable(self.intensity)
         return out
 
     def to_json(self, indent: int | None = 2) -> str:

@@ -14,6 +14,18 @@ A method is one class, registered by name with :func:`register`, that declares
 * ``sample(rng, inputs, options, resources) -> Params``: only draws;
 * ``apply(inputs, params, resources) -> Synthetic``: deterministic.
 
+One step is shared by every method and lives here, not in them: the
+``intensity_match`` option of the :class:`Options` base (``none``,
+``brain-linear``, ``histogram``; :mod:`~napari_lesionmix.augment.intensity`).
+:func:`sample_params` fits, after the method's draw, one map per case whose
+voxels the sample pastes (:meth:`Method.source_ids`, host left out) from the
+normal brain of that case and of the host, and records the maps in
+``Params.intensity``; :func:`apply_params` gives the method the donor in the
+host's scale (a method without a donor, LesionMix, maps each lesion's source
+itself with :func:`~napari_lesionmix.augment.intensity.map_for`). ``sample``
+only draws and never reads intensities, so drawing before the fit changes no
+draw.
+
 Every face draws sample ``index`` of seed ``seed`` from
 :func:`~napari_lesionmix.random.sample_rng` through :func:`draw`, so the same
 host, donor, options, seed and index give the same bytes in the CLI, the
@@ -42,6 +54,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from napari_lesionmix.augment import intensity
 from napari_lesionmix.augment.params import Params, Synthetic
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.dataset import Dataset
@@ -53,7 +66,7 @@ from napari_lesionmix.random import sample_rng
 
 def option(default: Any, help: str, *, choices: tuple | None = None, low: float | None = None,
            high: float | None = None, open_low: bool = False, open_high: bool = False,
-           flag: str | None = None) -> Any:
+           flag: str | None = None, kw_only: bool = False) -> Any:
     """A field of a method's :class:`Options`: its default, help text and allowed values.
 
     Parameters
@@ -68,17 +81,27 @@ def option(default: Any, help: str, *, choices: tuple | None = None, low: float 
         Bounds of a number; inclusive unless ``open_low``/``open_high``.
     flag : str, optional
         The CLI flag when it is not ``--field-name`` (kept for a familiar spelling).
+    kw_only : bool
+        A keyword-only field (the base's shared options, so subclasses' fields keep their positions).
     """
     meta = {"help": help, "choices": choices, "low": low, "high": high, "open_low": open_low,
             "open_high": open_high, "flag": flag}
-    return dataclasses.field(default=default, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta, kw_only=kw_only)
 
 
 @dataclass(frozen=True)
 class Options:
-    """Base of every method's options: each value is checked against its field's declaration."""
+    """Base of every method's options: each value is checked against its field's declaration.
+
+    It holds the options every method shares (one definition for the CLI
+    flags, the export keys and the studio of every method): ``intensity_match``.
+    """
 
     method_name: ClassVar[str] = ""
+    intensity_match: str = option(
+        "none", "map each source case's intensities into the host's scale before mixing, fitted on normal "
+        "brain: none (the papers), brain-linear (median and IQR) or histogram (Nyul-Udupa landmarks)",
+        choices=intensity.MODES, kw_only=True)
 
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
@@ -389,11 +412,83 @@ def with_provenance(params: Params, seed: int, index: int) -> Params:
     return dataclasses.replace(params, seed=int(seed), sample_index=int(index))
 
 
-def draw(method: Method, seed: int, index: int, inputs: Inputs, options: Options, resources: Any) -> Params:
+def draw(method: Method, seed: int, index: int, inputs: Inputs, options: Options, resources: Any,
+         sources: Sources | None = None) -> Params:
     """Params of sample ``index`` of seed ``seed``: the one seeding rule of every face."""
-    method.check_inputs(inputs)
-    params = method.sample(sample_rng(seed, index), inputs, options, resources)
+    params = sample_params(method, sample_rng(seed, index), inputs, options, resources, sources)
     return with_provenance(params, seed, index)
+
+
+def sample_params(method: Method, rng: np.random.Generator, inputs: Inputs, options: Options, resources: Any,
+                  sources: Sources | None = None) -> Params:
+    """The method's draw, then the shared intensity step: its maps recorded in ``params.intensity``.
+
+    Parameters
+    ----------
+    sources : Sources, optional
+        Where the source cases and their brain masks come from (and the
+        normal-brain statistics are cached); by default the inputs themselves.
+    """
+    method.check_inputs(inputs)
+    params = method.sample(rng, inputs, options, resources)
+    return fit_intensity(method, params, inputs, options.intensity_match, sources)
+
+
+def fit_intensity(method: Method, params: Params, inputs: Inputs, mode: str,
+                  sources: Sources | None = None) -> Params:
+    """``params`` with one :class:`~napari_lesionmix.augment.intensity.IntensityMap` per pasted source case.
+
+    Each map is fitted on the normal brain (lesions excluded) of the source
+    case and of the host (``inputs.brain_mask``, each source's
+    :meth:`Sources.brain_mask`, else the non-background voxels). In mode
+    ``"none"`` the maps change nothing but record both medians (the gain warning).
+    """
+    sources = sources or _local_sources(inputs)
+    ids = [cid for cid in method.source_ids(params) if cid != inputs.host.case_id]
+    if not ids:
+        return params
+    host = _brain_stats(sources, inputs.host.case_id, lambda: inputs.host, inputs.brain_mask)
+    maps = []
+    for cid in ids:
+        donor = inputs.donor if inputs.donor is not None and inputs.donor.case_id == cid else None
+        stats = _brain_stats(sources, cid, lambda: donor or sources.case(cid), sources.brain_mask(cid))  # noqa: B023
+        maps.append(intensity.fit_map(mode, stats, host, cid))
+    return dataclasses.replace(params, intensity=tuple(maps))
+
+
+#: First element of the :meth:`Sources.cached` keys of per-case normal-brain statistics (a few floats
+#: each: a face may keep them apart from its bounded cache of large objects).
+BRAIN_STATS_KEY = "brain-stats"
+
+
+def _brain_stats(sources: Sources, case_id: str, case: Callable[[], Case],
+                 brain: np.ndarray | None) -> intensity.BrainStats:
+    """A case's normal-brain statistics, computed once per sources (a case is loaded only when needed)."""
+    def make():
+        c = case()
+        return intensity.brain_stats(c.image, c.label, brain)
+
+    return sources.cached((BRAIN_STATS_KEY, case_id, brain is not None), make)
+
+
+def matched_inputs(inputs: Inputs, params: Params) -> Inputs:
+    """``inputs`` with the donor in the host's scale by the map ``params`` recorded for it (if any)."""
+    if inputs.donor is None:
+        return inputs
+    # The map of the recorded donor (a replay may load it under another case id).
+    m = intensity.map_for(params.intensity, getattr(params, "donor_id", None) or inputs.donor.case_id)
+    if m is None or m.mode == "none":
+        return inputs
+    return dataclasses.replace(inputs, donor=dataclasses.replace(inputs.donor, image=m.apply(inputs.donor.image)))
+
+
+def apply_params(method: Method, inputs: Inputs, params: Params, resources: Any) -> Synthetic:
+    """The method's deterministic apply, on the donor as the recorded intensity maps make it."""
+    return method.apply(matched_inputs(inputs, params), params, resources)
+
+
+def _local_sources(inputs: Inputs) -> LocalSources:
+    return LocalSources([inputs.host, inputs.donor], {inputs.host.case_id: inputs.brain_mask})
 
 
 def check_recorded_cases(params: Params, inputs: Inputs, where: str = "These params") -> None:
@@ -444,7 +539,7 @@ def generate(method: str | Method, host: Case, donor: Case | None = None, *, see
     inputs = Inputs(host, donor, brain_mask)
     sources = sources or LocalSources([host, donor], {host.case_id: brain_mask}, training_set)
     resources = m.prepare(sources, opts)
-    return m.apply(inputs, draw(m, seed, index, inputs, opts, resources), resources)
+    return apply_params(m, inputs, draw(m, seed, index, inputs, opts, resources, sources), resources)
 
 
 def replay(params: Params, host: Case, donor: Case | None = None, *, brain_mask: np.ndarray | None = None,
@@ -454,4 +549,4 @@ def replay(params: Params, host: Case, donor: Case | None = None, *, brain_mask:
     inputs = Inputs(host, donor, brain_mask)
     m.check_inputs(inputs)
     sources = sources or LocalSources([host, donor], {host.case_id: brain_mask}, training_set)
-    return m.apply(inputs, params, m.prepare(sources, m.options_for(params)))
+    return apply_params(m, inputs, params, m.prepare(sources, m.options_for(params)))

@@ -62,7 +62,11 @@ Choices where the paper is silent (each a parameter; defaults in brackets):
 * **Intensity compatibility** (``intensity_compat`` [False], off as in the
   paper): before pasting, each channel of the copied crop is mapped linearly
   so that the mean/std of its band ring (S > 0 outside the lesion) match the
-  host's ring at the paste position (host lesions excluded).
+  host's ring at the paste position (host lesions excluded). This is local
+  (the tissue around one lesion against the tissue where it lands) and is not
+  the registry's shared ``intensity_match`` (one map of the whole donor's
+  normal brain onto the host's, :mod:`~napari_lesionmix.augment.intensity`),
+  which runs first when both are on.
 """
 
 from __future__ import annotations
@@ -993,6 +997,7 @@ class SoftCPMethod(Method):
 
     def sample(self, rng, inputs: Inputs, options: SoftCPOptions, resources) -> SoftCPParams:
         kwargs = options.to_dict()
+        kwargs.pop("intensity_match")  # the registry's shared step, not Soft-CP's
         kwargs["lesion_labels"] = options.lesion_labels
         return sample_softcp(rng, inputs.host, inputs.donor, inputs.brain_mask,
                              donor_lesions=resources(inputs.donor), **kwargs)

@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--option", action="append", default=[], metavar="METHOD.NAME=VALUE",
                    help="per-method setting, repeatable, e.g. carvemix.per_lesion=true, softcp.n_lesions=2, "
                    "lesionmix.load_dist=high, lesionmix.dist_low=5, mixup.label=hard: the names are the "
-                   "method command's flags (`lesionmix METHOD --help`) with _ for -")
+                   "method command's flags (`lesionmix METHOD --help`) with _ for -. Every method's "
+                   "intensity_match defaults to brain-linear here (none in the method commands, as in the papers)")
     p.add_argument("--harmonize", metavar="SPEC",
                    help="harmonize inside each mixing mask: a checkpoint .pt, arhnet, hm or composite")
     p.add_argument("--device", default="cpu", help="device for ARHNet harmonization (default cpu)")
@@ -86,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+    if report.gain_warning():
+        print(report.gain_warning(), file=sys.stderr)
     rss = ", ".join(f"{v:.0f}" for v in report.peak_rss_mb.values()) or "-"
     print(
         f"export: {report.n_total} case(s) in '{report.out}' ({report.n_written} made, "

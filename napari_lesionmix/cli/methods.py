@@ -137,7 +137,8 @@ def load_inputs(method: Method, args: argparse.Namespace) -> tuple[Inputs, Local
 def run(method: Method, args: argparse.Namespace) -> int:
     import numpy as np
 
-    from napari_lesionmix.augment.registry import draw
+    from napari_lesionmix.augment.intensity import gain_warning
+    from napari_lesionmix.augment.registry import apply_params, draw
     from napari_lesionmix.io.atomic import check_output
     from napari_lesionmix.io.synthetic import write_synthetic
 
@@ -158,8 +159,11 @@ def run(method: Method, args: argparse.Namespace) -> int:
     else:
         options = method.Options.from_dict(given)
         resources = method.prepare(sources, options)
-        params = draw(method, args.seed or 0, args.index or 0, inputs, options, resources)
-    synthetic = method.apply(inputs, params, resources)
+        params = draw(method, args.seed or 0, args.index or 0, inputs, options, resources, sources)
+        warning = gain_warning(params.intensity, inputs.host.case_id)
+        if warning:
+            print(warning, file=sys.stderr)
+    synthetic = apply_params(method, inputs, params, resources)
     record["options"] = options.changed()
     paths = write_synthetic(args.out, synthetic, inputs.host, record)
     print(f"{method.name}: {method.describe(synthetic)} -> {paths['params'].parent}")

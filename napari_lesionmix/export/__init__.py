@@ -61,6 +61,9 @@ class ExportReport:
         CPU seconds (user + system) each worker process had used by its last case.
     holdout : tuple of str
         Real cases held out (never a source, in no training fold).
+    gain_mismatches : dict of str to float
+        Synthetic cases pasted with ``intensity_match=none`` across normal-brain medians that differ by
+        more than 25 %, and that difference (:func:`~napari_lesionmix.export.gallery.gain_mismatches`).
     """
 
     out: Path
@@ -72,10 +75,21 @@ class ExportReport:
     peak_rss_mb: dict[int, float] = field(default_factory=dict)
     worker_cpu_s: dict[int, float] = field(default_factory=dict)
     holdout: tuple[str, ...] = ()
+    gain_mismatches: dict[str, float] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
         return not self.stopped
+
+    def gain_warning(self) -> str | None:
+        """One line about :attr:`gain_mismatches`, or ``None`` when there are none."""
+        if not self.gain_mismatches:
+            return None
+        worst = max(self.gain_mismatches, key=self.gain_mismatches.get)
+        return (f"warning: {len(self.gain_mismatches)} synthetic case(s) were pasted between scans whose "
+                f"normal-brain medians differ by more than 25 % with intensity_match=none (largest: {worst}, "
+                f"{self.gain_mismatches[worst]:.0%}); the QA gallery marks them; "
+                "--option METHOD.intensity_match=brain-linear pastes in the host's scale.")
 
 
 def available_methods() -> list[str]:
@@ -193,6 +207,9 @@ def export_dataset(
         report.stopped = True
         report.seconds = time.perf_counter() - t0
         return report
+    from napari_lesionmix.export.gallery import gain_mismatches
+
+    report.gain_mismatches = gain_mismatches(records)
     manifest.rewrite(_ordered(records.values()))
     write_json(splits_final(plan, records), out / "splits_final.json")
     n_channels = max((int(r.get("channels", 1)) for r in records.values()), default=1)

@@ -22,10 +22,13 @@ import numpy as np
 
 from napari_lesionmix.augment.params import Synthetic
 from napari_lesionmix.augment.registry import (
+    BRAIN_STATS_KEY,
     DrawRejected,
     Inputs,
     Method,
+    apply_params,
     get_method,
+    sample_params,
     with_provenance,
 )
 from napari_lesionmix.errors import LesionMixError
@@ -75,6 +78,7 @@ class ExportContext:
         self.plan = plan
         self._cases = LRUCache(cache_size, cache_bytes, _case_bytes)
         self._objects = LRUCache(cache_size)
+        self._stats = LRUCache(1 << 16)
         self._harmonizer = None
         self._harmonizer_lock = threading.Lock()
         self._resources: dict[Any, Any] = {}
@@ -94,7 +98,12 @@ class ExportContext:
         return self._objects.get(("brain", case_id), lambda: load_label(rec.brain_mask_path)[0] > 0)
 
     def cached(self, key, make: Callable[[], Any]):
-        """A method's per-worker object (e.g. a donor's CarveField), built once by ``make`` (LRU)."""
+        """A method's per-worker object (e.g. a donor's CarveField), built once by ``make`` (LRU).
+
+        Normal-brain statistics (a few floats per case) are kept apart, so they never evict a donor field.
+        """
+        if isinstance(key, tuple) and key and key[0] == BRAIN_STATS_KEY:
+            return self._stats.get(key, make)
         return self._objects.get(key, make)
 
     def training_set(self) -> Dataset:
@@ -148,15 +157,14 @@ def _draw_and_apply(ctx: ExportContext, rng: np.random.Generator, a: Assignment)
     for attempt in range(DONOR_TRIES):
         inputs = Inputs(host, ctx.case(donor_id) if method.needs_donor else None, ctx.brain_mask(a.host_id))
         try:
-            method.check_inputs(inputs)
-            params = method.sample(rng, inputs, options, resources)
+            params = sample_params(method, rng, inputs, options, resources, ctx)
             break
         except DrawRejected as exc:
             if attempt == DONOR_TRIES - 1:
                 raise LesionMixError(f"{method.label} sample {a.case_id} found no valid placement: {exc}") from None
             donor_id = others[int(rng.integers(len(others)))]
     params = with_provenance(params, ctx.plan.config.seed, a.index)
-    return MethodResult(method.apply(inputs, params, resources), host, method.source_ids(params))
+    return MethodResult(apply_params(method, inputs, params, resources), host, method.source_ids(params))
 
 
 def make_sample(ctx: ExportContext, index: int) -> tuple[Assignment, MethodResult]:

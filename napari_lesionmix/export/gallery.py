@@ -6,7 +6,10 @@ label is empty), after
 reorienting to the closest canonical RAS+ orientation, in the neurological
 convention: patient right on the right of axial and coronal views, anterior
 to the right of sagittal views, superior up. Pixels keep their physical
-aspect ratio. Lesion contours (label > 0) are drawn in red. Rendering uses
+aspect ratio. Lesion contours (label > 0) are drawn in red. A case pasted
+with ``intensity_match=none`` between scans whose normal-brain medians differ
+by more than 25 % has its title in orange with :data:`GAIN_MARK` and the
+difference. Rendering uses
 matplotlib's Agg canvas (no pyplot, no Qt), so it runs in a worker thread
 of the studio and on a headless server alike.
 """
@@ -21,7 +24,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from napari_lesionmix.augment.intensity import unmatched_gain
 from napari_lesionmix.errors import LesionMixError
+
+#: Title marker of a case pasted unmatched across a gain difference (:func:`gain_mismatches`).
+GAIN_MARK = "gain!"
 
 
 def list_cases(out: str | os.PathLike) -> list[str]:
@@ -43,13 +50,29 @@ def choose_cases(all_ids: Sequence[str], n: int) -> list[str]:
     return [all_ids[i] for i in picks]
 
 
-def _methods(out: Path) -> dict[str, str]:
+def _records(out: Path) -> dict[str, dict]:
     from napari_lesionmix.export.writer import Manifest
 
     try:
-        return {cid: rec.get("method", "") for cid, rec in Manifest(out).read().items()}
+        return Manifest(out).read()
     except (OSError, json.JSONDecodeError):
         return {}
+
+
+def gain_mismatches(records: dict[str, dict]) -> dict[str, float]:
+    """Synthetic cases pasted unmatched across a normal-brain gain difference above 25 %: ``{id: gain}``.
+
+    ``records`` are a manifest's (``{id: record}``); the gain is the relative
+    difference of the host's and a source's normal-brain medians recorded in
+    the params (:func:`~napari_lesionmix.augment.intensity.unmatched_gain`).
+    """
+    out = {}
+    for cid, rec in records.items():
+        params = rec.get("params") if isinstance(rec, dict) else None
+        worst = unmatched_gain(params.get("intensity", ())) if isinstance(params, dict) else None
+        if worst is not None:
+            out[cid] = worst.gain
+    return out
 
 
 def triplanar(image: np.ndarray, label: np.ndarray, affine: np.ndarray):
@@ -107,7 +130,9 @@ def gallery_figure(out: str | os.PathLike, case_ids: Sequence[str] | int | None 
         unknown = [c for c in ids if c not in set(all_ids)]
         if unknown:
             raise LesionMixError(f"Case '{unknown[0]}' is not in '{os.fspath(out)}/labelsTr'.")
-    methods = _methods(out)
+    records = _records(out)
+    methods = {cid: rec.get("method", "") for cid, rec in records.items()}
+    gains = gain_mismatches(records)
     cols = max(1, min(int(columns), len(ids)))
     rows = int(np.ceil(len(ids) / cols))
     fig = Figure(figsize=(3 * cols * thumb_inches, rows * (thumb_inches + 0.3)), facecolor="black")
@@ -130,7 +155,11 @@ def gallery_figure(out: str | os.PathLike, case_ids: Sequence[str] | int | None 
             ax.set_axis_off()
             if k == 0:
                 tag = methods.get(cid, "")
-                ax.set_title(f"{cid} {tag}".strip(), color="white", fontsize=7, loc="left")
+                if cid in gains:  # pasted across another gain with intensity_match=none
+                    ax.set_title(f"{cid} {tag} {GAIN_MARK} {gains[cid]:.0%}", color="orange", fontsize=7,
+                                 loc="left")
+                else:
+                    ax.set_title(f"{cid} {tag}".strip(), color="white", fontsize=7, loc="left")
             if k < 2:  # mark patient right on axial and coronal views
                 ax.text(0.97, 0.03, "R", transform=ax.transAxes, color="yellow", fontsize=6,
                         ha="right", va="bottom")

@@ -38,8 +38,10 @@ from napari_lesionmix.augment.registry import (
     DrawRejected,
     Inputs,
     Method,
+    apply_params,
     get_method,
     options_of,
+    sample_params,
     with_provenance,
 )
 from napari_lesionmix.errors import LesionMixError
@@ -374,8 +376,8 @@ class OnlineMethod:
             donor_id = candidates[int(rng.integers(len(candidates)))]
             inputs = Inputs(host, None if donor_id is None else self.pool.case(donor_id), brain_mask)
             try:
-                self.method.check_inputs(inputs)  # a pure check: a redraw keeps the sample a function of (seed, index)
-                params = self.method.sample(rng, inputs, self.options, self.resources)
+                # check_inputs is a pure check: a redraw keeps the sample a function of (seed, index)
+                params = sample_params(self.method, rng, inputs, self.options, self.resources, self.pool)
             except (DrawRejected, LesionMixError) as exc:
                 if donor_id is None:
                     raise
@@ -394,7 +396,7 @@ class OnlineMethod:
         """The sample of ``params`` (deterministic)."""
         if params.method != self.method.name:
             raise LesionMixError(f"Params of method '{params.method}' were given to '{self.method.name}'.")
-        return self.method.apply(self.inputs_for(params, host, brain_mask), params, self.resources)
+        return apply_params(self.method, self.inputs_for(params, host, brain_mask), params, self.resources)
 
     def __call__(self, seed: int, index: int, host: Case,
                  brain_mask: np.ndarray | None = None) -> Synthetic | None:

@@ -6,7 +6,8 @@ the box (or any pasted ``params.json`` or export manifest record), rebuilds the
 params with :func:`~napari_lesionmix.augment.params.params_from_json`, checks
 that they were drawn on the loaded cases, and replays them: through the
 replayer a method's dock registered in ``session.replayers`` (which also moves
-its controls), else through the registry
+its controls; not for params with a recorded intensity map, which the docks
+do not apply), else through the registry
 (:func:`~napari_lesionmix.augment.registry.replay`), so any registered method
 replays. A bad JSON or params for other cases becomes a notification, and
 nothing else changes.
@@ -104,7 +105,8 @@ class ProvenanceWidget(QWidget):
             inputs = Inputs(s.host, s.donor if method.needs_donor else None, s.host_brain_mask)
             check_recorded_cases(params, inputs, "The params in the box")
             replayer = s.replayers.get(params.method)
-            if replayer is not None:
+            # The docks do not apply recorded intensity maps yet: matched params replay through the registry.
+            if replayer is not None and all(m.mode == "none" for m in params.intensity):
                 replayer(params)
             else:
                 method.check_inputs(inputs)
