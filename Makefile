@@ -1,4 +1,5 @@
-# Each target does its own set-up into .venv at the repository root.
+# Each target does its own set-up: the system packages napari needs (scripts/system-deps.sh installs
+# the missing ones when it can, else says what to install) and .venv at the repository root.
 # torch==2.13.0 is installed before the package on purpose: pip then satisfies
 # the package's `torch>=2.2` from that wheel instead of resolving a multi-GB CUDA build.
 PYTHON ?= python3
@@ -25,11 +26,15 @@ $(VENV)/.installed-test: $(VENV)/.created pyproject.toml
 
 venv: $(VENV)/.installed-test
 
+# Without the system packages napari would abort in Qt: stop with the script's sentence instead.
 studio: $(VENV)/.installed-qt
+	@scripts/system-deps.sh
 	$(PY) -m napari_lesionmix.studio
 
+# Without the system packages the GUI tests are skipped (tests/conftest.py says why); the rest run.
 # pytest exits 5 when it collects no test: that is a failure here, not a pass.
 test: $(VENV)/.installed-test
+	@scripts/system-deps.sh || echo "Running the tests that need no display; the GUI tests will be skipped."
 	$(PY) -m pytest $(PYTEST_ARGS); code=$$?; \
 	if [ $$code -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$code
 
