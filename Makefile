@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: studio test venv clean lint sample-data
+.PHONY: studio test test-random venv clean lint sample-data
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ test: $(VENV)/.installed-test
 	@scripts/system-deps.sh || echo "Running the tests that need no display; the GUI tests will be skipped."
 	$(PY) -m pytest $(PYTEST_ARGS); code=$$?; \
 	if [ $$code -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$code
+
+# The same suite in a random order, to catch tests that lean on each other. pytest-randomly prints
+# its seed; replay that order with `make test-random PYTEST_ARGS=--randomly-seed=N`.
+test-random:
+	$(MAKE) test PYTEST_ARGS="-p randomly $(PYTEST_ARGS)"
 
 lint: $(VENV)/.installed-test
 	$(PY) -m ruff check napari_lesionmix tests benchmarks
