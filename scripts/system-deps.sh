@@ -23,7 +23,9 @@ missing() {
         [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || out+=("$p")
     done
     # An installed xvfb whose Xvfb cannot run (removed, hidden) is as good as missing.
-    if [[ " ${out[*]} " != *" xvfb "* ]] && ! command -v Xvfb >/dev/null 2>&1; then out+=(xvfb); fi
+    local xvfb
+    xvfb=$(command -v Xvfb)
+    if [[ " ${out[*]} " != *" xvfb "* ]] && ! { [ -f "$xvfb" ] && [ -x "$xvfb" ]; }; then out+=(xvfb); fi
     echo "${out[*]}"
 }
 
