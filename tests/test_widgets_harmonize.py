@@ -104,11 +104,12 @@ def test_corrupt_checkpoint_and_no_synthetic_are_notifications(studio, qtbot, tm
     assert "no synthetic case to harmonize" in notification_manager.records[-1].message
 
 
-def test_tiny_training_draws_the_loss_curve_and_stops(studio, qtbot, tmp_path, monkeypatch):
+def test_tiny_training_draws_the_loss_curve_and_stops(studio, qtbot, tmp_path, monkeypatch, request):
     viewer, w, session = studio
     # Hand-shake with the worker: after its 2nd step it waits until Stop has been clicked, so the
     # stop lands before step 3 however fast the steps run (a whole epoch can beat the click).
     second_step, clicked, total_steps = threading.Event(), threading.Event(), []
+    request.addfinalizer(clicked.set)  # a failed test must not leave the worker waiting
     train = harmonize_pkg.train_harmonizer
 
     def train_until_clicked(*args, callback, **kwargs):
