@@ -38,10 +38,12 @@ test: $(VENV)/.installed-test
 	$(PY) -m pytest $(PYTEST_ARGS); code=$$?; \
 	if [ $$code -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$code
 
-# The same suite in a random order, to catch tests that lean on each other. pytest-randomly prints
-# its seed; replay that order with `make test-random PYTEST_ARGS=--randomly-seed=N`.
+# The same suite in a random order (pytest-randomly), to catch tests that lean on each other.
+# The seed is printed; `make test-random SEED=N` replays that order.
+SEED ?= $(shell date +%s)
 test-random:
-	$(MAKE) test PYTEST_ARGS="-p randomly $(PYTEST_ARGS)"
+	@echo "Random test order, seed $(SEED) (replay: make test-random SEED=$(SEED))"
+	$(MAKE) test PYTEST_ARGS="-p randomly --randomly-seed=$(SEED) $(PYTEST_ARGS)"
 
 lint: $(VENV)/.installed-test
 	$(PY) -m ruff check napari_lesionmix tests benchmarks
