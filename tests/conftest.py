@@ -1,8 +1,19 @@
-"""Shared fixtures: small synthetic cases written to disk, and the shipped sample data."""
+"""Shared fixtures: small synthetic cases written to disk, and the shipped sample data.
+
+Also decides, once per run, whether napari can open a window here: when it
+cannot (no X server, missing Qt libraries), every GUI test is skipped with the
+one sentence ``scripts/system-deps.sh`` prints, instead of Qt aborting the run.
+"""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -11,8 +22,51 @@ from scipy import ndimage as ndi
 
 # Torch and BLAS threads fight over the 2 cores of CI machines.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# napari's settings (reader preferences the studio sets, ...) go to a throw-away file, never the user's.
+if "NAPARI_CONFIG" not in os.environ:
+    _napari_config = tempfile.mkdtemp(prefix="lesionmix-tests-napari-")
+    atexit.register(shutil.rmtree, _napari_config, ignore_errors=True)
+    os.environ["NAPARI_CONFIG"] = os.path.join(_napari_config, "settings.yaml")
 
 from napari_lesionmix.io.nifti import Case  # noqa: E402
+from napari_lesionmix.studio import gui_problem  # noqa: E402
+
+SYSTEM_DEPS = Path(__file__).resolve().parents[1] / "scripts" / "system-deps.sh"
+# Fixtures that start Qt: a test using one is a GUI test even without the ``gui`` marker.
+GUI_FIXTURES = {"qtbot", "qapp", "make_napari_viewer", "make_napari_viewer_proxy"}
+
+
+@functools.cache
+def gui_skip_reason() -> str | None:
+    """Why the GUI tests cannot run here (``None`` when they can); asked once per run.
+
+    A napari viewer is started in a child process under the display pytest-xvfb
+    set up (it has started Xvfb by now when it could): Qt aborts the process it
+    fails in. The reason is the installer's sentence naming the missing
+    packages, or Qt's own complaint when no package is missing.
+    """
+    problem = gui_problem(viewer=True)
+    if problem is None:
+        return None
+    missing = subprocess.run(["bash", str(SYSTEM_DEPS), "--check"], capture_output=True, text=True)
+    return missing.stdout.strip() or f"napari cannot open a window here: {problem}"
+
+
+def pytest_collection_modifyitems(config, items):
+    gui = [it for it in items if it.get_closest_marker("gui") or GUI_FIXTURES & set(it.fixturenames)]
+    if gui and (reason := gui_skip_reason()) is not None:
+        for item in gui:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    """Report a GUI test module that cannot even import Qt's libraries as skipped, not as an error."""
+    report = yield
+    if (report.failed and isinstance(collector, pytest.Module) and "ImportError" in str(report.longrepr)
+            and ("Qt" in str(report.longrepr)) and (reason := gui_skip_reason()) is not None):
+        report.outcome, report.longrepr = "skipped", (str(collector.path), 0, f"Skipped: {reason}")
+    return report
 
 SHAPE = (24, 28, 20)
 SPACING = (1.2, 1.0, 1.5)

@@ -205,3 +205,22 @@ def test_open_through_the_plugin_reader(make_napari_viewer, tmp_path):
     out = tmp_path / "saved_seg.nii.gz"
     layer.save(str(out), plugin="napari-lesionmix")
     np.testing.assert_array_equal(np.asanyarray(nib.load(out).dataobj), lab)
+
+
+def test_studio_makes_this_plugin_the_nifti_reader_unless_the_user_chose(tmp_path, monkeypatch):
+    from napari.components import ViewerModel
+    from napari.plugins import _initialize_plugins
+    from napari.settings import get_settings
+
+    from napari_lesionmix.widgets.studio import prefer_our_reader
+
+    _initialize_plugins()
+    plugins = get_settings().plugins
+    monkeypatch.setattr(plugins, "extension2reader", {"*.nii": "napari"})  # the user's own choice
+    assert prefer_our_reader() == ["*.nii.gz"]
+    assert plugins.extension2reader == {"*.nii": "napari", "*.nii.gz": "napari-lesionmix"}
+    assert prefer_our_reader() == []  # a second studio start changes nothing
+    path = _write(tmp_path / "case.nii.gz", np.ones(SHAPE, np.float32), _affine("ras"))
+    # plugin=None is what File > Open and drag-and-drop pass: napari's own reader fails on .nii.gz.
+    layers = ViewerModel().open(str(path), plugin=None)
+    assert [(layer.name, type(layer).__name__) for layer in layers] == [("case", "Image")]

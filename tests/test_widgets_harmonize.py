@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from conftest import load_pair
 from napari.utils.notifications import notification_manager
 
+import napari_lesionmix.harmonize as harmonize_pkg
 from napari_lesionmix.augment.carvemix import CarveMixParams, carvemix
 from napari_lesionmix.harmonize import SHIPPED_CHECKPOINT, harmonize
 from napari_lesionmix.widgets.harmonize import HarmonizeWidget
@@ -101,8 +104,25 @@ def test_corrupt_checkpoint_and_no_synthetic_are_notifications(studio, qtbot, tm
     assert "no synthetic case to harmonize" in notification_manager.records[-1].message
 
 
-def test_tiny_training_draws_the_loss_curve_and_stops(studio, qtbot, tmp_path):
+def test_tiny_training_draws_the_loss_curve_and_stops(studio, qtbot, tmp_path, monkeypatch, request):
     viewer, w, session = studio
+    # Hand-shake with the worker: after its 2nd step it waits until Stop has been clicked, so the
+    # stop lands before step 3 however fast the steps run (a whole epoch can beat the click).
+    second_step, clicked, total_steps = threading.Event(), threading.Event(), []
+    request.addfinalizer(clicked.set)  # a failed test must not leave the worker waiting
+    train = harmonize_pkg.train_harmonizer
+
+    def train_until_clicked(*args, callback, **kwargs):
+        def cb(rec):
+            callback(rec)
+            if rec["global_step"] == 2:
+                total_steps.append(rec["epochs"] * rec["n_steps"])
+                second_step.set()
+                clicked.wait(60)
+
+        return train(*args, callback=cb, **kwargs)
+
+    monkeypatch.setattr(harmonize_pkg, "train_harmonizer", train_until_clicked)
     w.epochs.setValue(1)
     w.batch.setValue(2)
     w.patch.setValue(16)
@@ -112,10 +132,13 @@ def test_tiny_training_draws_the_loss_curve_and_stops(studio, qtbot, tmp_path):
     w.train_out.setText(str(out))
     w.train_btn.click()
     assert w.training and w.stop_btn.isEnabled() and not w.train_btn.isEnabled()
-    qtbot.waitUntil(lambda: len(w.curve.points) >= 2, timeout=60000)
+    qtbot.waitUntil(lambda: second_step.is_set() and len(w.curve.points) >= 2, timeout=60000)
+    assert total_steps[0] > 2  # a step is left for the stop to skip
     w.stop_btn.click()
+    clicked.set()
     qtbot.waitUntil(lambda: w.train_result is not None and not session.busy, timeout=60000)
     assert w.train_result["stopped"] and out.is_file()
+    assert len(w.curve.points) == 2  # stopped before the 3rd step
     pts = w.curve.points
     assert [p["global_step"] for p in pts[:2]] == [1, 2] and all(np.isfinite(p["loss_g"]) for p in pts)
     assert w.progress.value() == len(pts) and w.progress.maximum() >= len(pts)

@@ -1,6 +1,6 @@
 """Open the whole studio: napari with every LesionMix dock widget and the sample pair.
 
-``python -m napari_lesionmix.studio`` (what ``make studio`` runs) or the manifest
+:func:`run` (what ``python -m napari_lesionmix.studio``, i.e. ``make studio``, calls) or the manifest
 command "Open LesionMix studio" (File > IO utilities). Every widget the
 manifest lists is docked (the preview on its own, the others tabified on the
 right) and the shipped host/donor pair is loaded through the Load widget.
@@ -8,12 +8,13 @@ right) and the shipped host/donor pair is loaded through the Load widget.
 
 from __future__ import annotations
 
-import argparse
-
 import napari
 from napari.viewer import Viewer
 
+from napari_lesionmix.io.nifti import NIFTI_SUFFIXES
+
 PLUGIN = "napari-lesionmix"
+NIFTI_PATTERNS = tuple(f"*{suffix}" for suffix in NIFTI_SUFFIXES)  # the manifest's reader patterns
 
 
 def widget_names() -> list[str]:
@@ -36,11 +37,15 @@ def studio_widget(viewer: Viewer, name: str):
 def open_studio(viewer: Viewer | None = None, load_sample: bool = True) -> Viewer:
     """Dock every LesionMix widget into ``viewer`` (a new one if ``None``); load the sample pair.
 
+    Also makes this plugin napari's reader for NIfTI where the user has not
+    chosen one (:func:`prefer_our_reader`), so File > Open just works.
+
     Returns the viewer. Widgets already docked are reused, so calling this twice
     is harmless.
     """
     from napari_lesionmix.widgets import PREVIEW_WIDGET
 
+    prefer_our_reader()
     if viewer is None:
         viewer = napari.Viewer(title="LesionMix studio")
     viewer = getattr(viewer, "__wrapped__", viewer)  # the manifest command gets a PublicOnlyProxy
@@ -64,6 +69,28 @@ def open_studio(viewer: Viewer | None = None, load_sample: bool = True) -> Viewe
     return viewer
 
 
+def prefer_our_reader() -> list[str]:
+    """Make this plugin napari's reader for NIfTI files the user has not chosen a reader for.
+
+    napari's built-in reader also claims ``*.nii.gz`` and fails on it, and
+    with two candidates File > Open asks every time. Patterns that already
+    have a reader in napari's preferences (``extension2reader``) keep it.
+
+    Returns
+    -------
+    list of str
+        The patterns this call set.
+    """
+    from napari.settings import get_settings
+
+    plugins = get_settings().plugins
+    chosen = dict(plugins.extension2reader)
+    added = [p for p in NIFTI_PATTERNS if p not in chosen]
+    if added:
+        plugins.extension2reader = {**chosen, **dict.fromkeys(added, PLUGIN)}
+    return added
+
+
 def studio_command(viewer: Viewer) -> None:
     """The manifest command "Open LesionMix studio" (File > IO utilities): :func:`open_studio`."""
     open_studio(viewer)
@@ -80,13 +107,7 @@ def _widen(window, docks, width: int = 460) -> None:
         pass
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m napari_lesionmix.studio", description=__doc__)
-    parser.add_argument("--no-sample", action="store_true", help="open without loading the sample pair")
-    args = parser.parse_args(argv)
-    open_studio(load_sample=not args.no_sample)
+def run(load_sample: bool = True) -> None:
+    """Open the studio in a new viewer and run napari's event loop (``make studio``)."""
+    open_studio(load_sample=load_sample)
     napari.run()
-
-
-if __name__ == "__main__":
-    main()
