@@ -1,6 +1,15 @@
 """Harmonization quality and speed: Composite vs histogram matching (HM) vs ARHNet (ours).
 
-Table-1-style comparison on the held-out sample cases: every lesion of a case
+1. The cross-subject criterion (design.md section 6, issue 17): for every ordered pair of
+held-out subjects, the donor's lesions are pasted into the host (CarveMix at lambda = 0,
+and Soft-CP), each method harmonizes the paste, and the contrast error
+|log(c_method / c_host lesions)| is printed per pair, with c = median inside the region /
+median of the host's normal brain (``napari_lesionmix.harmonize.criterion``). Also on
+intensity-shifted copies: the donor at gain x0.6 and x1.7 or under a smooth bias field
+(another scanner), and the host with one hot voxel (a float FLAIR's outlier). Goal:
+ARHNet within 15 % (error <= 0.140) on every pair, below raw paste and HM.
+
+2. Table-1-style comparison on the held-out sample cases: every lesion of a case
 is perturbed by Eq. 1 with (alpha, lambda) ~ U(-0.3, 0.3) drawn from fixed
 seeds, the image scaled to [0, 1]; each method harmonizes the whole volume
 inside the lesion mask; MAE and PSNR are over the volume, fMAE and fPSNR over
@@ -19,6 +28,7 @@ import argparse
 import platform
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +36,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from napari_lesionmix.harmonize import load_harmonizer  # noqa: E402
+from napari_lesionmix.harmonize import OutOfDomainWarning, load_harmonizer  # noqa: E402
+from napari_lesionmix.harmonize.criterion import WITHIN_15_PERCENT, cross_subject_pastes  # noqa: E402
 from napari_lesionmix.harmonize.data import minmax_scale, perturb, sample_perturbation  # noqa: E402
 from napari_lesionmix.harmonize.metrics import all_metrics  # noqa: E402
 from napari_lesionmix.random import sample_rng  # noqa: E402
@@ -35,10 +46,51 @@ from napari_lesionmix.sample_data import sample_dataset  # noqa: E402
 BENCH_SEED = 2024
 
 
+def methods_for(model: str) -> dict:
+    return {"Composite": load_harmonizer("composite"), "HM": load_harmonizer("hm"), "HM-ring": load_harmonizer("hm-ring"),
+            "Ours (ARHNet)": load_harmonizer(model, device="cpu")}
+
+
+def cross_subject(model: str, case_ids: list[str]) -> dict[str, list[float]]:
+    """Contrast error per cross-subject paste and method; prints one row per paste."""
+    ds = sample_dataset()
+    cases = [ds[c].load() for c in case_ids]
+    brains = [ds[c].load_brain_mask() for c in case_ids]
+    pastes = cross_subject_pastes(cases, brains, seed=BENCH_SEED)
+    methods = methods_for(model)
+    errors: dict[str, list[float]] = {name: [] for name in methods}
+    times = {name: 0.0 for name in methods}
+    warned = []
+    print(f"\nCross-subject pastes between held-out {', '.join(case_ids)}: contrast error "
+          f"|log(c / c_host lesions)| (goal <= {WITHIN_15_PERCENT:.3f}, i.e. within 15 %)")
+    print(f"{'paste':<42}{'c_host':>7}" + "".join(f"{n:>15}" for n in methods))
+    for p in pastes:
+        row = []
+        for name, h in methods.items():
+            t0 = time.perf_counter()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", OutOfDomainWarning)
+                out = h.harmonize(p.image, p.mask, label=p.label, spacing=p.spacing)
+            times[name] += time.perf_counter() - t0
+            warned += [f"{p.name}: {w.message}" for w in caught if issubclass(w.category, OutOfDomainWarning)]
+            assert np.array_equal(out[:, p.mask <= 0], p.image[:, p.mask <= 0])
+            e = p.error(out)
+            errors[name].append(e)
+            row.append(e)
+        print(f"{p.name:<42}{p.host_contrast:>7.3f}" + "".join(f"{e:>15.3f}" for e in row))
+    n = len(pastes)
+    print(f"{'mean':<49}" + "".join(f"{np.mean(v):>15.3f}" for v in errors.values()))
+    print(f"{'max':<49}" + "".join(f"{np.max(v):>15.3f}" for v in errors.values()))
+    print(f"{'pastes within 15 %':<49}" + "".join(f"{sum(e <= WITHIN_15_PERCENT for e in v):>12d}/{n:<2d}"
+                                                 for v in errors.values()))
+    print(f"{'s/volume':<49}" + "".join(f"{times[k] / n:>15.2f}" for k in methods))
+    print(f"out-of-domain warnings: {len(warned)} of {n} pastes" + "".join(f"\n  {w}" for w in warned[:3]))
+    return errors
+
+
 def quality(model: str, case_ids: list[str], trials: int) -> dict[str, list[dict]]:
     ds = sample_dataset()
-    methods = {"Composite": load_harmonizer("composite"), "HM": load_harmonizer("hm"),
-               "Ours (ARHNet)": load_harmonizer(model, device="cpu")}
+    methods = methods_for(model)
     rows: dict[str, list[dict]] = {name: [] for name in methods}
     times = {name: 0.0 for name in methods}
     for ci, cid in enumerate(case_ids):
@@ -147,6 +199,7 @@ def main() -> int:
     parser.add_argument("--cases", nargs="*", default=None, help="held-out case ids (default: the checkpoint's validation split)")
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--parts", default="cross,paper,speed", help="comma-separated subset of cross,paper,speed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from napari_lesionmix.harmonize import shipped_checkpoint
@@ -156,8 +209,13 @@ def main() -> int:
     state = load_checkpoint(model)
     cases = args.cases or list(state.get("split", {}).get("val") or ["sub-09", "sub-10"])
     print(f"checkpoint {model}: trained {state.get('epoch')} epoch(s) on {', '.join(state.get('split', {}).get('train', []))}")
-    quality(model, cases, args.trials)
-    speed(model, args.threads)
+    parts = set(args.parts.split(","))
+    if "cross" in parts:
+        cross_subject(model, cases)
+    if "paper" in parts:
+        quality(model, cases, args.trials)
+    if "speed" in parts:
+        speed(model, args.threads)
     return 0
 
 

@@ -55,7 +55,7 @@ def test_perturbation_is_eq1():
 
 
 def test_pairs_are_reproducible_and_contain_lesion(cases):
-    tc = TrainingCase.from_arrays("c0", cases[0].image, cases[0].label)
+    tc = TrainingCase.from_arrays("c0", cases[0].image, cases[0].label, normalisation="minmax")
     assert tc.image.min() == 0.0 and tc.image.max() == 1.0
     a = make_pair(sample_rng(5, 0), tc, 16)
     b = make_pair(sample_rng(5, 0), tc, 16)

@@ -12,7 +12,7 @@ from napari.utils.notifications import notification_manager
 import napari_lesionmix.harmonize as harmonize_pkg
 from napari_lesionmix.augment.carvemix import CarveMixParams, carvemix
 from napari_lesionmix.harmonize import SHIPPED_CHECKPOINT, harmonize
-from napari_lesionmix.widgets.harmonize import HarmonizeWidget
+from napari_lesionmix.widgets.harmonize import HarmonizeWidget, window_with_lesion
 from napari_lesionmix.widgets.state import get_session
 
 pytestmark = pytest.mark.gui
@@ -48,7 +48,7 @@ def test_hm_and_before_after_toggle(studio, qtbot):
     qtbot.waitUntil(lambda: w.after is not None and not session.busy, timeout=20000)
     after = session.synthetic
     assert after is w.after and w.before is before and after.params == before.params
-    np.testing.assert_array_equal(after.image, harmonize(before.image, before.mask, "hm"))
+    np.testing.assert_array_equal(after.image, harmonize(before.image, before.mask, "hm", label=before.label))
     m = before.mask > 0
     assert not np.array_equal(after.image[:, m], before.image[:, m])  # changed inside the mask
     np.testing.assert_array_equal(after.image[:, ~m], before.image[:, ~m])  # and only there
@@ -78,6 +78,10 @@ def test_shipped_arhnet(studio, qtbot, tmp_path):
     m = before.mask > 0
     np.testing.assert_array_equal(w.after.image[:, ~m], before.image[:, ~m])
     assert w.device_used == "cpu" and "arhnet" in w.status.text()
+    # The harmonized lesion stays inside the display window (issue 17: 98 % of it was above it).
+    lo, hi = viewer.layers["synthetic"].contrast_limits
+    inside = (w.after.image[0][m] >= lo) & (w.after.image[0][m] <= hi)
+    assert inside.mean() >= 0.99
     saved = w.save_checkpoint(str(tmp_path / "copy.pt"))
     assert saved.read_bytes() == SHIPPED_CHECKPOINT.read_bytes()
 
@@ -199,3 +203,13 @@ def test_arhnet_loads_in_a_worker_after_the_gallery_drew_in_another():
     proc = subprocess.run([sys.executable, "-c", STUDIO_THREADS], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
     assert proc.stdout.strip() == "harmonizer arhnet"
+
+
+def test_window_with_lesion_only_grows():
+    img = np.zeros((1, 4, 4, 4), np.float32)
+    m = np.zeros((4, 4, 4), bool)
+    m[1:3, 1:3, 1:3] = True
+    img[0][m] = 500.0
+    assert window_with_lesion((0.0, 100.0), [img], m) == (0.0, 500.0)
+    assert window_with_lesion((0.0, 900.0), [img], m) == (0.0, 900.0)  # never narrowed
+    assert window_with_lesion((0.0, 100.0), [img], np.zeros_like(m)) == (0.0, 100.0)

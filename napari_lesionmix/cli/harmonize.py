@@ -15,10 +15,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image", action="append", required=True, metavar="syn.nii.gz",
                    help="synthetic image; repeat once per channel")
     p.add_argument("--mask", required=True, metavar="roi.nii.gz", help="mixing mask (binary or soft in [0, 1])")
+    p.add_argument("--label", default=None, metavar="seg.nii.gz",
+                   help="synthetic label: --method hm matches the pasted lesions (label inside the mask) "
+                   "to the host's own (label outside it); without it hm falls back to hm-ring")
     p.add_argument("--model", default=None, metavar="model.pt",
                    help="ARHNet checkpoint (default: the one shipped, trained on the sample data)")
-    p.add_argument("--method", default="arhnet", choices=("arhnet", "composite", "hm"),
-                   help="arhnet (default), composite (no change) or hm (histogram matching to the surrounding ring)")
+    p.add_argument("--method", default="arhnet", choices=("arhnet", "composite", "hm", "hm-ring"),
+                   help="arhnet (default), composite (no change), hm (histogram matching of the pasted lesions to "
+                   "the host's lesions, as the ARHNet paper) or hm-ring (to the tissue ring around each component)")
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=run)
@@ -26,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import os
+    import sys
     import time
+    import warnings
     from pathlib import Path
 
     import nibabel as nib
@@ -34,9 +40,15 @@ def run(args: argparse.Namespace) -> int:
 
     from napari_lesionmix import __version__
     from napari_lesionmix.errors import LesionMixError
-    from napari_lesionmix.harmonize import load_harmonizer
+    from napari_lesionmix.harmonize import OutOfDomainWarning, load_harmonizer
     from napari_lesionmix.io.atomic import write_json_atomic
-    from napari_lesionmix.io.nifti import check_affines, load_image, save_image
+    from napari_lesionmix.io.nifti import (
+        check_affines,
+        load_image,
+        load_label,
+        save_image,
+        voxel_spacing,
+    )
 
     image, img = load_image(args.image)
     if not Path(args.mask).is_file():
@@ -53,10 +65,23 @@ def run(args: argparse.Namespace) -> int:
     check_affines(img.affine, mimg.affine, os.fspath(args.image[0]), os.fspath(args.mask))
     if args.model is not None and args.method != "arhnet":
         raise LesionMixError(f"--model is for ARHNet; it cannot be combined with --method {args.method}.")
+    label = None
+    if args.label is not None:
+        label, limg = load_label(args.label)
+        if label.shape != image.shape[1:]:
+            raise LesionMixError(f"Label '{args.label}' has shape {label.shape} but the image has {image.shape[1:]}.")
+        check_affines(img.affine, limg.affine, os.fspath(args.image[0]), os.fspath(args.label))
     harmonizer = load_harmonizer(args.model if args.model is not None else args.method, device=args.device)
     t0 = time.perf_counter()
-    out = harmonizer.harmonize(image, mask)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", OutOfDomainWarning)
+        out = harmonizer.harmonize(image, mask, label=label, spacing=voxel_spacing(img.affine))
     seconds = time.perf_counter() - t0
+    for w in caught:
+        if issubclass(w.category, OutOfDomainWarning):
+            print(f"harmonize: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     dtype = np.dtype(img.get_data_dtype())
     out_dir = Path(args.out)
     for c, channel in enumerate(out):
@@ -64,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     changed = int(np.count_nonzero(np.any(out != image, axis=0)))
     record = {
         "version": __version__,
-        "inputs": {"image": [os.fspath(p) for p in args.image], "mask": os.fspath(args.mask)},
+        "inputs": {"image": [os.fspath(p) for p in args.image], "mask": os.fspath(args.mask),
+                   "label": None if args.label is None else os.fspath(args.label)},
         "params": {**harmonizer.params(), "mask_voxels": int(np.count_nonzero(mask > 0))},
     }
     write_json_atomic(record, out_dir / "params.json")

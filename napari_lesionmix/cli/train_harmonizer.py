@@ -10,7 +10,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train-harmonizer",
         help="train an ARHNet lesion harmonizer on a labelled dataset (self-supervised)",
         description="ARHNet (Huo et al. 2023): perturb each lesion's intensity by Eq. 1 and learn to "
-        "undo it (losses of Eq. 6). Writes a resumable checkpoint after every epoch.",
+        "undo it (losses of Eq. 6). Writes a resumable checkpoint after every epoch and the best one "
+        "(lowest cross-subject contrast error on the held-out cases) as NAME.best.pt. Progress shows it/s and "
+        "the time left; each validation prints the paper's fMAE task and the cross-subject criterion.",
     )
     p.add_argument("--dataset", required=True, metavar="DIR", help="dataset folder (nnU-Net, MSD or CASE/CASE_seg pairs)")
     p.add_argument("--out", required=True, metavar="model.pt", help="checkpoint file to write")
@@ -26,6 +28,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="hold out this case for validation (repeat); default: --n-val cases drawn with the seed")
     p.add_argument("--n-val", type=int, default=2)
     p.add_argument("--val-every", type=int, default=1)
+    p.add_argument("--gain-range", type=float, default=0.0,
+                   help="draw the Eq. 1 factor 1+alpha log-uniformly in [1/G, G] (G > 1) instead of U(0.7, 1.3): "
+                   "teaches undoing lesions pasted from scans of another gain (the shipped model uses 4)")
+    p.add_argument("--normalisation", default="robust", choices=("robust", "minmax"),
+                   help="per-scan intensity scaling: robust (median of the brain at 0.5; default) or the paper's minmax")
+    p.add_argument("--cross-val-every", type=int, default=1,
+                   help="score the cross-subject contrast criterion every N validations (0: never; needs 2 held-out cases)")
+    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from --out when it exists")
@@ -45,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, patch_size=args.patch_size,
         patches_per_case=args.patches_per_case, lr_g=args.lr_g, lr_d=args.lr_d,
         val_cases=tuple(args.val_case) if args.val_case else None, n_val=args.n_val,
-        val_every=args.val_every, seed=args.seed, device=args.device,
+        val_every=args.val_every, seed=args.seed, device=args.device, gain_range=args.gain_range,
+        normalisation=args.normalisation, cross_val_every=args.cross_val_every, amp=not args.no_amp,
         model=ModelConfig(base_channels=args.base_channels, depth=args.depth),
     )
     bar = None
@@ -55,13 +66,17 @@ def run(args: argparse.Namespace) -> int:
         if args.quiet:
             return
         if bar is None:
+            # tqdm's bar shows steps done, it/s and the time left (ETA).
             bar = tqdm(total=info["epochs"] * info["n_steps"], initial=info["global_step"] - 1,
-                       unit="step", desc="train-harmonizer")
+                       unit="it", desc="train-harmonizer", dynamic_ncols=True)
         if "val" in info:
             v = info["val"]
+            cross = (f" | contrast error mean {v['contrast_error_mean']:.3f} max {v['contrast_error_max']:.3f} "
+                     f"(raw paste {v['composite_contrast_error_mean']:.3f})" if "contrast_error_mean" in v else "")
             bar.write(f"epoch {info['epoch']}: loss_g {info['loss_g']:.4f} loss_d {info['loss_d']:.4f} | "
                       f"val fMAE {v['fmae']:.4f} (composite {v['composite_fmae']:.4f}) "
-                      f"fPSNR {v['fpsnr']:.2f} dB (composite {v['composite_fpsnr']:.2f})")
+                      f"fPSNR {v['fpsnr']:.2f} dB (composite {v['composite_fpsnr']:.2f}){cross}"
+                      + (" *best*" if info.get("is_best") else ""))
             return
         bar.update(1)
         bar.set_postfix(epoch=info["epoch"], g=f"{info['loss_g']:.3f}", d=f"{info['loss_d']:.3f}")
@@ -73,4 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if bar is not None:
         bar.close()
     print(f"train-harmonizer: {result['epochs_done']} epoch(s) done in {result['seconds']:.0f} s -> {result['out']}")
+    if result.get("best_path"):
+        b = result["best"]
+        print(f"train-harmonizer: best {b['metric']} {b['score']:.4f} at epoch {b['epoch']} -> {result['best_path']}")
     return 0

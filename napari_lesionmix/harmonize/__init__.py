@@ -5,7 +5,10 @@ Public API (torch is imported only when a torch-using function runs, so
 
 - :func:`harmonize` / :func:`load_harmonizer`: harmonize a synthetic image
   inside its mask with ``"arhnet"`` (the shipped checkpoint), ``"composite"``,
-  ``"hm"`` or a checkpoint path. Voxels outside the mask are unchanged.
+  ``"hm"`` (pasted lesions matched to the host's lesions, as the paper), ``"hm-ring"``
+  or a checkpoint path. Voxels outside the mask are unchanged. ARHNet warns with
+  :class:`OutOfDomainWarning` on inputs far outside its training data.
+- :mod:`~napari_lesionmix.harmonize.criterion`: the cross-subject contrast criterion.
 - :func:`train_harmonizer` with :class:`TrainConfig`: self-supervised training
   on a labelled dataset, reporting progress through a callback.
 - :func:`resolve_device`: ``auto`` -> CUDA, then MPS, then CPU.
@@ -24,6 +27,7 @@ from napari_lesionmix.harmonize.api import (
     shipped_checkpoint,
 )
 from napari_lesionmix.harmonize.config import ModelConfig, TrainConfig
+from napari_lesionmix.harmonize.data import OutOfDomainWarning
 from napari_lesionmix.harmonize.metrics import fmae, fpsnr, mae, psnr
 
 _LAZY = {
@@ -37,7 +41,7 @@ _LAZY = {
 }
 
 __all__ = [
-    "METHODS", "SHIPPED_CHECKPOINT", "ModelConfig", "TrainConfig", "harmonize", "load_harmonizer",
+    "METHODS", "SHIPPED_CHECKPOINT", "ModelConfig", "OutOfDomainWarning", "TrainConfig", "harmonize", "load_harmonizer",
     "shipped_checkpoint", "mae", "fmae", "psnr", "fpsnr", *_LAZY,
 ]
 

@@ -14,7 +14,7 @@ import numpy as np
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.harmonize import baselines
 
-METHODS = ("arhnet", "composite", "hm")
+METHODS = ("arhnet", "composite", "hm", "hm-ring")
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "arhnet_sample.pt"
 
 
@@ -37,24 +37,31 @@ class CompositeHarmonizer:
         return {"method": self.method}
 
     def harmonize(self, image: np.ndarray, mask: np.ndarray,
-                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                  progress: Callable[[int, int], None] | None = None, label: np.ndarray | None = None,
+                  spacing=None) -> np.ndarray:
         return baselines.composite(image, mask, progress=progress)
 
 
 class HistogramHarmonizer:
-    """Histogram matching of each component to its surrounding ring (Table 1's "HM")."""
+    """Table 1's "HM": pasted lesions matched to the host's own lesions (``hm``), or each
+    component to its surrounding ring (``hm-ring``, also ``hm``'s fall-back without a label)."""
 
-    method = "hm"
-
-    def __init__(self, ring_width: int = 3, connectivity: int = 26):
-        self.ring_width, self.connectivity = int(ring_width), int(connectivity)
+    def __init__(self, ring_width: int = 3, connectivity: int = 26, reference: str = "lesions"):
+        if reference not in ("lesions", "ring"):
+            raise LesionMixError(f"Histogram matching reference must be 'lesions' or 'ring', got {reference!r}.")
+        self.ring_width, self.connectivity, self.reference = int(ring_width), int(connectivity), reference
+        self.method = "hm" if reference == "lesions" else "hm-ring"
 
     def params(self) -> dict[str, Any]:
         return {"method": self.method, "ring_width": self.ring_width, "connectivity": self.connectivity}
 
     def harmonize(self, image: np.ndarray, mask: np.ndarray,
-                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-        return baselines.histogram_matching(image, mask, self.ring_width, self.connectivity, progress=progress)
+                  progress: Callable[[int, int], None] | None = None, label: np.ndarray | None = None,
+                  spacing=None) -> np.ndarray:
+        if self.reference == "ring":
+            return baselines.histogram_matching(image, mask, self.ring_width, self.connectivity, progress=progress)
+        return baselines.histogram_matching_lesions(image, mask, label, self.ring_width, self.connectivity,
+                                                    progress=progress)
 
 
 _CACHE: OrderedDict = OrderedDict()
@@ -67,7 +74,7 @@ def load_harmonizer(method_or_path: str | os.PathLike = "arhnet", device: str = 
 
     Parameters
     ----------
-    method_or_path : "arhnet" (the shipped checkpoint), "composite", "hm", or a checkpoint path
+    method_or_path : "arhnet" (the shipped checkpoint), "composite", "hm", "hm-ring", or a checkpoint path
     device : {"auto", "cuda", "mps", "cpu"}
         Used by ARHNet only.
     **kwargs
@@ -82,8 +89,8 @@ def load_harmonizer(method_or_path: str | os.PathLike = "arhnet", device: str = 
         name = method_or_path.lower()
         if name == "composite":
             return CompositeHarmonizer()
-        if name == "hm":
-            return HistogramHarmonizer(**kwargs)
+        if name in ("hm", "hm-ring"):
+            return HistogramHarmonizer(**kwargs, reference="lesions" if name == "hm" else "ring")
         path = shipped_checkpoint()
     else:
         path = Path(method_or_path)
@@ -99,7 +106,7 @@ def load_harmonizer(method_or_path: str | os.PathLike = "arhnet", device: str = 
 def _cached_harmonizer(method: str | os.PathLike, device: str):
     """Reuse loaded models across calls (keyed by file, modification time and device)."""
     key = None
-    if not (isinstance(method, str) and method.lower() in ("composite", "hm")):
+    if not (isinstance(method, str) and method.lower() in ("composite", "hm", "hm-ring")):
         p = shipped_checkpoint() if isinstance(method, str) and method.lower() == "arhnet" else Path(method)
         try:
             st = p.stat()
@@ -126,6 +133,8 @@ def harmonize(
     method: str | os.PathLike = "arhnet",
     device: str = "auto",
     progress: Callable[[int, int], None] | None = None,
+    label: np.ndarray | None = None,
+    spacing=None,
 ) -> np.ndarray:
     """Harmonize a synthetic image inside its mask.
 
@@ -135,9 +144,15 @@ def harmonize(
         Synthetic image in its own intensity scale.
     mask : ndarray, shape (I, J, K), bool or soft in [0, 1]
         Where the image was changed (the mixing mask); only ``mask > 0`` changes.
-    method : "arhnet", "composite", "hm" or a checkpoint path
+    method : "arhnet", "composite", "hm", "hm-ring" or a checkpoint path
     device : {"auto", "cuda", "mps", "cpu"}
     progress : callable(done, total), optional
+    label : ndarray, shape (I, J, K), optional
+        The synthetic label: ``"hm"`` matches the pasted lesions (label inside the
+        mask) to the host's own (label outside it); the others ignore it.
+    spacing : tuple of float, optional
+        Voxel size in mm: ARHNet warns (``OutOfDomainWarning``) when it, or the
+        image's normalised intensities, lie far outside its training data.
 
     Returns
     -------
@@ -154,4 +169,4 @@ def harmonize(
     >>> bool(np.array_equal(out[:, ~m], img[:, ~m]))
     True
     """
-    return _cached_harmonizer(method, device).harmonize(image, mask, progress=progress)
+    return _cached_harmonizer(method, device).harmonize(image, mask, progress=progress, label=label, spacing=spacing)

@@ -3,12 +3,18 @@
 ``composite``
     No harmonization: the synthetic image as it is.
 ``hm``
+    As the ARHNet paper describes it (Sec. 3.2.1): the pasted foreground's
+    histogram is matched to the host's own lesions ("the background lesions"):
+    the pasted lesion voxels (label > 0 inside the mask) are mapped, rank for
+    rank, onto the quantiles of the host's lesion voxels (label > 0 outside the
+    mask), all pasted lesions together. It needs the synthetic label; without
+    one, or when the host keeps no lesion of its own, it falls back to ``hm-ring``.
+    Mask voxels that are not lesion (Soft-CP's soft halo) go through ``hm-ring``.
+``hm-ring``
     Histogram matching of each foreground component to the ring of tissue
-    around it: the foreground values are mapped, rank for rank, onto the
-    quantiles of the ring's values. The paper names "HM" without details; the
-    ring (``ring_width`` voxels around each connected component, other
-    foreground and padding at the image minimum excluded) is our choice,
-    exposed as a parameter.
+    around it (``ring_width`` voxels around each connected component, other
+    foreground and padding at the image minimum excluded; our earlier reading
+    of "HM"). It matches a lesion to normal tissue, erasing its contrast.
 
 Both follow the contract of :func:`napari_lesionmix.harmonize.harmonize`:
 voxels where ``mask == 0`` are returned bit-identical, and a soft mask blends
@@ -80,8 +86,9 @@ def histogram_matching(
     ring_width: int = 3,
     connectivity: int = 26,
     progress: Callable[[int, int], None] | None = None,
+    exclude: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The "HM" row of Table 1: match each foreground component to its surrounding ring.
+    """``hm-ring``: match each foreground component to its surrounding ring.
 
     Parameters
     ----------
@@ -93,6 +100,8 @@ def histogram_matching(
         cube of side ``2 * ring_width + 1``, minus all foreground).
     connectivity : {6, 18, 26}
         Connectivity of the foreground components.
+    exclude : ndarray of bool, optional
+        Voxels never used as reference (besides the foreground and padding).
 
     Returns
     -------
@@ -121,6 +130,8 @@ def histogram_matching(
         comp = comps[box] == idx
         ring = ndi.binary_dilation(comp, np.ones((3, 3, 3), bool), iterations=ring_width) & ~fg[box]
         ring &= ~outside[box]
+        if exclude is not None:
+            ring &= ~exclude[box]
         comp &= ~outside[box]
         if ring.any() and comp.any():
             w = m[box][comp]
@@ -134,5 +145,70 @@ def histogram_matching(
         if progress is not None:
             progress(idx, n)
     if progress is not None and n == 0:
+        progress(1, 1)
+    return out
+
+
+def histogram_matching_lesions(
+    image: np.ndarray,
+    mask: np.ndarray,
+    label: np.ndarray | None,
+    ring_width: int = 3,
+    connectivity: int = 26,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """The "HM" row of Table 1 as the paper describes it: pasted lesions matched to the host's lesions.
+
+    Parameters
+    ----------
+    image : ndarray, shape (C, I, J, K)
+    mask : ndarray, shape (I, J, K), bool or soft in [0, 1]
+        The mixing mask; voxels with ``mask > 0`` are harmonized.
+    label : ndarray, shape (I, J, K), or None
+        The synthetic label map. Pasted lesions = ``label > 0`` inside the
+        mask, the host's own lesions = ``label > 0`` outside it.
+    ring_width, connectivity
+        For the fall-back (:func:`histogram_matching`), used without a label,
+        without host lesions, and for the mask's non-lesion voxels.
+
+    Returns
+    -------
+    ndarray
+        Same shape and dtype as ``image``; voxels outside the mask unchanged;
+        a soft mask blends ``I + M * (H(I) - I)``.
+
+    Examples
+    --------
+    >>> img = np.full((1, 6, 6, 6), 100.0, np.float32)
+    >>> lab = np.zeros((6, 6, 6), np.uint8); lab[0, 0, :3] = 1; lab[4, 4, :3] = 1
+    >>> img[0][lab > 0] = [150, 160, 170, 300, 320, 340]
+    >>> m = np.zeros((6, 6, 6), bool); m[4, 4, :3] = True
+    >>> histogram_matching_lesions(img, m, lab)[0, 4, 4, :3].tolist()
+    [150.0, 160.0, 170.0]
+    """
+    image, m = check_image_mask(image, mask)
+    fg = m > 0
+    if label is None:
+        return histogram_matching(image, mask, ring_width, connectivity, progress)
+    lab = np.asarray(label) > 0
+    if lab.shape != fg.shape:
+        raise LesionMixError(f"The label has shape {lab.shape} but the image grid is {fg.shape}.")
+    host_lesions = lab & ~fg
+    pasted = lab & fg
+    if not host_lesions.any() or not pasted.any():
+        return histogram_matching(image, mask, ring_width, connectivity, progress)
+    out = output_array(image)
+    w = m[pasted]
+    for c in range(image.shape[0]):
+        vals = image[c][pasted].astype(np.float64)
+        matched = match_to_reference(vals, image[c][host_lesions])
+        out[c][pasted] = (vals + w * (matched - vals)).astype(out.dtype)
+    rest = fg & ~lab
+    if rest.any():
+        # Soft-CP's halo around a pasted lesion is tissue: matched to its ring, never to the lesion inside it.
+        ring = histogram_matching(image, np.where(rest, m, 0.0).astype(np.float32), ring_width, connectivity,
+                                  exclude=pasted)
+        out[:, rest] = ring[:, rest]
+    if progress is not None:
         progress(1, 1)
     return out

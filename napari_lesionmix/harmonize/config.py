@@ -98,6 +98,23 @@ class TrainConfig:
         Loss weights of Eq. 6 (paper: 100, 10, 1).
     alpha_range, lam_range : float
         Half-widths of the uniform laws of alpha and lambda in Eq. 1 (paper: 0.3).
+    gain_range : float
+        0 (default) draws alpha as the paper does. A value g > 1 draws the Eq. 1
+        factor ``1 + alpha`` log-uniformly in ``[1/g, g]`` instead: a lesion pasted
+        from a scan of another gain differs by such factors (x0.45-x2.2 between
+        the sample subjects), far beyond the paper's +/- 30 %, and the
+        self-supervised task can only teach to undo the perturbations it draws.
+    normalisation : {"robust", "minmax"}
+        Per-scan intensity scaling before Eq. 1 and at inference (recorded in the
+        checkpoint); see :mod:`napari_lesionmix.harmonize.data`. The paper's
+        min-max scaling is undone by one hot voxel; "robust" is the default.
+    cross_val_every : int
+        Every this many validations, also score the cross-subject criterion
+        (CarveMix at lambda = 0 between held-out cases, donor as is and at gain
+        x0.6 and x1.7; :mod:`napari_lesionmix.harmonize.criterion`); 0 never.
+        Needs two held-out cases.
+    amp : bool
+        Mixed precision (bfloat16, or float16 with a gradient scaler) on CUDA; ignored elsewhere.
     val_cases : tuple of str or None
         Case ids held out for validation; ``None`` draws ``n_val`` cases with ``seed``.
     n_val : int
@@ -126,6 +143,10 @@ class TrainConfig:
     lambda_adv: float = 1.0
     alpha_range: float = 0.3
     lam_range: float = 0.3
+    gain_range: float = 0.0
+    normalisation: str = "robust"
+    cross_val_every: int = 1
+    amp: bool = True
     val_cases: tuple[str, ...] | None = None
     n_val: int = 2
     val_patches_per_case: int = 8
@@ -144,6 +165,9 @@ class TrainConfig:
             (self.lr_g > 0 and self.lr_d > 0, "learning rates must be positive"),
             (0 <= self.alpha_range < 1 and self.lam_range >= 0, "alpha range must be in [0, 1) and lambda range >= 0"),
             (self.val_every >= 1, f"val_every must be >= 1, got {self.val_every}"),
+            (self.gain_range == 0 or self.gain_range > 1, f"gain range must be 0 (the paper's law) or > 1, got {self.gain_range}"),
+            (self.normalisation in ("robust", "minmax"), f"normalisation must be 'robust' or 'minmax', got {self.normalisation!r}"),
+            (self.cross_val_every >= 0, f"cross_val_every must be >= 0, got {self.cross_val_every}"),
             (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
         ]
         for ok, msg in checks:

@@ -6,7 +6,12 @@ connected component of the mask. A component that fits in a patch (with
 tiled with overlapping patches (stride ``patch - overlap``) whose outputs are
 blended with a tent-shaped weight. Only voxels with ``mask > 0`` change, and
 they change by ``(hi - lo) * G(I~, M) * M``, which is ``I^ = I~ + G * M``
-(Fig. 1) taken back from the [0, 1] scaling to the image's own scale.
+(Fig. 1) taken back from the normalised scale (the checkpoint's recorded
+normalisation, :func:`~napari_lesionmix.harmonize.data.normalise`) to the image's own scale.
+
+A checkpoint that records its training domain (normalised intensity
+percentiles and voxel spacing) warns, in one sentence, through
+:class:`OutOfDomainWarning` when an input lies far outside it.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from scipy import ndimage as ndi
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.harmonize.baselines import check_image_mask, output_array
 from napari_lesionmix.harmonize.checkpoint import build_generator, load_checkpoint
-from napari_lesionmix.harmonize.data import crop, minmax_scale
+from napari_lesionmix.harmonize.data import OutOfDomainWarning, crop, domain_warning, normalise
 from napari_lesionmix.harmonize.device import resolve_device
 
 
@@ -100,7 +105,13 @@ class ARHNetHarmonizer:
         if self.patch_size % 2 ** self.model_config.depth:
             raise LesionMixError(f"Checkpoint '{where}' records patch size {self.patch_size}, not a multiple of 2**depth.")
         self.batch_size, self.margin, self.overlap = int(batch_size), int(margin), overlap
-        self.state_meta = {k: v for k, v in state.items() if k in ("train_config", "model_config", "normalisation", "val", "epoch", "split", "lesionmix_version")}
+        self.state_meta = {k: v for k, v in state.items() if k in ("train_config", "model_config", "normalisation", "val", "epoch", "split", "lesionmix_version", "domain")}
+        self.normalisation = state.get("normalisation")
+        self.domain = state.get("domain")
+        try:
+            normalise(np.ones((self.in_channels, 2, 2, 2), np.float32), self.normalisation)
+        except LesionMixError as exc:
+            raise LesionMixError(f"Checkpoint '{where}': {exc}") from None
         with open(self.path, "rb") as fh:
             self.sha256 = hashlib.sha256(fh.read()).hexdigest()
 
@@ -112,49 +123,78 @@ class ARHNetHarmonizer:
         """What to record beside a harmonized image (method, checkpoint, device)."""
         return {"method": self.method, "checkpoint": os.fspath(self.path), "checkpoint_sha256": self.sha256,
                 "device": str(self.device), "patch_size": self.patch_size, "margin": self.margin,
-                "overlap": self.patch_size // 2 if self.overlap is None else self.overlap}
+                "overlap": self.patch_size // 2 if self.overlap is None else self.overlap,
+                "normalisation": (self.normalisation or {}).get("method", "minmax")}
 
-    @torch.no_grad()
+    def domain_warning(self, image: np.ndarray, spacing=None, mask: np.ndarray | None = None) -> str | None:
+        """One sentence when ``image`` (outside ``mask``; ``spacing`` in mm) lies far outside the training data."""
+        return domain_warning(self.domain, np.asarray(image, np.float32), spacing,
+                              exclude=None if mask is None else np.asarray(mask) > 0)
+
     def harmonize(self, image: np.ndarray, mask: np.ndarray,
-                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-        """Harmonize ``image`` (C, I, J, K) inside ``mask`` (I, J, K); see the module docstring."""
+                  progress: Callable[[int, int], None] | None = None, label: np.ndarray | None = None,
+                  spacing=None) -> np.ndarray:
+        """Harmonize ``image`` (C, I, J, K) inside ``mask`` (I, J, K); see the module docstring.
+
+        ``label`` is not used (the baselines' interface); ``spacing`` (mm) only
+        feeds the out-of-domain check, which warns with :class:`OutOfDomainWarning`.
+        """
         image, m = check_image_mask(image, mask)
         if image.shape[0] != self.in_channels:
             raise LesionMixError(
                 f"Checkpoint '{os.fspath(self.path)}' was trained on {self.in_channels} channel(s) "
                 f"but the image has {image.shape[0]}."
             )
-        out = output_array(image)
-        fg = m > 0
-        if not fg.any():
-            if progress is not None:
-                progress(1, 1)
-            return out
-        scaled, lo, hi = minmax_scale(image)
-        p = self.patch_size
-        comps, plan = plan_patches(fg, p, self.margin, self.overlap)
-        acc = np.zeros((image.shape[0], *fg.shape), np.float32)
-        wsum = np.zeros(fg.shape, np.float32)
-        tent = _tent(p)
-        total = len(plan)
-        for b0 in range(0, total, self.batch_size):
-            chunk = plan[b0:b0 + self.batch_size]
-            x = np.stack([crop(scaled, o, p) for _, o in chunk])
-            mm = np.stack([crop(m, o, p)[None] for _, o in chunk])
-            xt = torch.from_numpy(x).to(self.device)
-            mt = torch.from_numpy(mm).to(self.device)
-            diff = self.generator.difference(xt, mt).float().cpu().numpy()
-            for (idx, origin), d in zip(chunk, diff, strict=True):
-                # Paste back only this component's voxels that lie inside the volume.
-                sl = tuple(slice(max(o, 0), min(o + p, n)) for o, n in zip(origin, fg.shape, strict=True))
-                inner = tuple(slice(s.start - o, s.stop - o) for s, o in zip(sl, origin, strict=True))
-                own = comps[sl] == idx
-                w = tent[inner] * own
-                acc[(slice(None), *sl)] += d[(slice(None), *inner)] * w
-                wsum[sl] += w
-            if progress is not None:
-                progress(min(b0 + len(chunk), total), total)
-        g = acc[:, fg] / wsum[fg]
-        scale = (hi - lo)[:, None]
-        out[:, fg] = (image[:, fg].astype(np.float64) + scale * g * m[fg][None]).astype(out.dtype)
+        if m.any():
+            msg = self.domain_warning(image, spacing, m)
+            if msg:
+                import warnings
+
+                warnings.warn(msg, OutOfDomainWarning, stacklevel=2)
+        return harmonize_volume(self.generator, image, m, self.patch_size, self.normalisation, self.device,
+                                self.batch_size, self.margin, self.overlap, progress)
+
+
+@torch.no_grad()
+def harmonize_volume(generator, image: np.ndarray, m: np.ndarray, patch_size: int, normalisation: dict | None,
+                     device, batch_size: int = 4, margin: int = 4, overlap: int | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Whole-volume ARHNet on a checked ``image`` (C, I, J, K) and float mask ``m`` (the module docstring)."""
+    out = output_array(image)
+    fg = m > 0
+    if not fg.any():
+        if progress is not None:
+            progress(1, 1)
         return out
+    was_training = generator.training
+    generator.eval()
+    scaled, lo, hi = normalise(image, normalisation)
+    p = patch_size
+    comps, plan = plan_patches(fg, p, margin, overlap)
+    acc = np.zeros((image.shape[0], *fg.shape), np.float32)
+    wsum = np.zeros(fg.shape, np.float32)
+    tent = _tent(p)
+    total = len(plan)
+    for b0 in range(0, total, batch_size):
+        chunk = plan[b0:b0 + batch_size]
+        x = np.stack([crop(scaled, o, p) for _, o in chunk])
+        mm = np.stack([crop(m, o, p)[None] for _, o in chunk])
+        xt = torch.from_numpy(x).to(device)
+        mt = torch.from_numpy(mm).to(device)
+        diff = generator.difference(xt, mt).float().cpu().numpy()
+        for (idx, origin), d in zip(chunk, diff, strict=True):
+            # Paste back only this component's voxels that lie inside the volume.
+            sl = tuple(slice(max(o, 0), min(o + p, n)) for o, n in zip(origin, fg.shape, strict=True))
+            inner = tuple(slice(s.start - o, s.stop - o) for s, o in zip(sl, origin, strict=True))
+            own = comps[sl] == idx
+            w = tent[inner] * own
+            acc[(slice(None), *sl)] += d[(slice(None), *inner)] * w
+            wsum[sl] += w
+        if progress is not None:
+            progress(min(b0 + len(chunk), total), total)
+    generator.train(was_training)
+    g = acc[:, fg] / wsum[fg]
+    scale = (hi - lo)[:, None]
+    # I^ = I~ + G(I~, M) * M (Fig. 1), G taken back from the normalised scale to the image's own.
+    out[:, fg] = (image[:, fg].astype(np.float64) + scale * g * m[fg][None]).astype(out.dtype)
+    return out

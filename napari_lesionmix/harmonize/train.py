@@ -5,7 +5,11 @@ perturb their foreground by Eq. 1, update D with the hinge loss (Eq. 3),
 then G with ``lambda_rec * L1 + lambda_btv * BTV + lambda_adv * L_adv(G)``
 (Eq. 6). Patches and perturbations of epoch ``e`` come from
 ``sample_rng(seed, e)``, so a resumed run draws exactly what an
-uninterrupted one would. A checkpoint is written atomically after every epoch.
+uninterrupted one would. A checkpoint is written atomically after every epoch,
+and the best one so far (lowest cross-subject contrast error when it is scored,
+else lowest validation fMAE) beside it as ``NAME.best.pt`` (inference-only).
+On CUDA, mixed precision (bfloat16 where supported, else float16 with a
+gradient scaler) when ``config.amp``.
 """
 
 from __future__ import annotations
@@ -23,15 +27,16 @@ import torch
 from napari_lesionmix import __version__
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.harmonize import losses
-from napari_lesionmix.harmonize.checkpoint import load_checkpoint, load_state, save_checkpoint
+from napari_lesionmix.harmonize.checkpoint import load_checkpoint, load_state, save_checkpoint, slim
 from napari_lesionmix.harmonize.config import TrainConfig
 from napari_lesionmix.harmonize.data import (
-    NORMALISATION,
     TrainingCase,
     load_training_cases,
     make_batch,
     make_pair,
+    normalisation_spec,
     split_cases,
+    summarise_domain,
 )
 from napari_lesionmix.harmonize.device import resolve_device
 from napari_lesionmix.harmonize.metrics import all_metrics
@@ -39,6 +44,33 @@ from napari_lesionmix.harmonize.model import Discriminator, Generator
 from napari_lesionmix.random import sample_rng
 
 VAL_STREAM = 10**6  # sample_rng index offset of the fixed validation patches
+CROSS_SHIFTS = ("as is", "donor x0.6", "donor x1.7")
+
+
+def best_path(out_path: str | os.PathLike) -> Path:
+    """Where the best checkpoint of a run writing ``out_path`` goes: ``NAME.best.pt`` beside it."""
+    out_path = Path(out_path)
+    return out_path.with_name(f"{out_path.stem}.best{out_path.suffix or '.pt'}")
+
+
+def cross_subject_pastes_of(cases: Sequence[TrainingCase], seed: int) -> list:
+    """CarveMix (lambda = 0) pastes between held-out cases, as is and with the donor at gain x0.6 and x1.7."""
+    from napari_lesionmix.harmonize.criterion import cross_subject_pastes
+
+    if len(cases) < 2:
+        return []
+    return cross_subject_pastes([c.as_case() for c in cases], None, CROSS_SHIFTS, ("carvemix",), seed)
+
+
+def cross_subject_errors(generator: Generator, pastes: Sequence, config: TrainConfig, device) -> dict[str, float]:
+    """Mean and max contrast error |log(c / c_host lesions)| of ``generator`` on ``pastes``."""
+    from napari_lesionmix.harmonize.inference import harmonize_volume
+
+    errs = [p.error(harmonize_volume(generator, p.image, (p.mask > 0).astype(np.float32), config.patch_size,
+                                     normalisation_spec(config.normalisation), device)) for p in pastes]
+    raw = [p.error(p.image) for p in pastes]
+    return {"contrast_error_mean": float(np.mean(errs)), "contrast_error_max": float(np.max(errs)),
+            "composite_contrast_error_mean": float(np.mean(raw))}
 
 
 def validation_pairs(cases: Sequence[TrainingCase], config: TrainConfig) -> list[dict]:
@@ -113,7 +145,7 @@ def train_harmonizer(
     say = log or (lambda msg: None)
     out_path = Path(out_path)
     device = resolve_device(config.device)
-    cases = load_training_cases(dataset, log=say)
+    cases = load_training_cases(dataset, log=say, normalisation=config.normalisation)
     n_ch = int(cases[0].image.shape[0])
     if config.model.in_channels != n_ch:
         config = config.replace(model=config.model.__class__(**{**config.model.to_dict(), "in_channels": n_ch}))
@@ -135,7 +167,8 @@ def train_harmonizer(
         if "opt_g" not in state or "discriminator" not in state:
             raise LesionMixError(f"Checkpoint '{where}' is inference-only and cannot be resumed.")
         saved = TrainConfig.from_dict(state["train_config"])
-        diff = [k for k in ("patch_size", "batch_size", "patches_per_case", "seed", "model", "alpha_range", "lam_range")
+        diff = [k for k in ("patch_size", "batch_size", "patches_per_case", "seed", "model", "alpha_range", "lam_range",
+                            "gain_range", "normalisation")
                 if getattr(saved, k) != getattr(config, k)]
         if diff or state.get("split", {}).get("val") != val_ids:
             what = ", ".join(diff) or "validation split"
@@ -148,6 +181,21 @@ def train_harmonizer(
         say(f"resuming from epoch {start_epoch} of {config.epochs}")
 
     val_pairs = validation_pairs(val_cases, config)
+    pastes = cross_subject_pastes_of(val_cases, config.seed) if config.cross_val_every else []
+    domain = summarise_domain([c.domain for c in train_cases])
+    amp_dtype = None
+    if config.amp and device.type == "cuda":
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    if amp_dtype is not None:
+        say(f"mixed precision: {str(amp_dtype).replace('torch.', '')}")
+
+    def autocast():
+        return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+
+    best = {"score": math.inf, "epoch": 0, "metric": None}
+    if history:
+        best = dict(history[-1].get("best", best))
     n_steps = max(1, math.ceil(len(train_cases) * config.patches_per_case / config.batch_size))
     use_adv = config.lambda_adv > 0
     stopped = False
@@ -159,7 +207,8 @@ def train_harmonizer(
             "lesionmix_version": __version__,
             "model_config": config.model.to_dict(),
             "train_config": config.to_dict(),
-            "normalisation": dict(NORMALISATION),
+            "normalisation": normalisation_spec(config.normalisation),
+            "domain": domain,
             "generator": gen.state_dict(),
             "discriminator": disc.state_dict(),
             "opt_g": opt_g.state_dict(),
@@ -168,6 +217,7 @@ def train_harmonizer(
             "split": {"train": train_ids, "val": val_ids},
             "history": history,
             "val": last_val,
+            "best": best,
         }, out_path)
 
     gen.train()
@@ -180,7 +230,8 @@ def train_harmonizer(
             if should_stop is not None and should_stop():
                 stopped = True
                 break
-            batch = make_batch(rng, train_cases, config.batch_size, config.patch_size, config.alpha_range, config.lam_range)
+            batch = make_batch(rng, train_cases, config.batch_size, config.patch_size, config.alpha_range,
+                               config.lam_range, config.gain_range)
             real = torch.from_numpy(batch["real"]).to(device)
             comp = torch.from_numpy(batch["composite"]).to(device)
             mask = torch.from_numpy(batch["mask"]).to(device)
@@ -188,21 +239,24 @@ def train_harmonizer(
 
             loss_d = torch.zeros((), device=device)
             if use_adv:
-                with torch.no_grad():
+                with torch.no_grad(), autocast():
                     fake = gen(comp, mask)
-                loss_d = losses.d_hinge_loss(disc(real, comp, mask), disc(fake, comp, mask))  # Eq. 3
+                with autocast():
+                    loss_d = losses.d_hinge_loss(disc(real, comp, mask), disc(fake, comp, mask))  # Eq. 3
                 opt_d.zero_grad(set_to_none=True)
-                loss_d.backward()
-                opt_d.step()
+                scaler.scale(loss_d).backward()
+                scaler.step(opt_d)
 
-            fake = gen(comp, mask)
-            l1 = losses.reconstruction_loss(fake, real)                                      # Eq. 2
-            btv = losses.btv_loss(fake, band)                                                # Eq. 5
-            adv = losses.g_hinge_loss(disc(fake, comp, mask)) if use_adv else torch.zeros((), device=device)  # Eq. 4
-            loss_g = config.lambda_rec * l1 + config.lambda_btv * btv + config.lambda_adv * adv  # Eq. 6
+            with autocast():
+                fake = gen(comp, mask)
+                l1 = losses.reconstruction_loss(fake.float(), real)                          # Eq. 2
+                btv = losses.btv_loss(fake.float(), band)                                    # Eq. 5
+                adv = losses.g_hinge_loss(disc(fake, comp, mask)) if use_adv else torch.zeros((), device=device)  # Eq. 4
+                loss_g = config.lambda_rec * l1 + config.lambda_btv * btv + config.lambda_adv * adv  # Eq. 6
             opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
+            scaler.scale(loss_g).backward()
+            scaler.step(opt_g)
+            scaler.update()
             if use_adv:
                 disc.zero_grad(set_to_none=True)  # G's step must not leave gradients in D
 
@@ -220,12 +274,30 @@ def train_harmonizer(
         record: dict[str, Any] = {"epoch": epoch + 1, **means}
         if val_pairs and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
             last_val = evaluate(gen, val_pairs, device)
+            n_val_done = sum(1 for h in history if "val" in h)
+            if pastes and (n_val_done % config.cross_val_every == 0 or epoch + 1 == config.epochs):
+                last_val.update(cross_subject_errors(gen, pastes, config, device))
+            metric = "contrast_error_mean" if "contrast_error_mean" in last_val else "fmae"
+            if best["metric"] not in (None, metric):
+                best = {"score": math.inf, "epoch": 0, "metric": None}
+            if last_val[metric] < best["score"]:
+                best = {"score": float(last_val[metric]), "epoch": epoch + 1, "metric": metric}
+                record["is_best"] = True
             record["val"] = last_val
+        record["best"] = dict(best)
         history.append(record)
         snapshot(epoch + 1)
+        if record.get("is_best"):
+            state = slim({"lesionmix_version": __version__, "model_config": config.model.to_dict(),
+                          "train_config": config.to_dict(), "normalisation": normalisation_spec(config.normalisation),
+                          "domain": domain, "generator": gen.state_dict(), "epoch": epoch + 1,
+                          "split": {"train": train_ids, "val": val_ids}, "history": history, "val": last_val,
+                          "best": best})
+            save_checkpoint(state, best_path(out_path))
         if callback is not None and "val" in record:
             callback({"epochs": config.epochs, "step": n_steps, "n_steps": n_steps,
                       "global_step": (epoch + 1) * n_steps, **record})
     epochs_done = len(history)
     return {"out": out_path, "epochs_done": epochs_done, "stopped": stopped, "val": last_val,
-            "history": history, "seconds": time.perf_counter() - t0, "config": config}
+            "history": history, "seconds": time.perf_counter() - t0, "config": config,
+            "best": best, "best_path": best_path(out_path) if best["epoch"] else None}

@@ -47,14 +47,42 @@ from napari_lesionmix.widgets.controls import PathField
 from napari_lesionmix.widgets.state import bind, get_session, notify_error
 
 METHODS = (("ARHNet (shipped checkpoint)", "arhnet"), ("ARHNet (checkpoint file)", "file"),
-           ("Composite (no harmonization)", "composite"), ("Histogram matching (HM)", "hm"))
+           ("Composite (no harmonization)", "composite"), ("Histogram matching to host lesions (HM)", "hm"),
+           ("Histogram matching to the tissue ring", "hm-ring"))
 DEVICES = ("auto", "cuda", "mps", "cpu")
 #: Milliseconds between two drains of the training callback's queue.
 POLL_MS = 100
 
 
+def notify_warning(message: str) -> None:
+    """Show ``message`` as a napari warning notification (never raises)."""
+    from napari.utils.notifications import show_warning
+
+    show_warning(str(message))
+
+
+def window_with_lesion(window: tuple[float, float], images, mask: np.ndarray,
+                       q: float = 99.5) -> tuple[float, float]:
+    """``window`` widened (never narrowed) so that the mask's voxels of every image lie inside it.
+
+    The studio's window comes from the host; a harmonized (or pasted) lesion
+    brighter than the host's 99.5th percentile would show as a flat white blob,
+    so the top grows to the ``q``-th percentile of the mask's voxels (and the
+    bottom to the ``100 - q``-th), over the images given (before and after).
+    """
+    lo, hi = (float(v) for v in window)
+    m = np.asarray(mask) > 0
+    if m.any():
+        for image in images:
+            v = np.asarray(image)[0][m]
+            a, b = (float(x) for x in np.percentile(v, (100.0 - q, q)))
+            lo, hi = min(lo, a), max(hi, b)
+    return lo, (hi if hi > lo else lo + 1.0)
+
+
 class LossCurve(QWidget):
-    """Generator and discriminator losses per step (log scale), validation fMAE marks."""
+    """Generator and discriminator losses per step (log scale), validation marks (fMAE, and the
+    cross-subject contrast error as green dots on a linear 0-1 axis when the run scores it)."""
 
     SERIES = (("loss_g", QColor(255, 150, 60)), ("loss_d", QColor(80, 160, 255)))
 
@@ -105,6 +133,13 @@ class LossCurve(QWidget):
         for r in self.val:
             x = xy(r["global_step"], 1.0).x()
             p.drawLine(QPointF(x, top), QPointF(x, bottom))
+        p.setPen(QPen(QColor(110, 210, 110), 2))
+        p.setBrush(QColor(110, 210, 110))
+        for r in self.val:
+            e = r["val"].get("contrast_error_mean")
+            if e is not None and np.isfinite(e):
+                x = xy(r["global_step"], 1.0).x()
+                p.drawEllipse(QPointF(x, bottom - min(float(e), 1.0) * (bottom - top)), 3, 3)
         last = self.points[-1]
         p.setPen(QPen(QColor(255, 150, 60)))
         p.drawText(4, 12, f"G {last['loss_g']:.3g}")
@@ -115,6 +150,8 @@ class LossCurve(QWidget):
         if self.val:
             v = self.val[-1]["val"]
             text += f"   val fMAE {v.get('fmae', float('nan')):.4f}"
+            if "contrast_error_mean" in v:
+                text += f"   contrast err {v['contrast_error_mean']:.3f}"
         p.drawText(164, 12, text)
         p.drawText(4, h - 2, "log loss vs step")
         p.end()
@@ -268,7 +305,7 @@ class HarmonizeWidget(QWidget):
         from napari_lesionmix.harmonize import load_harmonizer
 
         key = (spec, device)
-        if spec not in ("composite", "hm"):
+        if spec not in ("composite", "hm", "hm-ring"):
             from napari_lesionmix.harmonize import shipped_checkpoint
 
             p = shipped_checkpoint() if spec == "arhnet" else Path(spec)
@@ -304,14 +341,23 @@ class HarmonizeWidget(QWidget):
         device = self.device.currentText()
         self._ok(f"Harmonizing with {self.method.currentText()}...")
 
+        spacing = s.host.spacing if s.host is not None else None
+
         def _work():
+            import warnings
+
+            from napari_lesionmix.harmonize import OutOfDomainWarning
+
             h = self._harmonizer(spec, device)
-            image = h.harmonize(syn.image, syn.mask)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", OutOfDomainWarning)
+                image = h.harmonize(syn.image, syn.mask, label=syn.label, spacing=spacing)
+            note = next((str(w.message) for w in caught if issubclass(w.category, OutOfDomainWarning)), None)
             used = str(getattr(h, "device", "cpu"))
-            return image, h.params(), used
+            return image, h.params(), used, note
 
         def _done(result):
-            image, params, used = result
+            image, params, used, note = result
             if s.synthetic is not syn and s.synthetic is not self.after:
                 return  # a newer sample replaced it meanwhile
             self.before = syn
@@ -323,11 +369,15 @@ class HarmonizeWidget(QWidget):
                 self.toggle_btn.setChecked(False)
                 self.toggle_btn.blockSignals(False)
             s.set_synthetic(self.after)
+            self._show_window()
             self.toggle_btn.setEnabled(True)
             m = syn.mask > 0
             delta = float(np.abs(image[:, m] - syn.image[:, m]).mean()) if m.any() else 0.0
             self._ok(f"Harmonized with {params.get('method')} on {used}: mean |change| inside the mask "
-                     f"{delta:.4g}." + (f" Checkpoint {params['checkpoint']}." if "checkpoint" in params else ""))
+                     f"{delta:.4g}." + (f" Checkpoint {params['checkpoint']}." if "checkpoint" in params else "")
+                     + (f" {note}" if note else ""))
+            if note:
+                notify_warning(note)
 
         s.run(_work, on_done=_done, on_error=self._error, desc="Harmonize")
 
@@ -337,9 +387,21 @@ class HarmonizeWidget(QWidget):
         if self.before is None or self.after is None or s.synthetic is not self.after:
             return
         syn = self.before if before else self.after
-        s.show_layer("synthetic_image", s.orientation.to_display(syn.image[0]), contrast_limits=s.window)
+        s.show_layer("synthetic_image", s.orientation.to_display(syn.image[0]), contrast_limits=self.window())
         s.set_preview(VolumePlanes(syn.image, syn.label, syn.mask, s.orientation))
         self.toggle_btn.setText("Show after" if before else "Show before")
+
+    def window(self) -> tuple[float, float]:
+        """The display window of the before/after pair: the studio's, widened to hold both lesions."""
+        s = self.session
+        if self.before is None or self.after is None:
+            return s.window
+        return window_with_lesion(s.window, (self.before.image, self.after.image), self.after.mask)
+
+    def _show_window(self) -> None:
+        lyr = self.session.layer("synthetic_image")
+        if lyr is not None:
+            lyr.contrast_limits = self.window()
 
     # -- checkpoints ---------------------------------------------------------------
     def _pick_checkpoint(self) -> None:
@@ -377,7 +439,7 @@ class HarmonizeWidget(QWidget):
 
         try:
             spec = self.spec()
-            if spec in ("composite", "hm"):
+            if spec in ("composite", "hm", "hm-ring"):
                 raise LesionMixError(f"'{self.method.currentText()}' has no checkpoint to save.")
             if spec == "arhnet":
                 from napari_lesionmix.harmonize import shipped_checkpoint
@@ -456,6 +518,10 @@ class HarmonizeWidget(QWidget):
             what = "stopped" if result["stopped"] else "finished"
             extra = f"; validation fMAE {val['fmae']:.4f} (composite {val.get('composite_fmae', float('nan')):.4f})" \
                 if "fmae" in val else ""
+            if "contrast_error_mean" in val:
+                extra += f", cross-subject contrast error {val['contrast_error_mean']:.3f}"
+            if result.get("best_path"):
+                extra += f"; best (epoch {result['best']['epoch']}) kept in '{result['best_path']}'"
             self._ok(f"Training {what} after {result['epochs_done']} epoch(s) in {result['seconds']:.1f} s on "
                      f"{self.device_used or '?'}{extra}; checkpoint '{result['out']}'.")
 
