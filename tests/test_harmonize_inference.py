@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import nibabel as nib
 import numpy as np
@@ -218,3 +219,51 @@ def test_histogram_matching_ignores_background_padding_at_the_brain_edge():
     assert out[0][tissue].min() >= image[0][~mask & (image[0] > 0)].min() - 1e-3  # no black holes
     np.testing.assert_array_equal(out[0][mask & (image[0] == 0)], 0)  # padding stays padding
     np.testing.assert_array_equal(out[0][~mask], image[0][~mask])
+
+
+def test_cli_harmonize_never_replaces_its_inputs_nor_writes_nan(tmp_path, volume, tiny_ckpt, capsys):
+    """The hostile-user cases of harmonize: its own sample folder as --out, NaN weights, a bad mask, no CUDA."""
+    img, mask = volume
+    sample = tmp_path / "cm"
+    sample.mkdir()
+    nib.save(nib.Nifti1Image(img[0], np.eye(4)), sample / "image_0000.nii.gz")
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), np.eye(4)), sample / "mask.nii.gz")
+    (sample / "params.json").write_text('{"params": {"method": "carvemix"}}')
+    before = {p.name: p.read_bytes() for p in sample.iterdir()}
+    base = ["harmonize", "--image", str(sample / "image_0000.nii.gz"), "--mask", str(sample / "mask.nii.gz"),
+            "--method", "hm", "--device", "cpu"]
+    for out in ([str(sample)], [str(sample), "--overwrite"]):
+        assert main([*base, "--out", *out]) == 2
+        assert "would replace the input" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in sample.iterdir()} == before
+    out = tmp_path / "harm"
+    assert main([*base, "--out", str(out)]) == 0
+    assert main([*base, "--out", str(out)]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    # A checkpoint with NaN weights: an error, nothing written.
+    ckpt = torch.load(tiny_ckpt, weights_only=False)
+    for tensor in ckpt["generator"].values():
+        if tensor.is_floating_point():
+            tensor.fill_(float("nan"))
+    torch.save(ckpt, tmp_path / "nan.pt")
+    nan_args = ["harmonize", "--image", str(sample / "image_0000.nii.gz"), "--mask", str(sample / "mask.nii.gz"),
+                "--model", str(tmp_path / "nan.pt"), "--device", "cpu", "--out", str(tmp_path / "nan")]
+    assert main(nan_args) == 2
+    assert "gave NaN or infinite voxels" in capsys.readouterr().err and not (tmp_path / "nan").exists()
+    # A mask outside [0, 1] names the file and the range found.
+    nib.save(nib.Nifti1Image(mask.astype(np.float32) * 3, np.eye(4)), tmp_path / "m3.nii.gz")
+    assert main([*base[:4], str(tmp_path / "m3.nii.gz"), *base[5:], "--out", str(tmp_path / "m3")]) == 2
+    assert re.search(r"Mask '.*m3.nii.gz' holds values from 0 to 3", capsys.readouterr().err)
+    # No CUDA here: one plain warning line, not Python's file-and-line format.
+    if not torch.cuda.is_available():
+        cuda = [*base[:5], "--model", str(tiny_ckpt), "--device", "cuda", "--out", str(tmp_path / "cuda")]
+        assert main(cuda) == 0
+        err = capsys.readouterr().err
+        assert "lesionmix harmonize: warning: CUDA was requested but is not available; using the CPU." in err
+        assert ".py:" not in err
+
+
+def test_train_harmonizer_keeps_an_existing_checkpoint(tmp_path, tiny_ckpt, capsys):
+    before = tiny_ckpt.read_bytes()
+    assert main(["train-harmonizer", "--dataset", str(tmp_path), "--out", str(tiny_ckpt)]) == 2
+    assert "Checkpoint '" in capsys.readouterr().err and tiny_ckpt.read_bytes() == before

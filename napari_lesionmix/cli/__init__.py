@@ -19,6 +19,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import warnings
 from collections.abc import Sequence
 
 from napari_lesionmix import __version__
@@ -48,8 +49,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    def plain_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        # One plain line, as errors are: the file and line number are for developers.
+        print(f"lesionmix {args.command}: warning: {message}", file=sys.stderr)
+
     try:
-        code = args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = plain_warning
+            warnings.simplefilter("default")  # each warning once per command, whatever ran before it
+            code = args.func(args)
     except LesionMixError as exc:
         print(f"lesionmix {args.command}: error: {exc}", file=sys.stderr)
         return 2

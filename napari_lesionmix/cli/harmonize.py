@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="arhnet (default), composite (no change), hm (histogram matching of the pasted lesions to "
                    "the host's lesions, as the ARHNet paper) or hm-ring (to the tissue ring around each component)")
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (made whole or not at all)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier result in --out")
     p.set_defaults(func=run)
 
 
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_lesionmix import __version__
     from napari_lesionmix.errors import LesionMixError
     from napari_lesionmix.harmonize import OutOfDomainWarning, load_harmonizer
-    from napari_lesionmix.io.atomic import write_json_atomic
+    from napari_lesionmix.io.atomic import atomic_folder, check_output, write_json_atomic
     from napari_lesionmix.io.nifti import (
         check_affines,
         load_image,
@@ -49,7 +50,10 @@ def run(args: argparse.Namespace) -> int:
         save_image,
         voxel_spacing,
     )
+    from napari_lesionmix.io.synthetic import is_sample_file
 
+    inputs = [*args.image, args.mask, args.label, args.model]
+    check_output(args.out, inputs, args.overwrite, "Output folder")
     image, img = load_image(args.image)
     if not Path(args.mask).is_file():
         raise LesionMixError(f"Mask file '{args.mask}' does not exist.")
@@ -62,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
         mask = mask[..., 0]
     if mask.shape != image.shape[1:]:
         raise LesionMixError(f"Mask '{args.mask}' has shape {mask.shape} but the image has {image.shape[1:]}.")
+    lo, hi = float(np.min(mask)), float(np.max(mask))
+    if not (0.0 <= lo and hi <= 1.0):
+        raise LesionMixError(f"Mask '{args.mask}' holds values from {lo:g} to {hi:g}; a mixing mask is binary or "
+                             "soft in [0, 1].")
     check_affines(img.affine, mimg.affine, os.fspath(args.image[0]), os.fspath(args.mask))
     if args.model is not None and args.method != "arhnet":
         raise LesionMixError(f"--model is for ARHNet; it cannot be combined with --method {args.method}.")
@@ -82,10 +90,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"harmonize: warning: {w.message}", file=sys.stderr)
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if not np.all(np.isfinite(out)):
+        source = f"checkpoint '{args.model}'" if args.model else f"method {args.method}"
+        raise LesionMixError(f"The {source} gave NaN or infinite voxels (are its weights broken?); nothing was "
+                             "written.")
     dtype = np.dtype(img.get_data_dtype())
     out_dir = Path(args.out)
-    for c, channel in enumerate(out):
-        save_image(channel, out_dir / f"image_{c:04d}.nii.gz", img.affine, img.header, dtype)
     changed = int(np.count_nonzero(np.any(out != image, axis=0)))
     record = {
         "version": __version__,
@@ -93,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
                    "label": None if args.label is None else os.fspath(args.label)},
         "params": {**harmonizer.params(), "mask_voxels": int(np.count_nonzero(mask > 0))},
     }
-    write_json_atomic(record, out_dir / "params.json")
+    with atomic_folder(out_dir, replaceable=is_sample_file) as tmp:
+        for c, channel in enumerate(out):
+            save_image(channel, tmp / f"image_{c:04d}.nii.gz", img.affine, img.header, dtype)
+        write_json_atomic(record, tmp / "params.json")
     print(f"harmonize: {harmonizer.method}, {changed} voxel(s) changed in {seconds:.2f} s -> {out_dir}")
     return 0

@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from --out when it exists")
+    p.add_argument("--overwrite", action="store_true", help="train anew over an existing --out checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -50,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
 
     from napari_lesionmix.harmonize import ModelConfig, TrainConfig
     from napari_lesionmix.harmonize.train import train_harmonizer
+    from napari_lesionmix.io.atomic import check_output
 
+    # A trained checkpoint is the user's work: --resume continues it, --overwrite trains anew over it.
+    check_output(args.out, (), args.overwrite or args.resume, "Checkpoint")
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, patch_size=args.patch_size,
         patches_per_case=args.patches_per_case, lr_g=args.lr_g, lr_d=args.lr_d,
