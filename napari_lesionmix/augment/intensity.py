@@ -183,14 +183,23 @@ class IntensityMap:
 
 
 def _piecewise_linear(x: np.ndarray, xp: Sequence[float], fp: Sequence[float]) -> np.ndarray:
-    """Nyúl-Udupa's mapping: linear between landmarks, end segments' slopes beyond them."""
+    """Nyúl-Udupa's mapping: linear between landmarks, end segments' slopes beyond them.
+
+    It runs once per sample over the whole donor, so it makes one pass: a
+    single segment (brain-linear) is one multiply-add in float32; several
+    segments are one ``np.interp`` over landmarks extended, along the end
+    slopes, past the image's own range.
+    """
     xp, fp = np.asarray(xp, np.float64), np.asarray(fp, np.float64)
-    x64 = np.asarray(x, np.float64)
-    y = np.interp(x64, xp, fp)
-    lo, hi = x64 < xp[0], x64 > xp[-1]
-    y[lo] = fp[0] + (x64[lo] - xp[0]) * (fp[1] - fp[0]) / (xp[1] - xp[0])
-    y[hi] = fp[-1] + (x64[hi] - xp[-1]) * (fp[-1] - fp[-2]) / (xp[-1] - xp[-2])
-    return y.astype(np.float32)
+    x = np.asarray(x, np.float32)
+    slope_lo = (fp[1] - fp[0]) / (xp[1] - xp[0])
+    if len(xp) == 2:
+        return (x - np.float32(xp[0])) * np.float32(slope_lo) + np.float32(fp[0])
+    slope_hi = (fp[-1] - fp[-2]) / (xp[-1] - xp[-2])
+    lo, hi = min(float(x.min()), xp[0]) - 1.0, max(float(x.max()), xp[-1]) + 1.0
+    xs = np.concatenate([[lo], xp, [hi]])
+    fs = np.concatenate([[fp[0] + (lo - xp[0]) * slope_lo], fp, [fp[-1] + (hi - xp[-1]) * slope_hi]])
+    return np.interp(x, xs, fs).astype(np.float32)
 
 
 def fit_map(mode: str, source: BrainStats, host: BrainStats, case_id: str) -> IntensityMap:
