@@ -41,6 +41,7 @@ from napari_lesionmix.augment.carvemix import (
 from napari_lesionmix.augment.live import CarveMixPlanes, LiveArrays
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.random import sample_rng
+from napari_lesionmix.widgets.controls import make_scrollable
 from napari_lesionmix.widgets.state import bind, get_session, notify_error
 
 #: Slider resolution: positions 0..STEPS map linearly onto [-1/2, 1] x |Dmin|.
@@ -159,6 +160,7 @@ class CarveMixWidget(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.status)
         layout.addStretch(1)
+        make_scrollable(self)
 
         self._settle = QTimer(self)
         self._settle.setSingleShot(True)
@@ -202,6 +204,9 @@ class CarveMixWidget(QWidget):
         s = self.session
         if not s.has_pair:
             return
+        # The old donor's field and planes must not serve a slider move before the new field is in.
+        self.field, self._live, self.params = None, None, None
+        self._settle.stop()
         per = self.per_lesion.isChecked()
         cached = s.cached_field(per)
         if cached is not None:

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import os
 
-from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLineEdit, QToolButton, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLineEdit,
+    QScrollArea,
+    QSizePolicy,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 NIFTI_FILTER = "NIfTI (*.nii *.nii.gz)"
 
@@ -52,3 +63,73 @@ class PathField(QWidget):
 
     def setText(self, text: str | os.PathLike) -> None:  # noqa: N802 (Qt style)
         self.edit.setText(os.fspath(text))
+
+
+def make_scrollable(widget: QWidget) -> QScrollArea:
+    """Put ``widget``'s content (its layout) in a :class:`QScrollArea` filling the widget.
+
+    A dock's minimum height is its content's; tabified docks share the tallest one, so one tall
+    widget pushed the studio window past a 1600x1000 screen. Scrolled, a dock can be as short as
+    the user makes it. Works on any built widget (the studio applies it to docks it did not
+    write); calling it twice is harmless.
+    """
+    existing = getattr(widget, "scroll_area", None)
+    if isinstance(existing, QScrollArea):
+        return existing
+    body = QWidget()
+    body.setObjectName("lesionmix_scroll_body")
+    # Qt takes the layout away from ``widget`` and re-parents its child widgets to ``body``.
+    body.setLayout(widget.layout() or QVBoxLayout())
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+    area.setWidget(body)
+    # Below Qt's default (about 70 px) so that eight docks stacked in one column still fit.
+    area.setMinimumSize(60, 36)
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(area)
+    widget.scroll_area = area
+    return area
+
+
+class Collapsible(QWidget):
+    """A titled group that shows its content only when opened (rarely used settings).
+
+    Parameters
+    ----------
+    title : str
+    content : QWidget
+        What the arrow shows and hides.
+    opened : bool
+        Start opened.
+    """
+
+    def __init__(self, title: str, content: QWidget, opened: bool = False, parent=None):
+        super().__init__(parent)
+        self.button = QToolButton()
+        self.button.setText(title)
+        self.button.setCheckable(True)
+        self.button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.button.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.button.setStyleSheet("QToolButton { border: none; text-align: left; }")
+        self.content = content
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(2)
+        lay.addWidget(self.button)
+        lay.addWidget(content)
+        self.button.toggled.connect(self.set_open)
+        self.set_open(opened)
+
+    def set_open(self, opened: bool) -> None:
+        self.button.blockSignals(True)
+        self.button.setChecked(bool(opened))
+        self.button.blockSignals(False)
+        self.button.setArrowType(Qt.ArrowType.DownArrow if opened else Qt.ArrowType.RightArrow)
+        self.content.setVisible(bool(opened))
+
+    @property
+    def is_open(self) -> bool:
+        return self.button.isChecked()

@@ -44,6 +44,7 @@ from napari_lesionmix.augment.lesions import LesionBank
 from napari_lesionmix.augment.likelihood import likelihood_map
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.random import sample_rng
+from napari_lesionmix.widgets.controls import Collapsible, make_scrollable
 from napari_lesionmix.widgets.state import ROLE_KEY, bind, get_session, notify_error, notify_info
 
 LIKELIHOOD_ROLE = "likelihood"
@@ -222,10 +223,14 @@ class LesionMixWidget(QWidget):
         lay = QVBoxLayout(self)
         lay.addWidget(dist)
         lay.addWidget(place)
-        lay.addWidget(tf)
+        # Rarely changed: the paper's defaults, one click away.
+        self.transforms_group = Collapsible(tf.title(), tf)
+        tf.setTitle("")
+        lay.addWidget(self.transforms_group)
         lay.addLayout(act)
         lay.addWidget(self.status)
         lay.addStretch(1)
+        make_scrollable(self)
 
         self.distribution.currentTextChanged.connect(lambda _: self._reset_distribution())
         for s in self.dist_params.values():

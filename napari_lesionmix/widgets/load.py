@@ -21,7 +21,7 @@ from qtpy.QtWidgets import (
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.dataset import CaseRecord, discover_dataset
 from napari_lesionmix.io.nifti import check_same_grid, load_case
-from napari_lesionmix.widgets.controls import PathField
+from napari_lesionmix.widgets.controls import PathField, make_scrollable
 from napari_lesionmix.widgets.state import bind, get_session, notify_error
 
 OK_STYLE = "color: #7ec87e;"
@@ -104,6 +104,7 @@ class LoadWidget(QWidget):
         lay.addWidget(self.sample_btn)
         lay.addWidget(self.status)
         lay.addStretch(1)
+        make_scrollable(self)
 
         self.load_files_btn.clicked.connect(self.load_files)
         self.scan_btn.clicked.connect(self.scan_folder)

@@ -80,7 +80,7 @@ class PlaneView(QWidget):
     def __init__(self, name: str, parent=None):
         super().__init__(parent)
         self.name = name
-        self.setMinimumSize(120, 120)
+        self.setMinimumSize(80, 80)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setToolTip(f"{name} view: click to move the crosshair")
         self._rgb: np.ndarray | None = None
@@ -99,6 +99,10 @@ class PlaneView(QWidget):
         self._qimage = QImage(self._rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888)
         self._layout_rect()
         self.repaint()
+
+    def clear(self) -> None:
+        self._rgb = self._qimage = self._rect = None
+        self.update()
 
     def _layout_rect(self) -> None:
         if self._rgb is None:
@@ -161,7 +165,7 @@ class PreviewWidget(QWidget):
         self.info.setWordWrap(True)
         self.info.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         grid.addWidget(self.info, 3, 1)
-        self.setMinimumHeight(380)
+        self.setMinimumHeight(240)  # the dock grows the views; the studio must fit 1600x1000
         layout = QVBoxLayout(self)
         layout.addLayout(grid)
         self._cursor_timer = QTimer(self)
@@ -225,7 +229,10 @@ class PreviewWidget(QWidget):
         """Draw the three planes through the cursor from the session's plane source."""
         s = self.session
         if s.preview is None or s.orientation is None:
+            self._clear()
             return
+        if tuple(s.preview.display_shape) != tuple(s.orientation.display_shape):
+            return  # a source of another grid (a pair is being replaced): never index it with this cursor
         t0 = time.perf_counter()
         z, y, x = s.cursor
         planes = s.preview.planes((z, y, x))
@@ -240,6 +247,12 @@ class PreviewWidget(QWidget):
         self.last_redraw_ms = (time.perf_counter() - t0) * 1000
         self.info.setText(self._caption())
         self.redrawn.emit()
+
+    def _clear(self) -> None:
+        for view in self.views.values():
+            view.clear()
+        self.info.setText("Load a host/donor pair and make a sample to see the preview."
+                          if self.session.has_pair else "Load a host/donor pair to see the preview.")
 
     def _caption(self) -> str:
         s = self.session

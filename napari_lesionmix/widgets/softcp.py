@@ -45,6 +45,7 @@ from napari_lesionmix.augment.softcp import (
 )
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.random import sample_rng
+from napari_lesionmix.widgets.controls import Collapsible, make_scrollable
 from napari_lesionmix.widgets.state import bind, get_session, notify_error
 
 REFERENCES = (("brain mask", "brain_mask"), ("label value", "label"), ("non-zero image", "foreground"),
@@ -160,13 +161,19 @@ class SoftCPWidget(QWidget):
         buttons.addWidget(self.place_btn)
 
         lay = QVBoxLayout(self)
-        lay.addWidget(soft)
         lay.addWidget(cons)
-        lay.addWidget(tf)
+        # Rarely changed: the paper's defaults, one click away.
+        self.soft_group = Collapsible(soft.title(), soft)
+        self.transforms_group = Collapsible(tf.title(), tf)
+        soft.setTitle("")
+        tf.setTitle("")
+        lay.addWidget(self.soft_group)
+        lay.addWidget(self.transforms_group)
         lay.addLayout(seed_row)
         lay.addLayout(buttons)
         lay.addWidget(self.status)
         lay.addStretch(1)
+        make_scrollable(self)
 
         self.reference.currentIndexChanged.connect(
             lambda _: self.label_value.setEnabled(self.reference.currentData() == "label"))

@@ -51,6 +51,8 @@ ROLES: dict[str, tuple[str, str]] = {
     "mixing_mask": ("mixing mask", "image"),
 }
 ROLE_KEY = "lesionmix_role"
+#: Roles of the layers that show a synthetic case (they go when another pair is loaded).
+SYNTHETIC_ROLES = ("synthetic_image", "synthetic_label", "mixing_mask")
 #: Names of the three preview planes, in the order the preview shows them.
 PLANES = ("axial", "coronal", "sagittal")
 
@@ -156,22 +158,39 @@ class StudioSession:
             raise LesionMixError(f"Host case '{host.case_id}' has no label map; load its lesion label too.")
         donor.require_lesion("Donor")
         check_same_grid(host, donor)
+        self._forget_pair()
         self.host, self.donor = host, donor
         self.host_record, self.donor_record = host_record, donor_record
         self.host_brain_mask, self.donor_brain_mask = host_brain_mask, donor_brain_mask
-        self._cache.clear()
         self.orientation = DisplayOrientation(host.affine, host.shape)
         ch = host.image[0]
         sample = ch[:: 2, :: 2, :: 2]
         lo, hi = (float(v) for v in np.percentile(sample, (1.0, 99.5)))
         self.window = (lo, hi if hi > lo else lo + 1.0)
-        self.synthetic = None
         self.cursor = self._centre_of_lesions(donor)
         if show_layers:
             self._show_cases()
             self.set_cursor(self.cursor, move_viewer=True)  # the slider to the lesion
         self.cases_changed.emit()
         self.cursor_changed.emit(self.cursor)
+
+    def _forget_pair(self) -> None:
+        """Drop everything that belongs to the previous pair, before the new one is installed.
+
+        The previous pair may have another grid: its planes, synthetic case, prepared work and
+        synthetic layers would index the new grid out of bounds (or show the old case over the new one).
+        """
+        self._cache.clear()
+        # Keyed by id(donor), which Python may hand to the next donor once the old one is freed.
+        self._fields.clear()
+        self.synthetic = None
+        if self.preview is not None:
+            self.set_preview(None)
+        if self.viewer is not None:
+            for role in SYNTHETIC_ROLES:
+                lyr = self.layer(role)
+                if lyr is not None:
+                    self.viewer.layers.remove(lyr)
 
     def swap(self) -> None:
         """Exchange host and donor (both must carry a lesion label)."""
