@@ -138,6 +138,10 @@ class CarveMixWidget(QWidget):
         self.density = DensityPlot()
         self.per_lesion = QCheckBox("per-lesion lambda")
         self.per_lesion.setToolTip("Give each connected lesion its own lambda from its own |Dmin|")
+        self.auto_preview = QCheckBox("auto-preview on pair load")
+        self.auto_preview.setChecked(True)
+        self.auto_preview.setToolTip("Mix a CarveMix sample at the slider's lambda whenever a pair is loaded; "
+                                     "off: only when you move the slider or sample")
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
         self.seed.setValue(0)
@@ -156,6 +160,7 @@ class CarveMixWidget(QWidget):
         layout.addWidget(self.slider)
         layout.addWidget(self.density)
         layout.addWidget(self.per_lesion)
+        layout.addWidget(self.auto_preview)
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
@@ -227,8 +232,9 @@ class CarveMixWidget(QWidget):
             f"Donor '{self.session.donor.case_id}': {field.n_lesions if field.per_lesion else 'all'} "
             f"lesion field(s), |Dmin| = {abs(field.d_min):.2f} mm."
         )
-        self.update_live()
-        self.compute_full()
+        if self.auto_preview.isChecked():
+            self.update_live()
+            self.compute_full()
 
     def _update_labels(self, sampled=()) -> None:
         if self.field is None:

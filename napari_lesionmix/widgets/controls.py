@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QFileDialog,
     QFrame,
     QHBoxLayout,
     QLineEdit,
+    QProgressBar,
     QScrollArea,
     QSizePolicy,
     QToolButton,
@@ -133,3 +134,51 @@ class Collapsible(QWidget):
     @property
     def is_open(self) -> bool:
         return self.button.isChecked()
+
+
+class WorkIndicator(QProgressBar):
+    """A busy bar in the dock while its background work runs, with that work's buttons disabled.
+
+    napari's activity dot sits in the status bar, often off screen or unseen; work that takes longer
+    than :attr:`SHOW_AFTER_MS` shows here, where it was started. The bar is indeterminate: the
+    methods' cores report no steps (Export has its own counted bar and Cancel).
+    """
+
+    SHOW_AFTER_MS = 500
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setRange(0, 0)
+        self.setTextVisible(False)
+        self.setMaximumHeight(10)
+        self.setVisible(False)
+        self._buttons: list = []
+        self._running = 0
+        self._show = QTimer(self)
+        self._show.setSingleShot(True)
+        self._show.setInterval(self.SHOW_AFTER_MS)
+        self._show.timeout.connect(lambda: self.setVisible(self._running > 0))
+
+    @property
+    def running(self) -> bool:
+        return self._running > 0
+
+    def track(self, worker, *buttons) -> None:
+        """Disable ``buttons`` and show the bar (after a moment) until ``worker`` finishes."""
+        if worker is None:
+            return
+        self._running += 1
+        self._buttons = list(buttons)
+        for b in buttons:
+            b.setEnabled(False)
+        self._show.start()
+        worker.finished.connect(self._finished)
+
+    def _finished(self, *_):
+        self._running = max(0, self._running - 1)
+        if self._running:
+            return
+        self._show.stop()
+        self.setVisible(False)
+        for b in self._buttons:
+            b.setEnabled(True)

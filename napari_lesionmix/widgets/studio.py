@@ -94,8 +94,12 @@ def prefer_our_reader() -> list[str]:
 
 
 def studio_command(viewer: Viewer) -> None:
-    """The manifest command "Open LesionMix studio" (File > IO utilities): :func:`open_studio`."""
-    open_studio(viewer)
+    """The manifest command "Open LesionMix studio" (File > IO utilities): :func:`open_studio`.
+
+    The sample pair is loaded only into an empty viewer: a user who opened their own scans
+    picks them in the Load dock instead.
+    """
+    open_studio(viewer, load_sample=len(viewer.layers) == 0)
 
 
 def fit_dock(dock, widget, title: str) -> None:
