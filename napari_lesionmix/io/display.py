@@ -200,3 +200,126 @@ class VolumePlanes:
 
     def planes(self, zyx) -> dict[str, Plane]:
         return slice_planes(self.image, self.label, self.mask, zyx)
+
+
+# -- contrast -----------------------------------------------------------------------
+def brain_window(channels: Sequence[np.ndarray], labels: Sequence[np.ndarray | None] = (),
+                 brain_masks: Sequence[np.ndarray | None] = (), percentiles: tuple[float, float] = (0.5, 99.5),
+                 step: int = 2) -> tuple[float, float]:
+    """A display window ``(lo, hi)`` for visual QA of lesion intensities.
+
+    Whole-volume percentiles are mostly background (about 84 % of a 1 mm head volume), so they
+    put the top of the window inside the lesions and clip them white. The window here comes from
+    brain voxels only (the brain mask when given, else the non-zero voxels) of every volume, and
+    is then widened to hold the same percentiles of each volume's lesion voxels.
+
+    Parameters
+    ----------
+    channels : sequence of ndarray
+        One 3D image per volume (e.g. host and donor, first channel), all in the same units.
+    labels, brain_masks : sequence of ndarray or None
+        Per volume, aligned with ``channels`` (missing entries count as ``None``).
+    percentiles : (float, float)
+    step : int
+        Brain voxels are subsampled by ``step`` along each axis (the window is a percentile;
+        every 8th voxel of a 1 mm volume is plenty); lesion voxels are all used.
+
+    Returns
+    -------
+    (float, float)
+        With ``hi > lo``.
+    """
+    brain, lesion_lo, lesion_hi = [], [], []
+    for k, ch in enumerate(channels):
+        ch = np.asarray(ch)
+        label = labels[k] if k < len(labels) else None
+        mask = brain_masks[k] if k < len(brain_masks) else None
+        sub = ch[::step, ::step, ::step]
+        inside = np.asarray(mask)[::step, ::step, ::step] != 0 if mask is not None else sub != 0
+        brain.append(sub[inside] if inside.any() else sub.ravel())
+        if label is not None and np.any(label):
+            values = ch[np.asarray(label) != 0]
+            lo_k, hi_k = np.percentile(values, percentiles)
+            lesion_lo.append(float(lo_k))
+            lesion_hi.append(float(hi_k))
+    if not brain:
+        return 0.0, 1.0
+    lo, hi = (float(v) for v in np.percentile(np.concatenate(brain), percentiles))
+    lo = min([lo, *lesion_lo])
+    hi = max([hi, *lesion_hi])
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
+# -- layers back to volumes -----------------------------------------------------------
+def layer_volume(data: np.ndarray, metadata: dict | None, scale: Sequence[float] = (1.0, 1.0, 1.0),
+                 translate: Sequence[float] = (0.0, 0.0, 0.0)):
+    """A layer's data in its file's voxel order, with the file's geometry.
+
+    Layers our reader made carry the file's affine, header and path in ``metadata["lesionmix"]``
+    (:func:`geometry_metadata`); for any other layer the geometry comes from its ``scale`` and
+    ``translate`` (:func:`affine_from_layer_geometry`), with the data taken as display order.
+
+    Returns
+    -------
+    data : ndarray
+        3D, or ``(C, I, J, K)`` for channels-first data; a view where possible.
+    affine : ndarray, shape (4, 4)
+    header : nibabel header or None
+    source : str or None
+        The file the layer was read from.
+    """
+    data = np.asarray(data)
+    meta = (metadata or {}).get(META_KEY)
+    if meta:
+        affine = np.asarray(meta["affine"], dtype=float)
+        shape = meta["shape"]
+        header = header_from_text(meta["header"]) if meta.get("header") else None
+        source = meta.get("source")
+    else:
+        affine = affine_from_layer_geometry(scale, translate)
+        header, source = None, None
+        shape = data.shape[-3:]  # that affine's voxel axes are the display axes
+    return DisplayOrientation(affine, shape).to_original(data), affine, header, source
+
+
+def case_from_layers(image: dict, label: dict, case_id: str | None = None):
+    """A :class:`~napari_lesionmix.io.nifti.Case` from two layers, without reading any file again.
+
+    Parameters
+    ----------
+    image, label : dict
+        ``{"data", "metadata", "scale", "translate", "name"}`` of an image layer and of its lesion
+        label layer (plain values, so this stays Qt-free).
+    case_id : str, optional
+        Default: from the image's file (:func:`~napari_lesionmix.io.nifti.case_id_from_path`),
+        else the layer's name.
+
+    Raises
+    ------
+    LesionMixError
+        Label and image not on one grid, or a label that is not an integer map.
+    """
+    from napari_lesionmix.io.nifti import Case, as_label_array, case_id_from_path, check_affines
+
+    img, affine, header, source = layer_volume(image["data"], image.get("metadata"), image.get("scale", (1, 1, 1))[-3:],
+                                               image.get("translate", (0, 0, 0))[-3:])
+    lab, lab_affine, _, lab_source = layer_volume(label["data"], label.get("metadata"),
+                                                  label.get("scale", (1, 1, 1))[-3:],
+                                                  label.get("translate", (0, 0, 0))[-3:])
+    name, lab_name = image.get("name", "image"), label.get("name", "label")
+    img = np.asarray(img, dtype=np.float32)
+    if img.ndim == 3:
+        img = img[None]
+    if tuple(img.shape[1:]) != tuple(lab.shape):
+        from napari_lesionmix.errors import LesionMixError
+
+        raise LesionMixError(f"Layer '{lab_name}' has shape {tuple(lab.shape)} but layer '{name}' has "
+                             f"{tuple(img.shape[1:])}; choose the label of that image.")
+    check_affines(affine, lab_affine, name, lab_name)
+    if case_id is None:
+        case_id = case_id_from_path(source) if source else str(name)
+    import nibabel as nib
+
+    return Case(image=img, label=as_label_array(np.asarray(lab), where=f"Layer '{lab_name}'"), affine=affine,
+                header=header if header is not None else nib.Nifti1Header(), case_id=case_id,
+                image_paths=(source,) if source else (), label_path=lab_source)

@@ -336,16 +336,31 @@ def load_case(
     )
 
 
+#: File stems that name a modality or role, not a case: ``patient07/flair.nii.gz`` is case ``patient07``.
+GENERIC_STEMS = frozenset({
+    "flair", "t1", "t1w", "t1ce", "t1c", "t1gd", "t2", "t2w", "pd", "pdw", "dwi", "adc", "swi",
+    "image", "img", "mri", "scan", "anat", "brain", "volume", "data",
+})
+
+
 def case_id_from_path(path: str | os.PathLike) -> str:
-    """``/x/sub-01_0000.nii.gz`` -> ``sub-01``: the file name without NIfTI suffix or channel index."""
-    name = Path(path).name
+    """The case a file belongs to.
+
+    ``/x/sub-01_0000.nii.gz`` -> ``sub-01`` (the file name without NIfTI suffix or channel
+    index); when that is only a modality name (:data:`GENERIC_STEMS`), the parent folder's:
+    ``/x/patient07/flair.nii.gz`` -> ``patient07``, so that two patients' FLAIRs are two cases.
+    """
+    p = Path(path)
+    name = p.name
     for suf in NIFTI_SUFFIXES:
         if name.endswith(suf):
             name = name[: -len(suf)]
             break
     stem, _, tail = name.rpartition("_")
     if stem and len(tail) == 4 and tail.isdigit():
-        return stem
+        name = stem
+    if name.lower() in GENERIC_STEMS and p.parent.name not in ("", ".", "/"):
+        return p.parent.name
     return name
 
 

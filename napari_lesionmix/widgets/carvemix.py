@@ -41,6 +41,7 @@ from napari_lesionmix.augment.carvemix import (
 from napari_lesionmix.augment.live import CarveMixPlanes, LiveArrays
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.random import sample_rng
+from napari_lesionmix.widgets.controls import make_scrollable
 from napari_lesionmix.widgets.state import bind, get_session, notify_error
 
 #: Slider resolution: positions 0..STEPS map linearly onto [-1/2, 1] x |Dmin|.
@@ -137,6 +138,10 @@ class CarveMixWidget(QWidget):
         self.density = DensityPlot()
         self.per_lesion = QCheckBox("per-lesion lambda")
         self.per_lesion.setToolTip("Give each connected lesion its own lambda from its own |Dmin|")
+        self.auto_preview = QCheckBox("auto-preview on pair load")
+        self.auto_preview.setChecked(True)
+        self.auto_preview.setToolTip("Mix a CarveMix sample at the slider's lambda whenever a pair is loaded; "
+                                     "off: only when you move the slider or sample")
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
         self.seed.setValue(0)
@@ -155,10 +160,12 @@ class CarveMixWidget(QWidget):
         layout.addWidget(self.slider)
         layout.addWidget(self.density)
         layout.addWidget(self.per_lesion)
+        layout.addWidget(self.auto_preview)
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
         layout.addStretch(1)
+        make_scrollable(self)
 
         self._settle = QTimer(self)
         self._settle.setSingleShot(True)
@@ -202,6 +209,9 @@ class CarveMixWidget(QWidget):
         s = self.session
         if not s.has_pair:
             return
+        # The old donor's field and planes must not serve a slider move before the new field is in.
+        self.field, self._live, self.params = None, None, None
+        self._settle.stop()
         per = self.per_lesion.isChecked()
         cached = s.cached_field(per)
         if cached is not None:
@@ -222,8 +232,9 @@ class CarveMixWidget(QWidget):
             f"Donor '{self.session.donor.case_id}': {field.n_lesions if field.per_lesion else 'all'} "
             f"lesion field(s), |Dmin| = {abs(field.d_min):.2f} mm."
         )
-        self.update_live()
-        self.compute_full()
+        if self.auto_preview.isChecked():
+            self.update_live()
+            self.compute_full()
 
     def _update_labels(self, sampled=()) -> None:
         if self.field is None:

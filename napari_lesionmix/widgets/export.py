@@ -47,6 +47,7 @@ from qtpy.QtWidgets import (
 
 from napari_lesionmix.augment.registry import methods
 from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.widgets.controls import make_scrollable
 from napari_lesionmix.widgets.state import bind, get_session, notify_error, notify_info
 
 #: Milliseconds between two copies of the progress counts into the bar.
@@ -140,6 +141,7 @@ class ExportWidget(QWidget):
         lay.addWidget(self.status)
         lay.addWidget(self.gallery_area, 10)
         lay.addStretch(1)  # takes the space while no gallery is shown
+        make_scrollable(self)
 
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)

@@ -43,7 +43,7 @@ from qtpy.QtWidgets import (
 from napari_lesionmix.augment.params import Synthetic
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.display import VolumePlanes
-from napari_lesionmix.widgets.controls import PathField
+from napari_lesionmix.widgets.controls import PathField, make_scrollable
 from napari_lesionmix.widgets.state import bind, get_session, notify_error
 
 METHODS = (("ARHNet (shipped checkpoint)", "arhnet"), ("ARHNet (checkpoint file)", "file"),
@@ -262,6 +262,7 @@ class HarmonizeWidget(QWidget):
         lay.addWidget(tb)
         lay.addWidget(self.status)
         lay.addStretch(1)
+        make_scrollable(self)  # issue 12: every dock scrolls, so the studio fits 1600x1000
 
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)

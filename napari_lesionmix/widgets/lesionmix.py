@@ -44,6 +44,7 @@ from napari_lesionmix.augment.lesions import LesionBank
 from napari_lesionmix.augment.likelihood import likelihood_map
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.random import sample_rng
+from napari_lesionmix.widgets.controls import Collapsible, WorkIndicator, make_scrollable
 from napari_lesionmix.widgets.state import ROLE_KEY, bind, get_session, notify_error, notify_info
 
 LIKELIHOOD_ROLE = "likelihood"
@@ -222,10 +223,16 @@ class LesionMixWidget(QWidget):
         lay = QVBoxLayout(self)
         lay.addWidget(dist)
         lay.addWidget(place)
-        lay.addWidget(tf)
+        # Rarely changed: the paper's defaults, one click away.
+        self.transforms_group = Collapsible(tf.title(), tf)
+        tf.setTitle("")
+        lay.addWidget(self.transforms_group)
         lay.addLayout(act)
+        self.work = WorkIndicator()
+        lay.addWidget(self.work)
         lay.addWidget(self.status)
         lay.addStretch(1)
+        make_scrollable(self)
 
         self.distribution.currentTextChanged.connect(lambda _: self._reset_distribution())
         for s in self.dist_params.values():
@@ -430,7 +437,8 @@ class LesionMixWidget(QWidget):
             self.status.setStyleSheet("color: #ff6b6b;")
             self.status.setText(str(exc))
 
-        s.run_latest(self, func, on_done=_done, on_error=_failed, desc=f"LesionMix: {what.lower()}")
+        worker = s.run_latest(self, func, on_done=_done, on_error=_failed, desc=f"LesionMix: {what.lower()}")
+        self.work.track(worker, self.sample_btn)
 
     def replay(self, params: LesionMixParams) -> None:
         """Replay LesionMix params (Provenance widget) on the loaded host with this dataset's bank."""

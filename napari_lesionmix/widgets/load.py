@@ -1,4 +1,7 @@
-"""Load dock widget: a host/donor pair from files, from a dataset folder, or the sample pair.
+"""Load dock widget: a host/donor pair from the viewer's layers, from files, a dataset folder, or the sample.
+
+Layers opened with File > Open (our reader keeps each file's geometry in ``layer.metadata``)
+are picked in four combo boxes and used as they are, without reading the files again.
 
 Files are read and validated in a ``thread_worker`` (same grid, channels, a
 lesion in the donor, a label for the host); the first problem is shown in the
@@ -20,9 +23,14 @@ from qtpy.QtWidgets import (
 
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.dataset import CaseRecord, discover_dataset
+from napari_lesionmix.io.display import case_from_layers
 from napari_lesionmix.io.nifti import check_same_grid, load_case
-from napari_lesionmix.widgets.controls import PathField
-from napari_lesionmix.widgets.state import bind, get_session, notify_error
+from napari_lesionmix.widgets.controls import PathField, make_scrollable
+from napari_lesionmix.widgets.state import ROLE_KEY, bind, get_session, notify_error
+
+#: The four layer pickers: attribute name, label, napari layer type.
+PICKERS = (("host_image_layer", "host image", "image"), ("host_label_layer", "host label", "labels"),
+           ("donor_image_layer", "donor image", "image"), ("donor_label_layer", "donor label", "labels"))
 
 OK_STYLE = "color: #7ec87e;"
 ERROR_STYLE = "color: #ff6b6b;"
@@ -53,6 +61,21 @@ def load_pair_records(host_rec: CaseRecord, donor_rec: CaseRecord):
     return host, donor, host_rec, donor_rec, host_rec.load_brain_mask(), donor_rec.load_brain_mask()
 
 
+def load_pair_layers(host_image: dict, host_label: dict, donor_image: dict, donor_label: dict):
+    """Build and validate a pair from four layers (see :func:`case_from_layers`); same return as files."""
+    host = case_from_layers(host_image, host_label)
+    donor = case_from_layers(donor_image, donor_label)
+    _validate(host, donor)
+    return host, donor, None, None, None, None
+
+
+def same_case(host, donor) -> bool:
+    """Host and donor are one scan (same id, same file, or the same voxels)."""
+    if host.case_id == donor.case_id or (host.image_paths and host.image_paths == donor.image_paths):
+        return True
+    return host.image is donor.image
+
+
 def _validate(host, donor) -> None:
     if host.label is None:
         raise LesionMixError(f"Host case '{host.case_id}' has no label map; load its lesion label too.")
@@ -66,6 +89,16 @@ class LoadWidget(QWidget):
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
         self.session = get_session(napari_viewer)
+        # Layers already in the viewer
+        layers_box = QGroupBox("From viewer layers")
+        lf = QFormLayout(layers_box)
+        for attr, text, _ in PICKERS:
+            combo = QComboBox()
+            combo.setToolTip(f"The {text} among the viewer's layers (File > Open)")
+            setattr(self, attr, combo)
+            lf.addRow(text, combo)
+        self.load_layers_btn = QPushButton("Load pair from layers")
+        lf.addRow(self.load_layers_btn)
         # Files
         self.host_image = PathField("host image (.nii.gz)")
         self.host_label = PathField("host lesion label")
@@ -99,13 +132,23 @@ class LoadWidget(QWidget):
         self.status.setWordWrap(True)
 
         lay = QVBoxLayout(self)
+        lay.addWidget(layers_box)
         lay.addWidget(files)
         lay.addWidget(ds)
         lay.addWidget(self.sample_btn)
         lay.addWidget(self.status)
         lay.addStretch(1)
+        make_scrollable(self)
 
         self.load_files_btn.clicked.connect(self.load_files)
+        self.load_layers_btn.clicked.connect(self.load_layers)
+        self._viewer = self.session.viewer
+        events = self._viewer.layers.events
+        for ev in (events.inserted, events.removed):
+            ev.connect(self._fill_layer_pickers)
+        self.destroyed.connect(lambda *_, ev=events, cb=self._fill_layer_pickers: (
+            ev.inserted.disconnect(cb), ev.removed.disconnect(cb)))
+        self._fill_layer_pickers()
         self.scan_btn.clicked.connect(self.scan_folder)
         self.load_dataset_btn.clicked.connect(self.load_dataset_pair)
         self.sample_btn.clicked.connect(self.load_sample_pair)
@@ -144,8 +187,58 @@ class LoadWidget(QWidget):
             self._error(exc)
             return
         sx, sy, sz = host.spacing
-        self._ok(f"Host '{host.case_id}' and donor '{donor.case_id}': grid {host.shape}, "
-                 f"{sx:.2g} x {sy:.2g} x {sz:.2g} mm, {host.n_channels} channel(s).")
+        msg = (f"Host '{host.case_id}' and donor '{donor.case_id}': grid {host.shape}, "
+               f"{sx:.2g} x {sy:.2g} x {sz:.2g} mm, {host.n_channels} channel(s).")
+        if same_case(host, donor):
+            from napari.utils.notifications import show_warning
+
+            warning = f"Host and donor are the same case '{host.case_id}'; its lesions will be pasted into itself."
+            show_warning(warning)
+            self.status.setStyleSheet("color: #e0b050;")
+            self.status.setText(f"{warning} {msg}")
+            return
+        self._ok(msg)
+
+    # -- viewer layers -------------------------------------------------------
+    def _fill_layer_pickers(self, *_) -> None:
+        """List the viewer's image and labels layers (not the studio's own) in the four pickers."""
+        from napari.layers import Image, Labels
+
+        types = {"image": Image, "labels": Labels}
+        layers = [lyr for lyr in self._viewer.layers if ROLE_KEY not in lyr.metadata]
+        for k, (attr, _, kind) in enumerate(PICKERS):
+            combo = getattr(self, attr)
+            current = combo.currentText()
+            names = [lyr.name for lyr in layers if isinstance(lyr, types[kind])]
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(names)
+            if current in names:
+                combo.setCurrentText(current)
+            host_pick = getattr(self, PICKERS[k - 2][0]).currentText() if k >= 2 else None
+            if host_pick == combo.currentText() and len(names) > 1:
+                # A new layer arrived: the donor defaults to another scan than the host.
+                combo.setCurrentIndex(1 if names[0] == host_pick else 0)
+            combo.blockSignals(False)
+        self.load_layers_btn.setEnabled(all(getattr(self, a).count() for a, _, _ in PICKERS))
+
+    def _layer_values(self, attr: str) -> dict:
+        name = getattr(self, attr).currentText()
+        if name not in self._viewer.layers:
+            raise LesionMixError(f"There is no layer '{name}' in the viewer; open the scans first (File > Open).")
+        lyr = self._viewer.layers[name]
+        return {"data": lyr.data, "metadata": dict(lyr.metadata), "scale": tuple(lyr.scale),
+                "translate": tuple(lyr.translate), "name": lyr.name}
+
+    def load_layers(self):
+        """Load the pair chosen in the layer pickers (the files are not read again)."""
+        try:
+            args = [self._layer_values(attr) for attr, _, _ in PICKERS]
+        except LesionMixError as exc:
+            notify_error(str(exc))
+            self._error(exc)
+            return None
+        return self._start(load_pair_layers, *args, what="host/donor layers")
 
     def load_files(self):
         """Load the four files of the "Host/donor files" box."""

@@ -22,10 +22,21 @@ import time
 import numpy as np
 from qtpy.QtCore import QRectF, QSize, Qt, QTimer, Signal
 from qtpy.QtGui import QColor, QImage, QPainter
-from qtpy.QtWidgets import QGridLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
+from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.display import Plane
-from napari_lesionmix.widgets.state import PLANES, bind, get_session
+from napari_lesionmix.widgets.state import PLANES, bind, get_session, notify_error
 
 LABEL_RGB = (255, 60, 60)
 MASK_RGB = (255, 220, 0)
@@ -67,6 +78,26 @@ def to_screen(plane: Plane, name: str) -> Plane:
     return Plane(plane.image[::-1], plane.label[::-1], plane.mask[::-1])
 
 
+#: Preview zoom factors: 1 shows the whole plane, more crops around the crosshair (the lesion under
+#: the cursor) and draws it larger.
+ZOOMS = (1, 2, 4)
+
+
+def crop_around(plane: Plane, cross: tuple[int, int], zoom: float) -> tuple[Plane, tuple[int, int]]:
+    """The part of ``plane`` (screen order) ``zoom`` times smaller, centred on ``cross``.
+
+    Returns the cropped plane and the (row, col) of its top-left pixel in ``plane``.
+    """
+    h, w = plane.image.shape
+    if zoom <= 1:
+        return plane, (0, 0)
+    ch, cw = min(h, max(8, int(np.ceil(h / zoom)))), min(w, max(8, int(np.ceil(w / zoom))))
+    r0 = int(np.clip(cross[0] - ch // 2, 0, h - ch))
+    c0 = int(np.clip(cross[1] - cw // 2, 0, w - cw))
+    box = (slice(r0, r0 + ch), slice(c0, c0 + cw))
+    return Plane(plane.image[box], plane.label[box], plane.mask[box]), (r0, c0)
+
+
 class PlaneView(QWidget):
     """One plane, painted from a ``QImage`` at its physical aspect; emits clicks as (row, col).
 
@@ -80,13 +111,14 @@ class PlaneView(QWidget):
     def __init__(self, name: str, parent=None):
         super().__init__(parent)
         self.name = name
-        self.setMinimumSize(120, 120)
+        self.setMinimumSize(80, 80)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setToolTip(f"{name} view: click to move the crosshair")
         self._rgb: np.ndarray | None = None
         self._qimage: QImage | None = None
         self._aspect = 1.0  # physical height / width of one pixel
         self._rect = None  # where the image sits: (x0, y0, w, h)
+        self.offset = (0, 0)  # (row, col) of the shown crop's top-left pixel in the whole plane
 
     def sizeHint(self):  # noqa: N802 (Qt API)
         return QSize(180, 180)
@@ -99,6 +131,10 @@ class PlaneView(QWidget):
         self._qimage = QImage(self._rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888)
         self._layout_rect()
         self.repaint()
+
+    def clear(self) -> None:
+        self._rgb = self._qimage = self._rect = None
+        self.update()
 
     def _layout_rect(self) -> None:
         if self._rgb is None:
@@ -130,7 +166,7 @@ class PlaneView(QWidget):
         col = (pos.x() - x0) / tw * w
         row = (pos.y() - y0) / th * h
         if 0 <= row < h and 0 <= col < w:
-            self.clicked.emit(row, col)
+            self.clicked.emit(row + self.offset[0], col + self.offset[1])
 
 
 class PreviewWidget(QWidget):
@@ -161,9 +197,32 @@ class PreviewWidget(QWidget):
         self.info.setWordWrap(True)
         self.info.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         grid.addWidget(self.info, 3, 1)
-        self.setMinimumHeight(380)
+        self.setMinimumHeight(240)  # the dock grows the views; the studio must fit 1600x1000
+        # QA display: flip and compare host/synthetic, contours or filled overlays, zoom to the lesion.
+        self.flip_btn = QPushButton("Flip host/synthetic")
+        self.flip_btn.setToolTip("Hide or show the synthetic layer over the host, same slice and contrast")
+        self.compare_box = QCheckBox("side by side")
+        self.compare_box.setToolTip("Host and synthetic in napari's grid mode: linked slice, zoom and cursor")
+        self.filled_box = QCheckBox("filled overlays")
+        self.filled_box.setToolTip("Labels filled and the mixing mask tinted, instead of contours")
+        self.zoom = QComboBox()
+        for z in ZOOMS:
+            self.zoom.addItem(f"zoom {z}x", z)
+        self.zoom.setToolTip("Preview zoom around the crosshair (the lesion under the cursor)")
+        row1, row2 = QHBoxLayout(), QHBoxLayout()
+        row1.addWidget(self.flip_btn)
+        row1.addWidget(self.compare_box)
+        row2.addWidget(self.filled_box)
+        row2.addWidget(self.zoom)
         layout = QVBoxLayout(self)
-        layout.addLayout(grid)
+        layout.addLayout(row1)
+        layout.addLayout(row2)
+        layout.addLayout(grid, 1)
+        self.flip_btn.clicked.connect(self.flip)
+        self.compare_box.toggled.connect(self.session.set_compare)
+        self.filled_box.toggled.connect(self.session.set_filled)
+        self.zoom.currentIndexChanged.connect(lambda _: self.redraw())
+        self._watched = None  # the synthetic layer whose contrast the preview follows
         self._cursor_timer = QTimer(self)
         self._cursor_timer.setSingleShot(True)
         self._cursor_timer.setInterval(0)
@@ -175,10 +234,11 @@ class PreviewWidget(QWidget):
         viewer.mouse_move_callbacks.append(mouse_cb)
         viewer.dims.events.point.connect(self._on_dims)
 
-        def _detach(*_, viewer=viewer, cb=mouse_cb, dims_cb=self._on_dims):
+        def _detach(*_, viewer=viewer, cb=mouse_cb, dims_cb=self._on_dims, me=self):
             if cb in viewer.mouse_move_callbacks:
                 viewer.mouse_move_callbacks.remove(cb)
             viewer.dims.events.point.disconnect(dims_cb)
+            me._watch(None)
 
         self.destroyed.connect(_detach)
         if self.session.preview is not None:
@@ -220,12 +280,41 @@ class PreviewWidget(QWidget):
             z, y = n_z - 1 - row, col
         s.set_cursor((z, y, x), move_viewer=True)
 
+    def flip(self) -> None:
+        try:
+            self.session.flip()
+        except LesionMixError as exc:
+            notify_error(str(exc))
+
+    def _watch(self, layer) -> None:
+        """Redraw when ``layer``'s contrast changes (and stop following the previous one)."""
+        if layer is self._watched:
+            return
+        if self._watched is not None:
+            self._watched.events.contrast_limits.disconnect(self._on_cursor)
+        self._watched = layer
+        if layer is not None:
+            layer.events.contrast_limits.connect(self._on_cursor)
+
+    def window(self) -> tuple[float, float]:
+        """The preview's grey window: the synthetic layer's contrast (the user's), else the session's."""
+        layer = self.session.layer("synthetic_image")
+        self._watch(layer)
+        if layer is not None:
+            lo, hi = (float(v) for v in layer.contrast_limits)
+            if hi > lo:
+                return lo, hi
+        return self.session.window
+
     # -- drawing -------------------------------------------------------------
     def redraw(self) -> None:
         """Draw the three planes through the cursor from the session's plane source."""
         s = self.session
         if s.preview is None or s.orientation is None:
+            self._clear()
             return
+        if tuple(s.preview.display_shape) != tuple(s.orientation.display_shape):
+            return  # a source of another grid (a pair is being replaced): never index it with this cursor
         t0 = time.perf_counter()
         z, y, x = s.cursor
         planes = s.preview.planes((z, y, x))
@@ -233,19 +322,29 @@ class PreviewWidget(QWidget):
         n_z = s.orientation.display_shape[0]
         cross = {"axial": (y, x), "coronal": (n_z - 1 - z, x), "sagittal": (n_z - 1 - z, y)}
         aspect = {"axial": sy / sx, "coronal": sz / sx, "sagittal": sz / sy}
+        window, zoom = self.window(), self.zoom.currentData() or 1
         for name in PLANES:
-            rgb = render_plane(to_screen(planes[name], name), s.window, cross[name])
+            plane, (r0, c0) = crop_around(to_screen(planes[name], name), cross[name], zoom)
+            rgb = render_plane(plane, window, (cross[name][0] - r0, cross[name][1] - c0))
+            self.views[name].offset = (r0, c0)
             self.views[name].set_rgb(rgb, aspect[name])
         self.redraw_count += 1
         self.last_redraw_ms = (time.perf_counter() - t0) * 1000
         self.info.setText(self._caption())
         self.redrawn.emit()
 
+    def _clear(self) -> None:
+        for view in self.views.values():
+            view.clear()
+        self.info.setText("Load a host/donor pair and make a sample to see the preview."
+                          if self.session.has_pair else "Load a host/donor pair to see the preview.")
+
     def _caption(self) -> str:
         s = self.session
         z, y, x = s.cursor
+        lo, hi = self.window()
         lines = [f"crosshair at voxel z={z}, y={y}, x={x}",
-                 "red: synthetic label", "yellow: mixing mask"]
+                 "red: synthetic label", "yellow: mixing mask", f"window {lo:.4g} .. {hi:.4g}"]
         if s.synthetic is not None:
             lines.insert(0, f"{s.synthetic.params.method}: {s.host.case_id} + {s.donor.case_id}")
         return "\n".join(lines)

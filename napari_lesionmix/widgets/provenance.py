@@ -31,6 +31,7 @@ from qtpy.QtWidgets import (
 from napari_lesionmix.augment.params import params_from_json
 from napari_lesionmix.augment.registry import Inputs, check_recorded_cases, get_method, replay
 from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.widgets.controls import make_scrollable
 from napari_lesionmix.widgets.state import bind, get_session, notify_error
 
 
@@ -72,6 +73,7 @@ class ProvenanceWidget(QWidget):
         lay.addWidget(self.text)
         lay.addLayout(row)
         lay.addWidget(self.status)
+        make_scrollable(self)
         self.copy_btn.clicked.connect(self.copy_json)
         self.replay_btn.clicked.connect(lambda: self.replay())
         bind(self, self.session.synthetic_changed, self.refresh)

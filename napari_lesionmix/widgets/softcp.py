@@ -45,6 +45,7 @@ from napari_lesionmix.augment.softcp import (
 )
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.random import sample_rng
+from napari_lesionmix.widgets.controls import Collapsible, WorkIndicator, make_scrollable
 from napari_lesionmix.widgets.state import bind, get_session, notify_error
 
 REFERENCES = (("brain mask", "brain_mask"), ("label value", "label"), ("non-zero image", "foreground"),
@@ -160,13 +161,21 @@ class SoftCPWidget(QWidget):
         buttons.addWidget(self.place_btn)
 
         lay = QVBoxLayout(self)
-        lay.addWidget(soft)
         lay.addWidget(cons)
-        lay.addWidget(tf)
+        # Rarely changed: the paper's defaults, one click away.
+        self.soft_group = Collapsible(soft.title(), soft)
+        self.transforms_group = Collapsible(tf.title(), tf)
+        soft.setTitle("")
+        tf.setTitle("")
+        lay.addWidget(self.soft_group)
+        lay.addWidget(self.transforms_group)
         lay.addLayout(seed_row)
         lay.addLayout(buttons)
+        self.work = WorkIndicator()
+        lay.addWidget(self.work)
         lay.addWidget(self.status)
         lay.addStretch(1)
+        make_scrollable(self)
 
         self.reference.currentIndexChanged.connect(
             lambda _: self.label_value.setEnabled(self.reference.currentData() == "label"))
@@ -240,7 +249,8 @@ class SoftCPWidget(QWidget):
             self.status.setStyleSheet("color: #ff6b6b;")
             self.status.setText(str(exc))
 
-        s.run_latest(self, func, *args, on_done=_done, on_error=_failed, desc=f"Soft-CP: {what.lower()}")
+        worker = s.run_latest(self, func, *args, on_done=_done, on_error=_failed, desc=f"Soft-CP: {what.lower()}")
+        self.work.track(worker, self.sample_btn, self.place_btn)
 
     def _pair(self):
         s = self.session

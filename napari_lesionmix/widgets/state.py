@@ -36,6 +36,7 @@ from napari_lesionmix.io.display import (
     DisplayOrientation,
     PlaneSource,
     VolumePlanes,
+    brain_window,
     geometry_metadata,
 )
 from napari_lesionmix.io.nifti import Case, check_same_grid
@@ -51,6 +52,17 @@ ROLES: dict[str, tuple[str, str]] = {
     "mixing_mask": ("mixing mask", "image"),
 }
 ROLE_KEY = "lesionmix_role"
+#: Roles of the layers that show a synthetic case (they go when another pair is loaded).
+SYNTHETIC_ROLES = ("synthetic_image", "synthetic_label", "mixing_mask")
+#: Opacity of the mixing mask drawn as a faint tint (default) or filled.
+MASK_OPACITY = {False: 0.25, True: 0.6}
+#: Compare side by side: napari's grid with this (negative) stride groups our layers from the top
+#: of the layer list, three per view: host (+ labels) on the left, synthetic (+ label, mask) beside it.
+COMPARE_STRIDE = -3
+COMPARE_ORDER = ("donor_image", "synthetic_image", "synthetic_label", "mixing_mask",
+                 "host_image", "host_label", "donor_label")
+NORMAL_ORDER = ("host_image", "host_label", "donor_image", "donor_label",
+                "synthetic_image", "synthetic_label", "mixing_mask")
 #: Names of the three preview planes, in the order the preview shows them.
 PLANES = ("axial", "coronal", "sagittal")
 
@@ -129,8 +141,13 @@ class StudioSession:
         self.synthetic: Synthetic | None = None
         self.preview: PlaneSource | None = None
         self.cursor: tuple[int, int, int] = (0, 0, 0)
-        #: Intensity window ``(lo, hi)`` of the host's first channel (1st/99.5th percentile).
+        #: Intensity window ``(lo, hi)`` for QA: brain voxels of host and donor, their lesions inside
+        #: (:func:`~napari_lesionmix.io.display.brain_window`).
         self.window: tuple[float, float] = (0.0, 1.0)
+        #: Labels drawn filled and the mixing mask at full tint, instead of contours and a faint tint.
+        self.filled_overlays = False
+        #: Host and synthetic side by side (napari's grid mode), see :meth:`set_compare`.
+        self.compare = False
         #: Method name -> ``callable(params)`` that recomputes that sample on the loaded pair
         #: (ending in :meth:`set_synthetic`) or raises LesionMixError; Provenance replays through it.
         self.replayers: dict[str, Callable[[Params], None]] = {}
@@ -156,22 +173,37 @@ class StudioSession:
             raise LesionMixError(f"Host case '{host.case_id}' has no label map; load its lesion label too.")
         donor.require_lesion("Donor")
         check_same_grid(host, donor)
+        self._forget_pair()
         self.host, self.donor = host, donor
         self.host_record, self.donor_record = host_record, donor_record
         self.host_brain_mask, self.donor_brain_mask = host_brain_mask, donor_brain_mask
-        self._cache.clear()
         self.orientation = DisplayOrientation(host.affine, host.shape)
-        ch = host.image[0]
-        sample = ch[:: 2, :: 2, :: 2]
-        lo, hi = (float(v) for v in np.percentile(sample, (1.0, 99.5)))
-        self.window = (lo, hi if hi > lo else lo + 1.0)
-        self.synthetic = None
+        self.window = brain_window([host.image[0], donor.image[0]], [host.label, donor.label],
+                                   [host_brain_mask, donor_brain_mask])
         self.cursor = self._centre_of_lesions(donor)
         if show_layers:
             self._show_cases()
             self.set_cursor(self.cursor, move_viewer=True)  # the slider to the lesion
         self.cases_changed.emit()
         self.cursor_changed.emit(self.cursor)
+
+    def _forget_pair(self) -> None:
+        """Drop everything that belongs to the previous pair, before the new one is installed.
+
+        The previous pair may have another grid: its planes, synthetic case, prepared work and
+        synthetic layers would index the new grid out of bounds (or show the old case over the new one).
+        """
+        self._cache.clear()
+        # Keyed by id(donor), which Python may hand to the next donor once the old one is freed.
+        self._fields.clear()
+        self.synthetic = None
+        if self.preview is not None:
+            self.set_preview(None)
+        if self.viewer is not None:
+            for role in SYNTHETIC_ROLES:
+                lyr = self.layer(role)
+                if lyr is not None:
+                    self.viewer.layers.remove(lyr)
 
     def swap(self) -> None:
         """Exchange host and donor (both must carry a lesion label)."""
@@ -242,7 +274,9 @@ class StudioSession:
         if show_layers:
             o = self.orientation
             mask = synthetic.mask
-            self.show_layer("synthetic_image", o.to_display(synthetic.image[0]), contrast_limits=self.window)
+            # The window only for a new layer: a contrast the user set stays across samples.
+            self.show_layer("synthetic_image", o.to_display(synthetic.image[0]), contrast_limits=self.window,
+                            keep_contrast=True)
             label = np.asarray(synthetic.label)
             if label.dtype.kind == "f":
                 # Soft labels (Mixup, CutMix): a Labels layer holds integers, so it shows the label of
@@ -250,7 +284,10 @@ class StudioSession:
                 label = (label >= 0.5).astype(np.uint8)
             self.show_layer("synthetic_label", o.to_display(label))
             self.show_layer("mixing_mask", o.to_display(mask.astype(np.float32)), colormap=mask_colormap(),
-                            blending="translucent", opacity=0.6, contrast_limits=(0.0, 1.0))
+                            blending="translucent", opacity=MASK_OPACITY[self.filled_overlays],
+                            contrast_limits=(0.0, 1.0))
+            if self.compare:
+                self._arrange()
         self.set_preview(VolumePlanes(synthetic.image, synthetic.label, synthetic.mask, self.orientation))
         self.synthetic_changed.emit()
 
@@ -291,8 +328,12 @@ class StudioSession:
                 return lyr
         return None
 
-    def show_layer(self, role: str, data: np.ndarray, **kwargs: Any):
-        """Add or update (in place) the layer of ``role``; other layers are never touched."""
+    def show_layer(self, role: str, data: np.ndarray, keep_contrast: bool = False, **kwargs: Any):
+        """Add or update (in place) the layer of ``role``; other layers are never touched.
+
+        Labels are drawn as contours unless :attr:`filled_overlays`. With ``keep_contrast`` an
+        existing layer keeps its contrast limits (the user's), the given ones only start a new layer.
+        """
         if self.viewer is None or self.orientation is None:
             return None
         name, kind = ROLES[role]
@@ -300,7 +341,7 @@ class StudioSession:
         lyr = self.layer(role)
         if lyr is not None and lyr.data.shape == data.shape:
             lyr.data = data
-            if "contrast_limits" in kwargs:
+            if "contrast_limits" in kwargs and not keep_contrast:
                 lyr.contrast_limits = kwargs["contrast_limits"]
             return lyr
         if lyr is not None:  # a new grid: replace our own layer only
@@ -310,9 +351,70 @@ class StudioSession:
                 "lesionmix": geometry_metadata(host.affine, host.header, host.shape, None, kind)}
         common = {"name": name, "scale": o.scale, "translate": o.translate, "metadata": meta}
         if kind == "labels":
-            return self.viewer.add_labels(data, **common, **kwargs)
+            lyr = self.viewer.add_labels(data, **common, **kwargs)
+            lyr.contour = 0 if self.filled_overlays else 1  # contours keep the intensities visible
+            return lyr
         kwargs.setdefault("colormap", "gray")
         return self.viewer.add_image(data, **common, **kwargs)
+
+    # -- display for QA ------------------------------------------------------
+    def set_filled(self, filled: bool) -> None:
+        """Labels filled and the mixing mask at full tint (``True``), or contours and a faint tint."""
+        self.filled_overlays = bool(filled)
+        for role, (_, kind) in ROLES.items():
+            lyr = self.layer(role)
+            if lyr is None:
+                continue
+            if kind == "labels":
+                lyr.contour = 0 if filled else 1
+            elif role == "mixing_mask":
+                lyr.opacity = MASK_OPACITY[self.filled_overlays]
+
+    def flip(self) -> bool:
+        """Show the host where the synthetic case was (or back); returns whether the synthetic shows.
+
+        The two share the slice, zoom and contrast, so flipping shows exactly what was pasted.
+        """
+        syn = self.layer("synthetic_image")
+        if syn is None:
+            raise LesionMixError("There is no synthetic case to compare yet; make a sample first.")
+        show = not syn.visible
+        syn.visible = show
+        host = self.layer("host_image")
+        if host is not None:
+            host.visible = True  # under the synthetic layer: what shows when it is hidden
+            if host.contrast_limits != syn.contrast_limits:
+                host.contrast_limits = syn.contrast_limits  # flip compares intensities, not windows
+        return show
+
+    def set_compare(self, on: bool) -> None:
+        """Host and synthetic side by side in napari's grid mode (linked slice, zoom and cursor).
+
+        The session's layers are regrouped at the top of the layer list, three per view
+        (:data:`COMPARE_ORDER`); off, they go back to the normal order with the synthetic on top.
+        """
+        self.compare = bool(on)
+        viewer = self.viewer
+        if viewer is None:
+            return
+        grid = viewer.grid if not hasattr(viewer, "canvas") else viewer.canvas.grid
+        if on:
+            for role in ("host_image", "synthetic_image"):
+                lyr = self.layer(role)
+                if lyr is not None:
+                    lyr.visible = True
+        self._arrange()
+        grid.stride = COMPARE_STRIDE if on else 1
+        grid.shape = (1, -1) if on else (-1, -1)
+        grid.enabled = bool(on)
+
+    def _arrange(self) -> None:
+        """Move the session's layers to the top of the layer list in the order of the mode."""
+        layers = self.viewer.layers
+        for role in COMPARE_ORDER if self.compare else NORMAL_ORDER:
+            lyr = self.layer(role)
+            if lyr is not None:
+                layers.move(layers.index(lyr), len(layers))
 
     def _show_cases(self) -> None:
         o = self.orientation

@@ -60,6 +60,8 @@ def open_studio(viewer: Viewer | None = None, load_sample: bool = True) -> Viewe
             continue
         docks[name], widgets[name] = window.add_plugin_dock_widget(PLUGIN, name, tabify=not first)
         first = False
+    for name, dock in docks.items():
+        fit_dock(dock, widgets[name], name)
     if "CarveMix" in docks:
         docks["CarveMix"].raise_()  # the tab a user starts with once the pair is loaded
     _widen(window, list(docks.values()))
@@ -92,8 +94,30 @@ def prefer_our_reader() -> list[str]:
 
 
 def studio_command(viewer: Viewer) -> None:
-    """The manifest command "Open LesionMix studio" (File > IO utilities): :func:`open_studio`."""
-    open_studio(viewer)
+    """The manifest command "Open LesionMix studio" (File > IO utilities): :func:`open_studio`.
+
+    The sample pair is loaded only into an empty viewer: a user who opened their own scans
+    picks them in the Load dock instead.
+    """
+    open_studio(viewer, load_sample=len(viewer.layers) == 0)
+
+
+def fit_dock(dock, widget, title: str) -> None:
+    """Short tab title and a scrolled body for one docked widget (the studio must fit 1600x1000).
+
+    napari titles plugin docks "NAME (napari-lesionmix)", which tabified docks cut to "CarveMi...";
+    the dock keeps its full name as napari's key (``viewer.window.dock_widgets``), only the
+    shown title changes. Widgets that do not scroll themselves are wrapped here.
+    """
+    from napari_lesionmix.widgets import PREVIEW_WIDGET
+    from napari_lesionmix.widgets.controls import make_scrollable
+
+    dock.setWindowTitle(title)
+    label = getattr(getattr(dock, "title", None), "title", None)  # napari's custom title bar
+    if label is not None and hasattr(label, "setText"):
+        label.setText(title)
+    if title != PREVIEW_WIDGET:  # the preview grows with its dock instead
+        make_scrollable(widget)
 
 
 def _widen(window, docks, width: int = 460) -> None:
