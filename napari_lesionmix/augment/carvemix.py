@@ -390,6 +390,13 @@ class CarveMixMethod(Method):
         field = resources.field(inputs.donor) if resources is not None else None
         return carvemix(inputs.host, inputs.donor, params, field=field)
 
+    def donor_region(self, inputs: Inputs, params: CarveMixParams, resources) -> tuple[slice, ...] | None:
+        # Eqs. (1)-(2) read the donor inside the field's box only (when the prepared field serves the params).
+        if resources is None:
+            return None
+        field = resources.field(inputs.donor)
+        return field.box if field.serves(params, inputs.donor.shape) else None
+
     def options_for(self, params: CarveMixParams) -> CarveMixOptions:
         lam = params.lambdas
         return CarveMixOptions(params.per_lesion, params.connectivity, float(np.max(lam)))

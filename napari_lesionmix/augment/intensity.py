@@ -167,39 +167,51 @@ class IntensityMap:
         return max((abs(s / h - 1.0) if h else float("inf"))
                    for s, h in zip(self.source_median, self.host_median, strict=True))
 
-    def apply(self, image: np.ndarray) -> np.ndarray:
-        """``image`` (C, ...) of the source case in the host's scale (float32; a copy unless ``"none"``)."""
+    def apply(self, image: np.ndarray, region: tuple[slice, ...] | None = None) -> np.ndarray:
+        """``image`` (C, ...) of the source case in the host's scale (float32; a copy unless ``"none"``).
+
+        ``region`` (spatial slices) maps only there and copies the rest as it
+        is: for a method that reads the donor only in a box (CarveMix's ROI).
+        """
         if self.mode == "none":
             return image
         if image.shape[0] != len(self.source_landmarks):
             raise LesionMixError(f"The intensity map of case '{self.case_id}' has {len(self.source_landmarks)} "
                                  f"channel(s) but the image has {image.shape[0]}.")
-        out = np.empty(image.shape, np.float32)
+        if region is None:
+            out = np.empty(image.shape, np.float32)
+            region = (slice(None),) * (image.ndim - 1)
+        else:
+            out = image.astype(np.float32, copy=True)
         for c, ch in enumerate(image):
-            out[c] = _piecewise_linear(ch, self.source_landmarks[c], self.host_landmarks[c])
-            keep = ch == self.background[c]
-            out[c][keep] = ch[keep]
+            part = ch[region]
+            mapped = _piecewise_linear(part, self.source_landmarks[c], self.host_landmarks[c])
+            keep = part == self.background[c]
+            mapped[keep] = part[keep]
+            out[c][region] = mapped
         return out
 
 
 def _piecewise_linear(x: np.ndarray, xp: Sequence[float], fp: Sequence[float]) -> np.ndarray:
     """Nyúl-Udupa's mapping: linear between landmarks, end segments' slopes beyond them.
 
-    It runs once per sample over the whole donor, so it makes one pass: a
-    single segment (brain-linear) is one multiply-add in float32; several
-    segments are one ``np.interp`` over landmarks extended, along the end
-    slopes, past the image's own range.
+    It runs once per sample over the donor, so it is cheap: a single segment
+    (brain-linear) is one multiply-add in float32; several segments are one
+    ``np.interp``, with the few voxels beyond the end landmarks extrapolated.
+    Every voxel's value depends on that voxel alone, so mapping part of a
+    volume gives the same values there as mapping all of it.
     """
     xp, fp = np.asarray(xp, np.float64), np.asarray(fp, np.float64)
     x = np.asarray(x, np.float32)
     slope_lo = (fp[1] - fp[0]) / (xp[1] - xp[0])
     if len(xp) == 2:
         return (x - np.float32(xp[0])) * np.float32(slope_lo) + np.float32(fp[0])
+    y = np.interp(x, xp, fp)
     slope_hi = (fp[-1] - fp[-2]) / (xp[-1] - xp[-2])
-    lo, hi = min(float(x.min()), xp[0]) - 1.0, max(float(x.max()), xp[-1]) + 1.0
-    xs = np.concatenate([[lo], xp, [hi]])
-    fs = np.concatenate([[fp[0] + (lo - xp[0]) * slope_lo], fp, [fp[-1] + (hi - xp[-1]) * slope_hi]])
-    return np.interp(x, xs, fs).astype(np.float32)
+    for beyond, x0, f0, slope in ((x < xp[0], xp[0], fp[0], slope_lo), (x > xp[-1], xp[-1], fp[-1], slope_hi)):
+        if beyond.any():
+            y[beyond] = f0 + (x[beyond] - x0) * slope
+    return y.astype(np.float32)
 
 
 def fit_map(mode: str, source: BrainStats, host: BrainStats, case_id: str) -> IntensityMap:

@@ -320,6 +320,14 @@ class Method:
         return self.Options(**{f.name: getattr(params, f.name) for f in dataclasses.fields(params)
                                if f.name in names})
 
+    def donor_region(self, inputs: Inputs, params: Params, resources: Any) -> tuple[slice, ...] | None:
+        """The spatial box of the donor that :meth:`apply` reads, or ``None`` for all of it.
+
+        Lets the shared intensity step map only that box (a per-sample cost that
+        would otherwise be a pass over the whole donor).
+        """
+        return None
+
     def soft_labels(self, options: Options) -> bool:
         """Whether samples with these options have soft (fractional) labels, which nnU-Net cannot train on."""
         return False
@@ -471,20 +479,26 @@ def _brain_stats(sources: Sources, case_id: str, case: Callable[[], Case],
     return sources.cached((BRAIN_STATS_KEY, case_id, brain is not None), make)
 
 
-def matched_inputs(inputs: Inputs, params: Params) -> Inputs:
-    """``inputs`` with the donor in the host's scale by the map ``params`` recorded for it (if any)."""
+def matched_inputs(inputs: Inputs, params: Params, region: tuple[slice, ...] | None = None) -> Inputs:
+    """``inputs`` with the donor in the host's scale by the map ``params`` recorded for it (if any).
+
+    ``region``: the only donor voxels the method reads (:meth:`Method.donor_region`); the map is
+    pointwise, so mapping just those gives the same sample.
+    """
     if inputs.donor is None:
         return inputs
     # The map of the recorded donor (a replay may load it under another case id).
     m = intensity.map_for(params.intensity, getattr(params, "donor_id", None) or inputs.donor.case_id)
     if m is None or m.mode == "none":
         return inputs
-    return dataclasses.replace(inputs, donor=dataclasses.replace(inputs.donor, image=m.apply(inputs.donor.image)))
+    image = m.apply(inputs.donor.image, region)
+    return dataclasses.replace(inputs, donor=dataclasses.replace(inputs.donor, image=image))
 
 
 def apply_params(method: Method, inputs: Inputs, params: Params, resources: Any) -> Synthetic:
     """The method's deterministic apply, on the donor as the recorded intensity maps make it."""
-    return method.apply(matched_inputs(inputs, params), params, resources)
+    region = method.donor_region(inputs, params, resources) if inputs.donor is not None else None
+    return method.apply(matched_inputs(inputs, params, region), params, resources)
 
 
 def _local_sources(inputs: Inputs) -> LocalSources:
