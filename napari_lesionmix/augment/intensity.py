@@ -170,8 +170,9 @@ class IntensityMap:
     def apply(self, image: np.ndarray, region: tuple[slice, ...] | None = None) -> np.ndarray:
         """``image`` (C, ...) of the source case in the host's scale (float32; a copy unless ``"none"``).
 
-        ``region`` (spatial slices) maps only there and copies the rest as it
-        is: for a method that reads the donor only in a box (CarveMix's ROI).
+        ``region`` (spatial slices) maps only there and leaves the rest zero:
+        for a method that reads the donor only in that box (CarveMix's field
+        box, :meth:`~napari_lesionmix.augment.registry.Method.donor_region`).
         """
         if self.mode == "none":
             return image
@@ -182,7 +183,7 @@ class IntensityMap:
             out = np.empty(image.shape, np.float32)
             region = (slice(None),) * (image.ndim - 1)
         else:
-            out = image.astype(np.float32, copy=True)
+            out = np.zeros(image.shape, np.float32)  # calloc'd pages: no pass over the volume
         for c, ch in enumerate(image):
             part = ch[region]
             mapped = _piecewise_linear(part, self.source_landmarks[c], self.host_landmarks[c])

@@ -78,6 +78,7 @@ class ExportContext:
         self.plan = plan
         self._cases = LRUCache(cache_size, cache_bytes, _case_bytes)
         self._objects = LRUCache(cache_size)
+        self._brains = LRUCache(cache_size, cache_bytes, lambda mask: mask.nbytes)
         self._stats = LRUCache(1 << 16)
         self._harmonizer = None
         self._harmonizer_lock = threading.Lock()
@@ -94,8 +95,8 @@ class ExportContext:
         rec = self.plan.case(case_id)
         if rec.brain_mask_path is None:
             return None
-
-        return self._objects.get(("brain", case_id), lambda: load_label(rec.brain_mask_path)[0] > 0)
+        # Own cache: masks must not evict the donors' distance fields every method keeps in _objects.
+        return self._brains.get(case_id, lambda: load_label(rec.brain_mask_path)[0] > 0)
 
     def cached(self, key, make: Callable[[], Any]):
         """A method's per-worker object (e.g. a donor's CarveField), built once by ``make`` (LRU).
