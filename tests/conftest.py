@@ -167,3 +167,38 @@ def fill_pair(load, pair: dict) -> None:
     load.host_label.setText(str(pair["host"]["label"]))
     load.donor_image.setText(str(pair["donor"]["images"][0]))
     load.donor_label.setText(str(pair["donor"]["label"]))
+
+
+PLUGIN = "napari-lesionmix"
+
+
+@pytest.fixture
+def studio(make_napari_viewer_proxy, qtbot):
+    """Open studio docks by their manifest names: ``viewer, docks, session = studio("CarveMix", "Load")``.
+
+    Docks come from the manifest (as napari opens them, with a ``PublicOnlyProxy``
+    viewer), the ones after the first tabified (or those named in ``tabify``). ``pair``: ``False`` loads nothing,
+    ``None`` the shipped sample pair, a :func:`pair_on_disk` dict those files,
+    through the "Load" dock; the call then waits until ``until(session, docks)``.
+    At teardown it waits until the session's workers are done. Test modules
+    wrap it in their own ``studio`` fixture that names their docks.
+    """
+    from napari_lesionmix.widgets.state import get_session
+
+    sessions = []
+
+    def open_docks(*names, pair=False, until=lambda session, docks: True, tabify=True):
+        viewer = make_napari_viewer_proxy()
+        docks = {}
+        for k, name in enumerate(names):
+            tab = (k > 0) if tabify is True else name in tabify  # or only the docks named in tabify
+            _, docks[name] = viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=tab)
+        session = get_session(viewer)
+        sessions.append(session)
+        if pair is not False:
+            load_pair(qtbot, docks["Load"], session, pair, until=lambda: until(session, docks))
+        return viewer, docks, session
+
+    yield open_docks
+    for session in sessions:
+        qtbot.waitUntil(lambda session=session: not session.busy, timeout=60000)

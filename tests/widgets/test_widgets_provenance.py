@@ -6,27 +6,19 @@ import json
 
 import numpy as np
 import pytest
-from conftest import load_pair
 from napari.utils.notifications import notification_manager
 from qtpy.QtWidgets import QApplication
 
 from napari_lesionmix.augment.carvemix import CarveMixParams, carvemix
-from napari_lesionmix.widgets.state import get_session
 
 pytestmark = pytest.mark.gui
-PLUGIN = "napari-lesionmix"
 
 
 @pytest.fixture
-def studio(make_napari_viewer_proxy, qtbot, pair_on_disk):
-    viewer = make_napari_viewer_proxy()
-    _, prov = viewer.window.add_plugin_dock_widget(PLUGIN, "Provenance")
-    _, cm = viewer.window.add_plugin_dock_widget(PLUGIN, "CarveMix", tabify=True)
-    _, load = viewer.window.add_plugin_dock_widget(PLUGIN, "Load", tabify=True)
-    session = get_session(viewer)
-    load_pair(qtbot, load, session, pair_on_disk, until=lambda: session.synthetic is not None)
-    yield viewer, prov, cm, session
-    qtbot.waitUntil(lambda: not session.busy, timeout=10000)
+def studio(studio, pair_on_disk):
+    viewer, docks, session = studio("Provenance", "CarveMix", "Load", pair=pair_on_disk,
+                                    until=lambda s, d: s.synthetic is not None)
+    return viewer, docks["Provenance"], docks["CarveMix"], session
 
 
 def test_shows_and_copies_current_params(studio, qtbot):

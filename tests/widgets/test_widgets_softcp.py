@@ -4,28 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import load_pair
 from napari.utils.notifications import notification_manager
 
 from napari_lesionmix.augment.softcp import SoftCPParams, sample_softcp, softcp
 from napari_lesionmix.random import sample_rng
 from napari_lesionmix.widgets.softcp import SoftCPWidget
-from napari_lesionmix.widgets.state import get_session
 
 pytestmark = pytest.mark.gui
-PLUGIN = "napari-lesionmix"
 
 
 @pytest.fixture
-def studio(make_napari_viewer_proxy, qtbot):
-    viewer = make_napari_viewer_proxy()
-    _, load = viewer.window.add_plugin_dock_widget(PLUGIN, "Load")
-    _, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Soft-CP", tabify=True)  # via the manifest
-    assert isinstance(w, SoftCPWidget)
-    session = get_session(viewer)
-    load_pair(qtbot, load, session)
-    yield viewer, w, session
-    qtbot.waitUntil(lambda: not session.busy, timeout=20000)
+def studio(studio):
+    viewer, docks, session = studio("Load", "Soft-CP", pair=None)
+    assert isinstance(docks["Soft-CP"], SoftCPWidget)
+    return viewer, docks["Soft-CP"], session
 
 
 def _wait_synthetic(qtbot, session, check=lambda p: True):

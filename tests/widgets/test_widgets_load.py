@@ -7,19 +7,13 @@ import pytest
 from conftest import fill_pair, make_case, write_case
 from napari.utils.notifications import notification_manager
 
-from napari_lesionmix.widgets.state import get_session
-
 pytestmark = pytest.mark.gui
-PLUGIN = "napari-lesionmix"
 
 
 @pytest.fixture
-def studio(make_napari_viewer_proxy, qtbot):
-    viewer = make_napari_viewer_proxy()
-    _, load = viewer.window.add_plugin_dock_widget(PLUGIN, "Load")
-    session = get_session(viewer)
-    yield viewer, load, session
-    qtbot.waitUntil(lambda: not session.busy, timeout=10000)
+def studio(studio):
+    viewer, docks, session = studio("Load")
+    return viewer, docks["Load"], session
 
 
 def _expect_error(qtbot, load, n_before: int, fragment: str):

@@ -7,14 +7,13 @@ from types import SimpleNamespace
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import load_pair, make_case, write_case
+from conftest import PLUGIN, load_pair, make_case, write_case
 from napari.utils.notifications import notification_manager
 
 from napari_lesionmix.widgets.carvemix import position_of_t
 from napari_lesionmix.widgets.state import get_session
 
 pytestmark = pytest.mark.gui
-PLUGIN = "napari-lesionmix"
 SHAPES = ((16, 18, 16), (34, 36, 32), (20, 44, 26))  # each grid reaches past the one before
 
 
@@ -25,14 +24,9 @@ def _pair_of_shape(root, shape, k: int) -> dict:
 
 
 @pytest.fixture
-def docks(make_napari_viewer_proxy, qtbot):
-    viewer = make_napari_viewer_proxy()
-    _, preview = viewer.window.add_plugin_dock_widget(PLUGIN, "Preview")
-    _, cm = viewer.window.add_plugin_dock_widget(PLUGIN, "CarveMix")
-    _, load = viewer.window.add_plugin_dock_widget(PLUGIN, "Load", tabify=True)
-    session = get_session(viewer)
-    yield viewer, preview, cm, load, session
-    qtbot.waitUntil(lambda: not session.busy, timeout=10000)
+def docks(studio):
+    viewer, docks, session = studio("Preview", "CarveMix", "Load", tabify=("Load",))
+    return viewer, docks["Preview"], docks["CarveMix"], docks["Load"], session
 
 
 def test_pairs_of_three_shapes_in_a_row(docks, qtbot, tmp_path):

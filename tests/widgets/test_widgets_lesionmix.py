@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import load_pair
 from napari.utils.notifications import notification_manager
 
 from napari_lesionmix.augment.lesion_load import lesion_load_ml
@@ -14,19 +13,13 @@ from napari_lesionmix.widgets.lesionmix import LIKELIHOOD_NAME, LesionMixWidget
 from napari_lesionmix.widgets.state import get_session
 
 pytestmark = pytest.mark.gui
-PLUGIN = "napari-lesionmix"
 
 
 @pytest.fixture
-def studio(make_napari_viewer_proxy, qtbot):
-    viewer = make_napari_viewer_proxy()
-    _, load = viewer.window.add_plugin_dock_widget(PLUGIN, "Load")
-    _, w = viewer.window.add_plugin_dock_widget(PLUGIN, "LesionMix", tabify=True)  # via the manifest
-    assert isinstance(w, LesionMixWidget)
-    session = get_session(viewer)
-    load_pair(qtbot, load, session, until=lambda: w.loads is not None)
-    yield viewer, w, session
-    qtbot.waitUntil(lambda: not session.busy, timeout=30000)
+def studio(studio):
+    viewer, docks, session = studio("Load", "LesionMix", pair=None, until=lambda s, d: d["LesionMix"].loads is not None)
+    assert isinstance(docks["LesionMix"], LesionMixWidget)
+    return viewer, docks["LesionMix"], session
 
 
 def _wait(qtbot, session, check=lambda p: True):

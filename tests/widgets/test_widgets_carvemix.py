@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import load_pair
+from conftest import PLUGIN
 from napari.utils.notifications import notification_manager
 
 from napari_lesionmix.augment.carvemix import CarveMixParams, carvemix, sample_carvemix
@@ -12,21 +12,15 @@ from napari_lesionmix.augment.live import CarveMixPlanes
 from napari_lesionmix.io.display import VolumePlanes
 from napari_lesionmix.random import sample_rng
 from napari_lesionmix.widgets.carvemix import position_of_t
-from napari_lesionmix.widgets.state import get_session
 
 pytestmark = pytest.mark.gui
-PLUGIN = "napari-lesionmix"
 
 
 @pytest.fixture
-def studio(make_napari_viewer_proxy, qtbot, pair_on_disk):
-    viewer = make_napari_viewer_proxy()
-    _, cm = viewer.window.add_plugin_dock_widget(PLUGIN, "CarveMix")
-    _, load = viewer.window.add_plugin_dock_widget(PLUGIN, "Load", tabify=True)
-    session = get_session(viewer)
-    load_pair(qtbot, load, session, pair_on_disk, until=lambda: session.synthetic is not None)
-    yield viewer, cm, session
-    qtbot.waitUntil(lambda: not session.busy, timeout=10000)
+def studio(studio, pair_on_disk):
+    viewer, docks, session = studio("CarveMix", "Load", pair=pair_on_disk,
+                                    until=lambda s, d: s.synthetic is not None)
+    return viewer, docks["CarveMix"], session
 
 
 def _wait_params(qtbot, session, check):

@@ -8,20 +8,16 @@ import pytest
 from napari.utils.notifications import notification_manager
 
 from napari_lesionmix.widgets.export import ExportWidget
-from napari_lesionmix.widgets.state import get_session
 
 pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def widget(make_napari_viewer_proxy, qtbot):
-    viewer = make_napari_viewer_proxy()
-    _, w = viewer.window.add_plugin_dock_widget("napari-lesionmix", "Export")  # via the manifest
-    assert isinstance(w, ExportWidget)
-    session = get_session(viewer)
-    yield viewer, w, session
-    w.cancel()
-    qtbot.waitUntil(lambda: not session.busy, timeout=60000)
+def widget(studio):
+    viewer, docks, session = studio("Export")
+    assert isinstance(docks["Export"], ExportWidget)
+    yield viewer, docks["Export"], session
+    docks["Export"].cancel()  # an export still running ends before the shared teardown waits
 
 
 def test_export_three_cases_and_show_the_gallery(widget, qtbot, tmp_path):

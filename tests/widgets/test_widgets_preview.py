@@ -6,14 +6,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import load_pair
+from conftest import PLUGIN
 
 from napari_lesionmix.io.display import Plane
 from napari_lesionmix.widgets.carvemix import position_of_t
 from napari_lesionmix.widgets.preview import CROSS_RGB, LABEL_RGB, MASK_RGB, boundary, render_plane
 from napari_lesionmix.widgets.state import get_session
-
-PLUGIN = "napari-lesionmix"
 
 
 def test_boundary_is_the_inner_ring():
@@ -41,15 +39,10 @@ def test_render_plane_colours():
 
 
 @pytest.fixture
-def studio(make_napari_viewer_proxy, qtbot, pair_on_disk):
-    viewer = make_napari_viewer_proxy()
-    _, preview = viewer.window.add_plugin_dock_widget(PLUGIN, "Preview")
-    _, cm = viewer.window.add_plugin_dock_widget(PLUGIN, "CarveMix")
-    _, load = viewer.window.add_plugin_dock_widget(PLUGIN, "Load", tabify=True)
-    session = get_session(viewer)
-    load_pair(qtbot, load, session, pair_on_disk, until=lambda: session.synthetic is not None)
-    yield viewer, preview, cm, session
-    qtbot.waitUntil(lambda: not session.busy, timeout=10000)
+def studio(studio, pair_on_disk):
+    viewer, docks, session = studio("Preview", "CarveMix", "Load", pair=pair_on_disk, tabify=("Load",),
+                                    until=lambda s, d: s.synthetic is not None)
+    return viewer, docks["Preview"], docks["CarveMix"], session
 
 
 @pytest.mark.gui

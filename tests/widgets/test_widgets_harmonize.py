@@ -6,32 +6,24 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import load_pair
 from napari.utils.notifications import notification_manager
 
 import napari_lesionmix.harmonize as harmonize_pkg
 from napari_lesionmix.augment.carvemix import CarveMixParams, carvemix
 from napari_lesionmix.harmonize import SHIPPED_CHECKPOINT, harmonize
 from napari_lesionmix.widgets.harmonize import HarmonizeWidget, window_with_lesion
-from napari_lesionmix.widgets.state import get_session
 
 pytestmark = pytest.mark.gui
-PLUGIN = "napari-lesionmix"
 
 
 @pytest.fixture
-def studio(make_napari_viewer_proxy, qtbot):
-    viewer = make_napari_viewer_proxy()
-    _, load = viewer.window.add_plugin_dock_widget(PLUGIN, "Load")
-    _, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Harmonize", tabify=True)  # via the manifest
-    assert isinstance(w, HarmonizeWidget)
-    session = get_session(viewer)
-    load_pair(qtbot, load, session)
+def studio(studio):
+    viewer, docks, session = studio("Load", "Harmonize", pair=None)
+    assert isinstance(docks["Harmonize"], HarmonizeWidget)
     host, donor = session.host, session.donor
     session.set_synthetic(carvemix(host, donor, CarveMixParams(host.case_id, donor.case_id, 1.0)))
-    yield viewer, w, session
-    w.stop()
-    qtbot.waitUntil(lambda: not session.busy, timeout=60000)
+    yield viewer, docks["Harmonize"], session
+    docks["Harmonize"].stop()  # a training still running ends before the shared teardown waits
 
 
 def _method(w, key):
