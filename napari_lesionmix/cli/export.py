@@ -43,7 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gzip", default=None, metavar="CODEC",
                    help="gzip encoder of the .nii.gz files: isal (default, several times faster) or "
                         "zlib (nibabel's); same voxels, other compressed bytes")
-    p.add_argument("--folds", type=int, default=5, help="folds in splits_final.json (default 5)")
+    p.add_argument("--folds", type=int, default=5,
+                   help="folds in splits_final.json (default 5); 0 writes none (nnU-Net then draws random folds, "
+                        "which can leak a case's synthetic derivatives into its validation fold)")
     p.add_argument("--include-real", action="store_true", help="copy the real cases into imagesTr too")
     p.add_argument("--prefix", default="lmx", help="synthetic case ids are PREFIX_000000... (default lmx)")
     p.add_argument("--overwrite", action="store_true",

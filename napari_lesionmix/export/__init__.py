@@ -211,7 +211,8 @@ def export_dataset(
 
     report.gain_mismatches = gain_mismatches(records)
     manifest.rewrite(_ordered(records.values()))
-    write_json(splits_final(plan, records), out / "splits_final.json")
+    if config.n_folds or config.splits:
+        write_json(splits_final(plan, records), out / "splits_final.json")
     n_channels = max((int(r.get("channels", 1)) for r in records.values()), default=1)
     meta = dataset_json(plan, len(records), n_channels)
     values = sorted({v for r in records.values() for v in r.get("label_values", [])})

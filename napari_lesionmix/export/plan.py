@@ -180,7 +180,9 @@ class ExportConfig:
         ``"zlib"`` (nibabel's); see :data:`napari_lesionmix.io.nifti.GZIP_CODECS`. Both
         write standard gzip; the voxels are the same, the compressed bytes differ.
     n_folds : int
-        Cross-validation folds in ``splits_final.json`` (nnU-Net uses 5).
+        Cross-validation folds in ``splits_final.json`` (nnU-Net uses 5). ``0``
+        writes no splits file: nnU-Net then draws its own random folds, which
+        can put a synthetic case and its source case on both sides of a fold.
     prefix : str
         Synthetic case ids are ``f"{prefix}_{i:06d}"``.
     dataset_name : str
@@ -225,8 +227,8 @@ class ExportConfig:
             raise LesionMixError(f"The hold-out fraction must be in [0, 1), got {self.holdout_fraction}.")
         if self.splits and self.holdout_fraction:
             raise LesionMixError("Give either a hold-out fraction or a splits file, not both.")
-        if int(self.n_folds) < 1:
-            raise LesionMixError(f"The number of folds must be >= 1, got {self.n_folds}.")
+        if int(self.n_folds) < 0:
+            raise LesionMixError(f"The number of folds must be >= 0 (0: no splits_final.json), got {self.n_folds}.")
         check_gzip_codec(self.gzip)
         names = [m for m, _ in self.methods]
         object.__setattr__(self, "options", with_export_defaults(names, check_options(names, self.options)))
@@ -409,7 +411,7 @@ def make_plan(config: ExportConfig) -> ExportPlan:
     if not train:
         raise LesionMixError(f"No training case is left in '{config.dataset}' after the hold-out split.")
     if folds is None:
-        k = min(int(config.n_folds), len(train))
+        k = max(min(int(config.n_folds), len(train)), 1)
         perm = _split_rng(config.seed, 1).permutation(len(train))
         folds = tuple(tuple(sorted(train[j] for j in part)) for part in np.array_split(perm, k))
     donors = tuple(c.case_id for c in cases if c.case_id in set(train) and _has_lesion(c)) if config.n else ()

@@ -284,5 +284,12 @@ def splits_final(plan, records: dict[str, dict[str, Any]]) -> list[dict[str, lis
         else:
             val = sorted(c for c, s in synthetic.items() if s & val_set)
             train = syn_train
+        if not train or not val:
+            # nnU-Net cannot train (or validate) such a fold: say so instead of writing it.
+            raise LesionMixError(
+                f"Fold {k} of splits_final.json would have no {'training' if not train else 'validation'} case "
+                f"({len(synthetic)} synthetic case(s), {len(plan.folds)} folds); export more cases (a rerun with a "
+                "larger --n adds them), use fewer --folds, add --include-real, or --folds 0 for no splits file."
+            )
         folds.append({"train": sorted(train), "val": val})
     return folds

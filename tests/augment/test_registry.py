@@ -129,7 +129,7 @@ def test_an_export_record_replays_through_the_cli(tmp_path):
     for s in range(3):
         write_case(make_case(seed=40 + s, n_lesions=3, case_id=f"c{s}"), root)
     out = tmp_path / "Dataset501_T"
-    export_dataset(ExportConfig(str(root), str(out), n=3, methods=(("carvemix", 1.0), ("mixup", 1.0)), seed=4,
+    export_dataset(ExportConfig(str(root), str(out), n=3, methods=(("carvemix", 1.0), ("mixup", 1.0)), seed=4, n_folds=0,
                                 options={"mixup": {"label": "hard"}}))
     for line in (out / "manifest.jsonl").read_text().splitlines():
         rec = json.loads(line)

@@ -145,7 +145,7 @@ def three_cases(tmp_path):
 
 
 def _export(src, out, *extra):
-    return ["export", "--dataset", str(src), "--out", str(out), "--n", "2", "--no-progress", *extra]
+    return ["export", "--dataset", str(src), "--out", str(out), "--n", "2", "--no-progress", "--folds", "0", *extra]
 
 
 def test_export_refuses_before_creating_anything(three_cases, tmp_path, capsys):

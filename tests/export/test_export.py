@@ -43,7 +43,7 @@ def tiny_dataset(tmp_path) -> Path:
 
 
 def cfg(src, out, **kw) -> ExportConfig:
-    base = dict(n=4, seed=3)
+    base = dict(n=4, seed=3, n_folds=0)  # no splits file unless a test checks one (tiny exports cannot fill folds)
     base.update(kw)
     return ExportConfig(os.fspath(src), os.fspath(out), **base)
 
@@ -95,7 +95,7 @@ def test_two_channels(tmp_path):
 
 def test_holdout_is_never_a_source_and_splits_are_leak_free(tiny_dataset, tmp_path):
     out = tmp_path / "o"
-    config = cfg(tiny_dataset, out, n=12, include_real=True, holdout_fraction=0.4)
+    config = cfg(tiny_dataset, out, n=12, include_real=True, holdout_fraction=0.4, n_folds=5)
     plan = make_plan(config)
     assert len(plan.holdout_ids) == 2 and not set(plan.holdout_ids) & set(plan.train_ids)
     report = export_dataset(config)
@@ -120,6 +120,17 @@ def test_holdout_is_never_a_source_and_splits_are_leak_free(tiny_dataset, tmp_pa
             assert not srcs & real_val, f"{cid} made from a validation case of its fold"
     # The folds partition the real training pool.
     assert sorted(c for v in vals for c in v) == sorted(real_train)
+
+
+def test_folds_that_cannot_be_filled_are_an_error_and_folds_0_writes_no_splits(tiny_dataset, tmp_path):
+    """nnU-Net cannot train or validate an empty fold: say so (a rerun with more cases completes it)."""
+    with pytest.raises(LesionMixError, match=r"Fold \d of splits_final.json would have no (training|validation) "
+                                             r"case \(2 synthetic case\(s\), 5 folds\)"):
+        export_dataset(cfg(tiny_dataset, tmp_path / "o", n=2, n_folds=5))
+    assert not (tmp_path / "o" / "splits_final.json").exists() and not (tmp_path / "o" / "dataset.json").exists()
+    report = export_dataset(cfg(tiny_dataset, tmp_path / "o", n=2, n_folds=0, overwrite=True))
+    assert report.complete and not (tmp_path / "o" / "splits_final.json").exists()
+    assert verify_dataset(tmp_path / "o") == []
 
 
 def test_splits_file_folds_and_holdout(tiny_dataset, tmp_path):
@@ -152,8 +163,8 @@ def test_assignment_depends_only_on_seed_and_index(tiny_dataset, tmp_path):
 
 
 def test_one_vs_two_workers_identical(tiny_dataset, tmp_path):
-    export_dataset(cfg(tiny_dataset, tmp_path / "w1", n=5, include_real=True, workers=1))
-    export_dataset(cfg(tiny_dataset, tmp_path / "w2", n=5, include_real=True, workers=2))
+    export_dataset(cfg(tiny_dataset, tmp_path / "w1", n=5, include_real=True, workers=1, n_folds=5))
+    export_dataset(cfg(tiny_dataset, tmp_path / "w2", n=5, include_real=True, workers=2, n_folds=5))
     a, b = tree_checksums(tmp_path / "w1"), tree_checksums(tmp_path / "w2")
     assert a == b and len(a) == 2 * 10 + 4
 

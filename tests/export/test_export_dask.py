@@ -63,7 +63,7 @@ def test_dask_worker_processes_match_serial(tmp_path):
     src = tmp_path / "src"
     for k in range(3):
         write_case(make_case(seed=60 + k, n_lesions=2, case_id=f"p{k}", shape=(16, 18, 14)), src)
-    kw = dict(n=3, seed=4)
+    kw = dict(n=3, seed=4, n_folds=0)
     export_dataset(ExportConfig(os.fspath(src), os.fspath(tmp_path / "serial"), **kw))
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                                   dashboard_address=":0") as c:

@@ -29,15 +29,16 @@ def test_export_three_cases_and_show_the_gallery(widget, qtbot, tmp_path):
     w.weights["carvemix"].setValue(2.0)
     w.weights["softcp"].setValue(1.0)
     w.out.setText(str(out))
+    w.include_real.setChecked(True)  # 3 synthetic cases alone cannot fill nnU-Net's 5 folds
     w.export_btn.click()
     assert w.running and w.cancel_btn.isEnabled()
     qtbot.waitUntil(lambda: w.report is not None and not session.busy, timeout=60000)
     meta = json.loads((out / "dataset.json").read_text())
-    assert meta["numTraining"] == 3
-    assert len(list((out / "imagesTr").glob("*_0000.nii.gz"))) == 3
-    assert len(list((out / "labelsTr").glob("*.nii.gz"))) == 3
-    assert (w.progress.value(), w.progress.maximum()) == (3, 3)
-    assert w.report.complete and w.report.n_written == 3
+    assert meta["numTraining"] == 3 + 10
+    assert len(list((out / "imagesTr").glob("lmx_*_0000.nii.gz"))) == 3
+    assert len(list((out / "labelsTr").glob("*.nii.gz"))) == 13
+    assert (w.progress.value(), w.progress.maximum()) == (13, 13)
+    assert w.report.complete and w.report.n_written == 13
     assert w.gallery_path is not None and w.gallery_path.is_file() and not w.gallery_area.isHidden()
     assert not w.gallery.pixmap().isNull()
     assert "integrity check passed" in w.status.text()
