@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_lesionmix.augment import registry
 from napari_lesionmix.augment.lesion_load import DISTRIBUTIONS, LoadDistribution, dataset_loads
 from napari_lesionmix.augment.lesionmix import (
     LesionAugment,
@@ -138,6 +139,8 @@ class LesionMixWidget(QWidget):
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
         self.session = get_session(napari_viewer)
+        self.method = registry.get_method("lesionmix")
+        self._sample_sources = None
         self._dataset = None  # the dataset the caches below belong to
         self.loads: dict[str, float] | None = None
         self.bank: LesionBank | None = None
@@ -241,6 +244,7 @@ class LesionMixWidget(QWidget):
         self.show_map_btn.clicked.connect(self.show_likelihood)
         bind(self, self.session.dataset_changed, self.refresh_dataset)
         bind(self, self.session.cases_changed, self._redraw)
+        bind(self, self.session.intensity_changed, self._on_intensity)
         replayers, mine = self.session.replayers, self.replay
         replayers["lesionmix"] = mine
         self.destroyed.connect(lambda *_: replayers.pop("lesionmix") if replayers.get("lesionmix") == mine else None)
@@ -415,6 +419,8 @@ class LesionMixWidget(QWidget):
             lmap = self._likelihood_map(ds, sigma) if mode != "inpaint" else None
             params = sample_lesionmix(rng, host, bank, lmap, distribution=dist, mode=mode, brain_mask=brain,
                                       augment=aug, on_unreachable="ignore", seed=seed, sample_index=index)
+            # The shared intensity step: each pasted lesion's case mapped into the host's scale.
+            params = s.fit_intensity(self.method, params, self._sources(ds))
             return lesionmix(host, params, bank, brain)
 
         self._start(_work, f"Sampling (seed {seed}, index {index})")
@@ -445,8 +451,25 @@ class LesionMixWidget(QWidget):
         s = self.session
         if s.host is None:
             raise LesionMixError("No host is loaded; use the Load widget first.")
-        if params.host_id != s.host.case_id:
-            raise LesionMixError(f"The params are for host '{params.host_id}' but the loaded host is "
-                                 f"'{s.host.case_id}'; load that host first.")
         host, brain, ds = s.host, s.host_brain_mask, self._dataset
+        # lesionmix() applies each insertion's recorded intensity map (params.intensity).
         self._start(lambda: lesionmix(host, params, self._bank(ds), brain), "Replaying LesionMix params")
+
+    def _sources(self, ds):
+        """Where the fit finds the lesions' source cases: the session, or (shipped sample) the sample set."""
+        s = self.session
+        if ds is s.dataset:
+            return s
+        if self._sample_sources is None or self._sample_sources.training_set() is not ds:
+            self._sample_sources = registry.LocalSources(training_set=ds)
+        return self._sample_sources
+
+    def _on_intensity(self, _mode: str) -> None:
+        """Redo the shown LesionMix sample in the new mode: the same insertions, other intensity maps."""
+        s = self.session
+        syn = s.synthetic
+        if syn is None or syn.params.method != self.method.name or s.host is None:
+            return
+        host, brain, ds = s.host, s.host_brain_mask, self._dataset
+        self._start(lambda: lesionmix(host, s.fit_intensity(self.method, syn.params, self._sources(ds)),
+                                      self._bank(ds), brain), "Matching intensities again")

@@ -65,6 +65,9 @@ def test_populate_to_a_high_load_and_show_the_heat_map(studio, qtbot):
     assert not np.array_equal(viewer.layers["synthetic"].data, session.orientation.to_display(host.image[0]))
     assert w.hist.target == pytest.approx(p.target_load_ml) and w.hist.reached == pytest.approx(p.reached_load_ml)
     assert "populate" in w.status.text()
+    # The shared intensity step: one brain-linear map per pasted case (the studio's default).
+    sources = {ins.case_id for ins in p.insertions} - {p.host_id}
+    assert {m.case_id for m in p.intensity} == sources and {m.mode for m in p.intensity} == {"brain-linear"}
     # Replay through the provenance hook reproduces it.
     first = session.synthetic
     session.replayers["lesionmix"](p)
