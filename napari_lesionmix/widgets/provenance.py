@@ -6,11 +6,15 @@ the box (or any pasted ``params.json`` or export manifest record), rebuilds the
 params with :func:`~napari_lesionmix.augment.params.params_from_json`, checks
 that they were drawn on the loaded cases, and replays them: through the
 replayer a method's dock registered in ``session.replayers`` (which also moves
-its controls; not for params with a recorded intensity map, which the docks
-do not apply), else through the registry
+its controls, and applies the recorded intensity maps as the registry does),
+else through the registry
 (:func:`~napari_lesionmix.augment.registry.replay`), so any registered method
-replays. A bad JSON or params for other cases becomes a notification, and
-nothing else changes.
+replays. A bad JSON becomes a notification, and nothing else changes.
+
+Params recorded on other cases than the loaded ones would give another sample
+(the same draw on other scans): the message names the recorded and the loaded
+case ids, and a "Replay anyway" button appears, the explicit choice to apply
+them to the loaded pair.
 """
 
 from __future__ import annotations
@@ -64,11 +68,15 @@ class ProvenanceWidget(QWidget):
                                      "paste a params.json here to replay it.")
         self.copy_btn = QPushButton("Copy JSON")
         self.replay_btn = QPushButton("Replay from JSON")
+        self.anyway_btn = QPushButton("Replay anyway")
+        self.anyway_btn.setToolTip("Apply params recorded on other cases to the loaded pair (another sample)")
+        self.anyway_btn.setVisible(False)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         row = QHBoxLayout()
         row.addWidget(self.copy_btn)
         row.addWidget(self.replay_btn)
+        row.addWidget(self.anyway_btn)
         lay = QVBoxLayout(self)
         lay.addWidget(self.text)
         lay.addLayout(row)
@@ -76,6 +84,8 @@ class ProvenanceWidget(QWidget):
         make_scrollable(self)
         self.copy_btn.clicked.connect(self.copy_json)
         self.replay_btn.clicked.connect(lambda: self.replay())
+        self.anyway_btn.clicked.connect(lambda: self.replay(anyway=True))
+        self.text.textChanged.connect(lambda: self.anyway_btn.setVisible(False))
         bind(self, self.session.synthetic_changed, self.refresh)
         self.refresh()
 
@@ -93,9 +103,13 @@ class ProvenanceWidget(QWidget):
         self.status.setText("Copied the JSON to the clipboard.")
         return text
 
-    def replay(self, text: str | None = None) -> bool:
-        """Replay params JSON (default: the text box); ``True`` if the replay was started."""
+    def replay(self, text: str | None = None, anyway: bool = False) -> bool:
+        """Replay params JSON (default: the text box); ``True`` if the replay was started.
+
+        ``anyway``: replay params recorded on other cases on the loaded ones (the user's explicit choice).
+        """
         text = self.text.toPlainText() if text is None else text
+        self.anyway_btn.setVisible(False)
         try:
             if not text.strip():
                 raise LesionMixError("There is no params JSON to replay; paste a params.json first.")
@@ -105,10 +119,14 @@ class ProvenanceWidget(QWidget):
             if s.host is None:
                 raise LesionMixError("No host is loaded; use the Load widget first.")
             inputs = Inputs(s.host, s.donor if method.needs_donor else None, s.host_brain_mask)
-            check_recorded_cases(params, inputs, "The params in the box")
+            if not anyway:
+                try:
+                    check_recorded_cases(params, inputs, "The params in the box")
+                except LesionMixError as exc:
+                    self._offer_anyway(params, inputs, exc)
+                    return False
             replayer = s.replayers.get(params.method)
-            # The docks do not apply recorded intensity maps yet: matched params replay through the registry.
-            if replayer is not None and all(m.mode == "none" for m in params.intensity):
+            if replayer is not None:
                 replayer(params)
             else:
                 method.check_inputs(inputs)
@@ -118,5 +136,19 @@ class ProvenanceWidget(QWidget):
             notify_error(str(exc))
             self.status.setText(str(exc))
             return False
-        self.status.setText(f"Replaying {params.method} params...")
+        self.status.setText(f"Replaying {params.method} params"
+                            + (" on the loaded cases, not the recorded ones..." if anyway else "..."))
         return True
+
+    def _offer_anyway(self, params, inputs, exc: LesionMixError) -> None:
+        """Say which cases the params were recorded on and which are loaded; offer "Replay anyway"."""
+        def ids(host, donor):
+            return f"host '{host}'" + (f", donor '{donor}'" if donor is not None else "")
+
+        loaded = ids(inputs.host.case_id, inputs.donor.case_id if inputs.donor is not None else None)
+        recorded = ids(params.host_id, getattr(params, "donor_id", None))
+        msg = (f"{exc} Recorded on {recorded}; loaded: {loaded}. Press 'Replay anyway' to apply them to the "
+               "loaded cases (another sample than the recorded one).")
+        notify_error(msg)
+        self.status.setText(msg)
+        self.anyway_btn.setVisible(True)
