@@ -42,7 +42,8 @@ from napari_lesionmix.io.display import (
 )
 from napari_lesionmix.io.nifti import Case, check_same_grid
 
-#: Role -> (layer name, layer type) of the layers a session manages.
+#: Role -> (layer name, layer type) of the layers a session manages; the name is followed by the case ids
+#: it shows (:meth:`StudioSession.layer_name`).
 ROLES: dict[str, tuple[str, str]] = {
     "host_image": ("host", "image"),
     "host_label": ("host label", "labels"),
@@ -380,11 +381,14 @@ class StudioSession:
         """
         if self.viewer is None or self.orientation is None:
             return None
-        name, kind = ROLES[role]
+        _, kind = ROLES[role]
+        name = self.layer_name(role)
         o = self.orientation
         lyr = self.layer(role)
         if lyr is not None and lyr.data.shape == data.shape:
             lyr.data = data
+            if lyr.name != name:
+                lyr.name = name
             if "contrast_limits" in kwargs and not keep_contrast:
                 lyr.contrast_limits = kwargs["contrast_limits"]
             return lyr
@@ -400,6 +404,22 @@ class StudioSession:
             return lyr
         kwargs.setdefault("colormap", "gray")
         return self.viewer.add_image(data, **common, **kwargs)
+
+    def layer_name(self, role: str) -> str:
+        """The name of the layer of ``role`` with the case ids it shows.
+
+        ``"host sub-01"``, ``"donor label sub-07"``, ``"synthetic (sub-07 -> sub-01)"`` (a method without a
+        donor names itself: ``"synthetic (lesionmix -> sub-01)"``), so two pairs in one viewer stay apart.
+        """
+        base = ROLES[role][0]
+        if role.startswith("host") and self.host is not None:
+            return f"{base} {self.host.case_id}"
+        if role.startswith("donor") and self.donor is not None:
+            return f"{base} {self.donor.case_id}"
+        if role in SYNTHETIC_ROLES and self.synthetic is not None:
+            p = self.synthetic.params
+            return f"{base} ({getattr(p, 'donor_id', None) or p.method} -> {p.host_id})"
+        return base
 
     # -- display for QA ------------------------------------------------------
     def set_filled(self, filled: bool) -> None:

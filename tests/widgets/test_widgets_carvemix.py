@@ -40,7 +40,7 @@ def test_lambda_zero_carves_the_donor_lesions(studio):
     assert lo == pytest.approx(-abs(cm.field.d_min) / 2) and hi == pytest.approx(abs(cm.field.d_min))
     assert "range" in cm.lam_label.text()
     # The viewer's synthetic layers show it, in display order.
-    np.testing.assert_array_equal(viewer.layers["mixing mask"].data > 0.5,
+    np.testing.assert_array_equal(session.layer("mixing_mask").data > 0.5,
                                   session.orientation.to_display(syn.mask))
 
 
@@ -117,8 +117,8 @@ def test_swap_donor_and_host(studio, qtbot):
     cm.swap_btn.click()
     assert (session.host.case_id, session.donor.case_id) == ("donor", "host")
     _wait_params(qtbot, session, lambda q: (q.host_id, q.donor_id) == ("donor", "host"))
-    assert viewer.layers["host"].metadata["lesionmix_role"] == "host_image"
-    np.testing.assert_allclose(session.orientation.to_original(viewer.layers["host"].data),
+    assert session.layer("host_image").metadata["lesionmix_role"] == "host_image"
+    np.testing.assert_allclose(session.orientation.to_original(session.layer("host_image").data),
                                session.host.image[0])
 
 

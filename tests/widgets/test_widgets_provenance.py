@@ -107,7 +107,8 @@ def test_replay_errors_become_notifications(studio, qtbot):
         assert fragment in notification_manager.records[-1].message
         assert fragment in prov.status.text()
         assert session.synthetic is before
-    assert {"host", "donor", "synthetic", "mixing mask"} <= {layer.name for layer in viewer.layers}
+    assert {"host host", "donor donor", "synthetic (donor -> host)", "mixing mask (donor -> host)"} <= {
+        layer.name for layer in viewer.layers}
 
 
 def test_params_of_other_cases_replay_only_when_chosen(studio, qtbot):

@@ -33,7 +33,7 @@ def test_sample_pastes_a_lesion_and_records_params(studio, qtbot):
     viewer, w, session = studio
     assert w.reference.currentData() == "brain_mask"  # the sample cases ship brain masks
     assert w.sample_btn.isEnabled()
-    host_before = viewer.layers["host"].data.copy()
+    host_before = session.layer("host_image").data.copy()
     w.seed.setValue(3)
     w.a.setValue(0.4)
     w.k_dilate.setValue(3)
@@ -57,10 +57,10 @@ def test_sample_pastes_a_lesion_and_records_params(studio, qtbot):
     unmatched = softcp(session.host, session.donor, want, session.host_brain_mask)
     assert not np.array_equal(syn.image, unmatched.image)  # the donor was mapped into the host's scale
     # The viewer's synthetic layers changed; the host layer did not.
-    data = viewer.layers["synthetic"].data
+    data = session.layer("synthetic_image").data
     assert not np.array_equal(data, session.orientation.to_display(session.host.image[0]))
-    assert viewer.layers["mixing mask"].data.max() > 0.9
-    np.testing.assert_array_equal(viewer.layers["host"].data, host_before)
+    assert session.layer("mixing_mask").data.max() > 0.9
+    np.testing.assert_array_equal(session.layer("host_image").data, host_before)
     assert "Pasted 1 lesion" in w.status.text()
     w.sample_btn.click()  # the index advances
     _wait_synthetic(qtbot, session, lambda q: q.sample_index == 1)
