@@ -19,6 +19,7 @@ import numpy as np
 from qtpy.QtCore import QPointF, QRectF, Qt
 from qtpy.QtGui import QColor, QPainter, QPen
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -38,6 +39,7 @@ from napari_lesionmix.augment.lesion_load import DISTRIBUTIONS, LoadDistribution
 from napari_lesionmix.augment.lesionmix import (
     LesionAugment,
     LesionMixParams,
+    inpaint_shortfall,
     lesionmix,
     sample_lesionmix,
 )
@@ -171,6 +173,15 @@ class LesionMixWidget(QWidget):
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(3, 1)
         df.addRow(grid)
+        # A direct target (issue 12): one number instead of a "uniform" distribution with low = high.
+        self.direct = QCheckBox("direct target (mL)")
+        self.direct.setToolTip("Reach this lesion load instead of drawing one from the distribution")
+        self.target = _spin(0.0, 1e5, 1.0, 0.5, 3)
+        self.target.setEnabled(False)
+        trow = QHBoxLayout()
+        trow.addWidget(self.direct)
+        trow.addWidget(self.target, 1)
+        df.addRow(trow)
         df.addRow(self.hist)
 
         # mode and likelihood
@@ -241,6 +252,8 @@ class LesionMixWidget(QWidget):
         for s in self.dist_params.values():
             s.valueChanged.connect(lambda _: self._redraw())
         self.sample_btn.clicked.connect(self.sample)
+        self.direct.toggled.connect(self._on_direct)
+        self.target.valueChanged.connect(lambda v: self._redraw(target=v) if self.direct.isChecked() else None)
         self.show_map_btn.clicked.connect(self.show_likelihood)
         bind(self, self.session.dataset_changed, self.refresh_dataset)
         bind(self, self.session.cases_changed, self._redraw)
@@ -319,6 +332,14 @@ class LesionMixWidget(QWidget):
         name = self.distribution.currentText()
         overrides = {k: float(self.dist_params[k].value()) for k in EDITABLE[name]}
         return LoadDistribution.from_dataset(self.loads, name, **overrides)
+
+    def _on_direct(self, on: bool) -> None:
+        """A direct target turns the distribution's controls off (they draw no target then)."""
+        self.target.setEnabled(on)
+        self.distribution.setEnabled(not on)
+        for name, spin in self.dist_params.items():
+            spin.setEnabled(not on and name in EDITABLE[self.distribution.currentText()])
+        self._redraw(target=float(self.target.value()) if on else None)
 
     def _redraw(self, target=None, reached=None) -> None:
         try:
@@ -402,7 +423,8 @@ class LesionMixWidget(QWidget):
         try:
             if s.host is None:
                 raise LesionMixError("No host is loaded; use the Load widget first.")
-            dist = self.current_distribution()
+            target = float(self.target.value()) if self.direct.isChecked() else None
+            dist = None if target is not None else self.current_distribution()
             aug = self.augment()
         except LesionMixError as exc:
             notify_error(str(exc))
@@ -417,11 +439,11 @@ class LesionMixWidget(QWidget):
             rng = sample_rng(seed, index)
             # The target is drawn first, so the mode is known before the map is needed.
             lmap = self._likelihood_map(ds, sigma) if mode != "inpaint" else None
-            params = sample_lesionmix(rng, host, bank, lmap, distribution=dist, mode=mode, brain_mask=brain,
+            params = sample_lesionmix(rng, host, bank, lmap, target, distribution=dist, mode=mode, brain_mask=brain,
                                       augment=aug, on_unreachable="ignore", seed=seed, sample_index=index)
             # The shared intensity step: each pasted lesion's case mapped into the host's scale.
             params = s.fit_intensity(self.method, params, self._sources(ds))
-            return lesionmix(host, params, bank, brain)
+            return lesionmix(host, params, bank, brain), inpaint_shortfall(host, params)
 
         self._start(_work, f"Sampling (seed {seed}, index {index})")
 
@@ -430,13 +452,16 @@ class LesionMixWidget(QWidget):
         self.status.setStyleSheet("")
         self.status.setText(f"{what}...")
 
-        def _done(syn):
+        def _done(result):
+            # A sample comes with why inpainting stopped short, if it did ("one 45.0 mL lesion remains").
+            syn, note = result if isinstance(result, tuple) else (result, None)
             self.params = p = syn.params
             s.set_synthetic(syn)
             self.status.setStyleSheet("" if p.target_reached else "color: #ffb060;")
-            self.status.setText(p.report())
+            text = p.report() + (f": {note}." if note else "")
+            self.status.setText(text)
             if not p.target_reached:
-                notify_info(f"LesionMix: {p.report()}")
+                notify_info(f"LesionMix: {text}")
             self._redraw(p.target_load_ml, p.reached_load_ml)
 
         def _failed(exc):
