@@ -372,7 +372,7 @@ class HarmonizeWidget(QWidget):
                 self.toggle_btn.blockSignals(True)
                 self.toggle_btn.setChecked(False)
                 self.toggle_btn.blockSignals(False)
-            s.set_synthetic(self.after)
+            s.set_synthetic(self.after, harmonization={**params, "device": used})
             self._show_window()
             self.toggle_btn.setEnabled(True)
             m = syn.mask > 0

@@ -15,6 +15,11 @@ Params recorded on other cases than the loaded ones would give another sample
 (the same draw on other scans): the message names the recorded and the loaded
 case ids, and a "Replay anyway" button appears, the explicit choice to apply
 them to the loaded pair.
+
+A record with ``"harmonization"`` (what Harmonize recorded: method, checkpoint
+and its sha256, device) replays whole: once the method's sample is back, the
+same harmonizer (:func:`~napari_lesionmix.harmonize.harmonizer_from_record`)
+harmonizes it again in a worker.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_lesionmix.augment.params import params_from_json
+from napari_lesionmix.augment.params import Synthetic, params_from_json
 from napari_lesionmix.augment.registry import Inputs, check_recorded_cases, get_method, replay
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.widgets.controls import make_scrollable
@@ -52,7 +57,16 @@ def provenance_record(session) -> dict:
             inputs[role] = {"case_id": case.case_id, "images": list(case.image_paths),
                             "label": case.label_path}
     # Params first: they are what a user reads and replays.
-    return {"version": __version__, "params": syn.params.to_dict(), "inputs": inputs}
+    record = {"version": __version__, "params": syn.params.to_dict(), "inputs": inputs}
+    if session.harmonization:
+        record["harmonization"] = session.harmonization  # so a harmonized sample replays whole
+    return record
+
+
+def _harmonization_of(text: str) -> dict | None:
+    """The ``"harmonization"`` record of a params.json text, if it has one."""
+    data = json.loads(text)
+    return data.get("harmonization") if isinstance(data, dict) and isinstance(data.get("harmonization"), dict) else None
 
 
 class ProvenanceWidget(QWidget):
@@ -87,6 +101,8 @@ class ProvenanceWidget(QWidget):
         self.anyway_btn.clicked.connect(lambda: self.replay(anyway=True))
         self.text.textChanged.connect(lambda: self.anyway_btn.setVisible(False))
         bind(self, self.session.synthetic_changed, self.refresh)
+        bind(self, self.session.synthetic_changed, self._harmonize_replayed)
+        self._pending = None  # (params, harmonization record) of a replay still to be harmonized
         self.refresh()
 
     def refresh(self) -> None:
@@ -110,6 +126,7 @@ class ProvenanceWidget(QWidget):
         """
         text = self.text.toPlainText() if text is None else text
         self.anyway_btn.setVisible(False)
+        self._pending = None
         try:
             if not text.strip():
                 raise LesionMixError("There is no params JSON to replay; paste a params.json first.")
@@ -119,6 +136,7 @@ class ProvenanceWidget(QWidget):
             if s.host is None:
                 raise LesionMixError("No host is loaded; use the Load widget first.")
             inputs = Inputs(s.host, s.donor if method.needs_donor else None, s.host_brain_mask)
+            harmonization = _harmonization_of(text)
             if not anyway:
                 try:
                     check_recorded_cases(params, inputs, "The params in the box")
@@ -126,6 +144,8 @@ class ProvenanceWidget(QWidget):
                     self._offer_anyway(params, inputs, exc)
                     return False
             replayer = s.replayers.get(params.method)
+            if harmonization:
+                self._pending = (params, harmonization)
             if replayer is not None:
                 replayer(params)
             else:
@@ -139,6 +159,33 @@ class ProvenanceWidget(QWidget):
         self.status.setText(f"Replaying {params.method} params"
                             + (" on the loaded cases, not the recorded ones..." if anyway else "..."))
         return True
+
+    def _harmonize_replayed(self) -> None:
+        """The replayed sample is back: harmonize it as it was recorded (in a worker)."""
+        s = self.session
+        if self._pending is None or s.synthetic is None or s.synthetic.params != self._pending[0]:
+            return
+        record = self._pending[1]
+        self._pending = None
+        syn, spacing = s.synthetic, s.host.spacing
+
+        def _work():
+            from napari_lesionmix.harmonize import harmonizer_from_record
+
+            h = harmonizer_from_record(record)
+            image = h.harmonize(syn.image, syn.mask, label=syn.label, spacing=spacing)
+            return image, {**h.params(), "device": str(getattr(h, "device", record.get("device", "cpu")))}
+
+        def _done(result):
+            image, used = result
+            if s.synthetic is syn:
+                s.set_synthetic(Synthetic(image=image, label=syn.label, mask=syn.mask, params=syn.params),
+                                harmonization=used)
+                self.status.setText(f"Replayed and harmonized with {used['method']} on {used['device']}.")
+
+        self.status.setText(f"Harmonizing the replayed sample with {record.get('method')}...")
+        s.run_latest(self, _work, on_done=_done, desc="Provenance: harmonize the replayed sample",
+                     on_error=lambda exc: self.status.setText(str(exc)))
 
     def _offer_anyway(self, params, inputs, exc: LesionMixError) -> None:
         """Say which cases the params were recorded on and which are loaded; offer "Replay anyway"."""

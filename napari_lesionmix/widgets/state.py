@@ -149,6 +149,8 @@ class StudioSession:
         self.dataset: Dataset | None = None
         self.orientation: DisplayOrientation | None = None
         self.synthetic: Synthetic | None = None
+        #: How :attr:`synthetic` was harmonized (the harmonizer's ``params()``, with the device used), or ``None``.
+        self.harmonization: dict | None = None
         self.preview: PlaneSource | None = None
         self.cursor: tuple[int, int, int] = (0, 0, 0)
         #: Intensity window ``(lo, hi)`` for QA: brain voxels of host and donor, their lesions inside
@@ -209,6 +211,7 @@ class StudioSession:
         # Keyed by id(donor), which Python may hand to the next donor once the old one is freed.
         self._fields.clear()
         self.synthetic = None
+        self.harmonization = None
         if self.preview is not None:
             self.set_preview(None)
         if self.viewer is not None:
@@ -311,11 +314,15 @@ class StudioSession:
                 registry.case_brain_stats(self, donor, self.donor_brain_mask))
 
     # -- results -------------------------------------------------------------
-    def set_synthetic(self, synthetic: Synthetic, show_layers: bool = True) -> None:
-        """Install a finished synthetic case: layers, preview and provenance follow."""
+    def set_synthetic(self, synthetic: Synthetic, show_layers: bool = True, harmonization: dict | None = None) -> None:
+        """Install a finished synthetic case: layers, preview and provenance follow.
+
+        ``harmonization``: the harmonizer's record when ``synthetic`` is a harmonized sample (Provenance keeps it).
+        """
         if self.orientation is None:
             raise LesionMixError("No host/donor pair is loaded; use the Load widget first.")
         self.synthetic = synthetic
+        self.harmonization = dict(harmonization) if harmonization else None
         if show_layers:
             o = self.orientation
             mask = synthetic.mask

@@ -74,6 +74,8 @@ def test_shipped_arhnet(studio, qtbot, tmp_path):
     m = before.mask > 0
     np.testing.assert_array_equal(w.after.image[:, ~m], before.image[:, ~m])
     assert w.device_used == "cpu" and "arhnet" in w.status.text()
+    # Provenance records the harmonization: method, checkpoint hash, device (issue 12).
+    assert session.harmonization["checkpoint_sha256"] and session.harmonization["device"] == "cpu"
     # The harmonized lesion stays inside the display window (issue 17: 98 % of it was above it).
     lo, hi = session.layer("synthetic_image").contrast_limits
     inside = (w.after.image[0][m] >= lo) & (w.after.image[0][m] <= hi)

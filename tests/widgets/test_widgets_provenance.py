@@ -125,3 +125,28 @@ def test_params_of_other_cases_replay_only_when_chosen(studio, qtbot):
     qtbot.waitUntil(lambda: session.synthetic.params == params and not session.busy, timeout=10000)
     np.testing.assert_array_equal(session.synthetic.mask, carvemix(session.host, session.donor, params).mask)
     assert not prov.anyway_btn.isVisibleTo(prov)  # the new case's JSON replaced the box
+
+
+def test_a_harmonized_sample_is_recorded_and_replays_whole(studio, qtbot):
+    from napari_lesionmix.augment.params import Synthetic
+    from napari_lesionmix.harmonize import load_harmonizer
+
+    viewer, prov, cm, session = studio
+    cm.seed.setValue(6)
+    p = cm.sample_lambda()
+    qtbot.waitUntil(lambda: session.synthetic.params == p and not session.busy, timeout=10000)
+    syn = session.synthetic
+    h = load_harmonizer("hm")
+    image = h.harmonize(syn.image, syn.mask, label=syn.label)
+    session.set_synthetic(Synthetic(image, syn.label, syn.mask, p), harmonization={**h.params(), "device": "cpu"})
+    rec = json.loads(prov.text.toPlainText())
+    assert rec["harmonization"]["method"] == "hm" and rec["harmonization"]["device"] == "cpu"
+    text = prov.text.toPlainText()
+    cm.sample_lambda()  # another sample, unharmonized: the record loses its harmonization
+    qtbot.waitUntil(lambda: session.synthetic.params != p and not session.busy, timeout=10000)
+    assert session.harmonization is None and "harmonization" not in json.loads(prov.text.toPlainText())
+    assert prov.replay(text)
+    qtbot.waitUntil(lambda: session.synthetic.params == p and session.harmonization is not None
+                    and not session.busy, timeout=20000)
+    np.testing.assert_array_equal(session.synthetic.image, image)
+    assert "harmonized with hm" in prov.status.text()
