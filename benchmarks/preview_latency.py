@@ -63,7 +63,8 @@ def main(steps: int = 40, host_id: str = "sub-02", donor_id: str = "sub-03") -> 
 
     wait(lambda: session.synthetic is not None and not session.busy)
     print(f"case: {host.shape} at {host.spacing[0]:g} mm, host {host.case_id}, donor {donor.case_id}, "
-          f"|Dmin| = {abs(cm.field.d_min):.2f} mm")
+          f"|Dmin| = {abs(cm.field.d_min):.2f} mm, intensity matching {session.intensity_match} "
+          "(the live planes hold the matched donor)")
     rng = np.random.default_rng(0)
     ts = rng.uniform(-0.5, 1.0, steps)
 

@@ -65,9 +65,9 @@ def main() -> None:
         params = cm.sample_lambda()
     settle(lambda: session.synthetic.params == params)
     # Hide the donor's layers and show the synthetic case over the host.
-    for name in ("host label", "donor", "donor label"):
-        viewer.layers[name].visible = False
-    viewer.layers.selection.active = viewer.layers["synthetic"]
+    for role in ("host_label", "donor_image", "donor_label"):
+        session.layer(role).visible = False
+    viewer.layers.selection.active = session.layer("synthetic_image")
     settle()
 
     def grab(widget, name):
@@ -91,7 +91,7 @@ def main() -> None:
     # Side by side: host and synthetic in napari's grid mode, zoomed on the pasted lesion.
     preview = widgets["Preview"]
     preview.compare_box.setChecked(True)
-    viewer.layers["host label"].visible = False
+    session.layer("host_label").visible = False
     viewer.fit_to_view()
     viewer.camera.zoom *= 1.6
     viewer.camera.center = session.world_point(session.cursor)[1:]
@@ -132,11 +132,11 @@ def main() -> None:
 
     def show_synthetic_at(ijk):
         """Show the synthetic over the host with the slider and crosshair on file voxel ``ijk``."""
-        for layer_name in ("host label", "donor", "donor label"):
-            viewer.layers[layer_name].visible = False
-        for layer_name in ("synthetic", "synthetic label", "mixing mask"):
-            viewer.layers[layer_name].visible = True
-        viewer.layers.selection.active = viewer.layers["synthetic"]
+        for role in ("host_label", "donor_image", "donor_label"):
+            session.layer(role).visible = False
+        for role in ("synthetic_image", "synthetic_label", "mixing_mask"):
+            session.layer(role).visible = True
+        viewer.layers.selection.active = session.layer("synthetic_image")
         session.set_cursor(session.orientation.display_index(tuple(int(v) for v in ijk)), move_viewer=True)
         settle()
 
@@ -164,10 +164,10 @@ def main() -> None:
     settle(lambda: LIKELIHOOD_NAME in viewer.layers)
     changed = session.synthetic.label != session.host.label
     show_synthetic_at(np.argwhere(changed).mean(axis=0).round())
-    viewer.layers["mixing mask"].visible = False  # let the heat map show through
+    session.layer("mixing_mask").visible = False  # let the heat map show through
     shoot(lm, "lesionmix.png")
     viewer.layers[LIKELIHOOD_NAME].visible = False
-    viewer.layers["mixing mask"].visible = True
+    session.layer("mixing_mask").visible = True
 
     # Harmonize: the current (LesionMix) synthetic with the shipped ARHNet checkpoint.
     hw = studio_widget(viewer, "Harmonize")
@@ -176,7 +176,7 @@ def main() -> None:
     hw.device.setCurrentText("cpu")
     hw.harmonize_btn.click()
     settle(lambda: hw.after is not None)
-    viewer.layers.selection.active = viewer.layers["synthetic"]
+    viewer.layers.selection.active = session.layer("synthetic_image")
     shoot(hw, "harmonize.png")
 
     # Export: three cases of the sample data into a temporary folder, then the QA gallery.

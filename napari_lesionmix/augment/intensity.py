@@ -298,6 +298,20 @@ def gain_warning(maps: Iterable[IntensityMap | Mapping], host_id: str = "host") 
             "pasted unmatched; use intensity_match=brain-linear (or histogram) to paste in the host's scale.")
 
 
+def medians_line(host: BrainStats, source: BrainStats, host_id: str, source_id: str, mode: str) -> tuple[str, bool]:
+    """One line with both normal-brain medians (the studio's label), and whether it warns.
+
+    It warns when ``mode`` is ``"none"`` and the medians differ by more than :data:`GAIN_WARNING`.
+    """
+    gain = fit_map("none", source, host, source_id).gain
+    warn = mode == "none" and gain > GAIN_WARNING
+    text = (f"Normal-brain medians: host '{host_id}' {_fmt(host.median)}, donor '{source_id}' "
+            f"{_fmt(source.median)} (differ by {gain:.0%}).")
+    if warn:
+        text += " Pasted unmatched, the donor's lesions land in another scale: choose brain-linear."
+    return text, warn
+
+
 def _tuples(v):
     return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
 

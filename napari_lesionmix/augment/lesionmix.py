@@ -636,8 +636,30 @@ def _draw_removals(rng, host: Case, connectivity: int, host_load: float, target:
     # Recount from voxels: the running sum accumulates float error.
     kept = int(np.count_nonzero(host.label)) - int(counts[removals].sum()) if removals else int(np.count_nonzero(host.label))
     load = kept * voxel_volume_ml(host.spacing)
-    reason = "" if abs(load - target) <= tol else "every remaining lesion is too large to remove without undershooting"
+    reason = "" if abs(load - target) <= tol else remaining_note(np.delete(vols, removals))
     return tuple(sorted(removals)), load, reason
+
+
+def remaining_note(volumes_ml) -> str:
+    """Why inpainting stopped short, naming what is left (e.g. "the remaining load is one 45.0 mL lesion")."""
+    v = np.asarray(volumes_ml, float)
+    if not v.size:
+        return "no lesion remains"
+    if v.size == 1:
+        return f"the remaining load is one {v[0]:.1f} mL lesion, which cannot go without undershooting the target"
+    return (f"the remaining load is {v.size} lesions of {v.sum():.1f} mL (the smallest {v.min():.1f} mL, the "
+            f"largest {v.max():.1f} mL), none of which can go without undershooting the target")
+
+
+def inpaint_shortfall(host: Case, params: LesionMixParams) -> str | None:
+    """:func:`remaining_note` of inpainting params that missed their target (``None`` otherwise)."""
+    if params.mode != "inpaint" or params.target_reached:
+        return None
+    if params.host_load_ml < params.target_load_ml:
+        return "inpainting only removes lesions and the host load is below the target"
+    comps, n = label_components(host.label, params.connectivity)
+    counts = np.bincount(comps.ravel(), minlength=n + 1)[1:]
+    return remaining_note(np.delete(counts, list(params.removals)) * voxel_volume_ml(host.spacing))
 
 
 def _draw_insertions(rng, host, bank, likelihood, brain, aug, source_cases, lesion_sampling, host_load, target,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_lesionmix.augment.carvemix import CarveField
+from napari_lesionmix.augment.intensity import IntensityMap
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.display import DisplayOrientation, Plane
 from napari_lesionmix.io.nifti import Case
@@ -20,23 +21,30 @@ from napari_lesionmix.io.nifti import Case
 class LiveArrays:
     """Display-order, C-contiguous copies of the pair and of the field's boxes.
 
-    Built once per pair and field (about 0.1 s at 1 mm) so that every slider
-    move reads contiguous planes instead of gathering them from strided views.
+    Built once per pair, field and intensity map (about 0.1 s at 1 mm) so that
+    every slider move reads contiguous planes instead of gathering them from
+    strided views. ``intensity_map`` (the donor's map that the full result
+    applies, :func:`~napari_lesionmix.augment.registry.matched_inputs`) is
+    applied here once, in the field's box (the only donor voxels CarveMix
+    reads), so the planes equal the full result's.
     """
 
-    def __init__(self, host: Case, donor: Case, orientation: DisplayOrientation, field: CarveField):
+    def __init__(self, host: Case, donor: Case, orientation: DisplayOrientation, field: CarveField,
+                 intensity_map: IntensityMap | None = None):
         o = orientation
-        self.field, self.host, self.donor = field, host, donor
+        self.field, self.host, self.donor, self.intensity_map = field, host, donor, intensity_map
         self.display_shape = o.display_shape
         c = np.ascontiguousarray
         self.host_img = c(o.to_display(host.image[0]))
-        self.donor_img = c(o.to_display(donor.image[0]))
+        donor_image = donor.image if intensity_map is None else intensity_map.apply(donor.image, field.box)
+        self.donor_img = c(o.to_display(donor_image[0]))
         self.host_lab = c(o.to_display(host.label))
         self.donor_lab = c(o.to_display(donor.label))
         self.boxes = [(display_box(f.box, o), c(o.to_display(f.values)), f.max_lambda) for f in field.fields]
 
-    def matches(self, host: Case, donor: Case, field: CarveField) -> bool:
-        return self.field is field and self.host is host and self.donor is donor
+    def matches(self, host: Case, donor: Case, field: CarveField, intensity_map: IntensityMap | None = None) -> bool:
+        return (self.field is field and self.host is host and self.donor is donor
+                and self.intensity_map == intensity_map)
 
 
 class CarveMixPlanes:

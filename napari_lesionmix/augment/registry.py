@@ -479,6 +479,14 @@ def _brain_stats(sources: Sources, case_id: str, case: Callable[[], Case],
     return sources.cached((BRAIN_STATS_KEY, case_id, brain is not None), make)
 
 
+def case_brain_stats(sources: Sources, case: Case, brain_mask: np.ndarray | None) -> intensity.BrainStats:
+    """A case's normal-brain statistics as :func:`fit_intensity` fits them (computed once per ``sources``).
+
+    Lets a face show the medians the intensity step will use (the studio's gain label) from the same cache.
+    """
+    return _brain_stats(sources, case.case_id, lambda: case, brain_mask)
+
+
 def matched_inputs(inputs: Inputs, params: Params, region: tuple[slice, ...] | None = None) -> Inputs:
     """``inputs`` with the donor in the host's scale by the map ``params`` recorded for it (if any).
 

@@ -23,6 +23,7 @@ from napari_lesionmix.harmonize.api import (
     METHODS,
     SHIPPED_CHECKPOINT,
     harmonize,
+    harmonizer_from_record,
     load_harmonizer,
     shipped_checkpoint,
 )
@@ -41,7 +42,8 @@ _LAZY = {
 }
 
 __all__ = [
-    "METHODS", "SHIPPED_CHECKPOINT", "ModelConfig", "OutOfDomainWarning", "TrainConfig", "harmonize", "load_harmonizer",
+    "METHODS", "SHIPPED_CHECKPOINT", "ModelConfig", "OutOfDomainWarning", "TrainConfig", "harmonize", "harmonizer_from_record",
+    "load_harmonizer",
     "shipped_checkpoint", "mae", "fmae", "psnr", "fpsnr", *_LAZY,
 ]
 

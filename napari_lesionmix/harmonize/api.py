@@ -103,6 +103,35 @@ def load_harmonizer(method_or_path: str | os.PathLike = "arhnet", device: str = 
     return ARHNetHarmonizer(path, device=device, **kwargs)
 
 
+def harmonizer_from_record(record: dict[str, Any], device: str | None = None):
+    """The harmonizer a recorded ``params()`` dict describes, to harmonize a replayed sample again.
+
+    Parameters
+    ----------
+    record : dict
+        What a harmonizer's ``params()`` gave (``method``; ARHNet: ``checkpoint``,
+        ``checkpoint_sha256``, ``device``; HM: ``ring_width``, ``connectivity``).
+    device : str, optional
+        Overrides the recorded device (default: the recorded one, else ``"auto"``).
+
+    Raises
+    ------
+    LesionMixError
+        Unknown method, a checkpoint that is gone, or one whose bytes changed since it was recorded.
+    """
+    method = str(record.get("method", ""))
+    device = device or str(record.get("device") or "auto")
+    if "checkpoint" in record:
+        h = load_harmonizer(record["checkpoint"], device)
+        want = record.get("checkpoint_sha256")
+        if want and getattr(h, "sha256", want) != want:
+            raise LesionMixError(f"Checkpoint '{record['checkpoint']}' changed since the sample was harmonized "
+                                 f"(sha256 {str(h.sha256)[:12]}..., recorded {str(want)[:12]}...).")
+        return h
+    kwargs = {k: record[k] for k in ("ring_width", "connectivity") if k in record and method in ("hm", "hm-ring")}
+    return load_harmonizer(method, device, **kwargs)
+
+
 def _cached_harmonizer(method: str | os.PathLike, device: str):
     """Reuse loaded models across calls (keyed by file, modification time and device)."""
     key = None

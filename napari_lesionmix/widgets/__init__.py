@@ -26,6 +26,9 @@ of the viewer), and thin over the core:
       :class:`~napari_lesionmix.io.display.VolumePlanes` slices full volumes);
     - ``cursor`` (display voxel ``(z, y, x)``), ``window`` (host intensity window);
     - ``carve_field(per_lesion)``: the donor's cached ``CarveField``;
+    - ``intensity_match`` (``set_intensity_match(mode)``): the shared intensity
+      step every method dock samples with; ``inputs()`` and
+      ``fit_intensity(method, params)`` run it as the registry does;
     - ``replayers``: method name -> ``callable(params)`` that recomputes a
       sample from params (the Provenance widget's "Replay" calls it; raise
       ``LesionMixError`` for params that do not fit the loaded pair);
@@ -34,7 +37,8 @@ of the viewer), and thin over the core:
       error notification with its sentence, and no layer is dropped.
 
     Signals (psygnal): ``cases_changed``, ``dataset_changed``,
-    ``synthetic_changed``, ``preview_changed``, ``cursor_changed(tuple)``.
+    ``synthetic_changed``, ``preview_changed``, ``cursor_changed(tuple)``,
+    ``intensity_changed(str)``.
     Layers the session manages are tagged ``metadata["lesionmix_role"]`` (see
     ``state.ROLES``) and carry the host geometry in ``metadata["lesionmix"]``,
     so the writer saves them with the host's header; ``session.show_layer(role,

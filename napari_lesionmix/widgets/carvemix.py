@@ -11,6 +11,13 @@ In the per-lesion variant each lesion ``k`` gets ``lambda_k = t * |Dmin_k|``
 for the slider's relative position ``t`` in ``[-1/2, 1]`` (the same fraction
 of each lesion's own admissible range); "sample lambda" draws each
 ``lambda_k`` independently from Eq. (7) as :func:`sample_carvemix` does.
+
+Samples are drawn and applied through the registry
+(:func:`~napari_lesionmix.augment.registry.draw`,
+:func:`~napari_lesionmix.augment.registry.apply_params`) with the session's
+shared ``intensity_match`` mode, so the donor is pasted in the host's scale as
+in the CLI and export, and a replay applies the map its params recorded. The
+live planes hold the same mapped donor, so they equal the full result.
 """
 
 from __future__ import annotations
@@ -31,16 +38,16 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_lesionmix.augment import registry
 from napari_lesionmix.augment.carvemix import (
     CarveField,
+    CarveMixOptions,
     CarveMixParams,
-    carvemix,
     lambda_density,
-    sample_carvemix,
 )
+from napari_lesionmix.augment.intensity import IntensityMap, map_for
 from napari_lesionmix.augment.live import CarveMixPlanes, LiveArrays
 from napari_lesionmix.errors import LesionMixError
-from napari_lesionmix.random import sample_rng
 from napari_lesionmix.widgets.controls import make_scrollable
 from napari_lesionmix.widgets.state import bind, get_session, notify_error
 
@@ -125,6 +132,7 @@ class CarveMixWidget(QWidget):
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
         self.session = get_session(napari_viewer)
+        self.method = registry.get_method("carvemix")
         self.field: CarveField | None = None
         self._live: LiveArrays | None = None
         self.params: CarveMixParams | None = None
@@ -177,6 +185,7 @@ class CarveMixWidget(QWidget):
         self.sample_btn.clicked.connect(self.sample_lambda)
         self.swap_btn.clicked.connect(self.swap)
         bind(self, self.session.cases_changed, self.rebuild_field)
+        bind(self, self.session.intensity_changed, self._on_intensity)
         replayers, mine = self.session.replayers, self.replay
         replayers["carvemix"] = mine
         self.destroyed.connect(
@@ -195,14 +204,39 @@ class CarveMixWidget(QWidget):
         return t_of_position(self.slider.value())
 
     def current_params(self) -> CarveMixParams:
+        """The slider's params, with the intensity map of the session's mode (what the full volume applies)."""
         s = self.session
         host, donor = s.require_pair()
         if self.field is None:
             raise LesionMixError("The donor's distance field is not ready yet.")
         lam = lambdas_for(self.field, self.t)
         if self.field.per_lesion:
-            return CarveMixParams(host.case_id, donor.case_id, None, lam, True, self.field.connectivity)
-        return CarveMixParams(host.case_id, donor.case_id, float(lam), (), False, self.field.connectivity)
+            params = CarveMixParams(host.case_id, donor.case_id, None, lam, True, self.field.connectivity)
+        else:
+            params = CarveMixParams(host.case_id, donor.case_id, float(lam), (), False, self.field.connectivity)
+        return s.fit_intensity(self.method, params)
+
+    def _prepare(self, per_lesion: bool) -> CarveField:
+        """The donor's field and both cases' normal-brain statistics (worker side: the slider needs both)."""
+        field = self.session.carve_field(per_lesion)
+        self.session.pair_stats()
+        return field
+
+    def _donor_map(self, params: CarveMixParams) -> IntensityMap | None:
+        """The donor's recorded map, or ``None`` when it changes nothing (the live arrays need no copy)."""
+        m = map_for(params.intensity, params.donor_id)
+        return m if m is not None and m.mode != "none" else None
+
+    def _on_intensity(self, _mode: str) -> None:
+        """Redo the shown sample in the new mode: the same lambda(s), another intensity map."""
+        s = self.session
+        shown = s.synthetic.params if s.synthetic is not None else None
+        if self.field is None or not s.has_pair or shown is None or shown.method != self.method.name:
+            return  # no CarveMix sample shown: the next one takes the mode
+        try:
+            self._apply_params(s.fit_intensity(self.method, shown))
+        except LesionMixError as exc:
+            notify_error(str(exc))
 
     def rebuild_field(self) -> None:
         """(Re)compute or fetch the donor's field in a worker, then show lambda's range."""
@@ -213,14 +247,10 @@ class CarveMixWidget(QWidget):
         self.field, self._live, self.params = None, None, None
         self._settle.stop()
         per = self.per_lesion.isChecked()
-        cached = s.cached_field(per)
-        if cached is not None:
-            self._field_ready(cached)
-            return
         self._set_enabled(False)
         self.status.setText("Computing the donor's signed distance...")
-        s.run(s.carve_field, per, on_done=self._field_ready, desc="CarveMix: donor distance field",
-              on_error=lambda _: self._set_enabled(s.has_pair))
+        s.run_latest(self, self._prepare, per, on_done=self._field_ready, desc="CarveMix: donor distance field",
+                     on_error=lambda _: self._set_enabled(s.has_pair))
 
     def _field_ready(self, field: CarveField) -> None:
         self.field = field
@@ -263,10 +293,11 @@ class CarveMixWidget(QWidget):
         if self.field is None or not s.has_pair:
             return
         try:
-            lam = self._lam_of(params) if params is not None else lambdas_for(self.field, self.t)
-            if self._live is None or not self._live.matches(s.host, s.donor, self.field):
-                self._live = LiveArrays(s.host, s.donor, s.orientation, self.field)
-            s.set_preview(CarveMixPlanes(self._live, lam))
+            params = params if params is not None else self.current_params()
+            imap = self._donor_map(params)
+            if self._live is None or not self._live.matches(s.host, s.donor, self.field, imap):
+                self._live = LiveArrays(s.host, s.donor, s.orientation, self.field, imap)
+            s.set_preview(CarveMixPlanes(self._live, self._lam_of(params)))
         except LesionMixError as exc:
             notify_error(str(exc))
 
@@ -284,20 +315,27 @@ class CarveMixWidget(QWidget):
         except LesionMixError as exc:
             notify_error(str(exc))
             return
-        s.run_latest(self, carvemix, s.host, s.donor, params, field=self.field, on_done=s.set_synthetic,
-                     desc="CarveMix: full volume")
+        resources = s.carve_resources(self.field.per_lesion, self.field.connectivity)
+        s.run_latest(self, registry.apply_params, self.method, s.inputs(), params, resources,
+                     on_done=s.set_synthetic, desc="CarveMix: full volume")
 
     # -- buttons -------------------------------------------------------------
     def sample_lambda(self) -> CarveMixParams | None:
-        """Draw lambda from Eq. (7) with ``sample_rng(seed, index)``; the index advances per press."""
+        """Draw lambda from Eq. (7) with ``sample_rng(seed, index)`` (the registry's draw, as every face);
+        the index advances per press."""
         s = self.session
         if self.field is None or not s.has_pair:
             notify_error("No host/donor pair is loaded; use the Load widget first.")
             return None
-        seed = int(self.seed.value())
-        rng = sample_rng(seed, self._sample_index)
-        params = sample_carvemix(rng, self.field, s.host.case_id, s.donor.case_id,
-                                 seed=seed, sample_index=self._sample_index)
+        seed, f = int(self.seed.value()), self.field
+        options = CarveMixOptions(per_lesion=f.per_lesion, connectivity=f.connectivity,
+                                  intensity_match=s.intensity_match)
+        try:
+            params = registry.draw(self.method, seed, self._sample_index, s.inputs(), options,
+                                   s.carve_resources(f.per_lesion, f.connectivity), sources=s)
+        except LesionMixError as exc:
+            notify_error(str(exc))
+            return None
         self._sample_index += 1
         self._apply_params(params)
         return params
@@ -331,14 +369,12 @@ class CarveMixWidget(QWidget):
             notify_error(str(exc))
 
     def replay(self, params: CarveMixParams) -> None:
-        """Replay CarveMix params (from the Provenance widget) on the loaded pair."""
+        """Replay CarveMix params (from the Provenance widget) on the loaded pair, with their recorded map.
+
+        Provenance has checked the cases (or the user chose to replay on others).
+        """
         s = self.session
-        host, donor = s.require_pair()
-        if (params.host_id, params.donor_id) != (host.case_id, donor.case_id):
-            raise LesionMixError(
-                f"The params are for host '{params.host_id}' and donor '{params.donor_id}' but the loaded "
-                f"pair is '{host.case_id}' and '{donor.case_id}'; load that pair first."
-            )
+        _, donor = s.require_pair()
         field = s.carve_field(params.per_lesion, params.connectivity)
         if not field.serves(params, donor.shape):
             raise LesionMixError(

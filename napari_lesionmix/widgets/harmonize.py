@@ -43,7 +43,7 @@ from qtpy.QtWidgets import (
 from napari_lesionmix.augment.params import Synthetic
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.display import VolumePlanes
-from napari_lesionmix.widgets.controls import PathField, make_scrollable
+from napari_lesionmix.widgets.controls import PathField, WorkIndicator, make_scrollable
 from napari_lesionmix.widgets.state import bind, get_session, notify_error
 
 METHODS = (("ARHNet (shipped checkpoint)", "arhnet"), ("ARHNet (checkpoint file)", "file"),
@@ -208,6 +208,9 @@ class HarmonizeWidget(QWidget):
         brow.addWidget(self.harmonize_btn)
         brow.addWidget(self.toggle_btn)
         hf.addRow(brow)
+        # Harmonizing takes seconds (ARHNet on a CPU): a bar here, the button off until it is done.
+        self.work = WorkIndicator()
+        hf.addRow(self.work)
 
         # checkpoint files
         self.load_btn = QPushButton("Load checkpoint...")
@@ -369,7 +372,7 @@ class HarmonizeWidget(QWidget):
                 self.toggle_btn.blockSignals(True)
                 self.toggle_btn.setChecked(False)
                 self.toggle_btn.blockSignals(False)
-            s.set_synthetic(self.after)
+            s.set_synthetic(self.after, harmonization={**params, "device": used})
             self._show_window()
             self.toggle_btn.setEnabled(True)
             m = syn.mask > 0
@@ -380,7 +383,8 @@ class HarmonizeWidget(QWidget):
             if note:
                 notify_warning(note)
 
-        s.run(_work, on_done=_done, on_error=self._error, desc="Harmonize")
+        self.work.track(s.run(_work, on_done=_done, on_error=self._error, desc="Harmonize"),
+                        self.harmonize_btn, self.load_btn)
 
     def show_before(self, before: bool) -> None:
         """Show the unharmonized (``True``) or harmonized image in the synthetic layer and preview."""
@@ -425,8 +429,9 @@ class HarmonizeWidget(QWidget):
             self._ok(f"Loaded '{path}': ARHNet, {cfg.in_channels} channel(s), base {cfg.base_channels}, "
                      f"depth {cfg.depth}, patch {h.patch_size}.")
 
-        self.session.run(self._harmonizer, path, device, on_done=_done, on_error=self._error,
-                         desc="Harmonize: load checkpoint")
+        worker = self.session.run(self._harmonizer, path, device, on_done=_done, on_error=self._error,
+                                  desc="Harmonize: load checkpoint")
+        self.work.track(worker, self.harmonize_btn, self.load_btn)
 
     def _pick_save(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save ARHNet checkpoint", "",

@@ -19,6 +19,7 @@ import numpy as np
 from qtpy.QtCore import QPointF, QRectF, Qt
 from qtpy.QtGui import QColor, QPainter, QPen
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -33,10 +34,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_lesionmix.augment import registry
 from napari_lesionmix.augment.lesion_load import DISTRIBUTIONS, LoadDistribution, dataset_loads
 from napari_lesionmix.augment.lesionmix import (
     LesionAugment,
     LesionMixParams,
+    inpaint_shortfall,
     lesionmix,
     sample_lesionmix,
 )
@@ -138,6 +141,8 @@ class LesionMixWidget(QWidget):
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
         self.session = get_session(napari_viewer)
+        self.method = registry.get_method("lesionmix")
+        self._sample_sources = None
         self._dataset = None  # the dataset the caches below belong to
         self.loads: dict[str, float] | None = None
         self.bank: LesionBank | None = None
@@ -168,6 +173,15 @@ class LesionMixWidget(QWidget):
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(3, 1)
         df.addRow(grid)
+        # A direct target (issue 12): one number instead of a "uniform" distribution with low = high.
+        self.direct = QCheckBox("direct target (mL)")
+        self.direct.setToolTip("Reach this lesion load instead of drawing one from the distribution")
+        self.target = _spin(0.0, 1e5, 1.0, 0.5, 3)
+        self.target.setEnabled(False)
+        trow = QHBoxLayout()
+        trow.addWidget(self.direct)
+        trow.addWidget(self.target, 1)
+        df.addRow(trow)
         df.addRow(self.hist)
 
         # mode and likelihood
@@ -238,9 +252,12 @@ class LesionMixWidget(QWidget):
         for s in self.dist_params.values():
             s.valueChanged.connect(lambda _: self._redraw())
         self.sample_btn.clicked.connect(self.sample)
+        self.direct.toggled.connect(self._on_direct)
+        self.target.valueChanged.connect(lambda v: self._redraw(target=v) if self.direct.isChecked() else None)
         self.show_map_btn.clicked.connect(self.show_likelihood)
         bind(self, self.session.dataset_changed, self.refresh_dataset)
         bind(self, self.session.cases_changed, self._redraw)
+        bind(self, self.session.intensity_changed, self._on_intensity)
         replayers, mine = self.session.replayers, self.replay
         replayers["lesionmix"] = mine
         self.destroyed.connect(lambda *_: replayers.pop("lesionmix") if replayers.get("lesionmix") == mine else None)
@@ -315,6 +332,14 @@ class LesionMixWidget(QWidget):
         name = self.distribution.currentText()
         overrides = {k: float(self.dist_params[k].value()) for k in EDITABLE[name]}
         return LoadDistribution.from_dataset(self.loads, name, **overrides)
+
+    def _on_direct(self, on: bool) -> None:
+        """A direct target turns the distribution's controls off (they draw no target then)."""
+        self.target.setEnabled(on)
+        self.distribution.setEnabled(not on)
+        for name, spin in self.dist_params.items():
+            spin.setEnabled(not on and name in EDITABLE[self.distribution.currentText()])
+        self._redraw(target=float(self.target.value()) if on else None)
 
     def _redraw(self, target=None, reached=None) -> None:
         try:
@@ -398,7 +423,8 @@ class LesionMixWidget(QWidget):
         try:
             if s.host is None:
                 raise LesionMixError("No host is loaded; use the Load widget first.")
-            dist = self.current_distribution()
+            target = float(self.target.value()) if self.direct.isChecked() else None
+            dist = None if target is not None else self.current_distribution()
             aug = self.augment()
         except LesionMixError as exc:
             notify_error(str(exc))
@@ -413,9 +439,11 @@ class LesionMixWidget(QWidget):
             rng = sample_rng(seed, index)
             # The target is drawn first, so the mode is known before the map is needed.
             lmap = self._likelihood_map(ds, sigma) if mode != "inpaint" else None
-            params = sample_lesionmix(rng, host, bank, lmap, distribution=dist, mode=mode, brain_mask=brain,
+            params = sample_lesionmix(rng, host, bank, lmap, target, distribution=dist, mode=mode, brain_mask=brain,
                                       augment=aug, on_unreachable="ignore", seed=seed, sample_index=index)
-            return lesionmix(host, params, bank, brain)
+            # The shared intensity step: each pasted lesion's case mapped into the host's scale.
+            params = s.fit_intensity(self.method, params, self._sources(ds))
+            return lesionmix(host, params, bank, brain), inpaint_shortfall(host, params)
 
         self._start(_work, f"Sampling (seed {seed}, index {index})")
 
@@ -424,13 +452,16 @@ class LesionMixWidget(QWidget):
         self.status.setStyleSheet("")
         self.status.setText(f"{what}...")
 
-        def _done(syn):
+        def _done(result):
+            # A sample comes with why inpainting stopped short, if it did ("one 45.0 mL lesion remains").
+            syn, note = result if isinstance(result, tuple) else (result, None)
             self.params = p = syn.params
             s.set_synthetic(syn)
             self.status.setStyleSheet("" if p.target_reached else "color: #ffb060;")
-            self.status.setText(p.report())
+            text = p.report() + (f": {note}." if note else "")
+            self.status.setText(text)
             if not p.target_reached:
-                notify_info(f"LesionMix: {p.report()}")
+                notify_info(f"LesionMix: {text}")
             self._redraw(p.target_load_ml, p.reached_load_ml)
 
         def _failed(exc):
@@ -445,8 +476,25 @@ class LesionMixWidget(QWidget):
         s = self.session
         if s.host is None:
             raise LesionMixError("No host is loaded; use the Load widget first.")
-        if params.host_id != s.host.case_id:
-            raise LesionMixError(f"The params are for host '{params.host_id}' but the loaded host is "
-                                 f"'{s.host.case_id}'; load that host first.")
         host, brain, ds = s.host, s.host_brain_mask, self._dataset
+        # lesionmix() applies each insertion's recorded intensity map (params.intensity).
         self._start(lambda: lesionmix(host, params, self._bank(ds), brain), "Replaying LesionMix params")
+
+    def _sources(self, ds):
+        """Where the fit finds the lesions' source cases: the session, or (shipped sample) the sample set."""
+        s = self.session
+        if ds is s.dataset:
+            return s
+        if self._sample_sources is None or self._sample_sources.training_set() is not ds:
+            self._sample_sources = registry.LocalSources(training_set=ds)
+        return self._sample_sources
+
+    def _on_intensity(self, _mode: str) -> None:
+        """Redo the shown LesionMix sample in the new mode: the same insertions, other intensity maps."""
+        s = self.session
+        syn = s.synthetic
+        if syn is None or syn.params.method != self.method.name or s.host is None:
+            return
+        host, brain, ds = s.host, s.host_brain_mask, self._dataset
+        self._start(lambda: lesionmix(host, s.fit_intensity(self.method, syn.params, self._sources(ds)),
+                                      self._bank(ds), brain), "Matching intensities again")

@@ -7,6 +7,11 @@ Files are read and validated in a ``thread_worker`` (same grid, channels, a
 lesion in the donor, a label for the host); the first problem is shown in the
 widget in red and as a napari notification, with the core's one-sentence
 message, and the session keeps the pair it had.
+
+The "Intensity matching" box holds the studio's one toggle of the shared
+``intensity_match`` option (``session.intensity_match``: every method dock
+samples with it) and shows the host's and donor's normal-brain medians, in a
+warning colour when they differ by more than 25 % and matching is off.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_lesionmix.augment import intensity
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.dataset import CaseRecord, discover_dataset
 from napari_lesionmix.io.display import case_from_layers
@@ -34,6 +40,10 @@ PICKERS = (("host_image_layer", "host image", "image"), ("host_label_layer", "ho
 
 OK_STYLE = "color: #7ec87e;"
 ERROR_STYLE = "color: #ff6b6b;"
+WARN_STYLE = "color: #e0b050;"
+#: The intensity toggle's entries: mode, text.
+MATCH_MODES = (("none", "none (the papers)"), ("brain-linear", "brain-linear (median, IQR)"),
+               ("histogram", "histogram (Nyul-Udupa)"))
 
 
 def load_pair_files(host_image: str, host_label: str, donor_image: str, donor_label: str):
@@ -126,6 +136,19 @@ class LoadWidget(QWidget):
         df.addRow("host", self.host_combo)
         df.addRow("donor", self.donor_combo)
         df.addRow(self.load_dataset_btn)
+        # The shared intensity step
+        self.intensity_match = QComboBox()
+        for mode, text in MATCH_MODES:
+            self.intensity_match.addItem(text, mode)
+        self.intensity_match.setCurrentIndex([m for m, _ in MATCH_MODES].index(self.session.intensity_match))
+        self.intensity_match.setToolTip("Map the donor's intensities into the host's scale before mixing, fitted "
+                                        "on normal brain (every method; recorded in the params)")
+        self.medians = QLabel("Normal-brain medians: load a pair.")
+        self.medians.setWordWrap(True)
+        match_box = QGroupBox("Intensity matching")
+        mf = QFormLayout(match_box)
+        mf.addRow("donor into host", self.intensity_match)
+        mf.addRow(self.medians)
         # Sample
         self.sample_btn = QPushButton("Load the sample pair")
         self.status = QLabel("No pair loaded.")
@@ -136,6 +159,7 @@ class LoadWidget(QWidget):
         lay.addWidget(files)
         lay.addWidget(ds)
         lay.addWidget(self.sample_btn)
+        lay.addWidget(match_box)
         lay.addWidget(self.status)
         lay.addStretch(1)
         make_scrollable(self)
@@ -153,6 +177,13 @@ class LoadWidget(QWidget):
         self.load_dataset_btn.clicked.connect(self.load_dataset_pair)
         self.sample_btn.clicked.connect(self.load_sample_pair)
         bind(self, self.session.dataset_changed, self._fill_combos)
+        self._stats = None
+        self.intensity_match.currentIndexChanged.connect(
+            lambda _: self.session.set_intensity_match(self.intensity_match.currentData()))
+        bind(self, self.session.intensity_changed, self._on_intensity)
+        bind(self, self.session.cases_changed, self._measure)
+        if self.session.has_pair:
+            self._measure()
         self._set_dataset_enabled(False)
         if self.session.dataset is not None:
             self._fill_combos()
@@ -194,10 +225,41 @@ class LoadWidget(QWidget):
 
             warning = f"Host and donor are the same case '{host.case_id}'; its lesions will be pasted into itself."
             show_warning(warning)
-            self.status.setStyleSheet("color: #e0b050;")
+            self.status.setStyleSheet(WARN_STYLE)
             self.status.setText(f"{warning} {msg}")
             return
         self._ok(msg)
+
+    # -- intensity matching --------------------------------------------------
+    def _measure(self) -> None:
+        """Normal-brain statistics of the new pair, in a worker (they are cached for the intensity step)."""
+        self._stats = None
+        self.medians.setStyleSheet("")
+        self.medians.setText("Normal-brain medians: measuring...")
+        self.session.run_latest(self, self.session.pair_stats, on_done=self._stats_ready,
+                                desc="Normal-brain statistics")
+
+    def _stats_ready(self, stats) -> None:
+        self._stats = stats
+        self._show_medians()
+
+    def _on_intensity(self, mode: str) -> None:
+        i = self.intensity_match.findData(mode)
+        if i != self.intensity_match.currentIndex():
+            self.intensity_match.blockSignals(True)
+            self.intensity_match.setCurrentIndex(i)
+            self.intensity_match.blockSignals(False)
+        self._show_medians()
+
+    def _show_medians(self) -> None:
+        s = self.session
+        if self._stats is None or not s.has_pair:
+            return
+        host_stats, donor_stats = self._stats
+        text, warn = intensity.medians_line(host_stats, donor_stats, s.host.case_id, s.donor.case_id,
+                                            s.intensity_match)
+        self.medians.setStyleSheet(WARN_STYLE if warn else "")
+        self.medians.setText(text)
 
     # -- viewer layers -------------------------------------------------------
     def _fill_layer_pickers(self, *_) -> None:

@@ -15,6 +15,11 @@ preview). The lesion and its object-level transforms are drawn as for
 Image-level transforms are off in this mode so that the clicked voxel is a
 voxel of the output grid. The params record ``placement="random"`` (the field
 only says how positions were drawn; the offset itself is what replays).
+
+After the draw, the registry's shared intensity step fits the donor's map in
+the session's ``intensity_match`` mode and the sample is applied through
+:func:`~napari_lesionmix.augment.registry.apply_params`, as in every face; a
+replay applies the map its params recorded.
 """
 
 from __future__ import annotations
@@ -36,12 +41,13 @@ from qtpy.QtWidgets import (
 )
 
 import napari_lesionmix.augment.softcp as core  # noqa: E402  (placement checks at a clicked voxel)
+from napari_lesionmix.augment import registry
 from napari_lesionmix.augment.softcp import (
     DonorLesions,
+    SoftCPOptions,
     SoftCPParams,
     place_at,
     sample_softcp,
-    softcp,
 )
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.random import sample_rng
@@ -59,8 +65,7 @@ class SoftCPWidget(QWidget):
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
         self.session = get_session(napari_viewer)
-        self._lesions: DonorLesions | None = None
-        self._lesions_of = None
+        self.method = registry.get_method("softcp")
         self._sample_index = 0
         self.params: SoftCPParams | None = None
 
@@ -182,6 +187,7 @@ class SoftCPWidget(QWidget):
         self.sample_btn.clicked.connect(self.sample)
         self.place_btn.clicked.connect(self.place_at_cursor)
         bind(self, self.session.cases_changed, self._on_cases)
+        bind(self, self.session.intensity_changed, self._on_intensity)
         replayers, mine = self.session.replayers, self.replay
         replayers["softcp"] = mine
         self.destroyed.connect(lambda *_: replayers.pop("softcp") if replayers.get("softcp") == mine else None)
@@ -193,7 +199,6 @@ class SoftCPWidget(QWidget):
         on = s.has_pair
         self.sample_btn.setEnabled(on)
         self.place_btn.setEnabled(on)
-        self._lesions, self._lesions_of = None, None
         if not on:
             return
         # The brain mask is the default reference; without one, the host's non-zero image.
@@ -226,13 +231,21 @@ class SoftCPWidget(QWidget):
             image_choices=self._chosen(self.image_ops, "image-level"), n_image_ops=int(self.n_image.value()),
         )
 
+    def _resources(self, params: SoftCPParams | None = None):
+        """Soft-CP's prepared work in the session's cache (the donor's components, found once per pair)."""
+        options = self.method.options_for(params) if params is not None else SoftCPOptions()
+        return self.method.prepare(self.session, options)
+
     def _donor_lesions(self) -> DonorLesions:
         """The donor's components, found once per donor (called in the worker)."""
-        donor = self.session.donor
-        if self._lesions is None or self._lesions_of is not donor:
-            self._lesions = DonorLesions.from_case(donor)
-            self._lesions_of = donor
-        return self._lesions
+        return self._resources()(self.session.donor)
+
+    def _finish(self, params: SoftCPParams, fit: bool = True):
+        """The shared intensity step (unless replaying recorded maps) and the registry's apply (worker side)."""
+        s = self.session
+        if fit:
+            params = s.fit_intensity(self.method, params)
+        return registry.apply_params(self.method, s.inputs(), params, self._resources(params))
 
     # -- compute ---------------------------------------------------------------
     def _start(self, func, *args, what: str) -> None:
@@ -270,10 +283,9 @@ class SoftCPWidget(QWidget):
         self._sample_index += 1
 
         def _work():
-            lesions = self._donor_lesions()
             params = sample_softcp(sample_rng(seed, index), host, donor, brain, seed=seed, sample_index=index,
-                                   donor_lesions=lesions, **kwargs)
-            return softcp(host, donor, params, brain, donor_lesions=lesions)
+                                   donor_lesions=self._donor_lesions(), **kwargs)
+            return self._finish(params)
 
         self._start(_work, what=f"Sampling (seed {seed}, index {index})")
 
@@ -304,22 +316,25 @@ class SoftCPWidget(QWidget):
         self._sample_index += 1
 
         def _work():
-            lesions = self._donor_lesions()
-            params = place_at(sample_rng(seed, index), host, donor, brain, voxel, lesions, seed=seed,
-                                  sample_index=index, **kwargs)
-            return softcp(host, donor, params, brain, donor_lesions=lesions)
+            params = place_at(sample_rng(seed, index), host, donor, brain, voxel, self._donor_lesions(), seed=seed,
+                              sample_index=index, **kwargs)
+            return self._finish(params)
 
         self._start(_work, what=f"Placing a lesion at voxel {voxel}")
 
     def replay(self, params: SoftCPParams) -> None:
-        """Replay Soft-CP params (Provenance widget) on the loaded pair."""
-        host, donor, brain = self._pair()
-        if (params.host_id, params.donor_id) != (host.case_id, donor.case_id):
-            raise LesionMixError(
-                f"The params are for host '{params.host_id}' and donor '{params.donor_id}' but the loaded "
-                f"pair is '{host.case_id}' and '{donor.case_id}'; load that pair first."
-            )
-        self._start(lambda: softcp(host, donor, params, brain), what="Replaying Soft-CP params")
+        """Replay Soft-CP params (Provenance widget) on the loaded pair, with their recorded intensity map.
+
+        Provenance has checked the cases (or the user chose to replay on others).
+        """
+        self._pair()
+        self._start(self._finish, params, False, what="Replaying Soft-CP params")
+
+    def _on_intensity(self, _mode: str) -> None:
+        """Redo the shown Soft-CP sample in the new mode: the same draw, another intensity map."""
+        syn = self.session.synthetic
+        if syn is not None and syn.params.method == self.method.name and self.session.has_pair:
+            self._start(self._finish, syn.params, what="Matching intensities again")
 
     @staticmethod
     def describe(p: SoftCPParams) -> str:

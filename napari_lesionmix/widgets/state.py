@@ -28,7 +28,8 @@ import contourpy  # noqa: F401
 import numpy as np
 from psygnal import Signal
 
-from napari_lesionmix.augment.carvemix import CarveField
+from napari_lesionmix.augment import intensity, registry
+from napari_lesionmix.augment.carvemix import CarveField, CarveMixOptions
 from napari_lesionmix.augment.params import Params, Synthetic
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.dataset import CaseRecord, Dataset
@@ -41,7 +42,8 @@ from napari_lesionmix.io.display import (
 )
 from napari_lesionmix.io.nifti import Case, check_same_grid
 
-#: Role -> (layer name, layer type) of the layers a session manages.
+#: Role -> (layer name, layer type) of the layers a session manages; the name is followed by the case ids
+#: it shows (:meth:`StudioSession.layer_name`).
 ROLES: dict[str, tuple[str, str]] = {
     "host_image": ("host", "image"),
     "host_label": ("host label", "labels"),
@@ -63,6 +65,11 @@ COMPARE_ORDER = ("donor_image", "synthetic_image", "synthetic_label", "mixing_ma
                  "host_image", "host_label", "donor_label")
 NORMAL_ORDER = ("host_image", "host_label", "donor_image", "donor_label",
                 "synthetic_image", "synthetic_label", "mixing_mask")
+#: The studio's default of the shared ``intensity_match`` option. Brain-linear, not the papers' "none":
+#: the studio is where pasted intensities are judged, and across subjects (gains differ by up to 2x in
+#: the shipped sample) unmatched lesions land darker or brighter than the host's own; the toggle and the
+#: medians label keep "none" one click away.
+STUDIO_INTENSITY_MATCH = "brain-linear"
 #: Names of the three preview planes, in the order the preview shows them.
 PLANES = ("axial", "coronal", "sagittal")
 
@@ -119,6 +126,8 @@ class StudioSession:
         slider move, so handlers must be cheap.
     cursor_changed(tuple)
         :attr:`cursor`, the crosshair as a display voxel index ``(z, y, x)``.
+    intensity_changed(str)
+        :attr:`intensity_match` changed; the method docks redo their sample in the new mode.
     """
 
     cases_changed = Signal()
@@ -126,6 +135,7 @@ class StudioSession:
     synthetic_changed = Signal()
     preview_changed = Signal()
     cursor_changed = Signal(tuple)
+    intensity_changed = Signal(str)
 
     def __init__(self, viewer=None):
         # A weak reference: the session must not keep a closed viewer alive.
@@ -139,6 +149,8 @@ class StudioSession:
         self.dataset: Dataset | None = None
         self.orientation: DisplayOrientation | None = None
         self.synthetic: Synthetic | None = None
+        #: How :attr:`synthetic` was harmonized (the harmonizer's ``params()``, with the device used), or ``None``.
+        self.harmonization: dict | None = None
         self.preview: PlaneSource | None = None
         self.cursor: tuple[int, int, int] = (0, 0, 0)
         #: Intensity window ``(lo, hi)`` for QA: brain voxels of host and donor, their lesions inside
@@ -148,6 +160,8 @@ class StudioSession:
         self.filled_overlays = False
         #: Host and synthetic side by side (napari's grid mode), see :meth:`set_compare`.
         self.compare = False
+        #: The shared ``intensity_match`` mode every method dock samples with (:meth:`set_intensity_match`).
+        self.intensity_match: str = STUDIO_INTENSITY_MATCH
         #: Method name -> ``callable(params)`` that recomputes that sample on the loaded pair
         #: (ending in :meth:`set_synthetic`) or raises LesionMixError; Provenance replays through it.
         self.replayers: dict[str, Callable[[Params], None]] = {}
@@ -197,6 +211,7 @@ class StudioSession:
         # Keyed by id(donor), which Python may hand to the next donor once the old one is freed.
         self._fields.clear()
         self.synthetic = None
+        self.harmonization = None
         if self.preview is not None:
             self.set_preview(None)
         if self.viewer is not None:
@@ -252,25 +267,62 @@ class StudioSession:
             self._cache[key] = make()
         return self._cache[key]
 
+    def carve_resources(self, per_lesion: bool = False, connectivity: int = 26):
+        """CarveMix's prepared work over this session (the registry's): its fields live in :meth:`cached`."""
+        options = CarveMixOptions(per_lesion=bool(per_lesion), connectivity=int(connectivity))
+        return registry.get_method("carvemix").prepare(self, options)
+
     def carve_field(self, per_lesion: bool = False, connectivity: int = 26) -> CarveField:
-        """The donor's :class:`CarveField`, computed once per donor and variant."""
+        """The donor's :class:`CarveField`, computed once per donor and variant.
+
+        The same object the registry's CarveMix applies with (:meth:`carve_resources`), so the
+        slider, "sample lambda" and a replay share one distance field.
+        """
         _, donor = self.require_pair()
         key = (id(donor), donor.case_id, bool(per_lesion), int(connectivity))
         if key not in self._fields:
-            self._fields[key] = CarveField.from_case(donor, per_lesion=per_lesion, connectivity=connectivity)
+            self._fields[key] = self.carve_resources(per_lesion, connectivity).field(donor)
         return self._fields[key]
 
-    def cached_field(self, per_lesion: bool = False, connectivity: int = 26) -> CarveField | None:
-        if self.donor is None:
-            return None
-        return self._fields.get((id(self.donor), self.donor.case_id, bool(per_lesion), int(connectivity)))
+    # -- the shared intensity step ---------------------------------------------
+    def set_intensity_match(self, mode: str) -> None:
+        """Choose the ``intensity_match`` mode of every method dock (none, brain-linear, histogram)."""
+        if mode not in intensity.MODES:
+            raise LesionMixError(f"Intensity matching must be one of {', '.join(intensity.MODES)}, got '{mode}'.")
+        if mode != self.intensity_match:
+            self.intensity_match = mode
+            self.intensity_changed.emit(mode)
+
+    def inputs(self, with_donor: bool = True) -> registry.Inputs:
+        """The registry's inputs of the loaded pair (the donor left out for methods without one)."""
+        if self.host is None:
+            raise LesionMixError("No host is loaded; use the Load widget first.")
+        return registry.Inputs(self.host, self.donor if with_donor else None, self.host_brain_mask)
+
+    def fit_intensity(self, method: registry.Method, params: Params, sources=None) -> Params:
+        """``params`` with the intensity maps of the studio's mode, fitted as every face fits them.
+
+        ``sources``: where source cases come from when not this session (LesionMix's shipped sample).
+        """
+        return registry.fit_intensity(method, params, self.inputs(method.needs_donor), self.intensity_match,
+                                      sources or self)
+
+    def pair_stats(self) -> tuple[intensity.BrainStats, intensity.BrainStats]:
+        """Normal-brain statistics of host and donor (cached: the intensity step reuses them)."""
+        host, donor = self.require_pair()
+        return (registry.case_brain_stats(self, host, self.host_brain_mask),
+                registry.case_brain_stats(self, donor, self.donor_brain_mask))
 
     # -- results -------------------------------------------------------------
-    def set_synthetic(self, synthetic: Synthetic, show_layers: bool = True) -> None:
-        """Install a finished synthetic case: layers, preview and provenance follow."""
+    def set_synthetic(self, synthetic: Synthetic, show_layers: bool = True, harmonization: dict | None = None) -> None:
+        """Install a finished synthetic case: layers, preview and provenance follow.
+
+        ``harmonization``: the harmonizer's record when ``synthetic`` is a harmonized sample (Provenance keeps it).
+        """
         if self.orientation is None:
             raise LesionMixError("No host/donor pair is loaded; use the Load widget first.")
         self.synthetic = synthetic
+        self.harmonization = dict(harmonization) if harmonization else None
         if show_layers:
             o = self.orientation
             mask = synthetic.mask
@@ -336,11 +388,14 @@ class StudioSession:
         """
         if self.viewer is None or self.orientation is None:
             return None
-        name, kind = ROLES[role]
+        _, kind = ROLES[role]
+        name = self.layer_name(role)
         o = self.orientation
         lyr = self.layer(role)
         if lyr is not None and lyr.data.shape == data.shape:
             lyr.data = data
+            if lyr.name != name:
+                lyr.name = name
             if "contrast_limits" in kwargs and not keep_contrast:
                 lyr.contrast_limits = kwargs["contrast_limits"]
             return lyr
@@ -356,6 +411,22 @@ class StudioSession:
             return lyr
         kwargs.setdefault("colormap", "gray")
         return self.viewer.add_image(data, **common, **kwargs)
+
+    def layer_name(self, role: str) -> str:
+        """The name of the layer of ``role`` with the case ids it shows.
+
+        ``"host sub-01"``, ``"donor label sub-07"``, ``"synthetic (sub-07 -> sub-01)"`` (a method without a
+        donor names itself: ``"synthetic (lesionmix -> sub-01)"``), so two pairs in one viewer stay apart.
+        """
+        base = ROLES[role][0]
+        if role.startswith("host") and self.host is not None:
+            return f"{base} {self.host.case_id}"
+        if role.startswith("donor") and self.donor is not None:
+            return f"{base} {self.donor.case_id}"
+        if role in SYNTHETIC_ROLES and self.synthetic is not None:
+            p = self.synthetic.params
+            return f"{base} ({getattr(p, 'donor_id', None) or p.method} -> {p.host_id})"
+        return base
 
     # -- display for QA ------------------------------------------------------
     def set_filled(self, filled: bool) -> None:

@@ -18,6 +18,7 @@ from napari_lesionmix.augment.lesionmix import (
     LesionTransform,
     LoadNotReachedWarning,
     inpaint_region,
+    inpaint_shortfall,
     lesionmix,
     sample_lesionmix,
     transform_lesion,
@@ -360,9 +361,11 @@ def test_inpaint_reports_lesions_too_large_to_remove(bank_and_map):
     host.label[:] = 0
     host.label[10:18, 10:18, 8:14] = 1  # one lesion
     load = lesion_load_ml(host.label, host.spacing)
-    with pytest.warns(LoadNotReachedWarning, match="too large to remove"):
+    # The message names what is left (issue 12): "the remaining load is one 0.4 mL lesion".
+    with pytest.warns(LoadNotReachedWarning, match=f"the remaining load is one {load:.1f} mL lesion"):
         p = sample_lesionmix(sample_rng(0, 0), host, bank, None, target_load_ml=load / 2)
     assert p.mode == "inpaint" and p.removals == () and p.reached_load_ml == pytest.approx(load)
+    assert inpaint_shortfall(host, p).startswith(f"the remaining load is one {load:.1f} mL lesion")
     p0 = sample_lesionmix(sample_rng(0, 0), host, bank, None, target_load_ml=0.0)
     syn = lesionmix(host, p0, bank)
     assert p0.target_reached and p0.removals == (0,) and not syn.label.any()

@@ -50,7 +50,11 @@ def test_open_studio_docks_everything_and_loads_the_sample_pair(make_napari_view
         assert name in docked
     assert (session.host.case_id, session.donor.case_id) == PAIR
     names = {layer.name for layer in viewer.layers}
-    assert {"host", "donor", "synthetic", "synthetic label", "mixing mask"} <= names
+    roles = {layer.metadata.get("lesionmix_role") for layer in viewer.layers}
+    assert {"host_image", "donor_image", "synthetic_image", "synthetic_label", "mixing_mask"} <= roles
+    # Layers are named with their case ids, so two pairs in one viewer stay apart.
+    host_id, donor_id = PAIR
+    assert {f"host {host_id}", f"donor {donor_id}", f"synthetic ({donor_id} -> {host_id})"} <= names
     np.testing.assert_array_equal(session.synthetic.mask, session.donor.label != 0)  # lambda 0
     # The menu command (File > IO utilities) reuses the docked widgets and keeps the layers.
     from napari._app_model import get_app_model

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from conftest import PLUGIN
 from napari.utils.notifications import notification_manager
 
-from napari_lesionmix.augment.carvemix import CarveMixParams, carvemix, sample_carvemix
+from napari_lesionmix.augment import registry
+from napari_lesionmix.augment.carvemix import carvemix, sample_carvemix
 from napari_lesionmix.augment.live import CarveMixPlanes
 from napari_lesionmix.io.display import VolumePlanes
 from napari_lesionmix.random import sample_rng
@@ -37,7 +40,7 @@ def test_lambda_zero_carves_the_donor_lesions(studio):
     assert lo == pytest.approx(-abs(cm.field.d_min) / 2) and hi == pytest.approx(abs(cm.field.d_min))
     assert "range" in cm.lam_label.text()
     # The viewer's synthetic layers show it, in display order.
-    np.testing.assert_array_equal(viewer.layers["mixing mask"].data > 0.5,
+    np.testing.assert_array_equal(session.layer("mixing_mask").data > 0.5,
                                   session.orientation.to_display(syn.mask))
 
 
@@ -48,8 +51,10 @@ def test_drag_shows_live_planes_equal_to_full_volume_then_release_mixes(studio, 
     live = session.preview
     assert isinstance(live, CarveMixPlanes)  # only the planes while dragging
     lam = 0.8 * abs(cm.field.d_min)
-    params = CarveMixParams("host", "donor", lam)
-    full = carvemix(session.host, session.donor, params)
+    params = cm.current_params()
+    assert params.lam == pytest.approx(lam) and params.intensity[0].mode == "brain-linear"  # the studio's default
+    # The full volume as every face makes it: the registry's replay, donor in the host's scale.
+    full = registry.replay(params, session.host, session.donor)
     ref = VolumePlanes(full.image, full.label, full.mask, session.orientation)
     for zyx in [session.cursor, (3, 4, 5), (10, 20, 15)]:
         got, want = live.planes(zyx), ref.planes(zyx)
@@ -78,10 +83,11 @@ def test_sample_lambda_is_seeded_and_replayable(studio, qtbot):
     cm.seed.setValue(7)
     p0 = cm.sample_lambda()
     want = sample_carvemix(sample_rng(7, 0), cm.field, "host", "donor", seed=7, sample_index=0)
-    assert p0 == want
+    assert dataclasses.replace(p0, intensity=()) == want  # the registry's draw: the same lambda
+    assert p0.intensity and p0.intensity[0].mode == session.intensity_match
     lo, hi = cm.field.lambda_range
     assert lo <= p0.lam <= hi
-    _wait_params(qtbot, session, lambda p: p == want)
+    _wait_params(qtbot, session, lambda p: p == p0)
     p1 = cm.sample_lambda()
     assert p1.sample_index == 1 and p1.lam != p0.lam
     _wait_params(qtbot, session, lambda p: p == p1)
@@ -101,6 +107,7 @@ def test_per_lesion_toggle(studio, qtbot):
     _wait_params(qtbot, session, lambda q: q == p)
     ref = carvemix(session.host, session.donor, p)
     np.testing.assert_array_equal(session.synthetic.mask, ref.mask)
+    np.testing.assert_array_equal(session.synthetic.image, registry.replay(p, session.host, session.donor).image)
 
 
 def test_swap_donor_and_host(studio, qtbot):
@@ -110,8 +117,8 @@ def test_swap_donor_and_host(studio, qtbot):
     cm.swap_btn.click()
     assert (session.host.case_id, session.donor.case_id) == ("donor", "host")
     _wait_params(qtbot, session, lambda q: (q.host_id, q.donor_id) == ("donor", "host"))
-    assert viewer.layers["host"].metadata["lesionmix_role"] == "host_image"
-    np.testing.assert_allclose(session.orientation.to_original(viewer.layers["host"].data),
+    assert session.layer("host_image").metadata["lesionmix_role"] == "host_image"
+    np.testing.assert_allclose(session.orientation.to_original(session.layer("host_image").data),
                                session.host.image[0])
 
 

@@ -33,7 +33,7 @@ def _method(w, key):
 def test_hm_and_before_after_toggle(studio, qtbot):
     viewer, w, session = studio
     before = session.synthetic
-    layer = viewer.layers["synthetic"]
+    layer = session.layer("synthetic_image")
     shown_before = layer.data.copy()
     _method(w, "hm")
     w.harmonize_btn.click()
@@ -66,12 +66,18 @@ def test_shipped_arhnet(studio, qtbot, tmp_path):
     _method(w, "arhnet")
     w.device.setCurrentText("cpu")
     w.harmonize_btn.click()
+    # While it runs the button is off (a second click cannot start a second run) and the dock's bar runs.
+    assert not w.harmonize_btn.isEnabled() and w.work.running
+    w.harmonize_btn.click()
     qtbot.waitUntil(lambda: w.after is not None and not session.busy, timeout=30000)
+    qtbot.waitUntil(lambda: w.harmonize_btn.isEnabled() and not w.work.isVisible(), timeout=5000)
     m = before.mask > 0
     np.testing.assert_array_equal(w.after.image[:, ~m], before.image[:, ~m])
     assert w.device_used == "cpu" and "arhnet" in w.status.text()
+    # Provenance records the harmonization: method, checkpoint hash, device (issue 12).
+    assert session.harmonization["checkpoint_sha256"] and session.harmonization["device"] == "cpu"
     # The harmonized lesion stays inside the display window (issue 17: 98 % of it was above it).
-    lo, hi = viewer.layers["synthetic"].contrast_limits
+    lo, hi = session.layer("synthetic_image").contrast_limits
     inside = (w.after.image[0][m] >= lo) & (w.after.image[0][m] <= hi)
     assert inside.mean() >= 0.99
     saved = w.save_checkpoint(str(tmp_path / "copy.pt"))

@@ -62,9 +62,12 @@ def test_populate_to_a_high_load_and_show_the_heat_map(studio, qtbot):
     assert (d.low, d.high) == (pytest.approx(host_load + 2.0, abs=1e-3), pytest.approx(host_load + 3.0, abs=1e-3))
     assert lesion_load_ml(session.synthetic.label, host.spacing) == pytest.approx(p.reached_load_ml)
     assert p.reached_load_ml > host_load + 1.0
-    assert not np.array_equal(viewer.layers["synthetic"].data, session.orientation.to_display(host.image[0]))
+    assert not np.array_equal(session.layer("synthetic_image").data, session.orientation.to_display(host.image[0]))
     assert w.hist.target == pytest.approx(p.target_load_ml) and w.hist.reached == pytest.approx(p.reached_load_ml)
     assert "populate" in w.status.text()
+    # The shared intensity step: one brain-linear map per pasted case (the studio's default).
+    sources = {ins.case_id for ins in p.insertions} - {p.host_id}
+    assert {m.case_id for m in p.intensity} == sources and {m.mode for m in p.intensity} == {"brain-linear"}
     # Replay through the provenance hook reproduces it.
     first = session.synthetic
     session.replayers["lesionmix"](p)
@@ -123,3 +126,19 @@ def test_without_a_dataset_it_uses_the_shipped_sample(make_napari_viewer_proxy, 
     assert "No host is loaded" in notification_manager.records[-1].message
     w.show_likelihood()
     assert "No host is loaded" in notification_manager.records[-1].message
+
+
+def test_direct_target_load(studio, qtbot):
+    viewer, w, session = studio
+    host_load = lesion_load_ml(session.host.label, session.host.spacing)
+    w.direct.setChecked(True)
+    assert w.target.isEnabled() and not w.distribution.isEnabled()
+    w.target.setValue(host_load + 1.5)
+    w.mode.setCurrentText("populate")
+    w.sample_btn.click()
+    _wait(qtbot, session)
+    p = session.synthetic.params
+    assert p.target_load_ml == pytest.approx(host_load + 1.5, abs=1e-3) and p.distribution is None
+    assert w.hist.target == pytest.approx(p.target_load_ml)
+    w.direct.setChecked(False)
+    assert w.distribution.isEnabled() and not w.target.isEnabled()

@@ -31,7 +31,7 @@ def test_load_pair_from_files(studio, qtbot, pair_on_disk, host_case):
     qtbot.waitUntil(lambda: session.has_pair, timeout=10000)
     assert (session.host.case_id, session.donor.case_id) == ("host", "donor")
     assert "'host' and donor 'donor'" in load.status.text()
-    host_layer = viewer.layers["host"]
+    host_layer = session.layer("host_image")
     np.testing.assert_allclose(session.orientation.to_original(host_layer.data), host_case.image[0])
     assert host_layer.metadata["lesionmix_role"] == "host_image"
     # The viewer's slider was moved to the crosshair, which sits on a donor lesion.
@@ -71,7 +71,7 @@ def test_missing_file_keeps_user_layers_and_pair(studio, qtbot, pair_on_disk):
     assert session.host is before
     assert "my layer" in viewer.layers and viewer.layers["my layer"] is not None
     assert mine.data.shape == (5, 5)
-    assert "host" in viewer.layers
+    assert session.layer("host_image") is not None
 
 
 def test_grid_mismatch_is_reported(studio, qtbot, tmp_path):

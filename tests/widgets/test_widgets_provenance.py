@@ -53,7 +53,8 @@ def test_replay_from_json_is_bit_identical(studio, qtbot):
 
 
 def test_the_studio_seed_is_the_cli_seed(studio, qtbot, pair_on_disk, tmp_path):
-    """The n-th sample of seed s in the studio is `lesionmix carvemix --seed s --index n-1`, byte for byte."""
+    """The n-th sample of seed s in the studio is `lesionmix carvemix --seed s --index n-1`, byte for byte
+    (with the studio's intensity matching, brain-linear, given to the CLI)."""
     from napari_lesionmix.cli import main
     from napari_lesionmix.io.synthetic import write_synthetic
 
@@ -68,7 +69,7 @@ def test_the_studio_seed_is_the_cli_seed(studio, qtbot, pair_on_disk, tmp_path):
         assert main(["carvemix", "--host-image", str(pair["host"]["images"][0]), "--host-label",
                      str(pair["host"]["label"]), "--donor-image", str(pair["donor"]["images"][0]),
                      "--donor-label", str(pair["donor"]["label"]), "--seed", "3", "--index", str(index),
-                     "--out", str(tmp_path / f"cli{index}")]) == 0
+                     "--intensity-match", session.intensity_match, "--out", str(tmp_path / f"cli{index}")]) == 0
         for f in ("image_0000.nii.gz", "label.nii.gz", "mask.nii.gz"):
             assert (tmp_path / f"studio{index}" / f).read_bytes() == (tmp_path / f"cli{index}" / f).read_bytes()
 
@@ -106,4 +107,46 @@ def test_replay_errors_become_notifications(studio, qtbot):
         assert fragment in notification_manager.records[-1].message
         assert fragment in prov.status.text()
         assert session.synthetic is before
-    assert {"host", "donor", "synthetic", "mixing mask"} <= {layer.name for layer in viewer.layers}
+    assert {"host host", "donor donor", "synthetic (donor -> host)", "mixing mask (donor -> host)"} <= {
+        layer.name for layer in viewer.layers}
+
+
+def test_params_of_other_cases_replay_only_when_chosen(studio, qtbot):
+    viewer, prov, cm, session = studio
+    before = session.synthetic
+    params = CarveMixParams("sub-07", "sub-26", 0.4 * abs(cm.field.d_min))
+    prov.text.setPlainText(json.dumps({"params": params.to_dict()}))
+    assert not prov.replay()
+    msg = prov.status.text()
+    assert "Recorded on host 'sub-07', donor 'sub-26'; loaded: host 'host', donor 'donor'" in msg
+    assert "Replay anyway" in notification_manager.records[-1].message
+    assert session.synthetic is before and prov.anyway_btn.isVisibleTo(prov)
+    prov.anyway_btn.click()
+    qtbot.waitUntil(lambda: session.synthetic.params == params and not session.busy, timeout=10000)
+    np.testing.assert_array_equal(session.synthetic.mask, carvemix(session.host, session.donor, params).mask)
+    assert not prov.anyway_btn.isVisibleTo(prov)  # the new case's JSON replaced the box
+
+
+def test_a_harmonized_sample_is_recorded_and_replays_whole(studio, qtbot):
+    from napari_lesionmix.augment.params import Synthetic
+    from napari_lesionmix.harmonize import load_harmonizer
+
+    viewer, prov, cm, session = studio
+    cm.seed.setValue(6)
+    p = cm.sample_lambda()
+    qtbot.waitUntil(lambda: session.synthetic.params == p and not session.busy, timeout=10000)
+    syn = session.synthetic
+    h = load_harmonizer("hm")
+    image = h.harmonize(syn.image, syn.mask, label=syn.label)
+    session.set_synthetic(Synthetic(image, syn.label, syn.mask, p), harmonization={**h.params(), "device": "cpu"})
+    rec = json.loads(prov.text.toPlainText())
+    assert rec["harmonization"]["method"] == "hm" and rec["harmonization"]["device"] == "cpu"
+    text = prov.text.toPlainText()
+    cm.sample_lambda()  # another sample, unharmonized: the record loses its harmonization
+    qtbot.waitUntil(lambda: session.synthetic.params != p and not session.busy, timeout=10000)
+    assert session.harmonization is None and "harmonization" not in json.loads(prov.text.toPlainText())
+    assert prov.replay(text)
+    qtbot.waitUntil(lambda: session.synthetic.params == p and session.harmonization is not None
+                    and not session.busy, timeout=20000)
+    np.testing.assert_array_equal(session.synthetic.image, image)
+    assert "harmonized with hm" in prov.status.text()

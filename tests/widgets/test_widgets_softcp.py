@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from napari.utils.notifications import notification_manager
 
+from napari_lesionmix.augment import registry
 from napari_lesionmix.augment.softcp import SoftCPParams, sample_softcp, softcp
 from napari_lesionmix.random import sample_rng
 from napari_lesionmix.widgets.softcp import SoftCPWidget
@@ -30,7 +33,7 @@ def test_sample_pastes_a_lesion_and_records_params(studio, qtbot):
     viewer, w, session = studio
     assert w.reference.currentData() == "brain_mask"  # the sample cases ship brain masks
     assert w.sample_btn.isEnabled()
-    host_before = viewer.layers["host"].data.copy()
+    host_before = session.layer("host_image").data.copy()
     w.seed.setValue(3)
     w.a.setValue(0.4)
     w.k_dilate.setValue(3)
@@ -46,15 +49,18 @@ def test_sample_pastes_a_lesion_and_records_params(studio, qtbot):
     # Exactly the core's sample for the same seed and settings.
     want = sample_softcp(sample_rng(3, 0), session.host, session.donor, session.host_brain_mask,
                          seed=3, sample_index=0, **w.sample_kwargs())
-    assert p == want
+    assert dataclasses.replace(p, intensity=()) == want  # the same draw, then the shared intensity step
+    assert p.intensity[0].mode == session.intensity_match == "brain-linear"
     syn = session.synthetic
-    ref = softcp(session.host, session.donor, want, session.host_brain_mask)
+    ref = registry.replay(p, session.host, session.donor, brain_mask=session.host_brain_mask)
     np.testing.assert_array_equal(syn.image, ref.image)
+    unmatched = softcp(session.host, session.donor, want, session.host_brain_mask)
+    assert not np.array_equal(syn.image, unmatched.image)  # the donor was mapped into the host's scale
     # The viewer's synthetic layers changed; the host layer did not.
-    data = viewer.layers["synthetic"].data
+    data = session.layer("synthetic_image").data
     assert not np.array_equal(data, session.orientation.to_display(session.host.image[0]))
-    assert viewer.layers["mixing mask"].data.max() > 0.9
-    np.testing.assert_array_equal(viewer.layers["host"].data, host_before)
+    assert session.layer("mixing_mask").data.max() > 0.9
+    np.testing.assert_array_equal(session.layer("host_image").data, host_before)
     assert "Pasted 1 lesion" in w.status.text()
     w.sample_btn.click()  # the index advances
     _wait_synthetic(qtbot, session, lambda q: q.sample_index == 1)
@@ -122,9 +128,12 @@ def test_replay_through_provenance_hook(studio, qtbot):
     _wait_synthetic(qtbot, session, lambda p: p.sample_index == 1)
     session.replayers["softcp"](first.params)
     _wait_synthetic(qtbot, session, lambda p: p == first.params)
+    np.testing.assert_array_equal(session.synthetic.image, first.image)  # its recorded map, exactly
+    # A recorded map replays as recorded, whatever the studio's mode is now.
+    session.set_intensity_match("none")
+    session.replayers["softcp"](first.params)
+    _wait_synthetic(qtbot, session, lambda p: p == first.params)
     np.testing.assert_array_equal(session.synthetic.image, first.image)
-    with pytest.raises(Exception, match="load that pair first"):
-        session.replayers["softcp"](SoftCPParams.from_dict({**first.params.to_dict(), "host_id": "other"}))
 
 
 def test_no_pair_is_a_notification(make_napari_viewer_proxy):
