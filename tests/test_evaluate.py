@@ -104,6 +104,8 @@ def test_a_dataset_too_small_for_the_split_is_one_sentence(tmp_path):
     ({"synthetic_ratio": 1.0}, "synthetic ratio"),
     ({"iterations": 0}, "iterations"),
     ({"test_cases": ("sub-99",)}, "Test case 'sub-99'"),
+    ({"options": {"carvemix": {"nope": 1}}}, "has no option nope"),
+    ({"options": {"softcp": {"n_lesions": 2}}}, "not among the conditions"),
 ])
 def test_bad_settings_are_clear_errors(tmp_path, bad, match):
     with pytest.raises(LesionMixError, match=match):
@@ -143,3 +145,12 @@ def test_the_command_runs_and_says_one_sentence_for_a_small_dataset(tmp_path, ca
                  "--train-cases", "3", "--methods", "none", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "fewer than the largest training size" in err
+
+
+def test_a_folder_that_no_evaluation_wrote_is_refused(tmp_path):
+    from napari_lesionmix.evaluate import run_evaluation
+
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(LesionMixError, match="no evaluation wrote"):
+        run_evaluation(EvalConfig(str(sample_data_dir()), str(tmp_path), **TINY))
+    assert (tmp_path / "mine.txt").read_text() == "keep me"

@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=2, help="patches per iteration (default 2)")
     p.add_argument("--channels", type=int, nargs="+", default=[8, 16, 32], metavar="C",
                    help="U-Net feature maps per level (default 8 16 32)")
-    p.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (default 0.002)")
+    p.add_argument("--lr", type=float, default=5e-3, help="AdamW learning rate, cosine-annealed (default 0.005)")
     held = p.add_mutually_exclusive_group()
     held.add_argument("--test-cases", nargs="+", metavar="ID", help="held-out test cases (default: a fraction)")
     held.add_argument("--test-fraction", type=float, default=0.3, metavar="F",

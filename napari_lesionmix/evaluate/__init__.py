@@ -87,7 +87,8 @@ def _prepare_out(config: EvalConfig) -> Path:
     if out.is_dir() and any(out.iterdir()):
         if not cfg_file.is_file():
             raise LesionMixError(f"Report folder '{out}' holds files that no evaluation wrote; choose another folder.")
-        if read_json(cfg_file) != ident:
+        made = any((out / "runs").glob("*.json")) or (out / "synthetic").exists()
+        if read_json(cfg_file) != ident and made:  # (a folder with nothing made yet is simply reused)
             if not config.overwrite:
                 raise LesionMixError(f"Report folder '{out}' holds an evaluation with other settings; use "
                                      "--overwrite to replace it, or another folder.")
@@ -190,8 +191,8 @@ def run_evaluation(config: EvalConfig, progress: Callable[[int, int], Any] | Non
 
     t0 = time.perf_counter()
     split = make_split(config)
-    out = _prepare_out(config)
     device = pick_device(config.device)
+    out = _prepare_out(config)
     say = log or (lambda _msg: None)
     plan = [(c, k, s) for k in config.train_sizes for s in range(config.seeds) for c in config.conditions]
     total = len(plan) * config.iterations

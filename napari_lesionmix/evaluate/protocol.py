@@ -119,7 +119,7 @@ class EvalConfig:
     batch: int = 2
     patch: int = 32
     channels: tuple[int, ...] = (8, 16, 32)
-    lr: float = 2e-3
+    lr: float = 5e-3
     foreground_fraction: float = 0.5
     test_cases: tuple[str, ...] | None = None
     test_fraction: float = 0.3
@@ -179,6 +179,8 @@ class EvalConfig:
         unknown = sorted(set(self.options) - methods)
         if unknown:
             raise LesionMixError(f"Options were given for method '{unknown[0]}', which is not among the conditions.")
+        for name, opts in self.options.items():
+            get_method(name).Options.from_dict(opts)  # unknown names and bad values fail before any work
         mixers = sorted(m for m in methods if get_method(m).needs_donor)
         if mixers and sizes[0] < 2:
             raise LesionMixError(f"{', '.join(mixers)} mix a donor into a different host, so every training size "
@@ -243,7 +245,7 @@ def make_split(config: EvalConfig) -> Split:
         raise LesionMixError(
             f"'{config.dataset}' has {len(ids)} labelled case(s) in use: {len(test)} held out for testing leaves "
             f"{len(pool)} for training, fewer than the largest training size K = {k_max} (need at least "
-            f"{k_max + 1} cases); lower --train-cases or the test set."
+            f"{k_max + max(len(test), 1)} cases); lower --train-cases or the test set."
         )
     kept = Dataset(ds.root, ds.layout, [r for r in records if r.case_id in set(ids)], dict(ds.channel_names),
                    dict(ds.labels))
