@@ -175,6 +175,7 @@ def write_plot(path: Path, rows: Sequence[dict[str, Any]], conditions: Sequence[
                 xs = x + np.linspace(-0.12, 0.12, len(ys)) if len(ys) > 1 else [x]
                 ax.scatter(xs, ys, s=18, color="C0" if cond == NONE else "C1", zorder=3)
                 ax.hlines(np.mean(ys), x - 0.25, x + 0.25, color="k", lw=1.5, zorder=4)
+            ax.set_xlim(-0.5, len(conditions) - 0.5)  # the same places for every K, even one without runs yet
             ax.set_xticks(range(len(conditions)))
             ax.set_xticklabels(conditions, rotation=35, ha="right", fontsize=8)
             ax.set_ylim(-0.02, 1.02)
