@@ -4,8 +4,10 @@ Runs ``lesionmix evaluate`` with a preset sized for about 30 minutes on 2 CPU
 cores (design.md section 9): the six MS-like sample subjects only (the
 stroke-like ones are another task), two of them held out for testing by the
 fixed draw, K = 2 and 4 training cases, 3 seeds, 16 synthetic cases per run at
-a 50:50 real:synthetic patch ratio. Prints the summary table; the report
-folder holds results.csv, summary.md and downstream.png. Rerun to resume.
+a 50:50 real:synthetic patch ratio, 1000 iterations (AdamW 5e-3). Prints the
+summary table; the report folder holds results.csv, summary.md and
+downstream.png. Rerun to resume. Measured: 23.5 min wall for the 30 runs on 2
+shared CPU cores (2 workers); results and their reading in docs/downstream.md.
 
     python benchmarks/downstream.py [REPORT_DIR] [--iterations N] [--workers W]
 """
