@@ -1,0 +1,267 @@
+"""Does the synthetic data help? Train a small segmenter with and without it and compare on held-out cases.
+
+:func:`run_evaluation` carries out the protocol of
+:mod:`napari_lesionmix.evaluate.protocol` for every (condition, K, seed):
+make the synthetic cases (through export), train the MONAI U-Net of
+:mod:`~napari_lesionmix.evaluate.train`, segment the test cases with a
+sliding window and score them (:mod:`~napari_lesionmix.evaluate.metrics`).
+Each finished run is one JSON file under ``runs/``, written atomically, so an
+interrupted evaluation resumes where it stopped; ``results.csv``,
+``summary.md`` and ``downstream.png`` are rewritten after every run.
+
+Needs the ``monai`` extra (``pip install napari-lesionmix[monai]``).
+
+Examples
+--------
+>>> from napari_lesionmix.evaluate import EvalConfig, run_evaluation     # doctest: +SKIP
+>>> cfg = EvalConfig("sample_data", "report", conditions=("none", "carvemix"), train_sizes=(2,),
+...                  seeds=3, iterations=500)
+>>> report = run_evaluation(cfg)                                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.evaluate.protocol import (
+    NONE,
+    EvalConfig,
+    Split,
+    make_split,
+    make_synthetic,
+    parse_condition,
+    read_json,
+)
+
+__all__ = ["EvalConfig", "EvalReport", "run_evaluation", "make_split", "parse_condition"]
+
+#: What the report folder holds (all of it ours: ``--overwrite`` removes only these).
+OWN_FILES = ("eval_config.json", "results.csv", "summary.md", "downstream.png", "runs", "synthetic")
+
+
+@dataclass
+class EvalReport:
+    """What an evaluation did.
+
+    Attributes
+    ----------
+    out : Path
+    test_ids : tuple of str
+    n_runs : int
+        Runs the finished evaluation holds.
+    n_done_before : int
+        Runs found finished from an earlier call (resume).
+    runs : list of dict
+        Every finished run's record (``runs/*.json``).
+    seconds : float
+    """
+
+    out: Path
+    test_ids: tuple[str, ...]
+    n_runs: int
+    n_done_before: int = 0
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def run_name(condition: str, k: int, seed: int) -> str:
+    return f"{condition.replace('+', '_')}_K{k}_seed{seed}"
+
+
+def _prepare_out(config: EvalConfig) -> Path:
+    """The report folder: new, ours with the same settings (resume), or ours replaced with ``overwrite``."""
+    out = Path(config.out)
+    ident = config.identity()
+    cfg_file = out / "eval_config.json"
+    if out.exists() and not out.is_dir():
+        raise LesionMixError(f"Report folder '{out}' is a file.")
+    if out.is_dir() and any(out.iterdir()):
+        if not cfg_file.is_file():
+            raise LesionMixError(f"Report folder '{out}' holds files that no evaluation wrote; choose another folder.")
+        made = any((out / "runs").glob("*.json")) or (out / "synthetic").exists()
+        if read_json(cfg_file) != ident and made:  # (a folder with nothing made yet is simply reused)
+            if not config.overwrite:
+                raise LesionMixError(f"Report folder '{out}' holds an evaluation with other settings; use "
+                                     "--overwrite to replace it, or another folder.")
+            for name in OWN_FILES:
+                p = out / name
+                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    tmp = cfg_file.with_name(cfg_file.name + ".tmp")
+    tmp.write_text(json.dumps(ident, indent=2))
+    os.replace(tmp, cfg_file)
+    return out
+
+
+def _load_volumes(dataset, ids):
+    from napari_lesionmix.evaluate.train import volume_from_case
+
+    vols = []
+    for cid in ids:
+        rec = dataset[cid]
+        vols.append(volume_from_case(rec.load(), rec.load_brain_mask()))
+    return vols
+
+
+def _execute(config: EvalConfig, split: Split, condition: str, k: int, seed: int, syn_folder: str | None,
+             sources: list[str], device: str, path: str,
+             progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Train and score one run; write its record atomically to ``path`` and return it."""
+    import torch
+
+    from napari_lesionmix.evaluate.metrics import case_metrics
+    from napari_lesionmix.evaluate.train import train_and_predict
+    from napari_lesionmix.io.dataset import discover_dataset
+
+    torch.set_num_threads(int(config.threads))
+    t0 = time.perf_counter()
+    train_ids = split.train_ids(k, seed)
+    real = _load_volumes(split.dataset, train_ids)
+    test = _load_volumes(split.dataset, split.test_ids)
+    synthetic = []
+    if syn_folder is not None:
+        syn = discover_dataset(syn_folder)
+        synthetic = _load_volumes(syn, syn.case_ids)
+    preds, curve = train_and_predict(
+        real, synthetic, test, seed=seed, iterations=config.iterations, batch=config.batch, patch=config.patch,
+        channels=config.channels, lr=config.lr, synthetic_ratio=config.synthetic_ratio,
+        foreground_fraction=config.foreground_fraction, device=device, curve_every=config.curve_every,
+        progress=progress,
+    )
+    rows = [{"case_id": v.case_id, **case_metrics(p, v.label, v.voxel_ml)} for p, v in zip(preds, test, strict=True)]
+    record = {
+        "condition": condition, "k": int(k), "seed": int(seed), "train_cases": list(train_ids),
+        "test_cases": list(split.test_ids), "n_synthetic": len(synthetic), "synthetic_sources": sorted(sources),
+        "iterations": int(config.iterations), "device": device, "seconds": time.perf_counter() - t0,
+        "curve": curve, "rows": rows,
+    }
+    tmp = Path(path + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, path)
+    return record
+
+
+def _check_no_leak(split: Split, condition: str, k: int, seed: int, sources: set[str]) -> None:
+    """Refuse a run whose synthetic cases carry a voxel of a test case or of a case outside its K."""
+    train = set(split.train_ids(k, seed))
+    bad = sorted(sources - train)
+    if bad:
+        raise LesionMixError(f"Synthetic cases of {condition} (K = {k}, seed {seed}) carry voxels of case "
+                             f"'{bad[0]}', which is not one of the run's training cases; nothing was trained.")
+
+
+def run_evaluation(config: EvalConfig, progress: Callable[[int, int], Any] | None = None,
+                   log: Callable[[str], Any] | None = None) -> EvalReport:
+    """Run (or complete) the evaluation described by ``config``.
+
+    Parameters
+    ----------
+    config : EvalConfig
+    progress : callable(done, total), optional
+        Training iterations done and in all (finished runs count whole): a
+        progress bar's input, with its ETA.
+    log : callable(str), optional
+        One line per step (synthetic data made, run finished).
+
+    Returns
+    -------
+    EvalReport
+
+    Raises
+    ------
+    LesionMixError
+        Bad settings, a dataset too small for the split, a report folder made
+        with other settings, a missing ``monai``, or a failed export.
+    """
+    try:
+        import monai  # noqa: F401
+    except ImportError:
+        raise LesionMixError("lesionmix evaluate needs MONAI: pip install 'napari-lesionmix[monai]'.") from None
+    from napari_lesionmix.evaluate.report import rows_of, write_csv, write_plot, write_summary
+    from napari_lesionmix.evaluate.train import pick_device
+
+    t0 = time.perf_counter()
+    split = make_split(config)
+    device = pick_device(config.device)
+    out = _prepare_out(config)
+    say = log or (lambda _msg: None)
+    plan = [(c, k, s) for k in config.train_sizes for s in range(config.seeds) for c in config.conditions]
+    total = len(plan) * config.iterations
+    done_runs: dict[tuple[str, int, int], dict[str, Any]] = {}
+    for c, k, s in plan:
+        p = out / "runs" / f"{run_name(c, k, s)}.json"
+        if p.is_file():
+            try:
+                done_runs[(c, k, s)] = json.loads(p.read_text())
+            except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+                p.unlink(missing_ok=True)  # a torn record: that run is redone
+    report = EvalReport(out, split.test_ids, len(plan), n_done_before=len(done_runs))
+    state = {"done": len(done_runs) * config.iterations}
+
+    def advance(n: int) -> None:
+        state["done"] += n
+        if progress is not None:
+            progress(state["done"], total)
+
+    def write_reports() -> None:
+        runs = [done_runs[key] for key in plan if key in done_runs]
+        rows = rows_of(runs)
+        write_csv(rows, out / "results.csv")
+        secs = sum(r.get("seconds", 0.0) for r in runs)
+        write_summary(out / "summary.md", runs, rows, config, split.test_ids, len(plan) - len(runs), secs)
+        write_plot(out / "downstream.png", rows, config.conditions, config.train_sizes)
+
+    advance(0)
+    todo = [key for key in plan if key not in done_runs]
+    # Synthetic data first (serial: export is cached and resumable per folder), checked for leaks.
+    jobs = []
+    for c, k, s in todo:
+        syn_folder, sources = None, set()
+        if c != NONE:
+            folder, sources = make_synthetic(config, split, c, k, s, out / "synthetic")
+            _check_no_leak(split, c, k, s, sources)
+            syn_folder = os.fspath(folder)
+            say(f"synthetic: {c} K={k} seed={s}: {config.n_synthetic} cases in '{folder}'")
+        jobs.append((c, k, s, syn_folder, sorted(sources), os.fspath(out / "runs" / f"{run_name(c, k, s)}.json")))
+    try:
+        if config.workers == 1 or len(jobs) <= 1:
+            for c, k, s, syn, src, path in jobs:
+                done_runs[(c, k, s)] = _execute(config, split, c, k, s, syn, src, device, path, progress=advance)
+                say(_run_line(done_runs[(c, k, s)]))
+                write_reports()
+        else:
+            import multiprocessing as mp
+
+            # spawn: a forked child would inherit torch's thread pools (and a CUDA context) in a bad state.
+            with ProcessPoolExecutor(config.workers, mp_context=mp.get_context("spawn")) as pool:
+                futures = {pool.submit(_execute, config, split, c, k, s, syn, src, device, path): (c, k, s)
+                           for c, k, s, syn, src, path in jobs}
+                for fut in as_completed(futures):
+                    done_runs[futures[fut]] = fut.result()
+                    advance(config.iterations)
+                    say(_run_line(done_runs[futures[fut]]))
+                    write_reports()
+    finally:
+        if done_runs:
+            write_reports()
+    report.runs = [done_runs[key] for key in plan if key in done_runs]
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _run_line(run: dict[str, Any]) -> str:
+    import numpy as np
+
+    dice = np.mean([r["dice"] for r in run["rows"]])
+    f1 = np.mean([r["lesion_f1"] for r in run["rows"]])
+    return (f"run {run['condition']} K={run['k']} seed={run['seed']}: Dice {dice:.3f}, lesion F1 {f1:.3f} "
+            f"({run['seconds']:.0f} s)")

@@ -1,0 +1,191 @@
+"""``results.csv``, ``summary.md`` and ``downstream.png`` from the finished runs.
+
+Intervals are 95 % Student-t intervals over the (seed, test case) rows of a
+condition and K; differences to "none" are paired on (seed, test case), the
+same network seed and test scan. With few seeds and few test cases these rows
+are not independent (one trained network predicts several cases), so the
+intervals are optimistic: read them as a guide, and look at the plot's
+per-seed points.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_lesionmix.evaluate.metrics import METRICS
+from napari_lesionmix.evaluate.protocol import NONE
+
+#: Columns of results.csv.
+COLUMNS = ("condition", "k", "seed", "test_case", "train_cases", "n_synthetic", *METRICS)
+#: (column, label, digits) of the summary table.
+SUMMARY = (("dice", "Dice", 3), ("lesion_f1", "lesion F1", 3), ("abs_volume_diff_ml", "abs vol. diff mL", 2),
+           ("lesion_precision", "precision", 3), ("lesion_recall", "recall", 3))
+
+
+def rows_of(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (condition, K, seed, test case)."""
+    out = []
+    for run in runs:
+        for r in run["rows"]:
+            out.append({"condition": run["condition"], "k": run["k"], "seed": run["seed"],
+                        "test_case": r["case_id"], "train_cases": " ".join(run["train_cases"]),
+                        "n_synthetic": run["n_synthetic"], **{m: r[m] for m in METRICS}})
+    return sorted(out, key=lambda r: (r["k"], r["condition"] != NONE, r["condition"], r["seed"], r["test_case"]))
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    os.replace(tmp, path)
+
+
+def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and 95 % Student-t interval (the interval is the mean itself for one value)."""
+    from scipy import stats
+
+    v = np.asarray(values, float)
+    m = float(v.mean())
+    if len(v) < 2:
+        return m, m, m
+    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return m, m - half, m + half
+
+
+def _fmt(stat: tuple[float, float, float], digits: int, signed: bool = False) -> str:
+    m, lo, hi = stat
+    s = "+" if signed else ""
+    return f"{m:{s}.{digits}f} [{lo:{s}.{digits}f}, {hi:{s}.{digits}f}]"
+
+
+def summary_table(rows: Sequence[dict[str, Any]], conditions: Sequence[str], sizes: Sequence[int]) -> list[str]:
+    """Markdown lines: per K and condition, each metric's mean [95 % CI] and the paired difference to none."""
+    head = ["K", "condition", "runs"]
+    for _, label, _ in SUMMARY[:3]:
+        head += [label, f"Δ {label} vs none"]
+    head += [label for _, label, _ in SUMMARY[3:]] + ["predicted / true mL"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for k in sizes:
+        base = {(r["seed"], r["test_case"]): r for r in rows if r["k"] == k and r["condition"] == NONE}
+        for cond in conditions:
+            mine = [r for r in rows if r["k"] == k and r["condition"] == cond]
+            if not mine:
+                continue
+            cells = [str(k), cond, str(len({r["seed"] for r in mine}))]
+            for col, _, d in SUMMARY[:3]:
+                cells.append(_fmt(mean_ci([r[col] for r in mine]), d))
+                pairs = [r[col] - base[(r["seed"], r["test_case"])][col] for r in mine
+                         if (r["seed"], r["test_case"]) in base]
+                cells.append("-" if cond == NONE or not pairs else _fmt(mean_ci(pairs), d, signed=True))
+            for col, _, d in SUMMARY[3:]:
+                cells.append(_fmt(mean_ci([r[col] for r in mine]), d))
+            cells.append(f"{np.mean([r['pred_ml'] for r in mine]):.2f} / {np.mean([r['true_ml'] for r in mine]):.2f}")
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def curve_table(runs: Sequence[dict[str, Any]], conditions: Sequence[str], sizes: Sequence[int]) -> list[str]:
+    """Markdown lines: mean training loss at a quarter, half, three quarters and the end of training."""
+    marks = None
+    lines: list[str] = []
+    for k in sizes:
+        for cond in conditions:
+            curves = [r["curve"] for r in runs if r["k"] == k and r["condition"] == cond and r["curve"]]
+            if not curves:
+                continue
+            total = curves[0][-1][0]
+            if marks is None:
+                marks = sorted({max(1, int(round(total * f))) for f in (0.25, 0.5, 0.75, 1.0)})
+                lines += ["| K | condition | " + " | ".join(f"loss @ {m}" for m in marks) + " |",
+                          "|" + "---|" * (2 + len(marks))]
+            vals = []
+            for m in marks:
+                at = [min(c, key=lambda p: abs(p[0] - m))[1] for c in curves]
+                vals.append(f"{np.mean(at):.3f}")
+            lines.append(f"| {k} | {cond} | " + " | ".join(vals) + " |")
+    return lines
+
+
+def write_summary(path: Path, runs: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], config,
+                  test_ids: Sequence[str], pending: int, seconds: float) -> None:
+    conds, sizes = config.conditions, config.train_sizes
+    lines = [
+        "# Downstream evaluation",
+        "",
+        f"Dataset `{config.dataset}`; held-out test cases: {', '.join(test_ids)} (never trained on, never a "
+        f"source). Training sizes K = {', '.join(map(str, sizes))}; seeds 0-{config.seeds - 1}, the same K real "
+        f"cases and initial weights for every condition. Each run: MONAI 3D U-Net {list(config.channels)}, "
+        f"{config.iterations} iterations of {config.batch} patches of {config.patch}³ ({config.foreground_fraction:.0%} "
+        f"centred near lesion voxels), Dice + BCE, flips and small intensity changes; with a "
+        f"method, {config.n_synthetic} synthetic cases made from the K training cases only and "
+        f"{config.synthetic_ratio:.0%} of the patches drawn from them. Sliding-window inference (50 % overlap, "
+        "Gaussian weights); lesions are 26-connected components.",
+        "",
+        "Mean [95 % t-interval] over (seed, test case) rows; Δ is the paired difference to `none` (same seed, "
+        "same test case). The rows of one seed share a network, so the intervals are optimistic.",
+        "",
+        *summary_table(rows, conds, sizes),
+        "",
+        "Learning curve (mean training loss, averaged over seeds):",
+        "",
+        *curve_table(runs, conds, sizes),
+        "",
+        f"Runs finished: {len(runs)}" + (f"; {pending} still to run (rerun the same command to finish)."
+                                         if pending else ".") + f" Compute time of the runs: {seconds / 60:.1f} min.",
+        "",
+        "![Dice and lesion F1 per condition; every point is one seed's mean over the test cases](downstream.png)",
+        "",
+    ]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, path)
+
+
+def write_plot(path: Path, rows: Sequence[dict[str, Any]], conditions: Sequence[str], sizes: Sequence[int]) -> None:
+    """Dice and lesion F1 per condition for each K; every seed (its mean over the test cases) is a point."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    metrics = (("dice", "Dice"), ("lesion_f1", "lesion F1"))
+    fig, axes = plt.subplots(len(metrics), len(sizes), figsize=(1.2 + 1.1 * len(conditions) * len(sizes), 6),
+                             squeeze=False, sharey="row")
+    for j, k in enumerate(sizes):
+        for i, (col, label) in enumerate(metrics):
+            ax = axes[i][j]
+            for x, cond in enumerate(conditions):
+                per_seed = {}
+                for r in rows:
+                    if r["k"] == k and r["condition"] == cond:
+                        per_seed.setdefault(r["seed"], []).append(r[col])
+                if not per_seed:
+                    continue
+                ys = [float(np.mean(v)) for _, v in sorted(per_seed.items())]
+                xs = x + np.linspace(-0.12, 0.12, len(ys)) if len(ys) > 1 else [x]
+                ax.scatter(xs, ys, s=18, color="C0" if cond == NONE else "C1", zorder=3)
+                ax.hlines(np.mean(ys), x - 0.25, x + 0.25, color="k", lw=1.5, zorder=4)
+            ax.set_xlim(-0.5, len(conditions) - 0.5)  # the same places for every K, even one without runs yet
+            ax.set_xticks(range(len(conditions)))
+            ax.set_xticklabels(conditions, rotation=35, ha="right", fontsize=8)
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(axis="y", alpha=0.3)
+            if j == 0:
+                ax.set_ylabel(label)
+            if i == 0:
+                ax.set_title(f"K = {k} real training cases")
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
