@@ -171,6 +171,13 @@ def test_export_refuses_before_creating_anything(three_cases, tmp_path, capsys):
     (three_cases / "c2.nii.gz").symlink_to(tmp_path / "gone.nii.gz")
     assert main(_export(three_cases, out)) == 2
     assert "does not exist (a broken link?)" in _err(capsys)
+    (three_cases / "c2.nii.gz").unlink()
+    image = nib.load(three_cases / "c1.nii.gz")
+    data = np.asarray(image.dataobj, np.float32)
+    data[3, 4, 5] = np.nan
+    nib.save(nib.Nifti1Image(data, image.affine), three_cases / "c2.nii.gz")
+    assert main(_export(three_cases, out)) == 2
+    assert re.search(r"Source image '.*c2.nii.gz' of case 'c2' holds NaN or infinite voxels", _err(capsys))
     assert not out.exists()
 
 

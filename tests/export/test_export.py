@@ -423,7 +423,7 @@ def test_worker_error_reaches_the_caller_as_one_sentence(tiny_dataset, tmp_path,
     for k in range(5):
         (tiny_dataset / f"c{k}.nii.gz").write_bytes(b"\x1f\x8b\x08\x00 not a volume")
     # Corrupt sources are caught before any case is written...
-    with pytest.raises(LesionMixError, match=r"Source file '.*c0.nii.gz' of case 'c0' is not a readable NIfTI"):
+    with pytest.raises(LesionMixError, match=r"Case 'c0': Source file '.*c0.nii.gz' is a corrupt or truncated gzip"):
         export_dataset(cfg(tiny_dataset, tmp_path / "pre", n=4, workers=2))
     assert not (tmp_path / "pre").exists()
     # ...and a worker's own error (a file that breaks after that check) still reaches the caller.
