@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "method command's flags (`lesionmix METHOD --help`) with _ for -. Every method's "
                    "intensity_match defaults to brain-linear here (none in the method commands, as in the papers)")
     p.add_argument("--harmonize", metavar="SPEC",
-                   help="harmonize inside each mixing mask: a checkpoint .pt, arhnet, hm or composite")
+                   help="harmonize inside each mixing mask: a checkpoint .pt, arhnet, hm, hm-ring or composite")
     p.add_argument("--device", default="cpu", help="device for ARHNet harmonization (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="root seed (default 0)")
     run_on = p.add_mutually_exclusive_group()

@@ -116,13 +116,17 @@ def _check_methods(config: ExportConfig) -> None:
             )
 
 
+#: What ``ExportConfig.harmonize`` may name besides a checkpoint file (the CLI's and the Export dock's choices).
+HARMONIZERS = ("arhnet", "hm", "hm-ring", "composite")
+
+
 def _check_harmonize_spec(spec: str | None) -> None:
     if not spec:
         return
-    if spec.lower() in ("arhnet", "composite", "hm") or Path(spec).is_file():
+    if spec.lower() in HARMONIZERS or Path(spec).is_file():
         return
     raise LesionMixError(
-        f"Harmonizer '{spec}' is not 'arhnet', 'composite', 'hm' or an existing checkpoint file."
+        f"Harmonizer '{spec}' is not {', '.join(repr(h) for h in HARMONIZERS)} or an existing checkpoint file."
     )
 
 

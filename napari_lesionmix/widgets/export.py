@@ -28,6 +28,7 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QPixmap
 from qtpy.QtWidgets import (
     QCheckBox,
+    QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
@@ -47,6 +48,7 @@ from qtpy.QtWidgets import (
 
 from napari_lesionmix.augment.registry import methods
 from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.export import HARMONIZERS
 from napari_lesionmix.widgets.controls import make_scrollable
 from napari_lesionmix.widgets.state import bind, get_session, notify_error, notify_info
 
@@ -103,12 +105,27 @@ class ExportWidget(QWidget):
         out_row.addWidget(browse)
         self.overwrite = QCheckBox("overwrite a folder made with other settings")
         self.include_real = QCheckBox("copy the real cases too")
+        # As the CLI's --harmonize, --holdout-fraction and --folds.
+        self.harmonize = QComboBox()
+        self.harmonize.addItems(["none", *HARMONIZERS])
+        self.harmonize.setToolTip("harmonize inside each mixing mask (ARHNet: the shipped checkpoint, on the CPU)")
+        self.holdout = QDoubleSpinBox()
+        self.holdout.setRange(0.0, 0.9)
+        self.holdout.setSingleStep(0.05)
+        self.holdout.setToolTip("real cases held out: never a source, in no training fold")
+        self.folds = QSpinBox()
+        self.folds.setRange(0, 10)
+        self.folds.setValue(5)
+        self.folds.setToolTip("folds of splits_final.json (0: none; nnU-Net then draws its own)")
         form = QFormLayout()
         form.addRow(self.dataset_label)
         form.addRow("cases", self.count)
         form.addRow("seed", self.seed)
         form.addRow("workers", self.workers)
         form.addRow("output", out_row)
+        form.addRow("harmonize", self.harmonize)
+        form.addRow("hold-out fraction", self.holdout)
+        form.addRow("folds", self.folds)
         form.addRow(self.overwrite)
         form.addRow(self.include_real)
 
@@ -181,9 +198,15 @@ class ExportWidget(QWidget):
         out = self.out.text().strip()
         if not out:
             raise LesionMixError("Choose an output folder for the export.")
+        harmonize = self.harmonize.currentText()
+        # The studio's intensity matching choice holds for what it exports, too.
+        options = {m: {"intensity_match": self.session.intensity_match} for m, _ in methods}
         return ExportConfig(dataset=self.dataset_root(), out=out, n=int(self.count.value()), methods=methods,
                             seed=int(self.seed.value()), workers=int(self.workers.value()),
-                            overwrite=self.overwrite.isChecked(), include_real=self.include_real.isChecked())
+                            overwrite=self.overwrite.isChecked(), include_real=self.include_real.isChecked(),
+                            harmonize=None if harmonize == "none" else harmonize,
+                            holdout_fraction=float(self.holdout.value()), n_folds=int(self.folds.value()),
+                            options=options)
 
     # -- run ---------------------------------------------------------------------------
     def export(self) -> None:

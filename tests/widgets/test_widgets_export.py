@@ -82,3 +82,19 @@ def test_refusals_are_notifications(widget, qtbot, tmp_path):
         s.setValue(0.0)
     w.export()
     assert "at least one method" in notification_manager.records[-1].message
+
+
+def test_harmonization_holdout_folds_and_matching_reach_the_export(widget, tmp_path):
+    """The dock offers what the CLI does: --harmonize, --holdout-fraction, --folds; the studio's matching holds."""
+    viewer, w, session = widget
+    w.out.setText(str(tmp_path / "Dataset902_Opts"))
+    w.weights["softcp"].setValue(1.0)
+    w.harmonize.setCurrentText("hm")
+    w.holdout.setValue(0.2)
+    w.folds.setValue(0)
+    session.set_intensity_match("histogram")
+    cfg = w.config()
+    assert (cfg.harmonize, cfg.holdout_fraction, cfg.n_folds) == ("hm", 0.2, 0)
+    assert cfg.options == {"carvemix": {"intensity_match": "histogram"}, "softcp": {"intensity_match": "histogram"}}
+    w.harmonize.setCurrentText("none")
+    assert w.config().harmonize is None
