@@ -252,7 +252,7 @@ def _check_delta(delta1: float, delta2: float) -> None:
 
 def _parse_reference(reference: str) -> int | None:
     """The label value of a "label:N" reference, else None (and check the name)."""
-    if reference in ("brain_mask", "foreground", "none"):
+    if reference in ("brain_mask", "foreground", "tissue", "none"):
         return None
     if reference.startswith("label:"):
         try:
@@ -262,7 +262,7 @@ def _parse_reference(reference: str) -> int | None:
         if value > 0:
             return value
     raise LesionMixError(
-        f"Unknown reference '{reference}'; use 'brain_mask', 'label:N' (N > 0), 'foreground' or 'none'."
+        f"Unknown reference '{reference}'; use 'brain_mask', 'label:N' (N > 0), 'foreground', 'tissue' or 'none'."
     )
 
 
@@ -521,11 +521,33 @@ def reference_region(host: Case, reference: str, reference_mask: np.ndarray | No
         ref = host.label == value
     elif reference == "foreground":
         ref = np.any(host.image != 0, axis=0)
+    elif reference == "tissue":
+        ref = tissue_region(host.image[0], reference_mask)
     else:
         return None
     if not ref.any():
         raise LesionMixError(f"The reference region '{reference}' of host '{host.case_id}' is empty.")
     return ref
+
+
+#: Percentile of the brain's (or non-zero image's) intensities below which a voxel is not tissue
+#: for the "tissue" reference: on FLAIR, CSF (ventricles, sulci) is the dark end of the brain.
+TISSUE_PERCENTILE = 10.0
+
+
+def tissue_region(image: np.ndarray, brain_mask: np.ndarray | None = None,
+                  percentile: float = TISSUE_PERCENTILE) -> np.ndarray:
+    """Brain tissue without the dark end of its intensities (FLAIR's CSF): a placement reference.
+
+    The brain is ``brain_mask`` when given, else the non-zero voxels; voxels
+    darker than its ``percentile``-th intensity percentile are left out, so a
+    lesion is not pasted into a ventricle or a sulcus. Where the paper is
+    silent: an option (``reference="tissue"``), not the default.
+    """
+    brain = np.asarray(brain_mask, bool) if brain_mask is not None else image != 0
+    if not brain.any():
+        return brain
+    return brain & (image >= np.percentile(image[brain], percentile))
 
 
 def _bbox(mask: np.ndarray) -> tuple[slice, ...]:
@@ -552,7 +574,7 @@ def _reference_name(reference: str) -> str:
     if value is not None:
         return f"host label {value}"
     return {"brain_mask": "the brain mask", "foreground": "the host's non-zero image",
-            "none": "the volume"}[reference]
+            "tissue": "the host's brain tissue (CSF left out)", "none": "the volume"}[reference]
 
 
 # --------------------------------------------------------------------------- placement
@@ -951,7 +973,8 @@ class SoftCPOptions(Options):
                            low=0.0, high=1.0)
     delta2: float = option(DEFAULT_DELTA2, "largest fraction of the lesion on host lesions (Eq. 4)",
                            low=0.0, high=1.0)
-    reference: str | None = option(None, "Eq. 3 reference: brain_mask, label:N, foreground or none "
+    reference: str | None = option(None, "Eq. 3 reference: brain_mask, label:N, foreground, tissue (the brain "
+                                         "without its darkest 10 %: no lesion in CSF) or none "
                                          "[brain_mask with a brain mask, else foreground]")
     max_tries: int = option(DEFAULT_MAX_TRIES, "positions tried per lesion", low=1)
     placement: str = option("random", "random: anywhere in the reference (the paper); source: near the "

@@ -55,7 +55,7 @@ from napari_lesionmix.widgets.controls import Collapsible, WorkIndicator, make_s
 from napari_lesionmix.widgets.state import bind, get_session, notify_error
 
 REFERENCES = (("brain mask", "brain_mask"), ("label value", "label"), ("non-zero image", "foreground"),
-              ("whole volume", "none"))
+              ("brain tissue (no CSF)", "tissue"), ("whole volume", "none"))
 PLACEMENTS = (("random in reference (paper)", "random"), ("near the lesion's source", "source"))
 
 
@@ -206,7 +206,8 @@ class SoftCPWidget(QWidget):
         self.reference.setCurrentIndex([k for _, k in REFERENCES].index(key))
         self.status.setStyleSheet("")
         self.status.setText(f"Host '{s.host.case_id}', donor '{s.donor.case_id}'"
-                            + ("" if s.host_brain_mask is not None else " (no brain mask: reference = non-zero image)")
+                            + ("" if s.host_brain_mask is not None else " (no brain mask: reference = non-zero image; "
+                               "'brain tissue' leaves CSF out)")
                             + ".")
 
     def reference_key(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -380,3 +381,21 @@ def test_cli_rejects_params_of_another_method(pair_on_disk, tmp_path, capsys):
     other.write_text(json.dumps({"params": {"method": "carvemix", "host_id": "h", "donor_id": "d", "lam": 0.0}}))
     assert main(_args(pair_on_disk, tmp_path / "out", "--params", str(other))) == 2
     assert "holds carvemix params, not softcp" in capsys.readouterr().err
+
+
+def test_tissue_reference_leaves_csf_out(host_case, donor_case):
+    """reference="tissue": the brain without its darkest voxels, so no lesion lands in CSF (issue 12)."""
+    from napari_lesionmix.augment.softcp import reference_region, tissue_region
+
+    image = host_case.image[0].copy()
+    csf = np.zeros(host_case.shape, bool)
+    csf[8:14, 10:16, 6:12] = True
+    image[csf] = 5.0  # dark, as ventricles on FLAIR
+    ref = tissue_region(image)
+    assert not ref[csf].any() and ref[~csf].mean() > 0.85
+    host = dataclasses.replace(host_case, image=image[None])
+    np.testing.assert_array_equal(reference_region(host, "tissue", None), ref)
+    params = sample_softcp(np.random.default_rng(0), host, donor_case, reference="tissue", delta1=1.0)
+    syn = softcp(host, donor_case, params)
+    pasted = (syn.label != 0) & (host.label == 0)
+    assert pasted.any() and not (pasted & csf).any()
