@@ -50,6 +50,30 @@ def choose_cases(all_ids: Sequence[str], n: int) -> list[str]:
     return [all_ids[i] for i in picks]
 
 
+def case_title(case_id: str, record: dict | None) -> str:
+    """A gallery title: the case, its method, and host <- donor(s) for a synthetic case."""
+    if not record or record.get("method", "real") == "real":
+        return f"{case_id} real" if record else case_id
+    sources = list(record.get("sources", ()))
+    host = record.get("host", sources[0] if sources else "?")
+    donors = [s for s in sources if s != host] or ([record["donor"]] if record.get("donor") else [])
+    return f"{case_id} {record.get('method', '')}: {host} <- {', '.join(donors) or '-'}"
+
+
+def gallery_cases(out: str | os.PathLike, case_ids: Sequence[str] | int | None = None) -> list[str]:
+    """The cases a gallery of ``out`` shows, in its order (rows first): what a click on it maps back to."""
+    all_ids = list_cases(out)
+    if not all_ids:
+        raise LesionMixError(f"'{os.fspath(out)}' holds no case to show.")
+    if case_ids is None or isinstance(case_ids, (int, np.integer)):
+        return choose_cases(all_ids, 12 if case_ids is None else int(case_ids))
+    ids = list(case_ids)
+    unknown = [c for c in ids if c not in set(all_ids)]
+    if unknown:
+        raise LesionMixError(f"Case '{unknown[0]}' is not in '{os.fspath(out)}/labelsTr'.")
+    return ids
+
+
 def _records(out: Path) -> dict[str, dict]:
     from napari_lesionmix.export.writer import Manifest
 
@@ -120,18 +144,8 @@ def gallery_figure(out: str | os.PathLike, case_ids: Sequence[str] | int | None 
     from matplotlib.figure import Figure
 
     out = Path(out)
-    all_ids = list_cases(out)
-    if not all_ids:
-        raise LesionMixError(f"'{os.fspath(out)}' holds no case to show.")
-    if case_ids is None or isinstance(case_ids, (int, np.integer)):
-        ids = choose_cases(all_ids, 12 if case_ids is None else int(case_ids))
-    else:
-        ids = list(case_ids)
-        unknown = [c for c in ids if c not in set(all_ids)]
-        if unknown:
-            raise LesionMixError(f"Case '{unknown[0]}' is not in '{os.fspath(out)}/labelsTr'.")
+    ids = gallery_cases(out, case_ids)
     records = _records(out)
-    methods = {cid: rec.get("method", "") for cid, rec in records.items()}
     gains = gain_mismatches(records)
     cols = max(1, min(int(columns), len(ids)))
     rows = int(np.ceil(len(ids) / cols))
@@ -154,12 +168,11 @@ def gallery_figure(out: str | os.PathLike, case_ids: Sequence[str] | int | None 
                 ax.contour((lb > 0).T.astype(float), levels=[0.5], colors="red", linewidths=0.6)
             ax.set_axis_off()
             if k == 0:
-                tag = methods.get(cid, "")
+                title = case_title(cid, records.get(cid))
                 if cid in gains:  # pasted across another gain with intensity_match=none
-                    ax.set_title(f"{cid} {tag} {GAIN_MARK} {gains[cid]:.0%}", color="orange", fontsize=7,
-                                 loc="left")
+                    ax.set_title(f"{title} {GAIN_MARK} {gains[cid]:.0%}", color="orange", fontsize=7, loc="left")
                 else:
-                    ax.set_title(f"{cid} {tag}".strip(), color="white", fontsize=7, loc="left")
+                    ax.set_title(title, color="white", fontsize=7, loc="left")
             if k < 2:  # mark patient right on axial and coronal views
                 ax.text(0.97, 0.03, "R", transform=ax.transAxes, color="yellow", fontsize=6,
                         ha="right", va="bottom")

@@ -54,8 +54,26 @@ from napari_lesionmix.widgets.state import bind, get_session, notify_error, noti
 
 #: Milliseconds between two copies of the progress counts into the bar.
 POLL_MS = 100
+#: Cases the dock's QA gallery shows (spread evenly over the export), one per row.
+GALLERY_CASES = 12
 #: Narrowest width (px) the gallery image is scaled to (it otherwise fills the dock's width).
 GALLERY_MIN_WIDTH = 240
+
+
+class _GalleryLabel(QLabel):
+    """The QA contact sheet; a click reports where it landed, as fractions of the image."""
+
+    def __init__(self, on_click):
+        super().__init__()
+        self._on_click = on_click
+
+    def mousePressEvent(self, event):  # noqa: N802 (Qt API)
+        pix = self.pixmap()
+        if pix is not None and not pix.isNull() and pix.height() > 0:
+            # The pixmap is centred horizontally and top-aligned in the label.
+            y = event.position().y() if hasattr(event, "position") else event.y()
+            self._on_click(min(max(y / pix.height(), 0.0), 1.0))
+        super().mousePressEvent(event)
 
 
 class ExportWidget(QWidget):
@@ -141,7 +159,9 @@ class ExportWidget(QWidget):
         self.progress.setFormat("%v / %m cases")
         self.status = QLabel("Choose an output folder and press Export.")
         self.status.setWordWrap(True)
-        self.gallery = QLabel()
+        self.gallery = _GalleryLabel(self._gallery_clicked)
+        self.gallery.setToolTip("click a case to open its image and label in the viewer")
+        self.gallery_cases: list[str] = []
         self.gallery.setAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
         self._gallery_pix: QPixmap | None = None
         self.gallery_area = QScrollArea()
@@ -238,7 +258,7 @@ class ExportWidget(QWidget):
         def _work():
             report = export_dataset(config, progress=_progress, should_stop=self._cancel.is_set)
             # One case per row: the dock is narrow, a 3-column sheet would be unreadable there.
-            png = render_gallery(report.out, columns=1) if report.complete else None
+            png = render_gallery(report.out, GALLERY_CASES, columns=1) if report.complete else None
             return report, png
 
         def _finish():
@@ -282,14 +302,16 @@ class ExportWidget(QWidget):
         self.progress.setValue(min(done, max(total, 1)))
 
     def show_gallery(self, png) -> None:
-        """Show the QA contact sheet PNG in the widget."""
+        """Show the QA contact sheet PNG in the widget (one case per row; a click opens that case)."""
+        from napari_lesionmix.export.gallery import gallery_cases
+
         pix = QPixmap(os.fspath(png))
         if pix.isNull():
             self._error(f"Could not read the QA gallery '{png}'.")
             return
         self.gallery_path = Path(png)
+        self.gallery_cases = gallery_cases(Path(png).parent, GALLERY_CASES)
         self._gallery_pix = pix
-        self.gallery.setToolTip(os.fspath(png))
         self.gallery_area.setVisible(True)
         self._fit_gallery()
 
@@ -299,6 +321,28 @@ class ExportWidget(QWidget):
             return
         width = max(self.gallery_area.viewport().width() - 4, GALLERY_MIN_WIDTH)
         self.gallery.setPixmap(self._gallery_pix.scaledToWidth(width, Qt.TransformationMode.SmoothTransformation))
+
+    def _gallery_clicked(self, y_fraction: float) -> None:
+        # Rows are equally tall (a title strip on top is small): the row under the click is the case.
+        if self.gallery_cases:
+            row = min(int(y_fraction * len(self.gallery_cases)), len(self.gallery_cases) - 1)
+            self.open_case(self.gallery_cases[row])
+
+    def open_case(self, case_id: str) -> None:
+        """Open an exported case's image and label in the viewer (the reader keeps their geometry)."""
+        if self.gallery_path is None:
+            return
+        root = self.gallery_path.parent
+        viewer = self.session.viewer
+        if viewer is None:
+            return
+        try:
+            viewer.open(os.fspath(root / "imagesTr" / f"{case_id}_0000.nii.gz"), plugin="napari-lesionmix")
+            viewer.open(os.fspath(root / "labelsTr" / f"{case_id}.nii.gz"), plugin="napari-lesionmix")
+        except Exception as exc:  # napari wraps reader errors in its own types
+            notify_error(f"Could not open case '{case_id}' of '{root}': {exc}")
+            return
+        self.status.setText(f"Opened case '{case_id}' of '{root}' in the viewer.")
 
     def resizeEvent(self, event):  # noqa: N802 (Qt API)
         super().resizeEvent(event)

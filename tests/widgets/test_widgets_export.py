@@ -6,6 +6,7 @@ import json
 
 import pytest
 from napari.utils.notifications import notification_manager
+from qtpy.QtCore import QPoint, Qt
 
 from napari_lesionmix.widgets.export import ExportWidget
 
@@ -44,6 +45,12 @@ def test_export_three_cases_and_show_the_gallery(widget, qtbot, tmp_path):
     assert "integrity check passed" in w.status.text()
     cfg = json.loads((out / "export_config.json").read_text())["settings"]
     assert cfg["methods"] == [["carvemix", 2.0], ["softcp", 1.0]] and cfg["seed"] == 4
+    # The gallery names host <- donor per case, and a click on a row opens that case in the viewer.
+    assert len(w.gallery_cases) == 12
+    n_layers = len(viewer.layers)
+    qtbot.mouseClick(w.gallery, Qt.MouseButton.LeftButton, pos=QPoint(20, w.gallery.pixmap().height() - 3))
+    qtbot.waitUntil(lambda: len(viewer.layers) == n_layers + 2, timeout=20000)
+    assert f"Opened case '{w.gallery_cases[-1]}'" in w.status.text()
 
 
 def test_cancel_stops_with_no_partial_files(widget, qtbot, tmp_path):
