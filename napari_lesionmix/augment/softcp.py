@@ -80,6 +80,7 @@ from functools import cached_property
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_lesionmix.augment.distance import bounding_box
 from napari_lesionmix.augment.lesions import connectivity_structure
 from napari_lesionmix.augment.params import Params, Synthetic
 from napari_lesionmix.augment.registry import (
@@ -550,16 +551,6 @@ def tissue_region(image: np.ndarray, brain_mask: np.ndarray | None = None,
     return brain & (image >= np.percentile(image[brain], percentile))
 
 
-def _bbox(mask: np.ndarray) -> tuple[slice, ...]:
-    """Bounding box of a non-empty 3D mask from its axis projections (faster than find_objects)."""
-    box = []
-    for axis in range(3):
-        others = tuple(a for a in range(3) if a != axis)
-        idx = np.flatnonzero(mask.any(axis=others))
-        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
-    return tuple(box)
-
-
 def _host_lesions(label: np.ndarray, lesion_labels: Sequence[int], reference: str) -> np.ndarray:
     """Host voxels that count as lesion in Eq. (4) (a reference label never does)."""
     mask = _lesion_mask(label, lesion_labels)
@@ -772,7 +763,7 @@ def sample_softcp(
     else:
         label = host.label
     occupied = _host_lesions(label, lesion_labels, reference)
-    ref_box = tuple(slice(0, n) for n in host.shape) if ref is None else _bbox(ref)
+    ref_box = tuple(slice(0, n) for n in host.shape) if ref is None else bounding_box(ref)
 
     chosen = rng.choice(candidates, size=n_lesions, replace=False)
     pasted = []
