@@ -86,3 +86,36 @@ def load_mask_on_grid(path: str | os.PathLike, case, what: str = "Brain mask") -
     if not mask.any():
         raise LesionMixError(f"{what} '{name}' is empty.")
     return mask
+
+
+class ProgressBar:
+    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr (nothing when ``enabled`` is false).
+
+    Use as a context manager so the bar is closed however the work ends; ``write``
+    prints a line above the bar (or plainly when there is none).
+    """
+
+    def __init__(self, desc: str, unit: str, enabled: bool = True):
+        self.desc, self.unit, self.enabled, self.bar = desc, unit, enabled, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            import sys
+
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=done, unit=self.unit, desc=self.desc, file=sys.stderr)
+        else:
+            self.bar.update(done - self.bar.n)
+
+    def write(self, line: str) -> None:
+        (self.bar.write if self.bar is not None else print)(line)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -53,8 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
 
+    from napari_lesionmix.cli._common import ProgressBar
     from napari_lesionmix.evaluate import EvalConfig, run_evaluation
     from napari_lesionmix.export.plan import parse_option_specs
 
@@ -67,27 +67,8 @@ def run(args: argparse.Namespace) -> int:
         harmonize=args.harmonize, device=args.device, workers=args.workers, threads=args.threads,
         overwrite=args.overwrite,
     )
-    bar = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if args.no_progress:
-            return
-        if bar is None:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, initial=done, unit="it", desc="evaluate", file=sys.stderr)
-        else:
-            bar.update(done - bar.n)
-
-    def log(line: str) -> None:
-        (bar.write if bar is not None else print)(line)
-
-    try:
-        report = run_evaluation(cfg, progress=progress, log=log)
-    finally:
-        if bar is not None:
-            bar.close()
+    with ProgressBar("evaluate", "it", not args.no_progress) as bar:
+        report = run_evaluation(cfg, progress=bar, log=bar.write)
     print(f"evaluate: {report.n_runs} run(s) ({report.n_done_before} already done) in {report.seconds:.0f} s; "
           f"held out: {', '.join(report.test_ids)}; report in '{report.out / 'summary.md'}'")
     print((report.out / "summary.md").read_text())

@@ -57,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from napari_lesionmix.cli._common import ProgressBar
     from napari_lesionmix.export import ExportConfig, export_dataset
     from napari_lesionmix.export.plan import parse_method_specs, parse_option_specs
     from napari_lesionmix.export.runners import keep_freed_memory
@@ -71,24 +72,8 @@ def run(args: argparse.Namespace) -> int:
         n_folds=args.folds, prefix=args.prefix, options=parse_option_specs(args.option),
         **({"gzip": args.gzip} if args.gzip else {}),
     )
-    bar = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if args.no_progress:
-            return
-        if bar is None:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, initial=done, unit="case", desc="export", file=sys.stderr)
-        else:
-            bar.update(done - bar.n)
-
-    try:
-        report = export_dataset(cfg, progress=progress)
-    finally:
-        if bar is not None:
-            bar.close()
+    with ProgressBar("export", "case", not args.no_progress) as bar:
+        report = export_dataset(cfg, progress=bar)
     if report.gain_warning():
         print(report.gain_warning(), file=sys.stderr)
     rss = ", ".join(f"{v:.0f}" for v in report.peak_rss_mb.values()) or "-"
