@@ -288,7 +288,7 @@ class ExportWidget(QWidget):
             self._error(exc)
 
         self._timer.start()
-        self.session.run(_work, on_done=_done, on_error=_failed, desc="Export")
+        self.session.run(_work, on_done=_done, on_error=_failed, desc="Export", owner=self)
 
     def cancel(self) -> None:
         """Stop the export between cases (finished cases stay; a rerun resumes)."""

@@ -383,7 +383,7 @@ class HarmonizeWidget(QWidget):
             if note:
                 notify_warning(note)
 
-        self.work.track(s.run(_work, on_done=_done, on_error=self._error, desc="Harmonize"),
+        self.work.track(s.run(_work, on_done=_done, on_error=self._error, desc="Harmonize", owner=self),
                         self.harmonize_btn, self.load_btn)
 
     def show_before(self, before: bool) -> None:
@@ -430,7 +430,7 @@ class HarmonizeWidget(QWidget):
                      f"depth {cfg.depth}, patch {h.patch_size}.")
 
         worker = self.session.run(self._harmonizer, path, device, on_done=_done, on_error=self._error,
-                                  desc="Harmonize: load checkpoint")
+                                  desc="Harmonize: load checkpoint", owner=self)
         self.work.track(worker, self.harmonize_btn, self.load_btn)
 
     def _pick_save(self) -> None:
@@ -539,7 +539,7 @@ class HarmonizeWidget(QWidget):
         self._timer.start()
         self.session.run(train_harmonizer, root, out, config, callback=events.append,
                          should_stop=self._stop.is_set, log=_log, on_done=_done, on_error=_failed,
-                         desc="Harmonize: training ARHNet")
+                         desc="Harmonize: training ARHNet", owner=self)
 
     def stop(self) -> None:
         """Ask the training run to stop before its next step (it saves what it has)."""

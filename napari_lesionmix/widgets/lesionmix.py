@@ -293,7 +293,7 @@ class LesionMixWidget(QWidget):
             self.status.setStyleSheet("color: #ff6b6b;")
             self.status.setText(str(exc))
 
-        self.session.run(self._read_loads, ds, on_done=_done, on_error=_failed, desc="LesionMix: dataset loads")
+        self.session.run(self._read_loads, ds, on_done=_done, on_error=_failed, desc="LesionMix: dataset loads", owner=self)
 
     @staticmethod
     def _read_loads(ds) -> dict[str, float]:
@@ -390,7 +390,7 @@ class LesionMixWidget(QWidget):
         if ds is None:
             notify_error("No dataset: scan a dataset folder in the Load widget.")
             return
-        s.run(self._likelihood_map, ds, sigma, on_done=self._show_map, desc="LesionMix: likelihood map")
+        s.run(self._likelihood_map, ds, sigma, on_done=self._show_map, desc="LesionMix: likelihood map", owner=self)
 
     def _show_map(self, lmap) -> None:
         s = self.session

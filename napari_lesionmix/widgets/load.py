@@ -207,7 +207,7 @@ class LoadWidget(QWidget):
         self.status.setStyleSheet("")
         self.status.setText(f"Loading {what}...")
         return self.session.run(func, *args, on_done=self._installed, on_error=self._error,
-                                desc=f"Loading {what}")
+                                desc=f"Loading {what}", owner=self)
 
     def _installed(self, result) -> None:
         host, donor, host_rec, donor_rec, host_brain, donor_brain = result

@@ -151,7 +151,7 @@ class ProvenanceWidget(QWidget):
             else:
                 method.check_inputs(inputs)
                 s.run(replay, params, inputs.host, inputs.donor, brain_mask=inputs.brain_mask, sources=s,
-                      on_done=s.set_synthetic, desc=f"Replaying {method.label}")
+                      on_done=s.set_synthetic, desc=f"Replaying {method.label}", owner=self)
         except LesionMixError as exc:
             notify_error(str(exc))
             self.status.setText(str(exc))

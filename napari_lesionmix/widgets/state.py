@@ -505,15 +505,23 @@ class StudioSession:
 
     # -- background work -----------------------------------------------------
     def run(self, func: Callable, *args, on_done: Callable | None = None, desc: str = "Working",
-            on_error: Callable | None = None, **kwargs):
+            on_error: Callable | None = None, owner=None, **kwargs):
         """Run ``func(*args, **kwargs)`` in a napari ``thread_worker`` with a progress bar.
 
         The result goes to ``on_done`` in the main thread. A :class:`LesionMixError`
         becomes an error notification with its one sentence (other exceptions
-        too, prefixed with their type); layers are left as they were.
+        too, prefixed with their type); layers are left as they were. With an
+        ``owner`` widget, its callbacks are dropped once it is destroyed (a dock
+        closed, or a viewer torn down, while its work runs: its Qt objects are gone).
         """
         from napari.qt.threading import create_worker
         from napari.utils import progress
+
+        if owner is not None:
+            alive = [True]
+            owner.destroyed.connect(lambda *_: alive.__setitem__(0, False))
+            on_done = _while(alive, on_done)
+            on_error = _while(alive, on_error)
 
         pbar = progress(total=0, desc=desc)
         worker = None
@@ -549,11 +557,23 @@ class StudioSession:
             if gen == self._latest.get(id(owner)) and self.host is host and self.donor is donor:
                 on_done(result)
 
-        return self.run(func, *args, on_done=_done, on_error=on_error, desc=desc, **kwargs)
+        return self.run(func, *args, on_done=_done, on_error=on_error, desc=desc, owner=owner, **kwargs)
 
     @property
     def busy(self) -> bool:
         return bool(self._workers)
+
+
+def _while(alive: list, callback: Callable | None) -> Callable | None:
+    """``callback`` that does nothing once ``alive[0]`` is false."""
+    if callback is None:
+        return None
+
+    def call(*args):
+        if alive[0]:
+            callback(*args)
+
+    return call
 
 
 _SESSIONS: dict[int, StudioSession] = {}

@@ -142,3 +142,28 @@ def test_direct_target_load(studio, qtbot):
     assert w.hist.target == pytest.approx(p.target_load_ml)
     w.direct.setChecked(False)
     assert w.distribution.isEnabled() and not w.target.isEnabled()
+
+
+def test_a_dock_closed_while_its_work_runs_gets_no_result(make_napari_viewer_proxy, qtbot, monkeypatch):
+    """The dataset loads finish after the dock is gone: nothing touches its deleted Qt objects (CI saw it)."""
+    import threading
+
+    release = threading.Event()
+    real = LesionMixWidget._read_loads
+
+    def slow(ds):
+        release.wait(30)
+        return real(ds)
+
+    monkeypatch.setattr(LesionMixWidget, "_read_loads", staticmethod(slow))
+    viewer = make_napari_viewer_proxy()
+    dock, w = viewer.window.add_plugin_dock_widget("napari-lesionmix", "LesionMix")
+    session = get_session(viewer)
+    qtbot.waitUntil(lambda: session.busy, timeout=10000)
+    destroyed = []
+    w.destroyed.connect(lambda *_: destroyed.append(True))
+    viewer.window.remove_dock_widget(dock)
+    w.deleteLater()
+    qtbot.waitUntil(lambda: bool(destroyed), timeout=10000)
+    release.set()
+    qtbot.waitUntil(lambda: not session.busy, timeout=30000)  # the result arrives and is dropped
