@@ -84,6 +84,7 @@ def test_studio_fits_the_screen_with_every_dock(make_napari_viewer, qtbot):
     for name in widget_names():  # short tab titles, not "CarveMi..." cut from "CarveMix (napari-lesionmix)"
         dock = viewer.window.dock_widgets[f"{name} (napari-lesionmix)"].parent()
         assert dock.windowTitle() == name
+    qtbot.waitUntil(lambda: not get_session(viewer).busy, timeout=30000)  # the docks' start-up work
 
 
 def test_each_dock_opened_alone_scrolls(make_napari_viewer, qtbot):
@@ -96,6 +97,7 @@ def test_each_dock_opened_alone_scrolls(make_napari_viewer, qtbot):
         assert name == "Preview" or widget.scroll_area is not None
     w, h = _min_size(viewer)
     assert h <= SCREEN[1] - FRAME, (w, h)
+    qtbot.waitUntil(lambda: not get_session(viewer).busy, timeout=30000)  # the docks' start-up work
 
 
 def test_qa_display_contours_contrast_flip_compare_zoom(docks, qtbot, pair_on_disk):
