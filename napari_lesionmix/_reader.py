@@ -35,14 +35,10 @@ import nibabel as nib
 import numpy as np
 
 from napari_lesionmix.errors import LesionMixError
-from napari_lesionmix.io.display import (  # noqa: F401  (tests take them from here too)
-    DISPLAY_AXCODES,
+from napari_lesionmix.io.display import (
     META_KEY,
     DisplayOrientation,
-    affine_from_layer_geometry,
     geometry_metadata,
-    header_from_text,
-    header_to_text,
 )
 from napari_lesionmix.io.nifti import NIFTI_SUFFIXES, as_label_array
 

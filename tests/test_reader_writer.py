@@ -6,14 +6,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_lesionmix._reader import (
-    DisplayOrientation,
-    napari_get_reader,
-    read_files,
-    read_nifti,
-)
+from napari_lesionmix._reader import napari_get_reader, read_files, read_nifti
 from napari_lesionmix._writer import write_image, write_labels
 from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.io.display import DisplayOrientation
 from tests.conftest import make_affine
 
 SHAPE = (12, 14, 10)
