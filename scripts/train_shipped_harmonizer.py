@@ -51,19 +51,10 @@ sys.path.insert(0, str(ROOT))
 
 from napari_lesionmix.harmonize.config import ModelConfig, TrainConfig  # noqa: E402
 
-CONFIG = TrainConfig(
-    epochs=16,
-    batch_size=16,
-    patch_size=24,
-    patches_per_case=16,
-    lr_g=1e-3,
-    lr_d=5e-4,
-    gain_range=4.0,
-    normalisation="robust",
-    cross_val_every=1,
+CONFIG = TrainConfig.cpu_recipe(
+    epochs=32,
     val_cases=("sub-09", "sub-10"),
     val_patches_per_case=8,
-    val_every=8,
     seed=0,
     device="cpu",
     model=ModelConfig(in_channels=1, base_channels=8, depth=3, disc_channels=16, disc_layers=3),

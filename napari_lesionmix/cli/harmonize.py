@@ -16,8 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="synthetic image; repeat once per channel")
     p.add_argument("--mask", required=True, metavar="roi.nii.gz", help="mixing mask (binary or soft in [0, 1])")
     p.add_argument("--label", default=None, metavar="seg.nii.gz",
-                   help="synthetic label: --method hm matches the pasted lesions (label inside the mask) "
-                   "to the host's own (label outside it); without it hm falls back to hm-ring")
+                   help="synthetic label: ARHNet anchors the pasted lesions' level to the host's own lesions "
+                   "(label outside the mask) and hm matches them to those; without it ARHNet infers the level "
+                   "itself and hm falls back to hm-ring")
     p.add_argument("--model", default=None, metavar="model.pt",
                    help="ARHNet checkpoint (default: the one shipped, trained on the sample data)")
     p.add_argument("--method", default="arhnet", choices=("arhnet", "composite", "hm", "hm-ring"),
@@ -80,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
             raise LesionMixError(f"Label '{args.label}' has shape {label.shape} but the image has {image.shape[1:]}.")
         check_affines(img.affine, limg.affine, os.fspath(args.image[0]), os.fspath(args.label))
     harmonizer = load_harmonizer(args.model if args.model is not None else args.method, device=args.device)
+    if label is None and getattr(harmonizer, "anchor", "none") != "none":
+        print("harmonize: note: without --label ARHNet cannot read the host's own lesions and infers the pasted "
+              "lesions' level itself; pass the synthetic label to anchor it.", file=sys.stderr)
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", OutOfDomainWarning)

@@ -175,7 +175,8 @@ def make_sample(ctx: ExportContext, index: int) -> tuple[Assignment, MethodResul
     h = ctx.harmonizer
     if h is not None:
         syn = result.synthetic
-        image = h.harmonize(syn.image, syn.mask)
+        # The label lets HM and anchored ARHNet read the host's own lesions (harmonize/anchor.py).
+        image = h.harmonize(syn.image, syn.mask, label=syn.label)
         result.synthetic = Synthetic(image=np.asarray(image, np.float32), label=syn.label, mask=syn.mask,
                                      params=syn.params)
     return a, result

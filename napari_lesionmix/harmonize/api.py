@@ -122,7 +122,8 @@ def harmonizer_from_record(record: dict[str, Any], device: str | None = None):
     method = str(record.get("method", ""))
     device = device or str(record.get("device") or "auto")
     if "checkpoint" in record:
-        h = load_harmonizer(record["checkpoint"], device)
+        extra = {"anchor": record["anchor"]} if record.get("anchor") else {}
+        h = load_harmonizer(record["checkpoint"], device, **extra)
         want = record.get("checkpoint_sha256")
         if want and getattr(h, "sha256", want) != want:
             raise LesionMixError(f"Checkpoint '{record['checkpoint']}' changed since the sample was harmonized "

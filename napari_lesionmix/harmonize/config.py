@@ -46,6 +46,11 @@ class ModelConfig:
     boundary_width : int
         Half-width in voxels of the boundary band M~ of Eq. 5 (dilation minus
         erosion of M with a cube of side ``2 * boundary_width + 1``).
+    anchor_channel : bool
+        One more input channel, ``M`` where the paste's level was anchored to the
+        host's lesions and 0 elsewhere (:mod:`napari_lesionmix.harmonize.anchor`),
+        so the generator knows when the level is given and when it must infer it.
+        Set by training with ``anchor="host-lesions"``; older files have none.
     """
 
     in_channels: int = 1
@@ -55,6 +60,7 @@ class ModelConfig:
     disc_layers: int = 3
     arh_per_block: int = 1
     boundary_width: int = 1
+    anchor_channel: bool = False
 
     def __post_init__(self):
         if self.in_channels < 1 or self.base_channels < 1 or self.depth < 1 or self.disc_layers < 1:
@@ -90,6 +96,11 @@ class TrainConfig:
         say; each patch gets its own alpha and lambda of Eq. 1).
     lr_g, lr_d : float
         AdamW learning rates of G and D (paper: 1e-4 and 5e-5).
+    lr_decay : {"none", "cosine"}
+        Learning-rate schedule over the whole run: constant (the paper says
+        nothing), or cosine decay to 0 by the last step (a function of the step
+        alone, so a resumed run follows it exactly). Short runs at high rates
+        end noisy without it.
     weight_decay : float
         AdamW weight decay (PyTorch's default, the paper does not say).
     betas : tuple of float
@@ -104,6 +115,13 @@ class TrainConfig:
         from a scan of another gain differs by such factors (x0.45-x2.2 between
         the sample subjects), far beyond the paper's +/- 30 %, and the
         self-supervised task can only teach to undo the perturbations it draws.
+    anchor : {"host-lesions", "none"}
+        "host-lesions" (default): half of the training pairs get the level of
+        their lesion given, as inference gives a paste the level of the host's
+        own lesions (:mod:`napari_lesionmix.harmonize.anchor`, issue 17), and the
+        generator an extra input channel saying so (``ModelConfig.anchor_channel``);
+        the other half are the paper's pairs. "none" is the paper's input only.
+        Recorded in the checkpoint; files without it ran "none".
     normalisation : {"robust", "minmax"}
         Per-scan intensity scaling before Eq. 1 and at inference (recorded in the
         checkpoint); see :mod:`napari_lesionmix.harmonize.data`. The paper's
@@ -136,6 +154,7 @@ class TrainConfig:
     patches_per_case: int = 16
     lr_g: float = 1e-4
     lr_d: float = 5e-5
+    lr_decay: str = "none"
     weight_decay: float = 1e-2
     betas: tuple[float, float] = (0.5, 0.999)
     lambda_rec: float = 100.0
@@ -144,6 +163,7 @@ class TrainConfig:
     alpha_range: float = 0.3
     lam_range: float = 0.3
     gain_range: float = 0.0
+    anchor: str = "host-lesions"
     normalisation: str = "robust"
     cross_val_every: int = 1
     amp: bool = True
@@ -166,6 +186,8 @@ class TrainConfig:
             (0 <= self.alpha_range < 1 and self.lam_range >= 0, "alpha range must be in [0, 1) and lambda range >= 0"),
             (self.val_every >= 1, f"val_every must be >= 1, got {self.val_every}"),
             (self.gain_range == 0 or self.gain_range > 1, f"gain range must be 0 (the paper's law) or > 1, got {self.gain_range}"),
+            (self.lr_decay in ("none", "cosine"), f"lr_decay must be 'none' or 'cosine', got {self.lr_decay!r}"),
+            (self.anchor in ("host-lesions", "none"), f"anchor must be 'host-lesions' or 'none', got {self.anchor!r}"),
             (self.normalisation in ("robust", "minmax"), f"normalisation must be 'robust' or 'minmax', got {self.normalisation!r}"),
             (self.cross_val_every >= 0, f"cross_val_every must be >= 0, got {self.cross_val_every}"),
             (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
@@ -190,6 +212,19 @@ class TrainConfig:
         if data.get("val_cases") is not None:
             data["val_cases"] = tuple(data["val_cases"])
         return _from_dict(cls, data, "training config")
+
+    @classmethod
+    def cpu_recipe(cls, **changes) -> TrainConfig:
+        """The recipe the shipped checkpoint was trained with: a useful model in minutes on a CPU.
+
+        The paper's losses and batch, with learning rates 1e-3 / 5e-4 (the paper's
+        1e-4 / 5e-5 scaled by 10: a CPU affords a few hundred steps, not 200
+        epochs) decayed to 0 on a cosine, the Eq. 1 factor drawn in [1/4, 4] (``gain_range=4``) and
+        host-lesion anchoring; validation every 8 epochs. ``changes`` override any field.
+        """
+        base = dict(epochs=24, batch_size=16, patch_size=24, patches_per_case=16, lr_g=1e-3, lr_d=5e-4, lr_decay="cosine",
+                    gain_range=4.0, anchor="host-lesions", normalisation="robust", val_every=8, cross_val_every=1)
+        return cls(**{**base, **changes})
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.harmonize.anchor import apply_gain, check_anchor, solve_gain
 
 NORMALISATIONS = ("robust", "minmax")
 ROBUST = {"method": "robust", "low_percentile": 1.0, "median_value": 0.5,
@@ -222,7 +223,9 @@ class TrainingCase:
 
     ``raw`` keeps the image in its own scale, ``label`` the label map and
     ``affine`` the geometry (cross-subject validation pastes raw scans);
-    ``domain`` holds :func:`domain_stats` of the case.
+    ``domain`` holds :func:`domain_stats` of the case; ``zero`` the normalised
+    value of intensity 0 per channel, about which anchoring applies its gain
+    (:mod:`~napari_lesionmix.harmonize.anchor`).
     """
 
     case_id: str
@@ -233,11 +236,12 @@ class TrainingCase:
     label: np.ndarray | None = None
     affine: np.ndarray | None = None
     domain: dict = field(default_factory=dict)
+    zero: np.ndarray | None = None
 
     @classmethod
     def from_arrays(cls, case_id: str, image: np.ndarray, label: np.ndarray, normalisation: str = "robust",
                     affine: np.ndarray | None = None) -> TrainingCase:
-        scaled, _, _ = normalise(image, normalisation_spec(normalisation))
+        scaled, lo, hi = normalise(image, normalisation_spec(normalisation))
         mask = np.asarray(label) > 0
         spacing = None
         if affine is not None:
@@ -245,7 +249,8 @@ class TrainingCase:
 
             spacing = voxel_spacing(affine)
         return cls(case_id, scaled, mask, np.argwhere(mask).astype(np.int32), raw=np.asarray(image, np.float32),
-                   label=np.asarray(label), affine=affine, domain=domain_stats(image, spacing))
+                   label=np.asarray(label), affine=affine, domain=domain_stats(image, spacing),
+                   zero=(-lo / (hi - lo)).astype(np.float64))
 
     def as_case(self):
         """The raw scan as an :class:`~napari_lesionmix.io.nifti.Case` (for cross-subject pastes)."""
@@ -340,19 +345,44 @@ def crop(array: np.ndarray, origin: Sequence[int], size: int) -> np.ndarray:
 
 
 def make_pair(rng: np.random.Generator, case: TrainingCase, patch_size: int,
-              alpha_range: float = 0.3, lam_range: float = 0.3, gain_range: float = 0.0) -> dict[str, np.ndarray | float]:
-    """One training pair: ``{"real", "composite", "mask", "alpha", "lam", "origin"}`` (patch arrays)."""
+              alpha_range: float = 0.3, lam_range: float = 0.3, gain_range: float = 0.0,
+              anchor: str = "none") -> dict[str, np.ndarray | float]:
+    """One training pair: ``{"real", "composite", "mask", "alpha", "lam", "origin", "anchored"}``.
+
+    With ``anchor="host-lesions"``, half of the pairs (a fair coin from ``rng``)
+    have their perturbed foreground anchored (:mod:`~napari_lesionmix.harmonize.anchor`)
+    back to the level of the real lesion: its median is given, as inference gives
+    a paste the median of the host's own lesions, so the generator learns to keep
+    a given level and to restore everything else; ``anchored`` is then 1.0 (the
+    generator's anchor channel), else 0.0 (the paper's pair).
+    """
+    check_anchor(anchor)
     origin = patch_origin(rng, case, patch_size)
     real = crop(case.image, origin, patch_size)
     mask = crop(case.mask, origin, patch_size).astype(np.float32)
     alpha, lam = sample_perturbation(rng, alpha_range, lam_range, gain_range)
-    return {"real": real, "composite": perturb(real, mask, alpha, lam), "mask": mask[None],
-            "alpha": alpha, "lam": lam, "origin": origin}
+    composite = perturb(real, mask, alpha, lam)
+    anchored = 0.0
+    if anchor == "host-lesions" and rng.random() < 0.5:
+        fg = mask > 0
+        zero = np.zeros(real.shape[0]) if case.zero is None else case.zero
+        gains = [solve_gain(composite[c][fg], 1.0, float(np.median(real[c][fg])), zero=float(zero[c]))
+                 for c in range(real.shape[0])]
+        if all(g is not None for g in gains):  # as at inference: every channel anchored, or none
+            for c, g in enumerate(gains):
+                composite[c][fg] = apply_gain(composite[c][fg], 1.0, g, zero=float(zero[c]))
+            anchored = 1.0
+    return {"real": real, "composite": composite, "mask": mask[None],
+            "alpha": alpha, "lam": lam, "origin": origin, "anchored": anchored}
 
 
 def make_batch(rng: np.random.Generator, cases: Sequence[TrainingCase], n: int, patch_size: int,
-               alpha_range: float = 0.3, lam_range: float = 0.3, gain_range: float = 0.0) -> dict[str, np.ndarray]:
-    """``n`` pairs from random cases, stacked: arrays of shape (n, C or 1, P, P, P)."""
-    pairs = [make_pair(rng, cases[int(rng.integers(len(cases)))], patch_size, alpha_range, lam_range, gain_range)
+               alpha_range: float = 0.3, lam_range: float = 0.3, gain_range: float = 0.0,
+               anchor: str = "none") -> dict[str, np.ndarray]:
+    """``n`` pairs from random cases, stacked: arrays of shape (n, C or 1, P, P, P); ``anchored`` (n,)."""
+    pairs = [make_pair(rng, cases[int(rng.integers(len(cases)))], patch_size, alpha_range, lam_range, gain_range,
+                       anchor)
              for _ in range(n)]
-    return {k: np.stack([p[k] for p in pairs]) for k in ("real", "composite", "mask")}
+    out = {k: np.stack([p[k] for p in pairs]) for k in ("real", "composite", "mask")}
+    out["anchored"] = np.array([p["anchored"] for p in pairs], np.float32)
+    return out

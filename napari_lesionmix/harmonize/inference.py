@@ -27,6 +27,7 @@ import torch
 from scipy import ndimage as ndi
 
 from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.harmonize.anchor import anchor_to_host_lesions, check_anchor
 from napari_lesionmix.harmonize.baselines import check_image_mask, output_array
 from napari_lesionmix.harmonize.checkpoint import build_generator, load_checkpoint
 from napari_lesionmix.harmonize.data import OutOfDomainWarning, crop, domain_warning, normalise
@@ -87,12 +88,17 @@ class ARHNetHarmonizer:
         Voxels of context around a component before it needs tiling.
     overlap : int or None
         Overlap of tiles of a large component (default: half a patch).
+    anchor : {"host-lesions", "none"} or None
+        Host-lesion anchoring before the generator (:mod:`.anchor`); default: what
+        the checkpoint was trained with ("none" for files that do not say).
+        Overriding it feeds the generator inputs unlike its training data; it
+        exists for ablations.
     """
 
     method = "arhnet"
 
     def __init__(self, path: str | os.PathLike, device: str = "auto", batch_size: int = 4,
-                 margin: int = 4, overlap: int | None = None):
+                 margin: int = 4, overlap: int | None = None, anchor: str | None = None):
         self.path = Path(path)
         where = os.fspath(path)
         state = load_checkpoint(path)
@@ -102,6 +108,7 @@ class ARHNetHarmonizer:
         self.model_config = self.generator.config
         train = state.get("train_config") or {}
         self.patch_size = int(train.get("patch_size", 64))
+        self.anchor = check_anchor(str(anchor or train.get("anchor", "none")))
         if self.patch_size % 2 ** self.model_config.depth:
             raise LesionMixError(f"Checkpoint '{where}' records patch size {self.patch_size}, not a multiple of 2**depth.")
         self.batch_size, self.margin, self.overlap = int(batch_size), int(margin), overlap
@@ -124,7 +131,7 @@ class ARHNetHarmonizer:
         return {"method": self.method, "checkpoint": os.fspath(self.path), "checkpoint_sha256": self.sha256,
                 "device": str(self.device), "patch_size": self.patch_size, "margin": self.margin,
                 "overlap": self.patch_size // 2 if self.overlap is None else self.overlap,
-                "normalisation": (self.normalisation or {}).get("method", "minmax")}
+                "normalisation": (self.normalisation or {}).get("method", "minmax"), "anchor": self.anchor}
 
     def domain_warning(self, image: np.ndarray, spacing=None, mask: np.ndarray | None = None) -> str | None:
         """One sentence when ``image`` (outside ``mask``; ``spacing`` in mm) lies far outside the training data."""
@@ -136,8 +143,10 @@ class ARHNetHarmonizer:
                   spacing=None) -> np.ndarray:
         """Harmonize ``image`` (C, I, J, K) inside ``mask`` (I, J, K); see the module docstring.
 
-        ``label`` is not used (the baselines' interface); ``spacing`` (mm) only
-        feeds the out-of-domain check, which warns with :class:`OutOfDomainWarning`.
+        ``label`` (the synthetic label map) lets a checkpoint trained with
+        host-lesion anchoring anchor the pasted lesions to the host's own
+        (:mod:`.anchor`); without it the generator works alone. ``spacing`` (mm)
+        only feeds the out-of-domain check, which warns with :class:`OutOfDomainWarning`.
         """
         image, m = check_image_mask(image, mask)
         if image.shape[0] != self.in_channels:
@@ -151,15 +160,39 @@ class ARHNetHarmonizer:
                 import warnings
 
                 warnings.warn(msg, OutOfDomainWarning, stacklevel=2)
-        return harmonize_volume(self.generator, image, m, self.patch_size, self.normalisation, self.device,
-                                self.batch_size, self.margin, self.overlap, progress)
+        return harmonize_anchored(self.generator, image, m, label, self.anchor, self.patch_size, self.normalisation,
+                                  self.device, self.batch_size, self.margin, self.overlap, progress)
+
+
+def harmonize_anchored(generator, image: np.ndarray, m: np.ndarray, label: np.ndarray | None, anchor: str,
+                       patch_size: int, normalisation: dict | None, device, batch_size: int = 4, margin: int = 4,
+                       overlap: int | None = None, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """ARHNet with host-lesion anchoring (:mod:`.anchor`): anchor, generate, keep the anchored level.
+
+    With ``anchor="host-lesions"``, a ``label`` and host lesions to read, the
+    paste's level is set from the host's own lesions, the generator is told so
+    (its anchor channel) and harmonizes, and its output's pasted median is set
+    back to that level (one more gain, usually within a few per cent of 1): the
+    host's lesions set the level, the generator the boundary and texture.
+    Otherwise this is :func:`harmonize_volume` of the input as it is.
+    """
+    anchored, gains = anchor_to_host_lesions(image, m, label, anchor)
+    out = harmonize_volume(generator, anchored, m, patch_size, normalisation, device, batch_size, margin, overlap,
+                           progress, anchored=gains[0] is not None)
+    if gains[0] is not None:
+        out, _ = anchor_to_host_lesions(out, m, label, anchor)
+    return out
 
 
 @torch.no_grad()
 def harmonize_volume(generator, image: np.ndarray, m: np.ndarray, patch_size: int, normalisation: dict | None,
                      device, batch_size: int = 4, margin: int = 4, overlap: int | None = None,
-                     progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Whole-volume ARHNet on a checked ``image`` (C, I, J, K) and float mask ``m`` (the module docstring)."""
+                     progress: Callable[[int, int], None] | None = None, anchored: bool = False) -> np.ndarray:
+    """Whole-volume ARHNet on a checked ``image`` (C, I, J, K) and float mask ``m`` (the module docstring).
+
+    ``anchored``: the paste's level was set from the host's lesions (:mod:`.anchor`);
+    fed to a generator with an anchor channel, ignored by one without.
+    """
     out = output_array(image)
     fg = m > 0
     if not fg.any():
@@ -181,7 +214,8 @@ def harmonize_volume(generator, image: np.ndarray, m: np.ndarray, patch_size: in
         mm = np.stack([crop(m, o, p)[None] for _, o in chunk])
         xt = torch.from_numpy(x).to(device)
         mt = torch.from_numpy(mm).to(device)
-        diff = generator.difference(xt, mt).float().cpu().numpy()
+        flag = torch.full((len(chunk),), float(anchored), device=device)
+        diff = generator.difference(xt, mt, flag).float().cpu().numpy()
         for (idx, origin), d in zip(chunk, diff, strict=True):
             # Paste back only this component's voxels that lie inside the volume.
             sl = tuple(slice(max(o, 0), min(o + p, n)) for o, n in zip(origin, fg.shape, strict=True))

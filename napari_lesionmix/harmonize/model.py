@@ -56,6 +56,9 @@ class Generator(nn.Module):
 
     ``forward(image, mask)`` returns the harmonized image
     ``I^ = I~ + G(I~, M) * M`` (Fig. 1); :meth:`difference` returns ``G`` alone.
+    With ``config.anchor_channel`` the input also holds ``M * anchored``:
+    ``anchored`` (one value per patch, 0 by default) says the paste's level was
+    set from the host's lesions (:mod:`napari_lesionmix.harmonize.anchor`).
     """
 
     def __init__(self, config: ModelConfig | None = None):
@@ -64,7 +67,7 @@ class Generator(nn.Module):
         c, b, d = self.config.in_channels, self.config.base_channels, self.config.depth
         widths = [b * 2**i for i in range(d + 1)]
         self.encoders = nn.ModuleList()
-        cin = c + 1
+        cin = c + 1 + int(self.config.anchor_channel)
         for w in widths[:-1]:
             self.encoders.append(EncoderBlock(cin, w))
             cin = w
@@ -77,9 +80,19 @@ class Generator(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    def difference(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The intensity-difference map ``G(I~, M)``, shape of ``image``."""
-        x = torch.cat([image, mask], dim=1)
+    def difference(self, image: torch.Tensor, mask: torch.Tensor,
+                   anchored: torch.Tensor | None = None) -> torch.Tensor:
+        """The intensity-difference map ``G(I~, M)``, shape of ``image``.
+
+        ``anchored``: shape (N,) or broadcastable to the mask, 1 where the
+        paste's level was anchored; used only with ``config.anchor_channel``.
+        """
+        parts = [image, mask]
+        if self.config.anchor_channel:
+            a = torch.zeros(()) if anchored is None else anchored
+            a = a.to(mask.dtype).to(mask.device)
+            parts.append(mask * (a.reshape(-1, *([1] * (mask.dim() - 1))) if a.dim() == 1 else a))
+        x = torch.cat(parts, dim=1)
         skips = []
         for enc in self.encoders:
             x = enc(x)
@@ -90,8 +103,8 @@ class Generator(nn.Module):
             x = dec(x, skip, mask)
         return self.head(x)
 
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return image + self.difference(image, mask) * mask
+    def forward(self, image: torch.Tensor, mask: torch.Tensor, anchored: torch.Tensor | None = None) -> torch.Tensor:
+        return image + self.difference(image, mask, anchored) * mask
 
 
 class Discriminator(nn.Module):

@@ -6,8 +6,8 @@ then G with ``lambda_rec * L1 + lambda_btv * BTV + lambda_adv * L_adv(G)``
 (Eq. 6). Patches and perturbations of epoch ``e`` come from
 ``sample_rng(seed, e)``, so a resumed run draws exactly what an
 uninterrupted one would. A checkpoint is written atomically after every epoch,
-and the best one so far (lowest cross-subject contrast error when it is scored,
-else lowest validation fMAE) beside it as ``NAME.best.pt`` (inference-only).
+and the best one so far (:func:`best_rule`) beside it as ``NAME.best.pt``
+(inference-only).
 On CUDA, mixed precision (bfloat16 where supported, else float16 with a
 gradient scaler) when ``config.amp``.
 """
@@ -53,6 +53,22 @@ def best_path(out_path: str | os.PathLike) -> Path:
     return out_path.with_name(f"{out_path.stem}.best{out_path.suffix or '.pt'}")
 
 
+def best_rule(config: TrainConfig, val: dict[str, float]) -> tuple[str, bool]:
+    """Which validation number ranks checkpoints, and whether this validation may be the best.
+
+    Anchored models get the host's lesion level as an input, so their contrast
+    error stays near 0 as long as the generator keeps that level: they are ranked
+    by the paper's fMAE task among validations whose every cross-subject paste is
+    within 15 %. Others are ranked by the mean contrast error when it is scored,
+    else by fMAE.
+    """
+    from napari_lesionmix.harmonize.criterion import WITHIN_15_PERCENT
+
+    if config.anchor == "host-lesions":
+        return "fmae", val.get("contrast_error_max", 0.0) <= WITHIN_15_PERCENT
+    return ("contrast_error_mean" if "contrast_error_mean" in val else "fmae"), True
+
+
 def cross_subject_pastes_of(cases: Sequence[TrainingCase], seed: int) -> list:
     """CarveMix (lambda = 0) pastes between held-out cases, as is and with the donor at gain x0.6 and x1.7."""
     from napari_lesionmix.harmonize.criterion import cross_subject_pastes
@@ -64,10 +80,11 @@ def cross_subject_pastes_of(cases: Sequence[TrainingCase], seed: int) -> list:
 
 def cross_subject_errors(generator: Generator, pastes: Sequence, config: TrainConfig, device) -> dict[str, float]:
     """Mean and max contrast error |log(c / c_host lesions)| of ``generator`` on ``pastes``."""
-    from napari_lesionmix.harmonize.inference import harmonize_volume
+    from napari_lesionmix.harmonize.inference import harmonize_anchored
 
-    errs = [p.error(harmonize_volume(generator, p.image, (p.mask > 0).astype(np.float32), config.patch_size,
-                                     normalisation_spec(config.normalisation), device)) for p in pastes]
+    spec = normalisation_spec(config.normalisation)
+    errs = [p.error(harmonize_anchored(generator, p.image, np.asarray(p.mask, np.float32), p.label, config.anchor,
+                                       config.patch_size, spec, device)) for p in pastes]
     raw = [p.error(p.image) for p in pastes]
     return {"contrast_error_mean": float(np.mean(errs)), "contrast_error_max": float(np.max(errs)),
             "composite_contrast_error_mean": float(np.mean(raw))}
@@ -147,8 +164,9 @@ def train_harmonizer(
     device = resolve_device(config.device)
     cases = load_training_cases(dataset, log=say, normalisation=config.normalisation)
     n_ch = int(cases[0].image.shape[0])
-    if config.model.in_channels != n_ch:
-        config = config.replace(model=config.model.__class__(**{**config.model.to_dict(), "in_channels": n_ch}))
+    want = {"in_channels": n_ch, "anchor_channel": config.anchor == "host-lesions"}
+    if any(getattr(config.model, k) != v for k, v in want.items()):
+        config = config.replace(model=config.model.__class__(**{**config.model.to_dict(), **want}))
     train_ids, val_ids = split_cases([c.case_id for c in cases], config.val_cases, config.n_val, config.seed)
     by_id = {c.case_id: c for c in cases}
     train_cases = [by_id[i] for i in train_ids]
@@ -166,10 +184,13 @@ def train_harmonizer(
         where = os.fspath(out_path)
         if "opt_g" not in state or "discriminator" not in state:
             raise LesionMixError(f"Checkpoint '{where}' is inference-only and cannot be resumed.")
-        saved = TrainConfig.from_dict(state["train_config"])
-        diff = [k for k in ("patch_size", "batch_size", "patches_per_case", "seed", "model", "alpha_range", "lam_range",
-                            "gain_range", "normalisation")
-                if getattr(saved, k) != getattr(config, k)]
+        # Files written before anchoring and the schedule ran without them.
+        saved = TrainConfig.from_dict({"anchor": "none", "lr_decay": "none", **state["train_config"]})
+        keys = ["patch_size", "batch_size", "patches_per_case", "seed", "model", "alpha_range", "lam_range",
+                "gain_range", "anchor", "normalisation", "lr_decay"]
+        if config.lr_decay != "none":
+            keys.append("epochs")  # the schedule spans the whole run
+        diff = [k for k in keys if getattr(saved, k) != getattr(config, k)]
         if diff or state.get("split", {}).get("val") != val_ids:
             what = ", ".join(diff) or "validation split"
             raise LesionMixError(f"Checkpoint '{where}' was trained with a different {what}; resume needs the same settings.")
@@ -230,17 +251,24 @@ def train_harmonizer(
             if should_stop is not None and should_stop():
                 stopped = True
                 break
+            if config.lr_decay == "cosine":
+                # A function of the global step alone: a resumed run follows the same schedule.
+                f = 0.5 * (1.0 + math.cos(math.pi * (epoch * n_steps + step) / (config.epochs * n_steps)))
+                for opt, lr in ((opt_g, config.lr_g), (opt_d, config.lr_d)):
+                    for group in opt.param_groups:
+                        group["lr"] = lr * f
             batch = make_batch(rng, train_cases, config.batch_size, config.patch_size, config.alpha_range,
-                               config.lam_range, config.gain_range)
+                               config.lam_range, config.gain_range, config.anchor)
             real = torch.from_numpy(batch["real"]).to(device)
             comp = torch.from_numpy(batch["composite"]).to(device)
             mask = torch.from_numpy(batch["mask"]).to(device)
+            flag = torch.from_numpy(batch["anchored"]).to(device)
             band = losses.boundary_band(mask, config.model.boundary_width)
 
             loss_d = torch.zeros((), device=device)
             if use_adv:
                 with torch.no_grad(), autocast():
-                    fake = gen(comp, mask)
+                    fake = gen(comp, mask, flag)
                 with autocast():
                     loss_d = losses.d_hinge_loss(disc(real, comp, mask), disc(fake, comp, mask))  # Eq. 3
                 opt_d.zero_grad(set_to_none=True)
@@ -248,7 +276,7 @@ def train_harmonizer(
                 scaler.step(opt_d)
 
             with autocast():
-                fake = gen(comp, mask)
+                fake = gen(comp, mask, flag)
                 l1 = losses.reconstruction_loss(fake.float(), real)                          # Eq. 2
                 btv = losses.btv_loss(fake.float(), band)                                    # Eq. 5
                 adv = losses.g_hinge_loss(disc(fake, comp, mask)) if use_adv else torch.zeros((), device=device)  # Eq. 4
@@ -277,10 +305,10 @@ def train_harmonizer(
             n_val_done = sum(1 for h in history if "val" in h)
             if pastes and (n_val_done % config.cross_val_every == 0 or epoch + 1 == config.epochs):
                 last_val.update(cross_subject_errors(gen, pastes, config, device))
-            metric = "contrast_error_mean" if "contrast_error_mean" in last_val else "fmae"
+            metric, eligible = best_rule(config, last_val)
             if best["metric"] not in (None, metric):
                 best = {"score": math.inf, "epoch": 0, "metric": None}
-            if last_val[metric] < best["score"]:
+            if eligible and last_val[metric] < best["score"]:
                 best = {"score": float(last_val[metric]), "epoch": epoch + 1, "metric": metric}
                 record["is_best"] = True
             record["val"] = last_val

@@ -332,7 +332,7 @@ def test_harmonize_hm_inside_mask_only(tiny_dataset, tmp_path):
     host = load_case(tiny_dataset / f"{params.host_id}.nii.gz", tiny_dataset / f"{params.host_id}_seg.nii.gz")
     donor = load_case(tiny_dataset / f"{params.donor_id}.nii.gz", tiny_dataset / f"{params.donor_id}_seg.nii.gz")
     s = registry.replay(params, host, donor)
-    expected = load_harmonizer("hm").harmonize(s.image, s.mask)
+    expected = load_harmonizer("hm").harmonize(s.image, s.mask, label=s.label)  # the paper's HM: to the host's lesions
     got = nib.load(tmp_path / "hm" / "imagesTr" / "lmx_000000_0000.nii.gz").get_fdata(dtype=np.float32)
     np.testing.assert_array_equal(got, expected[0])
     plain = nib.load(tmp_path / "plain" / "imagesTr" / "lmx_000000_0000.nii.gz").get_fdata(dtype=np.float32)

@@ -120,8 +120,10 @@ def test_train_callback_checkpoint_and_round_trip(tmp_path, cases):
     assert state["split"]["val"] and not set(state["split"]["val"]) & set(state["split"]["train"])
     assert {"opt_g", "opt_d", "discriminator", "normalisation", "train_config"} <= set(state)
     assert TrainConfig.from_dict(state["train_config"]) == res["config"]
+    # Anchored training (the default) gives the generator its anchor channel.
+    assert res["config"].model.anchor_channel and state["model_config"]["anchor_channel"]
     # Round trip: the saved generator gives what the in-memory one gives.
-    gen = Generator(TINY)
+    gen = Generator(res["config"].model)
     gen.load_state_dict(state["generator"])
     gen.eval()
     h = load_harmonizer(out, device="cpu")
@@ -171,3 +173,40 @@ def test_cli_train_harmonizer(tmp_path, cases):
     assert main([*args[:-1], "--epochs", "2", "--resume", "--quiet"]) == 0
     assert load_checkpoint(out)["epoch"] == 2
     assert main([*args[:2], str(tmp_path / "nowhere"), *args[3:]]) == 2
+
+
+def test_cli_recipe_sets_the_defaults_and_flags_override_it(tmp_path, cases):
+    for c in cases:
+        write_case(c, tmp_path / "ds")
+    common = ["--dataset", str(tmp_path / "ds"), "--epochs", "1", "--batch-size", "2", "--patch-size", "16",
+              "--patches-per-case", "1", "--base-channels", "4", "--depth", "2", "--n-val", "1", "--device", "cpu",
+              "--quiet"]
+    assert main(["train-harmonizer", "--recipe", "cpu", "--out", str(tmp_path / "cpu.pt"), *common]) == 0
+    cfg = load_checkpoint(tmp_path / "cpu.pt")["train_config"]
+    recipe = TrainConfig.cpu_recipe()
+    assert (cfg["lr_g"], cfg["gain_range"], cfg["anchor"]) == (recipe.lr_g, recipe.gain_range, "host-lesions")
+    assert (cfg["epochs"], cfg["patch_size"]) == (1, 16)  # given flags win over the recipe
+    assert main(["train-harmonizer", "--out", str(tmp_path / "paper.pt"), "--anchor", "none", *common]) == 0
+    state = load_checkpoint(tmp_path / "paper.pt")
+    assert (state["train_config"]["lr_g"], state["train_config"]["gain_range"]) == (1e-4, 0.0)
+    assert state["train_config"]["anchor"] == "none" and not state["model_config"]["anchor_channel"]
+
+
+def test_cosine_schedule_decays_to_zero_and_resumes_exactly(tmp_path, cases):
+    cfg = CFG.replace(lr_decay="cosine", epochs=2)
+    full = tmp_path / "full.pt"
+    events = []
+    train_harmonizer(cases, full, cfg, callback=events.append)
+    state = load_checkpoint(full)
+    n_steps = events[0]["n_steps"]
+    last = 0.5 * (1 + np.cos(np.pi * (2 * n_steps - 1) / (2 * n_steps)))
+    assert state["opt_g"]["param_groups"][0]["lr"] == pytest.approx(cfg.lr_g * last)  # the last step's rate
+    # Interrupted by a stop after the first step, then resumed: the same weights as uninterrupted.
+    part = tmp_path / "part.pt"
+    calls = []
+    train_harmonizer(cases, part, cfg, callback=calls.append, should_stop=lambda: len(calls) >= n_steps)
+    train_harmonizer(cases, part, cfg, resume=True)
+    a, b = state["generator"], load_checkpoint(part)["generator"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(LesionMixError, match="different epochs"):
+        train_harmonizer(cases, part, cfg.replace(epochs=3), resume=True)

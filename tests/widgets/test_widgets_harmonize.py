@@ -125,6 +125,12 @@ def test_tiny_training_draws_the_loss_curve_and_stops(studio, qtbot, tmp_path, m
         return train(*args, callback=cb, **kwargs)
 
     monkeypatch.setattr(harmonize_pkg, "train_harmonizer", train_until_clicked)
+    # The dock says what it trains on, with the shipped model's CPU recipe.
+    ds = session.dataset
+    assert (f"'{ds.root}'" if ds is not None else "sample data") in w.train_on.text()
+    recipe = harmonize_pkg.TrainConfig.cpu_recipe()
+    assert (w.train_config().lr_g, w.train_config().gain_range, w.train_config().anchor) == (
+        recipe.lr_g, recipe.gain_range, "host-lesions")
     w.epochs.setValue(1)
     w.batch.setValue(2)
     w.patch.setValue(16)
