@@ -222,7 +222,7 @@ class TrainConfig:
         epochs) decayed to 0 on a cosine, the Eq. 1 factor drawn in [1/4, 4] (``gain_range=4``) and
         host-lesion anchoring; validation every 8 epochs. ``changes`` override any field.
         """
-        base = dict(epochs=24, batch_size=16, patch_size=24, patches_per_case=16, lr_g=1e-3, lr_d=5e-4, lr_decay="cosine",
+        base = dict(epochs=32, batch_size=16, patch_size=24, patches_per_case=16, lr_g=1e-3, lr_d=5e-4, lr_decay="cosine",
                     gain_range=4.0, anchor="host-lesions", normalisation="robust", val_every=8, cross_val_every=1)
         return cls(**{**base, **changes})
 

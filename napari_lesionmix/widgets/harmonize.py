@@ -221,7 +221,7 @@ class HarmonizeWidget(QWidget):
 
         # training
         # Defaults: the CPU recipe of the shipped checkpoint (TrainConfig.cpu_recipe), a useful model in minutes.
-        self.epochs = _int_spin(1, 10000, 24)
+        self.epochs = _int_spin(1, 10000, 32)
         self.batch = _int_spin(1, 256, 16)
         self.patch = _int_spin(8, 256, 24)
         self.patch.setSingleStep(8)

@@ -177,3 +177,29 @@ def test_shipped_model_brings_cross_subject_pastes_within_15_percent(sample_data
                 out = h.harmonize(p.image, p.mask, label=p.label, spacing=p.spacing)
             assert p.error(p.image) > 0.2  # the raw paste is far off
             assert p.error(out) <= WITHIN_15_PERCENT, p.name
+
+
+def test_a_drifting_generator_still_ends_at_the_host_level_and_the_cli_says_when_it_cannot(tmp_path, capsys):
+    import nibabel as nib
+
+    from napari_lesionmix.cli import main
+
+    img, mask, label = paste_scene()
+    pasted, host = lesion_regions(mask, label)
+    path = write_ckpt(tmp_path / "drift.pt", "host-lesions")
+    state = torch.load(path, weights_only=True)
+    state["generator"]["head.bias"] = torch.full_like(state["generator"]["head.bias"], 0.2)  # G adds 0.2
+    save_checkpoint({k: v for k, v in state.items() if k not in ("format", "format_version")}, path)
+    h = load_harmonizer(path, device="cpu")
+    out = h.harmonize(img, mask, label=label)
+    assert not np.allclose(out[0][pasted], img[0][pasted])
+    assert np.median(out[0][pasted]) == pytest.approx(np.median(img[0][host]), rel=1e-4)  # the level is kept
+    affine = np.eye(4)
+    for name, arr in (("img", img[0]), ("mask", mask), ("lab", label)):
+        nib.save(nib.Nifti1Image(arr, affine), tmp_path / f"{name}.nii.gz")
+    args = ["harmonize", "--image", str(tmp_path / "img.nii.gz"), "--mask", str(tmp_path / "mask.nii.gz"),
+            "--model", str(path), "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert "without --label ARHNet cannot read the host's own lesions" in capsys.readouterr().err
+    assert main([*args, "--label", str(tmp_path / "lab.nii.gz"), "--out", str(tmp_path / "b")]) == 0
+    assert "without --label" not in capsys.readouterr().err
