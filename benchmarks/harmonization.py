@@ -102,7 +102,8 @@ def cross_subject(model: str, case_ids: list[str], ds) -> dict[str, list[float]]
     print(f"{'pastes within 15 %':<49}" + "".join(f"{sum(e <= WITHIN_15_PERCENT for e in v):>14d}/{n:<2d}"
                                                  for v in errors.values()))
     print(f"{'s/volume':<49}" + "".join(f"{times[k] / n:>17.2f}" for k in methods))
-    print(f"out-of-domain warnings: {len(warned)} of {n} pastes" + "".join(f"\n  {w}" for w in warned[:3]))
+    pastes_warned = len({w.split(": ", 1)[0] for w in warned})
+    print(f"out-of-domain warnings: on {pastes_warned} of {n} pastes" + "".join(f"\n  {w}" for w in warned[:1]))
     return errors
 
 

@@ -6,7 +6,9 @@ Public API (torch is imported only when a torch-using function runs, so
 - :func:`harmonize` / :func:`load_harmonizer`: harmonize a synthetic image
   inside its mask with ``"arhnet"`` (the shipped checkpoint), ``"composite"``,
   ``"hm"`` (pasted lesions matched to the host's lesions, as the paper), ``"hm-ring"``
-  or a checkpoint path. Voxels outside the mask are unchanged. ARHNet warns with
+  or a checkpoint path. Voxels outside the mask are unchanged. Given the
+  synthetic label, ARHNet takes the pasted lesions' level from the host's own
+  lesions (:mod:`~napari_lesionmix.harmonize.anchor`). It warns with
   :class:`OutOfDomainWarning` on inputs far outside its training data.
 - :mod:`~napari_lesionmix.harmonize.criterion`: the cross-subject contrast criterion.
 - :func:`train_harmonizer` with :class:`TrainConfig`: self-supervised training

@@ -178,8 +178,11 @@ def harmonize(
     device : {"auto", "cuda", "mps", "cpu"}
     progress : callable(done, total), optional
     label : ndarray, shape (I, J, K), optional
-        The synthetic label: ``"hm"`` matches the pasted lesions (label inside the
-        mask) to the host's own (label outside it); the others ignore it.
+        The synthetic label, which tells pasted lesions (label inside the mask)
+        from the host's own (label outside it): ``"hm"`` matches the former to
+        the latter; ARHNet (a checkpoint trained with anchoring) takes their
+        level from the host's lesions (:mod:`~napari_lesionmix.harmonize.anchor`);
+        ``"composite"`` and ``"hm-ring"`` ignore it.
     spacing : tuple of float, optional
         Voxel size in mm: ARHNet warns (``OutOfDomainWarning``) when it, or the
         image's normalised intensities, lie far outside its training data.
