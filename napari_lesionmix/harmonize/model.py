@@ -84,14 +84,13 @@ class Generator(nn.Module):
                    anchored: torch.Tensor | None = None) -> torch.Tensor:
         """The intensity-difference map ``G(I~, M)``, shape of ``image``.
 
-        ``anchored``: shape (N,) or broadcastable to the mask, 1 where the
+        ``anchored``: one value per patch, shape (N,) (``None``: 0), 1 where the
         paste's level was anchored; used only with ``config.anchor_channel``.
         """
         parts = [image, mask]
         if self.config.anchor_channel:
-            a = torch.zeros(()) if anchored is None else anchored
-            a = a.to(mask.dtype).to(mask.device)
-            parts.append(mask * (a.reshape(-1, *([1] * (mask.dim() - 1))) if a.dim() == 1 else a))
+            a = torch.as_tensor(0.0 if anchored is None else anchored, dtype=mask.dtype, device=mask.device)
+            parts.append(mask * a.reshape(-1, *([1] * (mask.dim() - 1))))
         x = torch.cat(parts, dim=1)
         skips = []
         for enc in self.encoders:
