@@ -11,3 +11,7 @@ from __future__ import annotations
 
 class LesionMixError(ValueError):
     """A problem with the user's input, explained in one sentence."""
+
+
+class LesionMixWarning(UserWarning):
+    """Something the user should know that does not stop the work (one sentence, printed once)."""

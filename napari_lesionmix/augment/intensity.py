@@ -34,8 +34,8 @@ Modes
     scale is the host's own landmarks (a two-image case), so it is a few lines
     of numpy.
 
-Voxels at the source channel's background value (its minimum, the constant
-outside the head) are left as they are, so Mixup and CutMix do not lift the
+Voxels at the source channel's background value (the constant outside the
+head: :func:`~napari_lesionmix.io.brain.background_level`) are left as they are, so Mixup and CutMix do not lift the
 background. Soft-CP's ``intensity_compat`` is a different, local thing (the
 mean/std of the ring around one pasted lesion against the host's ring at the
 paste position); it can be combined with this global step.
@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.io.brain import background_level, estimate_brain
 
 #: The modes of the shared ``intensity_match`` option.
 MODES = ("none", "brain-linear", "histogram")
@@ -69,7 +70,9 @@ class BrainStats:
     percentiles : tuple of tuple of float
         Per channel, the values at :data:`_PERCENTILES` of the normal-brain voxels.
     background : tuple of float
-        Per channel, the minimum of the whole channel (left unmapped).
+        Per channel, the background level (left unmapped):
+        :func:`~napari_lesionmix.io.brain.background_level`, the median of
+        the volume's faces (not its minimum, which ringing or noise sets).
     """
 
     percentiles: tuple[tuple[float, ...], ...]
@@ -84,12 +87,14 @@ class BrainStats:
 
 
 def normal_brain(channel: np.ndarray, label: np.ndarray | None, brain_mask: np.ndarray | None) -> np.ndarray:
-    """Normal-brain voxels of one channel: inside the brain mask (or above the background) and not lesion.
+    """Normal-brain voxels of one channel: inside the brain and not lesion (any non-zero label).
 
-    Without a brain mask the region is every voxel above the channel's minimum
-    (the usual constant background). Any non-zero label value is lesion.
+    Without a brain mask the brain is :func:`~napari_lesionmix.io.brain.estimate_brain`
+    of the channel (unit spacing; the registry passes the case's own region). Not
+    "above the minimum": on real FLAIR the minimum is the ringing around the
+    brain, and the exact-zero background (most of the volume) became "brain".
     """
-    region = np.asarray(brain_mask, bool) if brain_mask is not None else channel > channel.min()
+    region = np.asarray(brain_mask, bool) if brain_mask is not None else estimate_brain(channel)
     if label is not None:
         region = region & (np.asarray(label) == 0)
     return region
@@ -118,7 +123,7 @@ def brain_stats(image: np.ndarray, label: np.ndarray | None, brain_mask: np.ndar
             raise LesionMixError("A case has no normal-brain voxel (empty brain mask or constant image); "
                                  "intensity matching needs some.")
         pct.append(tuple(float(v) for v in np.percentile(values, _PERCENTILES)))
-        bg.append(float(ch.min()))
+        bg.append(background_level(ch))
     return BrainStats(tuple(pct), tuple(bg))
 
 
@@ -139,7 +144,7 @@ class IntensityMap:
     source_landmarks, host_landmarks : tuple of tuple of float
         Per channel, increasing landmarks and where they go (empty for ``"none"``).
     background : tuple of float
-        Per channel, the source value left unmapped (its minimum).
+        Per channel, the source value left unmapped (its background level).
     """
 
     case_id: str

@@ -135,6 +135,7 @@ from napari_lesionmix.augment.transforms import (
     displacement_field,
 )
 from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.io.brain import case_brain
 from napari_lesionmix.io.nifti import AFFINE_TOLERANCE_MM, Case
 
 MODES = ("populate", "inpaint")
@@ -260,6 +261,12 @@ class LesionMixParams(Params):
         See :func:`~napari_lesionmix.augment.inpaint.inpaint_telea`.
     seed, sample_index : int or None
         Provenance.
+    redrawn : int
+        Populate: insertion draws refused (too large, outside the volume, on
+        other lesions, over the target) before the pasted ones were found.
+    redrawn_outside_brain : int
+        Of those, the ones refused because less than ``min_brain_fraction`` of
+        the lesion lay in the host's brain.
     """
 
     method = "lesionmix"
@@ -287,6 +294,8 @@ class LesionMixParams(Params):
     inpaint_dilate: int = 1
     seed: int | None = None
     sample_index: int | None = None
+    redrawn: int = 0
+    redrawn_outside_brain: int = 0
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -310,6 +319,8 @@ class LesionMixParams(Params):
         """One line: reached vs target load."""
         ok = "reached" if self.target_reached else "NOT reached"
         n = f"{len(self.insertions)} lesion(s) pasted" if self.mode == "populate" else f"{len(self.removals)} lesion(s) inpainted"
+        if self.redrawn:
+            n += f"; {self.redrawn} draw(s) refused, {self.redrawn_outside_brain} of them outside the brain"
         return (
             f"{self.mode}: host {self.host_load_ml:.3f} mL -> {self.reached_load_ml:.3f} mL, target "
             f"{self.target_load_ml:.3f} +/- {self.tolerance_ml:.3f} mL {ok} ({n})"
@@ -602,12 +613,12 @@ def sample_lesionmix(
         params = LesionMixParams(**common, reached_load_ml=reached, target_reached=abs(reached - target) <= tol,
                                  removals=removals)
     else:
-        insertions, reached, reason = _draw_insertions(
+        insertions, reached, reason, refused = _draw_insertions(
             rng, host, bank, likelihood, brain_mask, augment, source_cases, lesion_sampling, host_load, target,
             tol, int(max_insertions), int(max_attempts), float(max_overlap), float(min_brain_fraction),
         )
         params = LesionMixParams(**common, reached_load_ml=reached, target_reached=abs(reached - target) <= tol,
-                                 insertions=insertions)
+                                 insertions=insertions, redrawn=refused[0], redrawn_outside_brain=refused[1])
     if not params.target_reached and on_unreachable != "ignore":
         msg = (
             f"LesionMix reached {params.reached_load_ml:.3f} mL instead of the target "
@@ -666,9 +677,9 @@ def _draw_insertions(rng, host, bank, likelihood, brain, aug, source_cases, lesi
                      tol, max_insertions, max_attempts, max_overlap, min_brain_fraction):
     vox_ml = voxel_volume_ml(host.spacing)
     if host_load > target + tol:
-        return (), host_load, "populating only adds lesions and the host load is above the target"
+        return (), host_load, "populating only adds lesions and the host load is above the target", (0, 0)
     if host_load >= target - tol:
-        return (), host_load, ""
+        return (), host_load, "", (0, 0)
     if likelihood is None:
         raise LesionMixError("Populating needs a lesion likelihood map for the insertion positions.")
     lmap = likelihood if isinstance(likelihood, LikelihoodMap) else LikelihoodMap(normalise(likelihood))
@@ -691,7 +702,7 @@ def _draw_insertions(rng, host, bank, likelihood, brain, aug, source_cases, lesi
     occupied = host.label != 0
     n_occupied = int(np.count_nonzero(occupied))
     insertions: list[Insertion] = []
-    attempts = 0
+    attempts = outside_brain = 0
     reason = ""
     smin3 = aug.min_scale**3
     while n_occupied * vox_ml < target - tol:
@@ -733,6 +744,7 @@ def _draw_insertions(rng, host, bank, likelihood, brain, aug, source_cases, lesi
         if brain is not None:
             inside = hard & brain[host_box]
             if np.count_nonzero(inside) < min_brain_fraction * total:
+                outside_brain += 1
                 continue
             hard = inside
         elif np.count_nonzero(hard) < min_brain_fraction * total:  # mostly outside the volume
@@ -746,7 +758,7 @@ def _draw_insertions(rng, host, bank, likelihood, brain, aug, source_cases, lesi
         occupied[host_box] |= hard
         n_occupied += n_hard - overlap
         insertions.append(Insertion(lesion.case_id, lesion.index, pos, tf))
-    return tuple(insertions), n_occupied * vox_ml, reason
+    return tuple(insertions), n_occupied * vox_ml, reason, (attempts - len(insertions), outside_brain)
 
 
 # --------------------------------------------------------------------------- apply
@@ -795,6 +807,8 @@ def lesionmix(
                 f"were drawn with {params.connectivity} and {params.bank_margin}; build the bank with those."
             )
         if params.brain_clip:
+            if brain_mask is None and params.brain is not None and params.brain.source == "estimated":
+                brain_mask = case_brain(host).mask  # drawn in the estimated brain: estimate it again
             if brain_mask is None:
                 raise LesionMixError(
                     f"These LesionMix params clip lesions to the brain mask of host '{params.host_id}'; pass it."
@@ -963,6 +977,7 @@ class LesionMixMethod(Method):
     name = "lesionmix"
     label = "LesionMix"
     summary = "populate or inpaint lesions of a host scan until a target lesion load is reached"
+    brain_in_apply = True  # pasted lesions are clipped to the host brain
     Options = LesionMixOptions
     Params = LesionMixParams
     needs_donor = False
@@ -995,6 +1010,12 @@ class LesionMixMethod(Method):
             max_insertions=options.max_insertions,
             on_unreachable="raise" if options.strict else "ignore",
         )
+
+    def unchanged_reason(self, params: LesionMixParams) -> str | None:
+        if params.insertions or params.removals:
+            return None
+        return (f"no lesion was {'pasted' if params.mode == 'populate' else 'inpainted'} (target "
+                f"{params.target_load_ml:.3f} mL, host load {params.host_load_ml:.3f} mL)")
 
     def apply(self, inputs: Inputs, params: LesionMixParams, resources: LesionMixResources) -> Synthetic:
         return lesionmix(inputs.host, params, resources.bank, brain_mask=inputs.brain_mask)

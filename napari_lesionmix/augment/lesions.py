@@ -31,6 +31,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_lesionmix.augment.intensity import normal_brain
+from napari_lesionmix.io.brain import case_brain
 from napari_lesionmix.augment.lesion_load import lesion_load_ml, voxel_volume_ml
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.nifti import AFFINE_TOLERANCE_MM, Case
@@ -114,9 +115,8 @@ def label_components(label: np.ndarray, connectivity: int = 26) -> tuple[np.ndar
 def tissue_reference(image: np.ndarray, label: np.ndarray | None, brain_mask: np.ndarray | None = None) -> tuple[float, ...]:
     """Per-channel median intensity of a case's normal tissue.
 
-    Normal tissue is the brain mask minus the lesions; without a brain mask,
-    every voxel above the channel's minimum (the usual constant background)
-    minus the lesions. Used to scale pasted lesions to a host's intensity level.
+    Normal tissue is the brain minus the lesions (:func:`~napari_lesionmix.augment.intensity.normal_brain`;
+    without a brain mask, the estimated brain). Used to scale pasted lesions to a host's intensity level.
     """
     out = []
     for ch in image:
@@ -166,7 +166,7 @@ def extract_lesions(
     shape = case.shape
     boxes = ndi.find_objects(comps)
     counts = np.bincount(comps.ravel(), minlength=n + 1)
-    reference = tissue_reference(case.image, case.label, brain_mask)
+    reference = tissue_reference(case.image, case.label, case_brain(case, brain_mask).mask)
     lesions = []
     for k, box in enumerate(boxes, start=1):
         if box is None or counts[k] < min_voxels:

@@ -28,6 +28,22 @@ _REGISTRY: dict[str, type[Params]] = {}
 
 
 @dataclass(frozen=True)
+class BrainRecord:
+    """Which brain region a sample was drawn in (:mod:`~napari_lesionmix.io.brain`).
+
+    Attributes
+    ----------
+    source : {"mask", "estimated"}
+        A given brain mask, or the estimate from the host image.
+    voxels : int
+        Its size: a replay whose region differs (another mask, another estimate) is refused.
+    """
+
+    source: str
+    voxels: int
+
+
+@dataclass(frozen=True)
 class Params:
     """Base class of every method's frozen, JSON-serialisable parameters.
 
@@ -39,10 +55,15 @@ class Params:
         ``intensity_match`` step (:mod:`~napari_lesionmix.augment.intensity`)
         and applied again on replay. Keyword-only, after every method's fields;
         empty (and left out of the JSON) when nothing was recorded.
+    brain : BrainRecord or None
+        The host's brain region the sample was drawn and applied in (the
+        registry records it); ``None`` (left out of the JSON) for params made
+        outside the registry.
     """
 
     method: ClassVar[str] = ""
     intensity: tuple[IntensityMap, ...] = field(default=(), kw_only=True)
+    brain: BrainRecord | None = field(default=None, kw_only=True)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -53,10 +74,12 @@ class Params:
         """Plain JSON-ready dict, with the method name under ``"method"``."""
         out = {"method": self.method}
         for f in dataclasses.fields(self):
-            if f.name != "intensity":
+            if f.name not in ("intensity", "brain"):
                 out[f.name] = _to_jsonable(getattr(self, f.name))
         if self.intensity:
             out["intensity"] = _to_jsonable(self.intensity)
+        if self.brain is not None:
+            out["brain"] = _to_jsonable(self.brain)
         return out
 
     def to_json(self, indent: int | None = 2) -> str:

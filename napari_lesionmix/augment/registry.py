@@ -55,10 +55,11 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from napari_lesionmix.augment import intensity
-from napari_lesionmix.augment.params import Params, Synthetic
+from napari_lesionmix.augment.params import BrainRecord, Params, Synthetic
 from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.io.brain import BrainRegion, case_brain
 from napari_lesionmix.io.dataset import Dataset
-from napari_lesionmix.io.nifti import Case
+from napari_lesionmix.io.nifti import Case, check_case, same_content
 from napari_lesionmix.random import sample_rng
 
 # ----------------------------------------------------------------------------- options
@@ -267,12 +268,38 @@ class Inputs:
     donor : Case or None
         The lesion source, for methods that take one (``Method.needs_donor``).
     brain_mask : ndarray of bool or None
-        The host's brain (or organ) mask.
+        The host's brain (or organ) mask. ``None`` is resolved by the
+        registry (:func:`resolve_inputs`) to the brain estimated from the host
+        image before any method sees it: methods always get a brain.
     """
 
     host: Case
     donor: Case | None = None
     brain_mask: np.ndarray | None = None
+
+
+def resolve_inputs(inputs: Inputs) -> tuple[Inputs, BrainRegion]:
+    """``inputs`` with the host's brain region (:func:`~napari_lesionmix.io.brain.case_brain`), and the region.
+
+    The one place a missing brain mask becomes the estimate, so every method
+    and every face pastes inside the same brain. An unreliable estimate is
+    warned about once (:class:`~napari_lesionmix.errors.LesionMixWarning`).
+    """
+    region = case_brain(inputs.host, inputs.brain_mask)  # warns once per case when the estimate looks wrong
+    return dataclasses.replace(inputs, brain_mask=region.mask), region
+
+
+def check_brain_record(params: Params, region: BrainRegion, host_id: str) -> None:
+    """Raise when ``params`` were drawn in another brain region than ``region`` (a replay would differ)."""
+    rec = params.brain
+    # The voxel count, not the source: a mask file that is the estimate is the same region.
+    if rec is not None and rec.voxels != region.n_voxels:
+        what = {"mask": "a brain mask", "estimated": "the brain estimated from the image"}
+        raise LesionMixError(
+            f"These params were drawn in {what.get(rec.source, rec.source)} of {rec.voxels} voxels but host "
+            f"'{host_id}' now has {what.get(region.source, region.source)} of {region.n_voxels} voxels; "
+            "give the same brain mask (or none) to replay them."
+        )
 
 
 class DrawRejected(LesionMixError):
@@ -298,6 +325,9 @@ class Method:
     needs_donor: ClassVar[bool] = True
     #: ``prepare`` needs :meth:`Sources.training_set` (e.g. LesionMix's lesion bank).
     needs_training_set: ClassVar[bool] = False
+    #: :meth:`apply` reads the host's brain (e.g. LesionMix clips pasted lesions to it): a replay
+    #: must then have the brain region the params record (:func:`check_brain_record`).
+    brain_in_apply: ClassVar[bool] = False
 
     def prepare(self, sources: Sources, options: Options) -> Any:
         """Work shared by all samples with these options (default: none)."""
@@ -336,22 +366,42 @@ class Method:
         """One line about a sample, for the CLI and the studio's status line."""
         return f"mask {int(np.count_nonzero(synthetic.mask))} voxels"
 
+    def unchanged_reason(self, params: Params) -> str | None:
+        """Why a sample with these params is its host unchanged (``None`` when it changes something).
+
+        Known before :meth:`apply` for methods that can say (LesionMix with no
+        insertion and no removal); :func:`unchanged_host` also checks the result.
+        """
+        return None
+
     def check_inputs(self, inputs: Inputs) -> None:
-        """A clear error for inputs this method cannot use."""
+        """A clear error for inputs this method cannot use: the one gate of every face.
+
+        Each case is checked (:func:`~napari_lesionmix.io.nifti.check_case`:
+        finite image, whole-number labels on the image's grid), so the MONAI,
+        TorchIO and PyTorch faces refuse what the CLI refuses; a host that is its
+        own donor is refused by content, not by name.
+        """
         if self.needs_donor and inputs.donor is None:
             raise LesionMixError(f"{self.label} needs a donor case.")
-        if self.needs_donor and _same_case(inputs.host, inputs.donor):
-            raise LesionMixError(
-                f"Host and donor are the same case '{inputs.host.case_id}'; {self.label} mixes two different scans."
-            )
+        check_case(inputs.host, "Host")
         inputs.host.require_label("Host", self.label)
+        if inputs.donor is not None:
+            check_case(inputs.donor, "Donor")
+        if self.needs_donor and _same_case(inputs.host, inputs.donor):
+            h, d = inputs.host.case_id, inputs.donor.case_id
+            same = f"Host and donor are the same case '{h}'" if h == d else \
+                f"Host '{h}' and donor '{d}' are the same scan (identical voxels)"
+            raise LesionMixError(f"{same}; {self.label} mixes two different scans.")
 
 
 def _same_case(a: Case, b: Case) -> bool:
-    """The same object, or the same files (a copy with other ids is a different case)."""
+    """The same object, the same files, or the same voxels (the same scan under another name)."""
     if a is b:
         return True
-    return bool(a.image_paths) and (tuple(a.image_paths), a.label_path) == (tuple(b.image_paths), b.label_path)
+    if bool(a.image_paths) and (tuple(a.image_paths), a.label_path) == (tuple(b.image_paths), b.label_path):
+        return True
+    return same_content(a, b)
 
 
 _METHODS: dict[str, Method] = {}
@@ -438,7 +488,9 @@ def sample_params(method: Method, rng: np.random.Generator, inputs: Inputs, opti
         normal-brain statistics are cached); by default the inputs themselves.
     """
     method.check_inputs(inputs)
+    inputs, region = resolve_inputs(inputs)
     params = method.sample(rng, inputs, options, resources)
+    params = dataclasses.replace(params, brain=BrainRecord(region.source, region.n_voxels))
     return fit_intensity(method, params, inputs, options.intensity_match, sources)
 
 
@@ -474,7 +526,7 @@ def _brain_stats(sources: Sources, case_id: str, case: Callable[[], Case],
     """A case's normal-brain statistics, computed once per sources (a case is loaded only when needed)."""
     def make():
         c = case()
-        return intensity.brain_stats(c.image, c.label, brain)
+        return intensity.brain_stats(c.image, c.label, case_brain(c, brain).mask)
 
     return sources.cached((BRAIN_STATS_KEY, case_id, brain is not None), make)
 
@@ -504,9 +556,30 @@ def matched_inputs(inputs: Inputs, params: Params, region: tuple[slice, ...] | N
 
 
 def apply_params(method: Method, inputs: Inputs, params: Params, resources: Any) -> Synthetic:
-    """The method's deterministic apply, on the donor as the recorded intensity maps make it."""
+    """The method's deterministic apply, on the donor as the recorded intensity maps make it.
+
+    The host's brain is resolved as :func:`sample_params` resolved it and, for
+    a method whose apply reads it (:attr:`Method.brain_in_apply`), must be the
+    region the params record.
+    """
+    inputs, brain = resolve_inputs(inputs)
+    if method.brain_in_apply:
+        check_brain_record(params, brain, inputs.host.case_id)
     region = method.donor_region(inputs, params, resources) if inputs.donor is not None else None
     return method.apply(matched_inputs(inputs, params, region), params, resources)
+
+
+def unchanged_host(method: Method, params: Params, synthetic: Synthetic | None = None) -> str | None:
+    """Why a sample is a copy of its host, or ``None``: a silent no-op is never passed off as synthetic.
+
+    Export draws such a sample again; the CLI and the studio warn.
+    """
+    reason = method.unchanged_reason(params)
+    if reason is None and synthetic is not None and not np.any(synthetic.mask):
+        reason = "its mixing mask is empty"
+    if reason is None:
+        return None
+    return f"{method.label} sample is host '{params.host_id}' unchanged: {reason}"
 
 
 def _local_sources(inputs: Inputs) -> LocalSources:

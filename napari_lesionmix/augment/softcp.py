@@ -35,8 +35,9 @@ Choices where the paper is silent (each a parameter; defaults in brackets):
   so that ``delta1 = 1`` means "wholly inside" and ``delta2 = 0`` [default]
   "no overlap at all". ``delta1`` [0.9]. The reference is the host's brain
   mask ["brain_mask"], a host label value ("label:N", e.g. the kidney for
-  kidney tumours), the host's non-zero image ("foreground", when no brain
-  mask is given) or the whole volume ("none"). When the reference is a label,
+  kidney tumours), the brain estimated from the host image ("foreground",
+  :mod:`~napari_lesionmix.io.brain`; the registry passes that estimate as the
+  brain mask when none is given) or the whole volume ("none"). When the reference is a label,
   that label does not count as lesion in Eq. (4). Earlier pastes of the same
   sample count as host lesions for later ones.
 * **Placement search.** Each try puts the lesion's centre of mass on a voxel
@@ -45,9 +46,12 @@ Choices where the paper is silent (each a parameter; defaults in brackets):
   own place in the donor (``"source"``, N(0, ``jitter_mm`` [10]) per axis,
   for registered data where large lesions fit few places); the lesion must
   lie inside the volume (its soft band is clipped at the volume's edge).
-  ``max_tries`` [200] tries per lesion, then a
-  :class:`~napari_lesionmix.errors.LesionMixError` says which constraint failed
-  most often.
+  ``max_tries`` [200] tries per lesion; a lesion that finds no place is
+  replaced by another draw from the donor's lesions (up to
+  :data:`MAX_REPLACEMENTS`, recorded in ``params.skipped`` with the
+  constraint that failed most often), and the sample fails
+  (:class:`~napari_lesionmix.augment.registry.DrawRejected`) only when no
+  lesion is placed.
 * **Labels.** Eq. (2) as a union of label maps: the host's values are kept
   and the pasted lesion's voxels take the donor's label values there (so a
   tumour label 2 pasted into a kidney label 1 stays 2). The returned ``mask``
@@ -108,6 +112,7 @@ from napari_lesionmix.augment.transforms import (
     warp_crop,
 )
 from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.io.brain import case_brain, estimate_brain
 from napari_lesionmix.io.nifti import Case, check_same_grid
 
 RIGID_CHOICES = ("none", "flip", "rotation", "scaling", "translation")
@@ -143,6 +148,26 @@ class PastedLesion:
     rigid: tuple[AffineParams, ...] = ()
     intensity: tuple[IntensityParams, ...] = ()
     offset: tuple[int, int, int] = (0, 0, 0)
+
+
+@dataclass(frozen=True)
+class SkippedLesion:
+    """A donor lesion that was drawn but found no position (provenance: why the sample has others).
+
+    Attributes
+    ----------
+    component : int
+        1-based donor component.
+    reason : str
+        The sentence of :func:`_placement_message`.
+    """
+
+    component: int
+    reason: str
+
+
+#: Replacement draws per sample for donor lesions that find no position (the bound of "try another lesion").
+MAX_REPLACEMENTS = 16
 
 
 @dataclass(frozen=True)
@@ -205,6 +230,10 @@ class SoftCPParams(Params):
         Spline order of the image resampling (1 or 3).
     seed, sample_index : int or None
         Provenance of the random draw.
+    skipped : tuple of SkippedLesion
+        Donor lesions drawn first but placed nowhere (each replaced by another draw).
+    redrawn : int
+        Positions drawn and refused (outside the volume, Eq. 3 or Eq. 4) before the lesions found theirs.
     """
 
     method = "softcp"
@@ -225,6 +254,8 @@ class SoftCPParams(Params):
     order: int = 1
     seed: int | None = None
     sample_index: int | None = None
+    skipped: tuple[SkippedLesion, ...] = ()
+    redrawn: int = 0
 
     def __post_init__(self):
         if not self.lesions:
@@ -521,9 +552,10 @@ def reference_region(host: Case, reference: str, reference_mask: np.ndarray | No
             raise LesionMixError(f"Host '{host.case_id}' has no label map for reference '{reference}'.")
         ref = host.label == value
     elif reference == "foreground":
-        ref = np.any(host.image != 0, axis=0)
+        # Not "the non-zero image": a z-scored scan's background is a non-zero constant.
+        ref = case_brain(host).mask
     elif reference == "tissue":
-        ref = tissue_region(host.image[0], reference_mask)
+        ref = tissue_region(host.image[0], case_brain(host, reference_mask).mask)
     else:
         return None
     if not ref.any():
@@ -540,12 +572,13 @@ def tissue_region(image: np.ndarray, brain_mask: np.ndarray | None = None,
                   percentile: float = TISSUE_PERCENTILE) -> np.ndarray:
     """Brain tissue without the dark end of its intensities (FLAIR's CSF): a placement reference.
 
-    The brain is ``brain_mask`` when given, else the non-zero voxels; voxels
+    The brain is ``brain_mask`` when given, else the estimated brain
+    (:func:`~napari_lesionmix.io.brain.estimate_brain`); voxels
     darker than its ``percentile``-th intensity percentile are left out, so a
     lesion is not pasted into a ventricle or a sulcus. Where the paper is
     silent: an option (``reference="tissue"``), not the default.
     """
-    brain = np.asarray(brain_mask, bool) if brain_mask is not None else image != 0
+    brain = np.asarray(brain_mask, bool) if brain_mask is not None else estimate_brain(image)
     if not brain.any():
         return brain
     return brain & (image >= np.percentile(image[brain], percentile))
@@ -564,7 +597,7 @@ def _reference_name(reference: str) -> str:
     value = _parse_reference(reference)
     if value is not None:
         return f"host label {value}"
-    return {"brain_mask": "the brain mask", "foreground": "the host's non-zero image",
+    return {"brain_mask": "the brain mask", "foreground": "the host's estimated brain",
             "tissue": "the host's brain tissue (CSF left out)", "none": "the volume"}[reference]
 
 
@@ -765,9 +798,15 @@ def sample_softcp(
     occupied = _host_lesions(label, lesion_labels, reference)
     ref_box = tuple(slice(0, n) for n in host.shape) if ref is None else bounding_box(ref)
 
-    chosen = rng.choice(candidates, size=n_lesions, replace=False)
-    pasted = []
-    for component in (int(c) for c in chosen):
+    chosen = [int(c) for c in rng.choice(candidates, size=n_lesions, replace=False)]
+    # A drawn lesion that fits nowhere (a 47 mL confluent lesion in a small brain) is replaced by
+    # another draw from the lesions not yet drawn, up to MAX_REPLACEMENTS times; the sample fails
+    # only when none is placed. When every lesion fits, the draws are those of the plain loop.
+    spare = [int(c) for c in candidates if int(c) not in set(chosen)]
+    queue = list(chosen)
+    pasted, skipped, redrawn = [], [], 0
+    while queue:
+        component = queue.pop(0)
         # Transforms that empty the lesion (e.g. a 1-voxel lesion scaled down) are redrawn.
         for _attempt in range(10):
             rigid = tuple(sample_rigid(rng, str(rigid_choices[int(rng.integers(len(rigid_choices)))]),
@@ -792,15 +831,22 @@ def sample_softcp(
             jit = float(jitter_mm) / np.asarray(host.spacing)
         offset, counts = _place(rng, obj, ref, ref_box, occupied, delta1, delta2, max_tries, source, jit)
         if offset is None:
-            raise DrawRejected(_placement_message(component, obj, counts, reference, delta1, delta2,
-                                                    max_tries, placement))
+            skipped.append(SkippedLesion(component, _placement_message(component, obj, counts, reference, delta1,
+                                                                       delta2, max_tries, placement)))
+            if spare and len(skipped) <= MAX_REPLACEMENTS:
+                queue.append(spare.pop(int(rng.integers(len(spare)))))
+            continue
+        redrawn += sum(counts.values())
         box, cbox = _boxes(offset, obj.shape, host.shape)
         occupied[box] |= obj.lesion[cbox]
         pasted.append(PastedLesion(component, rigid, inten, offset))
+    if not pasted:
+        more = f" The {len(skipped) - 1} other drawn lesion(s) found none either." if len(skipped) > 1 else ""
+        raise DrawRejected(skipped[0].reason + more)
     return SoftCPParams(
         host.case_id, donor.case_id, tuple(pasted), float(a), int(k_erode), int(k_dilate), float(delta1),
         float(delta2), reference, placement, image_ops, bool(intensity_compat), tuple(int(v) for v in lesion_labels),
-        int(connectivity), int(order), seed, sample_index,
+        int(connectivity), int(order), seed, sample_index, tuple(skipped), int(redrawn),
     )
 
 
@@ -1025,5 +1071,10 @@ class SoftCPMethod(Method):
     def describe(self, synthetic: Synthetic) -> str:
         p = synthetic.params
         ops = ",".join(op.kind for op in p.image_ops) or "none"
-        return (f"{len(p.lesions)} lesion(s) pasted (components {', '.join(str(x.component) for x in p.lesions)}), "
-                f"image ops {ops}, soft mask {int(np.count_nonzero(synthetic.mask))} voxels")
+        line = (f"{len(p.lesions)} lesion(s) pasted (components {', '.join(str(x.component) for x in p.lesions)}), "
+                f"image ops {ops}, soft mask {int(np.count_nonzero(synthetic.mask))} voxels, "
+                f"{p.redrawn} position(s) redrawn")
+        if p.skipped:
+            line += (f"; {len(p.skipped)} drawn lesion(s) skipped (components "
+                     f"{', '.join(str(x.component) for x in p.skipped)}: {p.skipped[0].reason})")
+        return line

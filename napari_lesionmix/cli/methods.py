@@ -135,10 +135,8 @@ def load_inputs(method: Method, args: argparse.Namespace) -> tuple[Inputs, Local
 
 
 def run(method: Method, args: argparse.Namespace) -> int:
-    import numpy as np
-
     from napari_lesionmix.augment.intensity import gain_warning
-    from napari_lesionmix.augment.registry import apply_params, draw
+    from napari_lesionmix.augment.registry import apply_params, draw, unchanged_host
     from napari_lesionmix.io.atomic import check_output
     from napari_lesionmix.io.synthetic import write_synthetic
 
@@ -167,9 +165,10 @@ def run(method: Method, args: argparse.Namespace) -> int:
     record["options"] = options.changed()
     paths = write_synthetic(args.out, synthetic, inputs.host, record)
     print(f"{method.name}: {method.describe(synthetic)} -> {paths['params'].parent}")
-    if not np.any(synthetic.mask):
-        print(f"lesionmix {method.name}: warning: nothing was pasted (the mixing mask is empty); the sample "
-              "equals the host.", file=sys.stderr)
+    unchanged = unchanged_host(method, synthetic.params, synthetic)
+    if unchanged:
+        print(f"lesionmix {method.name}: warning: {unchanged}; it is a copy of a real case, not a synthetic one.",
+              file=sys.stderr)
     return 0
 
 

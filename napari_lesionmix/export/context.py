@@ -29,6 +29,7 @@ from napari_lesionmix.augment.registry import (
     apply_params,
     get_method,
     sample_params,
+    unchanged_host,
     with_provenance,
 )
 from napari_lesionmix.errors import LesionMixError
@@ -51,6 +52,8 @@ class MethodResult:
     synthetic: Synthetic
     host: Case
     sources: tuple[str, ...]
+    #: Why earlier draws of this sample were refused (empty when the first draw made it).
+    redraws: tuple[str, ...] = ()
 
 
 #: Donors tried per sample when the drawn one cannot make a sample
@@ -146,26 +149,45 @@ def training_dataset(plan: ExportPlan) -> Dataset:
 def _draw_and_apply(ctx: ExportContext, rng: np.random.Generator, a: Assignment) -> MethodResult:
     """The method's params from the sample's generator, then the sample.
 
-    When the drawn donor cannot make a sample, another is drawn from the same
-    generator (at most :data:`DONOR_TRIES` donors), so the sample stays a
-    function of (seed, index); the donor used is the one recorded.
+    When the drawn donor cannot make a sample (:class:`DrawRejected`), or the
+    sample would be its host unchanged (:func:`unchanged_host`: a LesionMix
+    draw that pastes and inpaints nothing), the params are drawn again from
+    the same generator, with another donor for methods that take one and
+    another host for those that do not (at most :data:`DONOR_TRIES` draws), so
+    the sample stays a function of (seed, index); the cases used are the ones
+    recorded, and every redraw is named in
+    :attr:`MethodResult.redraws` (the manifest's ``"redrawn"``).
     """
     method = get_method(a.method)
     options, resources = ctx.prepared(method)
-    host = ctx.case(a.host_id)
     others = [d for d in ctx.plan.donor_ids if d != a.host_id] or list(ctx.plan.donor_ids)
-    donor_id = a.donor_id
-    for attempt in range(DONOR_TRIES):
-        inputs = Inputs(host, ctx.case(donor_id) if method.needs_donor else None, ctx.brain_mask(a.host_id))
+    host_id, donor_id = a.host_id, a.donor_id
+    redraws: list[str] = []
+    # Without a donor the other axis is the host, and a host may admit no change at all (one lesion
+    # larger than any target): every training host may be tried before the sample is given up.
+    tries = DONOR_TRIES if method.needs_donor else max(DONOR_TRIES, len(ctx.plan.train_ids))
+    untried = [c for c in ctx.plan.train_ids if c != host_id]
+    for _attempt in range(tries):
+        host = ctx.case(host_id)
+        inputs = Inputs(host, ctx.case(donor_id) if method.needs_donor else None, ctx.brain_mask(host_id))
         try:
             params = sample_params(method, rng, inputs, options, resources, ctx)
-            break
+            why = unchanged_host(method, params)
+            if why is None:
+                params = with_provenance(params, ctx.plan.config.seed, a.index)
+                synthetic = apply_params(method, inputs, params, resources)
+                why = unchanged_host(method, params, synthetic)
+                if why is None:
+                    return MethodResult(synthetic, host, method.source_ids(params), tuple(redraws))
         except DrawRejected as exc:
-            if attempt == DONOR_TRIES - 1:
-                raise LesionMixError(f"{method.label} sample {a.case_id} found no valid placement: {exc}") from None
+            why = f"{method.label} found no valid placement: {exc}"
+        redraws.append(why if not method.needs_donor else f"donor '{donor_id}': {why}")
+        if method.needs_donor:
             donor_id = others[int(rng.integers(len(others)))]
-    params = with_provenance(params, ctx.plan.config.seed, a.index)
-    return MethodResult(apply_params(method, inputs, params, resources), host, method.source_ids(params))
+        elif untried:
+            host_id = untried.pop(int(rng.integers(len(untried))))
+    raise LesionMixError(f"Sample {a.case_id} could not be made in {len(redraws)} draws (the last: {redraws[-1]}); "
+                         "a synthetic case that is a real one is never written.")
 
 
 def make_sample(ctx: ExportContext, index: int) -> tuple[Assignment, MethodResult]:

@@ -94,10 +94,14 @@ def run_task(plan, task: Task) -> dict[str, Any]:
         files = write_case(out, a.case_id, syn.image, syn.label, host, plan.config.gzip)
         h = ctx.harmonizer
         rec = {"id": a.case_id, "method": a.method, "index": a.index, "seed": plan.config.seed,
-               "sources": list(result.sources), "host": a.host_id, "donor": a.donor_id,
+               "sources": list(result.sources), "host": syn.params.host_id,
+               # the cases used: after a redraw they are not the assigned ones
+               "donor": getattr(syn.params, "donor_id", a.donor_id),
                "params": syn.params.to_dict(),
                "harmonize": h.params() if h is not None and hasattr(h, "params") else plan.config.harmonize,
                "channels": int(syn.image.shape[0]), "label_values": _values(syn.label)}
+        if result.redraws:
+            rec["redrawn"] = list(result.redraws)
     else:
         raise ValueError(f"unknown export task {task!r}")
     rec["version"] = __version__

@@ -8,7 +8,7 @@ scan, often of another gain. Here that task is scored directly:
     error       e  = | log( c(pasted region after harmonization) / c(host's own lesions) ) |
 
 so ``e = log(1.15) = 0.140`` is "within 15 %" of the host's own lesion contrast.
-Normal brain = brain mask (or the non-zero voxels) minus every lesion and minus
+Normal brain = brain mask (or the estimated brain, :mod:`napari_lesionmix.io.brain`) minus every lesion and minus
 the mixing mask. Pastes are made with the augment package's public functions:
 CarveMix at lambda = 0 (the ROI is exactly the donor's lesion mask) and Soft-CP.
 
@@ -26,6 +26,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.io.brain import case_brain
 
 WITHIN_15_PERCENT = math.log(1.15)
 SHIFTS = ("as is", "donor x0.6", "donor x1.7", "donor bias", "host outlier")
@@ -123,7 +124,7 @@ def _finish(name, host, brain, image, mask, label) -> Paste:
     if not region.any():
         region = (label > 0) & fg
     if brain is None:
-        brain = np.any(host.image != 0, axis=0)
+        brain = case_brain(host).mask  # the one brain region (not "non-zero": BraTS' background is not 0)
     # Normal brain: away from any lesion or pasted voxel (one voxel of partial volume removed).
     normal = brain & ~ndi.binary_dilation((host.label > 0) | fg | (label > 0), iterations=1)
     if not host_les.any():

@@ -22,6 +22,8 @@ import nibabel as nib
 import numpy as np
 from nibabel import orientations as nio
 
+from napari_lesionmix.io.brain import foreground
+
 #: Axis codes of the layer's data axes (see the module docstring).
 DISPLAY_AXCODES = ("S", "P", "L")
 #: Key of our entry in ``layer.metadata``.
@@ -210,7 +212,8 @@ def brain_window(channels: Sequence[np.ndarray], labels: Sequence[np.ndarray | N
 
     Whole-volume percentiles are mostly background (about 84 % of a 1 mm head volume), so they
     put the top of the window inside the lesions and clip them white. The window here comes from
-    brain voxels only (the brain mask when given, else the non-zero voxels) of every volume, and
+    brain voxels only (the brain mask when given, else the voxels above the background,
+    :func:`~napari_lesionmix.io.brain.foreground`) of every volume, and
     is then widened to hold the same percentiles of each volume's lesion voxels.
 
     Parameters
@@ -235,7 +238,9 @@ def brain_window(channels: Sequence[np.ndarray], labels: Sequence[np.ndarray | N
         label = labels[k] if k < len(labels) else None
         mask = brain_masks[k] if k < len(brain_masks) else None
         sub = ch[::step, ::step, ::step]
-        inside = np.asarray(mask)[::step, ::step, ::step] != 0 if mask is not None else sub != 0
+        # Without a mask, the brain's threshold step (io.brain.foreground): "non-zero" is the whole
+        # volume on a z-scored scan whose background is a negative constant.
+        inside = np.asarray(mask)[::step, ::step, ::step] != 0 if mask is not None else foreground(sub)
         brain.append(sub[inside] if inside.any() else sub.ravel())
         if label is not None and np.any(label):
             values = ch[np.asarray(label) != 0]

@@ -15,6 +15,8 @@ orientation.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from qtpy.QtCore import QPointF, QRectF, Qt
 from qtpy.QtGui import QColor, QPainter, QPen
@@ -45,7 +47,9 @@ from napari_lesionmix.augment.lesionmix import (
 )
 from napari_lesionmix.augment.lesions import LesionBank
 from napari_lesionmix.augment.likelihood import likelihood_map
+from napari_lesionmix.augment.params import BrainRecord
 from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.io.brain import case_brain
 from napari_lesionmix.random import sample_rng
 from napari_lesionmix.widgets.controls import Collapsible, WorkIndicator, make_scrollable
 from napari_lesionmix.widgets.state import ROLE_KEY, bind, get_session, notify_error, notify_info
@@ -439,11 +443,15 @@ class LesionMixWidget(QWidget):
             rng = sample_rng(seed, index)
             # The target is drawn first, so the mode is known before the map is needed.
             lmap = self._likelihood_map(ds, sigma) if mode != "inpaint" else None
-            params = sample_lesionmix(rng, host, bank, lmap, target, distribution=dist, mode=mode, brain_mask=brain,
-                                      augment=aug, on_unreachable="ignore", seed=seed, sample_index=index)
+            # The one brain region (the mask, else the estimate): lesions are pasted inside it.
+            region = case_brain(host, brain)
+            params = sample_lesionmix(rng, host, bank, lmap, target, distribution=dist, mode=mode,
+                                      brain_mask=region.mask, augment=aug, on_unreachable="ignore", seed=seed,
+                                      sample_index=index)
+            params = dataclasses.replace(params, brain=BrainRecord(region.source, region.n_voxels))
             # The shared intensity step: each pasted lesion's case mapped into the host's scale.
             params = s.fit_intensity(self.method, params, self._sources(ds))
-            return lesionmix(host, params, bank, brain), inpaint_shortfall(host, params)
+            return lesionmix(host, params, bank, region.mask), inpaint_shortfall(host, params)
 
         self._start(_work, f"Sampling (seed {seed}, index {index})")
 

@@ -128,7 +128,8 @@ def test_host_equal_to_donor_is_refused(pair_on_disk, tmp_path, capsys):
 
 def test_a_sample_that_pastes_nothing_says_so(pair_on_disk, tmp_path, capsys):
     assert main(_pair(pair_on_disk, "--lam=-1e9", "--out", str(tmp_path / "o"))) == 0
-    assert "warning: nothing was pasted (the mixing mask is empty); the sample equals the host." in _err(capsys)
+    assert ("warning: CarveMix sample is host 'host' unchanged: its mixing mask is empty; it is a copy of a real "
+            "case, not a synthetic one.") in _err(capsys)
 
 
 # ----------------------------------------------------------------------------- export, likelihood, gallery
