@@ -63,6 +63,12 @@ def run(args: argparse.Namespace) -> int:
     from napari_lesionmix.harmonize.train import train_harmonizer
     from napari_lesionmix.io.atomic import check_output
 
+    from pathlib import Path
+
+    from napari_lesionmix.errors import LesionMixError
+
+    if Path(args.out).is_dir():
+        raise LesionMixError(f"Checkpoint '{args.out}' is a folder; name a checkpoint file, e.g. '{args.out}/model.pt'.")
     # A trained checkpoint is the user's work: --resume continues it, --overwrite trains anew over it.
     check_output(args.out, (), args.overwrite or args.resume, "Checkpoint")
     base = TrainConfig.cpu_recipe() if args.recipe == "cpu" else TrainConfig()
