@@ -238,6 +238,12 @@ def atomic_folder(path: str | os.PathLike, replaceable=None) -> Iterator[Path]:
                 os.rename(old, path)
                 raise
             shutil.rmtree(old, ignore_errors=True)
+            if os.path.lexists(old):
+                # The new folder is in place; what could not be deleted (an immutable file...) is named, not hidden.
+                import warnings
+
+                warnings.warn(f"The replaced folder's files could not all be removed; what is left of them is "
+                              f"in '{os.fspath(old)}' (remove it by hand).", stacklevel=3)
         else:
             os.rename(tmp, path)
     except BaseException as exc:
