@@ -54,7 +54,7 @@ class Diverged(LesionMixError):
     """Training produced a non-finite loss, weight or validation number; the run stops."""
 
 
-def _check_out_not_input(dataset, out_path: Path) -> None:
+def check_out_not_input(dataset, out_path: Path) -> None:
     """The checkpoint (and ``NAME.best.pt``) may not be a file of the dataset it trains on."""
     from napari_lesionmix.io.atomic import check_not_input
     from napari_lesionmix.io.dataset import discover_dataset
@@ -211,7 +211,7 @@ def train_harmonizer(
     config = config or TrainConfig()
     say = log or (lambda msg: None)
     out_path = Path(out_path)
-    _check_out_not_input(dataset, out_path)
+    check_out_not_input(dataset, out_path)
     device = resolve_device(config.device)
     cases = load_training_cases(dataset, log=say, normalisation=config.normalisation)
     if config.val_cases is None and config.n_val > len(cases) - 1:
