@@ -61,8 +61,11 @@ def check_out_not_input(dataset, out_path: Path) -> None:
 
     if not isinstance(dataset, (str, os.PathLike)):
         return
-    files = [dataset] + [p for r in discover_dataset(dataset).cases
-                         for p in (*r.image_paths, r.label_path, r.brain_mask_path)]
+    try:
+        records = discover_dataset(dataset).cases
+    except LesionMixError:
+        records = []  # no case to replace; loading the dataset says what is wrong with it
+    files = [dataset] + [p for r in records for p in (*r.image_paths, r.label_path, r.brain_mask_path)]
     for target in (out_path, best_path(out_path)):
         check_not_input(target, files, "Checkpoint", inside_folders=False)
 
