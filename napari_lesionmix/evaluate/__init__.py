@@ -87,12 +87,14 @@ def _prepare_out(config: EvalConfig) -> Path:
     if out.is_dir() and any(out.iterdir()):
         if not cfg_file.is_file():
             raise LesionMixError(f"Report folder '{out}' holds files that no evaluation wrote; choose another folder.")
-        made = any((out / "runs").glob("*.json")) or (out / "synthetic").exists()
-        if read_json(cfg_file) != ident and made:  # (a folder with nothing made yet is simply reused)
-            if not config.overwrite:
+        # Only finished work counts: what a refused or failed run left (a partial synthetic export)
+        # must not block its corrected rerun.
+        made = any((out / "runs").glob("*.json")) or any((out / "synthetic").glob("*/*/dataset.json"))
+        if read_json(cfg_file) != ident:
+            if made and not config.overwrite:
                 raise LesionMixError(f"Report folder '{out}' holds an evaluation with other settings; use "
                                      "--overwrite to replace it, or another folder.")
-            for name in OWN_FILES:
+            for name in OWN_FILES:  # all ours (checked above): nothing finished, or --overwrite
                 p = out / name
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     (out / "runs").mkdir(parents=True, exist_ok=True)

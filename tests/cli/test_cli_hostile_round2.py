@@ -405,3 +405,31 @@ def test_a_one_case_evaluation_says_how_many_cases_it_needs(tmp_path):
                                              r"case\(s\) needs at least 2 \(one more is held out for testing\)"):
         make_split(cfg)
     assert json.dumps(cfg.identity())  # the settings stay serialisable
+
+
+def test_an_evaluation_that_failed_midway_does_not_block_its_corrected_rerun(three_cases, tmp_path, capsys,
+                                                                            monkeypatch):
+    pytest.importorskip("monai")
+    import napari_lesionmix.evaluate as evaluate
+    from conftest import make_case, write_case
+
+    from napari_lesionmix.errors import LesionMixError
+
+    write_case(make_case(seed=60, n_lesions=2, case_id="c3"), three_cases)
+    out = tmp_path / "report"
+    base = ["evaluate", "--dataset", str(three_cases), "--out", str(out), "--train-cases", "2", "--seeds", "1",
+            "--synthetic", "2", "--iterations", "1", "--patch", "8", "--channels", "2", "4", "--no-progress",
+            "--device", "cpu", "--methods", "none", "carvemix"]
+    real = evaluate.make_synthetic
+
+    def fails_midway(config, split, condition, k, seed, root):
+        (root / f"K{k}_seed{seed}" / "carvemix").mkdir(parents=True)
+        (root / f"K{k}_seed{seed}" / "carvemix" / "export_config.json").write_text("{}")  # a partial export
+        raise LesionMixError("the export failed midway.")
+
+    monkeypatch.setattr(evaluate, "make_synthetic", fails_midway)
+    assert main([*base, "--lr", "0.01"]) == 2
+    monkeypatch.setattr(evaluate, "make_synthetic", real)
+    # Other settings, no --overwrite: nothing was finished, so the folder is ours to redo.
+    assert main([*base, "--lr", "0.02"]) == 0, _err(capsys)
+    assert (out / "summary.md").is_file() and len(list((out / "runs").glob("*.json"))) == 2
