@@ -56,16 +56,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import warnings
+    from pathlib import Path
 
     from tqdm import tqdm
 
+    from napari_lesionmix.errors import LesionMixError
     from napari_lesionmix.harmonize import ModelConfig, TrainConfig
     from napari_lesionmix.harmonize.train import check_out_not_input, train_harmonizer
     from napari_lesionmix.io.atomic import check_output
-
-    from pathlib import Path
-
-    from napari_lesionmix.errors import LesionMixError
 
     if Path(args.out).is_dir():
         raise LesionMixError(f"Checkpoint '{args.out}' is a folder; name a checkpoint file, e.g. '{args.out}/model.pt'.")

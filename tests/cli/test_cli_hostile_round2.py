@@ -187,7 +187,6 @@ def test_a_fold_check_failing_at_the_end_does_not_block_its_fix(three_cases, tmp
 def test_an_evaluation_refused_leaves_no_report_folder(three_cases, tmp_path, capsys):
     pytest.importorskip("monai")
     import nibabel as nib
-
     from conftest import make_case, write_case
 
     write_case(make_case(seed=60, n_lesions=2, case_id="c3"), three_cases)
@@ -410,9 +409,9 @@ def test_a_one_case_evaluation_says_how_many_cases_it_needs(tmp_path):
 def test_an_evaluation_that_failed_midway_does_not_block_its_corrected_rerun(three_cases, tmp_path, capsys,
                                                                             monkeypatch):
     pytest.importorskip("monai")
-    import napari_lesionmix.evaluate as evaluate
     from conftest import make_case, write_case
 
+    import napari_lesionmix.evaluate as evaluate
     from napari_lesionmix.errors import LesionMixError
 
     write_case(make_case(seed=60, n_lesions=2, case_id="c3"), three_cases)
