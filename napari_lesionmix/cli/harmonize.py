@@ -17,8 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask", required=True, metavar="roi.nii.gz", help="mixing mask (binary or soft in [0, 1])")
     p.add_argument("--label", default=None, metavar="seg.nii.gz",
                    help="synthetic label: ARHNet anchors the pasted lesions' level to the host's own lesions "
-                   "(label outside the mask) and hm matches them to those; without it ARHNet infers the level "
-                   "itself and hm falls back to hm-ring")
+                   "(label outside the mask) and hm matches them to those; without it, or when the label has no "
+                   "lesion inside or outside the mask (a warning says so), ARHNet infers the level itself and hm "
+                   "falls back to hm-ring")
     p.add_argument("--model", default=None, metavar="model.pt",
                    help="ARHNet checkpoint (default: the one shipped, trained on the sample data)")
     p.add_argument("--method", default="arhnet", choices=("arhnet", "composite", "hm", "hm-ring"),
@@ -80,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         if label.shape != image.shape[1:]:
             raise LesionMixError(f"Label '{args.label}' has shape {label.shape} but the image has {image.shape[1:]}.")
         check_affines(img.affine, limg.affine, os.fspath(args.image[0]), os.fspath(args.label))
+        for line in label_warnings(label, mask, os.fspath(args.label)):
+            print(f"harmonize: warning: {line}", file=sys.stderr)
     harmonizer = load_harmonizer(args.model if args.model is not None else args.method, device=args.device)
     if label is None and getattr(harmonizer, "anchor", "none") != "none":
         print("harmonize: note: without --label ARHNet cannot read the host's own lesions and infers the pasted "
@@ -113,3 +116,30 @@ def run(args: argparse.Namespace) -> int:
         write_json_atomic(record, tmp / "params.json")
     print(f"harmonize: {harmonizer.method}, {changed} voxel(s) changed in {seconds:.2f} s -> {out_dir}")
     return 0
+
+
+def label_warnings(label, mask, name: str) -> list[str]:
+    """What a ``--label`` that cannot anchor the paste does instead: one line per problem.
+
+    The anchor reads the pasted lesions (label inside the mask) and the host's
+    own (label outside it); a label of another subject, an empty one or one of
+    several classes gives no error but anchors to the wrong voxels or to none.
+    """
+    import numpy as np
+
+    values = np.unique(label)
+    lines = []
+    if not (values != 0).any():
+        return [f"label '{name}' is empty: nothing is anchored (ARHNet infers the level itself, hm falls back "
+                "to hm-ring)."]
+    if not set(values.tolist()) <= {0, 1}:
+        shown = ", ".join(f"{v:g}" for v in values[:6]) + (", ..." if len(values) > 6 else "")
+        lines.append(f"label '{name}' is not binary (values {shown}); every non-zero value is taken as lesion.")
+    lesion, inside = label != 0, np.asarray(mask) > 0
+    if not (lesion & inside).any():
+        lines.append(f"label '{name}' has no lesion inside the mask (is it this sample's label?): nothing pasted "
+                     "is anchored and hm falls back to hm-ring.")
+    elif not (lesion & ~inside).any():
+        lines.append(f"label '{name}' has no lesion outside the mask, so no host lesion to take the level from: "
+                     "ARHNet infers the level itself and hm falls back to hm-ring.")
+    return lines

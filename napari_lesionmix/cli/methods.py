@@ -40,7 +40,7 @@ from napari_lesionmix.errors import LesionMixError
 
 def register(sub: argparse._SubParsersAction) -> None:
     for method in methods():
-        p = sub.add_parser(method.name, help=method.summary, description=_description(method))
+        p = sub.add_parser(method.name, help=_escape(method.summary), description=_escape(_description(method)))
         _add_input_arguments(p, method)
         opts = p.add_argument_group(f"{method.label} options")
         for f in dataclasses.fields(method.Options):
@@ -78,8 +78,13 @@ def _add_input_arguments(p: argparse.ArgumentParser, method: Method) -> None:
                    help="the host's brain (or organ) mask (with --host: the dataset's, if it has one)")
 
 
+def _escape(text: str) -> str:
+    """argparse formats help strings with %: a literal one (e.g. "10 %") must be doubled."""
+    return text.replace("%", "%%")
+
+
 def _add_option(group, f: dataclasses.Field, hint) -> None:
-    meta = f.metadata
+    meta = {**f.metadata, "help": _escape(f.metadata.get("help", ""))}
     flag = meta.get("flag") or "--" + f.name.replace("_", "-")
     kind, many = option_types(hint)
     kwargs: dict = {"dest": f.name, "default": argparse.SUPPRESS}

@@ -56,14 +56,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import warnings
+    from pathlib import Path
 
     from tqdm import tqdm
 
+    from napari_lesionmix.errors import LesionMixError
     from napari_lesionmix.harmonize import ModelConfig, TrainConfig
-    from napari_lesionmix.harmonize.train import train_harmonizer
+    from napari_lesionmix.harmonize.train import check_out_not_input, train_harmonizer
     from napari_lesionmix.io.atomic import check_output
 
-    # A trained checkpoint is the user's work: --resume continues it, --overwrite trains anew over it.
+    if Path(args.out).is_dir():
+        raise LesionMixError(f"Checkpoint '{args.out}' is a folder; name a checkpoint file, e.g. '{args.out}/model.pt'.")
+    # A dataset file is never replaced (and --overwrite never offered for one); a trained checkpoint
+    # is the user's work: --resume continues it, --overwrite trains anew over it.
+    check_out_not_input(args.dataset, args.out)
     check_output(args.out, (), args.overwrite or args.resume, "Checkpoint")
     base = TrainConfig.cpu_recipe() if args.recipe == "cpu" else TrainConfig()
     # Settings given on the command line override the recipe's; the others keep its values.

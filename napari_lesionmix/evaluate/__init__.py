@@ -87,12 +87,14 @@ def _prepare_out(config: EvalConfig) -> Path:
     if out.is_dir() and any(out.iterdir()):
         if not cfg_file.is_file():
             raise LesionMixError(f"Report folder '{out}' holds files that no evaluation wrote; choose another folder.")
-        made = any((out / "runs").glob("*.json")) or (out / "synthetic").exists()
-        if read_json(cfg_file) != ident and made:  # (a folder with nothing made yet is simply reused)
-            if not config.overwrite:
+        # Only finished work counts: what a refused or failed run left (a partial synthetic export)
+        # must not block its corrected rerun.
+        made = any((out / "runs").glob("*.json")) or any((out / "synthetic").glob("*/*/dataset.json"))
+        if read_json(cfg_file) != ident:
+            if made and not config.overwrite:
                 raise LesionMixError(f"Report folder '{out}' holds an evaluation with other settings; use "
                                      "--overwrite to replace it, or another folder.")
-            for name in OWN_FILES:
+            for name in OWN_FILES:  # all ours (checked above): nothing finished, or --overwrite
                 p = out / name
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     (out / "runs").mkdir(parents=True, exist_ok=True)
@@ -159,6 +161,36 @@ def _check_no_leak(split: Split, condition: str, k: int, seed: int, sources: set
                              f"'{bad[0]}', which is not one of the run's training cases; nothing was trained.")
 
 
+def _check_inputs(config: EvalConfig, split: Split) -> None:
+    """Everything the runs would refuse later, refused before the report folder exists.
+
+    The report folder may not be, hold or lie inside the dataset; soft labels
+    (which export refuses) and NaN or infinite source voxels are found here, under
+    the user's own file names, not the links the synthetic exports read.
+    """
+    import numpy as np
+
+    from napari_lesionmix.augment.registry import get_method
+    from napari_lesionmix.io.atomic import check_not_input
+    from napari_lesionmix.io.nifti import read_nifti
+
+    check_not_input(config.out, [config.dataset], "Report folder")
+    for condition in config.conditions:
+        method, _ = parse_condition(condition)
+        if method == NONE:
+            continue
+        m = get_method(method)
+        if m.soft_labels(m.Options.from_dict(config.options.get(m.name, {}))):
+            raise LesionMixError(f"Condition {condition} makes soft (fractional) labels, which the synthetic "
+                                 f"datasets cannot hold; evaluate it with --option {m.name}.label=hard.")
+    for cid in (*split.pool_ids, *split.test_ids):
+        for path in split.dataset[cid].image_paths:
+            _, data = read_nifti(path, "Source image")
+            if data.dtype.kind == "f" and not (np.isfinite(data.min()) and np.isfinite(data.max())):
+                raise LesionMixError(f"Source image '{path}' of case '{cid}' holds NaN or infinite voxels; fix or "
+                                     "leave out that case (--cases).")
+
+
 def run_evaluation(config: EvalConfig, progress: Callable[[int, int], Any] | None = None,
                    log: Callable[[str], Any] | None = None) -> EvalReport:
     """Run (or complete) the evaluation described by ``config``.
@@ -192,6 +224,7 @@ def run_evaluation(config: EvalConfig, progress: Callable[[int, int], Any] | Non
     t0 = time.perf_counter()
     split = make_split(config)
     device = pick_device(config.device)
+    _check_inputs(config, split)
     out = _prepare_out(config)
     say = log or (lambda _msg: None)
     plan = [(c, k, s) for k in config.train_sizes for s in range(config.seeds) for c in config.conditions]

@@ -241,6 +241,11 @@ def make_split(config: EvalConfig) -> Split:
         test = sorted(rng.choice(ids, size=n_test, replace=False).tolist()) if n_test else []
     pool = [i for i in ids if i not in set(test)]
     k_max = max(config.train_sizes)
+    if len(ids) < k_max + 1:
+        raise LesionMixError(
+            f"'{config.dataset}' has {len(ids)} labelled case(s) in use; an evaluation with K = {k_max} training "
+            f"case(s) needs at least {k_max + 1} (one more is held out for testing); add cases or lower --train-cases."
+        )
     if not test or len(pool) < k_max:
         raise LesionMixError(
             f"'{config.dataset}' has {len(ids)} labelled case(s) in use: {len(test)} held out for testing leaves "

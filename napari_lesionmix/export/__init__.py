@@ -130,6 +130,82 @@ def _check_harmonize_spec(spec: str | None) -> None:
     )
 
 
+def _check_not_source(config: ExportConfig, plan: ExportPlan) -> None:
+    """The output folder may not be, hold or lie inside the dataset, nor hold any file the export reads.
+
+    Checked with or without ``overwrite``: replacing such a folder deletes the
+    real scans, and writing beside a folder of case pairs makes it read as an
+    nnU-Net dataset of synthetic cases from then on.
+    """
+    from napari_lesionmix.io.atomic import check_not_input
+
+    check_not_input(config.out, [config.dataset], "Output folder")
+    files = [p for c in plan.cases for p in (*c.image_paths, c.label_path, c.brain_mask_path)]
+    extra = [config.splits] + ([config.harmonize] if config.harmonize and Path(config.harmonize).is_file() else [])
+    check_not_input(config.out, [*files, *extra], "Output folder")
+
+
+def _check_harmonizer(config: ExportConfig) -> None:
+    """Load an ARHNet harmonizer once and run it on a small volume: a bad checkpoint fails before any file.
+
+    A truncated or foreign file fails in the loader; a checkpoint with
+    non-finite weights (a diverged training) would make every sample NaN, so
+    its weights and its output on a test volume must be finite.
+    """
+    spec = config.harmonize
+    if not spec or spec.lower() in ("hm", "hm-ring", "composite"):
+        return
+    import warnings
+
+    import numpy as np
+
+    try:
+        from napari_lesionmix.harmonize import load_harmonizer
+    except ImportError as exc:
+        raise LesionMixError(f"Harmonization is not available in this installation ({exc}).") from None
+    h = load_harmonizer(spec, config.harmonize_device)
+    where = "the shipped ARHNet checkpoint" if spec.lower() == "arhnet" else f"checkpoint '{spec}'"
+    weights = [v for v in h.generator.state_dict().values() if v.is_floating_point()]
+    finite = all(bool(v.isfinite().all()) for v in weights)
+    if finite:
+        p = int(h.patch_size)
+        rng = np.random.default_rng(0)
+        image = (100 + 10 * rng.standard_normal((h.in_channels, p, p, p))).astype(np.float32)
+        mask = np.zeros((p, p, p), bool)
+        mask[p // 4: 3 * p // 4, p // 4: 3 * p // 4, p // 4: 3 * p // 4] = True
+        image[:, mask] *= 1.5
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the test volume is out of any domain; only finiteness matters
+            out = np.asarray(h.harmonize(image, mask, label=mask.astype(np.uint8)))
+        finite = bool(np.isfinite(out).all())
+    if not finite:
+        raise LesionMixError(f"Harmonizer {where} gives NaN or infinite values (its weights are not finite, "
+                             "e.g. a diverged training); train it again or choose another harmonizer.")
+
+
+def _check_folds(plan: ExportPlan) -> None:
+    """Refuse, before any file, folds that the final ``splits_final.json`` would refuse.
+
+    The folds depend on each synthetic case's sources; when every method
+    mixes a donor into a host, those are the host and donor that
+    :func:`~napari_lesionmix.export.plan.assign` draws, so the final check
+    can be run on them up front. (A donor redrawn when no placement fits, and
+    LesionMix's lesion bank, are only known after the sample; the final check
+    still catches those, and a rerun with other folds resumes the cases made.)
+    """
+    from napari_lesionmix.export.plan import assign
+    from napari_lesionmix.export.writer import splits_final
+
+    config = plan.config
+    if not (config.n_folds or config.splits) or not all(get_method(m).needs_donor for m, _ in config.methods):
+        return
+    records = {cid: {"id": cid, "method": "real", "sources": [cid]} for cid in plan.real_ids}
+    for i in range(config.n):
+        a, _ = assign(plan, i)
+        records[a.case_id] = {"id": a.case_id, "method": a.method, "sources": sorted({a.host_id, a.donor_id})}
+    splits_final(plan, records)
+
+
 def export_dataset(
     config: ExportConfig,
     progress: Callable[[int, int], Any] | None = None,
@@ -172,11 +248,15 @@ def export_dataset(
     )
 
     t0 = time.perf_counter()
+    # Every check runs before the output folder exists: a refused run leaves nothing that blocks its rerun.
     _check_methods(config)
     _check_harmonize_spec(config.harmonize)
     plan = make_plan(config)
     out = Path(config.out)
+    _check_not_source(config, plan)
     check_sources(plan)
+    _check_folds(plan)
+    _check_harmonizer(config)
     # The settings, and the source files' fingerprint: a resume over edited scans is refused.
     prepare_output(out, {**config.identity(), "sources": source_fingerprint(plan)}, config.overwrite)
     clean_temporaries(out)
@@ -217,6 +297,8 @@ def export_dataset(
     manifest.rewrite(_ordered(records.values()))
     if config.n_folds or config.splits:
         write_json(splits_final(plan, records), out / "splits_final.json")
+    else:  # the fold count may change on a rerun (it decides this file only): no stale folds left
+        (out / "splits_final.json").unlink(missing_ok=True)
     n_channels = max((int(r.get("channels", 1)) for r in records.values()), default=1)
     meta = dataset_json(plan, len(records), n_channels)
     values = sorted({v for r in records.values() for v in r.get("label_values", [])})

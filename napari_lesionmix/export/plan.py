@@ -57,8 +57,10 @@ SPLIT_KEY = 2**31 - 1
 
 #: Settings that do not change any output file, so a rerun may change them.
 #: ``n`` is among them because sample ``i`` does not depend on it: a rerun
-#: with a larger ``n`` adds cases (a smaller one is refused).
-RUN_ONLY_SETTINGS = ("out", "workers", "scheduler", "overwrite", "n")
+#: with a larger ``n`` adds cases (a smaller one is refused). ``n_folds`` decides
+#: ``splits_final.json`` alone, written at the end: a fold check that refuses at
+#: the end is corrected by a rerun with other folds that resumes the cases made.
+RUN_ONLY_SETTINGS = ("out", "workers", "scheduler", "overwrite", "n", "n_folds")
 
 
 def parse_option_specs(specs: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -63,6 +63,8 @@ def verify_dataset(
     """
     out = Path(out)
     problems: list[str] = []
+    if out.exists() and not out.is_dir():
+        raise LesionMixError(f"Dataset folder '{os.fspath(out)}' is a file; give the folder that holds the cases.")
     if not out.is_dir():
         raise LesionMixError(f"Dataset folder '{os.fspath(out)}' does not exist.")
     meta = dataset_json

@@ -201,15 +201,20 @@ def prepare_output(out: Path, identity: dict[str, Any], overwrite: bool) -> None
             except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
                 previous = None
         same = previous == json.loads(json.dumps(identity))
+        if not cfg_path.is_file() and _holds_user_files(out):
+            # Not an export's folder (an nnU-Net dataset, the user's cases...): --overwrite would
+            # delete its imagesTr and labelsTr, so it is never offered.
+            raise LesionMixError(
+                f"Output folder '{os.fspath(out)}' is not empty and was not made by an export; "
+                "choose another folder (an export never clears a folder it did not make)."
+            )
         if not same:
             if not overwrite:
-                what = "other settings" if previous is not None else "something other than this export"
-                diff = ""
-                if previous is not None:
-                    keys = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
-                    diff = f" (differs in: {', '.join(keys)})" if keys else ""
+                keys = sorted(k for k in set(previous or {}) | set(identity)
+                              if (previous or {}).get(k) != identity.get(k))
+                diff = f" (differs in: {', '.join(keys)})" if keys and previous is not None else ""
                 raise LesionMixError(
-                    f"Output folder '{os.fspath(out)}' is not empty and was made with {what}{diff}; "
+                    f"Output folder '{os.fspath(out)}' is not empty and was made with other settings{diff}; "
                     "use --overwrite to replace it or choose another folder."
                 )
             for name in OUTPUT_ITEMS:
@@ -226,6 +231,20 @@ def prepare_output(out: Path, identity: dict[str, Any], overwrite: bool) -> None
 
         write_json({"version": __version__, "environment": environment(), "settings": identity}, cfg_path)
     _fsync_dir(out)
+
+
+def _holds_user_files(out: Path) -> bool:
+    """Whether ``out`` holds anything but empty ``imagesTr``/``labelsTr`` folders and our temporaries.
+
+    Those two are all a run killed before ``export_config.json`` leaves: such a folder is resumed.
+    """
+    for p in out.iterdir():
+        if p.name.startswith(".") and ".tmp" in p.name:
+            continue
+        if p.name in ("imagesTr", "labelsTr") and p.is_dir() and not any(p.iterdir()):
+            continue
+        return True
+    return False
 
 
 def finished_cases(out: Path, manifest: Manifest) -> dict[str, dict[str, Any]]:

@@ -13,13 +13,14 @@ A checkpoint is a ``torch.save`` of a plain dict (loadable with
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
 
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.harmonize.config import ModelConfig
-from napari_lesionmix.io.atomic import atomic_path
+from napari_lesionmix.io.atomic import write_bytes_atomic
 
 FORMAT = "napari-lesionmix/arhnet"
 FORMAT_VERSION = 1
@@ -32,10 +33,11 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
-    # A full disk or other write error leaves any earlier checkpoint intact and raises one sentence.
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-    return path
+    # Serialised in memory first: torch.save reports a full disk as a RuntimeError of its zip writer,
+    # while the atomic writer turns the OSError into "the disk is full" with any earlier file intact.
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return write_bytes_atomic(buf.getbuffer(), path)
 
 
 def slim(state: dict[str, Any]) -> dict[str, Any]:
@@ -56,6 +58,8 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, An
 
     where = os.fspath(path)
     p = Path(path)
+    if p.is_dir():
+        raise LesionMixError(f"Checkpoint '{where}' is a folder; give the checkpoint file (.pt) inside it.")
     if not p.is_file():
         raise LesionMixError(f"Checkpoint '{where}' does not exist.")
     try:

@@ -18,6 +18,7 @@ made here, documented and exposed as a field with a default:
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,7 +183,9 @@ class TrainConfig:
             (self.patches_per_case >= 1, f"patches per case must be >= 1, got {self.patches_per_case}"),
             (self.patch_size >= 2 ** self.model.depth and self.patch_size % 2 ** self.model.depth == 0,
              f"patch size {self.patch_size} must be a positive multiple of 2**depth = {2 ** self.model.depth}"),
-            (self.lr_g > 0 and self.lr_d > 0, "learning rates must be positive"),
+            (math.isfinite(self.lr_g) and math.isfinite(self.lr_d) and self.lr_g > 0 and self.lr_d > 0,
+             f"learning rates must be finite and positive, got lr_g {self.lr_g} and lr_d {self.lr_d}"),
+            (self.n_val >= 0, f"n_val must be >= 0, got {self.n_val}"),
             (0 <= self.alpha_range < 1 and self.lam_range >= 0, "alpha range must be in [0, 1) and lambda range >= 0"),
             (self.val_every >= 1, f"val_every must be >= 1, got {self.val_every}"),
             (self.gain_range == 0 or self.gain_range > 1, f"gain range must be 0 (the paper's law) or > 1, got {self.gain_range}"),

@@ -45,6 +45,59 @@ from napari_lesionmix.random import sample_rng
 
 VAL_STREAM = 10**6  # sample_rng index offset of the fixed validation patches
 CROSS_SHIFTS = ("as is", "donor x0.6", "donor x1.7")
+#: Settings a resume may change: where it runs (not what it learns), ``epochs`` (a finished run may be
+#: extended) and the split's inputs (the split itself is compared).
+RESUME_MAY_CHANGE = ("device", "amp", "epochs", "val_cases", "n_val")
+
+
+class Diverged(LesionMixError):
+    """Training produced a non-finite loss, weight or validation number; the run stops."""
+
+
+def check_out_not_input(dataset, out_path: Path) -> None:
+    """The checkpoint (and ``NAME.best.pt``) may not be a file of the dataset it trains on."""
+    from napari_lesionmix.io.atomic import check_not_input
+    from napari_lesionmix.io.dataset import discover_dataset
+
+    if not isinstance(dataset, (str, os.PathLike)):
+        return
+    try:
+        records = discover_dataset(dataset).cases
+    except LesionMixError:
+        records = []  # no case to replace; loading the dataset says what is wrong with it
+    files = [dataset] + [p for r in records for p in (*r.image_paths, r.label_path, r.brain_mask_path)]
+    for target in (out_path, best_path(out_path)):
+        check_not_input(target, files, "Checkpoint", inside_folders=False)
+
+
+def cosine_factor(schedule: Sequence[Sequence[int]], epoch: int, step: int, n_steps: int) -> float:
+    """The cosine learning-rate factor at ``step`` of ``epoch``: 1 to 0 over the segment holding the epoch.
+
+    ``schedule`` lists ``[first, end)`` epoch segments: one for a run, one more per
+    extension of a finished run (a warm restart from the base rates). A function of the
+    global step alone, so a resumed run follows the same schedule.
+    """
+    a, b = next(((a, b) for a, b in schedule if a <= epoch < b), schedule[-1])
+    return 0.5 * (1.0 + math.cos(math.pi * ((epoch - a) * n_steps + step) / ((b - a) * n_steps)))
+
+
+def _resume_settings(saved: TrainConfig, config: TrainConfig, where: str) -> None:
+    """Refuse a resume whose training settings differ, naming each one with both values."""
+    import dataclasses
+
+    diff = [f.name for f in dataclasses.fields(TrainConfig)
+            if f.name not in RESUME_MAY_CHANGE and getattr(saved, f.name) != getattr(config, f.name)]
+    if diff:
+        def show(v):
+            return v.to_dict() if hasattr(v, "to_dict") else v
+
+        what = ", ".join(f"{k} ({show(getattr(saved, k))}, now {show(getattr(config, k))})" for k in diff)
+        raise LesionMixError(f"Checkpoint '{where}' was trained with a different {what}; resume needs the same "
+                             "settings (or train anew with --overwrite).")
+
+
+def _finite(modules) -> bool:
+    return all(bool(torch.isfinite(p).all()) for m in modules for p in m.parameters())
 
 
 def best_path(out_path: str | os.PathLike) -> Path:
@@ -161,8 +214,13 @@ def train_harmonizer(
     config = config or TrainConfig()
     say = log or (lambda msg: None)
     out_path = Path(out_path)
+    check_out_not_input(dataset, out_path)
     device = resolve_device(config.device)
     cases = load_training_cases(dataset, log=say, normalisation=config.normalisation)
+    if config.val_cases is None and config.n_val > len(cases) - 1:
+        # split_cases keeps one case for training: say so rather than hold out fewer in silence.
+        say(f"n_val {config.n_val} would hold out all {len(cases)} case(s) with lesions; "
+            f"{max(len(cases) - 1, 0)} are held out so that one remains for training")
     n_ch = int(cases[0].image.shape[0])
     want = {"in_channels": n_ch, "anchor_channel": config.anchor == "host-lesions"}
     if any(getattr(config.model, k) != v for k, v in want.items()):
@@ -179,6 +237,9 @@ def train_harmonizer(
     opt_g = torch.optim.AdamW(gen.parameters(), lr=config.lr_g, betas=config.betas, weight_decay=config.weight_decay)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=config.lr_d, betas=config.betas, weight_decay=config.weight_decay)
     start_epoch, history = 0, []
+    schedule = [[0, config.epochs]]  # cosine segments (cosine_factor)
+    extensions: list[dict[str, int]] = []
+    saved_epoch = None  # the epoch the file at out_path holds for this run (None: nothing of this run)
     if resume and out_path.exists():
         state = load_checkpoint(out_path, map_location=device)
         where = os.fspath(out_path)
@@ -186,19 +247,37 @@ def train_harmonizer(
             raise LesionMixError(f"Checkpoint '{where}' is inference-only and cannot be resumed.")
         # Files written before anchoring and the schedule ran without them.
         saved = TrainConfig.from_dict({"anchor": "none", "lr_decay": "none", **state["train_config"]})
-        keys = ["patch_size", "batch_size", "patches_per_case", "seed", "model", "alpha_range", "lam_range",
-                "gain_range", "anchor", "normalisation", "lr_decay"]
-        if config.lr_decay != "none":
-            keys.append("epochs")  # the schedule spans the whole run
-        diff = [k for k in keys if getattr(saved, k) != getattr(config, k)]
-        if diff or state.get("split", {}).get("val") != val_ids:
-            what = ", ".join(diff) or "validation split"
-            raise LesionMixError(f"Checkpoint '{where}' was trained with a different {what}; resume needs the same settings.")
+        _resume_settings(saved, config, where)
+        if state.get("split", {}).get("val") != val_ids:
+            raise LesionMixError(f"Checkpoint '{where}' was trained with a different validation split "
+                                 f"({', '.join(state.get('split', {}).get('val') or []) or 'none'}, now "
+                                 f"{', '.join(val_ids) or 'none'}); resume needs the same settings.")
+        start_epoch, history = int(state["epoch"]), list(state.get("history", []))
+        schedule = [list(seg) for seg in state.get("schedule", [[0, saved.epochs]])]
+        extensions = list(state.get("extensions", []))
+        if config.epochs < start_epoch:
+            raise LesionMixError(f"Checkpoint '{where}' already holds {start_epoch} epoch(s); --epochs "
+                                 f"{config.epochs} cannot shorten it (give {start_epoch} or more).")
+        if config.epochs != saved.epochs:
+            if start_epoch < saved.epochs and config.lr_decay != "none":
+                raise LesionMixError(
+                    f"Checkpoint '{where}' was trained with a different epochs ({saved.epochs}, now {config.epochs}) "
+                    f"and stopped at epoch {start_epoch}: its cosine schedule spans {saved.epochs} epochs, so resume "
+                    f"it with --epochs {saved.epochs}, then extend the finished run."
+                )
+            if start_epoch >= saved.epochs:
+                # A finished run extended: a new cosine segment from the base rates over the added epochs.
+                schedule.append([saved.epochs, config.epochs])
+                extensions.append({"from_epochs": saved.epochs, "to_epochs": config.epochs})
+                say(f"extending the finished run of {saved.epochs} epoch(s) to {config.epochs}"
+                    + (" (a new cosine from the base learning rates)" if config.lr_decay == "cosine" else ""))
+            else:
+                schedule[-1][1] = config.epochs
         load_state(gen, state["generator"], where, "generator")
         load_state(disc, state["discriminator"], where, "discriminator")
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
-        start_epoch, history = int(state["epoch"]), list(state.get("history", []))
+        saved_epoch = start_epoch
         say(f"resuming from epoch {start_epoch} of {config.epochs}")
 
     val_pairs = validation_pairs(val_cases, config)
@@ -223,7 +302,14 @@ def train_harmonizer(
     t0 = time.perf_counter()
     last_val = history[-1].get("val", {}) if history else {}
 
+    def diverged(what: str, epoch: int) -> Diverged:
+        kept = (f"'{out_path}' keeps epoch {saved_epoch}, the last finite one" if saved_epoch is not None
+                else "no checkpoint of this run was written")
+        return Diverged(f"Training diverged in epoch {epoch + 1}: {what}; {kept}; lower the learning rates "
+                        "(--lr-g, --lr-d) and train anew.")
+
     def snapshot(epochs_done: int) -> None:
+        nonlocal saved_epoch
         save_checkpoint({
             "lesionmix_version": __version__,
             "model_config": config.model.to_dict(),
@@ -239,7 +325,10 @@ def train_harmonizer(
             "history": history,
             "val": last_val,
             "best": best,
+            "schedule": schedule,
+            "extensions": extensions,
         }, out_path)
+        saved_epoch = epochs_done
 
     gen.train()
     disc.train()
@@ -252,8 +341,7 @@ def train_harmonizer(
                 stopped = True
                 break
             if config.lr_decay == "cosine":
-                # A function of the global step alone: a resumed run follows the same schedule.
-                f = 0.5 * (1.0 + math.cos(math.pi * (epoch * n_steps + step) / (config.epochs * n_steps)))
+                f = cosine_factor(schedule, epoch, step, n_steps)
                 for opt, lr in ((opt_g, config.lr_g), (opt_d, config.lr_d)):
                     for group in opt.param_groups:
                         group["lr"] = lr * f
@@ -289,6 +377,9 @@ def train_harmonizer(
                 disc.zero_grad(set_to_none=True)  # G's step must not leave gradients in D
 
             values = {"loss_g": loss_g.item(), "loss_d": loss_d.item(), "l1": l1.item(), "btv": btv.item(), "adv": adv.item()}
+            bad = [k for k, v in values.items() if not math.isfinite(v)]
+            if bad:
+                raise diverged(f"{bad[0]} is {values[bad[0]]} at step {step + 1}", epoch)
             for k, v in values.items():
                 sums[k] += v
             done += 1
@@ -298,6 +389,8 @@ def train_harmonizer(
         if stopped:
             snapshot(epoch)
             break
+        if not _finite((gen, disc)):  # a finite loss can still leave weights at inf (a huge learning rate)
+            raise diverged("the network's weights are not finite", epoch)
         means = {k: v / max(done, 1) for k, v in sums.items()}
         record: dict[str, Any] = {"epoch": epoch + 1, **means}
         if val_pairs and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
@@ -305,6 +398,9 @@ def train_harmonizer(
             n_val_done = sum(1 for h in history if "val" in h)
             if pastes and (n_val_done % config.cross_val_every == 0 or epoch + 1 == config.epochs):
                 last_val.update(cross_subject_errors(gen, pastes, config, device))
+            bad = [k for k, v in last_val.items() if not math.isfinite(v)]
+            if bad:
+                raise diverged(f"validation {bad[0]} is {last_val[bad[0]]}", epoch)
             metric, eligible = best_rule(config, last_val)
             if best["metric"] not in (None, metric):
                 best = {"score": math.inf, "epoch": 0, "metric": None}
@@ -314,14 +410,16 @@ def train_harmonizer(
             record["val"] = last_val
         record["best"] = dict(best)
         history.append(record)
-        snapshot(epoch + 1)
         if record.get("is_best"):
+            # The best file first: when the disk fills between the two, the resumable file still
+            # holds the epoch before, and the resume redoes this epoch and writes both.
             state = slim({"lesionmix_version": __version__, "model_config": config.model.to_dict(),
                           "train_config": config.to_dict(), "normalisation": normalisation_spec(config.normalisation),
                           "domain": domain, "generator": gen.state_dict(), "epoch": epoch + 1,
                           "split": {"train": train_ids, "val": val_ids}, "history": history, "val": last_val,
                           "best": best})
             save_checkpoint(state, best_path(out_path))
+        snapshot(epoch + 1)
         if callback is not None and "val" in record:
             callback({"epochs": config.epochs, "step": n_steps, "n_steps": n_steps,
                       "global_step": (epoch + 1) * n_steps, **record})

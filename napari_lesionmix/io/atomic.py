@@ -120,6 +120,51 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _real(path: str | os.PathLike) -> Path:
+    """``path`` absolute with every link resolved (a link into the output is the file it points at)."""
+    return Path(os.path.realpath(os.path.abspath(path)))
+
+
+def check_not_input(path: str | os.PathLike, inputs=(), what: str = "Output", inside_folders: bool = True) -> None:
+    """Refuse an output that is an input, holds one, or lies inside an input folder.
+
+    Checked whatever ``--overwrite`` says: replacing or clearing the output
+    would delete the user's source files, and writing into a source folder
+    changes what it holds (an export beside a folder of case pairs turns it
+    into an nnU-Net dataset of synthetic cases).
+
+    Parameters
+    ----------
+    path : path-like
+        The output file or folder (need not exist).
+    inputs : iterable of path-like
+        The command's input files and folders (``None`` entries are skipped).
+    what : str
+        How the message names the output.
+    inside_folders : bool
+        Also refuse an output inside an input that is a folder (a dataset); false
+        where the inputs are files and a folder among them is an error of its own.
+
+    Raises
+    ------
+    LesionMixError
+        One sentence naming the output and the input.
+    """
+    out = _real(path)
+    name = os.fspath(path)
+    for inp in inputs:
+        if inp is None:
+            continue
+        real = _real(inp)
+        # The output itself, or a folder holding the input: writing it would replace the input.
+        if real == out or real.is_relative_to(out) or _same_file(Path(inp), Path(path)):
+            raise LesionMixError(f"{what} '{name}' would replace the input '{os.fspath(inp)}'; choose another output.")
+        if inside_folders and real.is_dir() and out.is_relative_to(real):
+            raise LesionMixError(
+                f"{what} '{name}' lies inside the input folder '{os.fspath(inp)}'; choose an output outside it."
+            )
+
+
 def check_output(path: str | os.PathLike, inputs=(), overwrite: bool = False, what: str = "Output") -> Path:
     """Refuse an output that would replace something without ``overwrite``, or one of the inputs.
 
@@ -140,15 +185,7 @@ def check_output(path: str | os.PathLike, inputs=(), overwrite: bool = False, wh
         One sentence naming the path and what to do.
     """
     out = Path(path)
-    for inp in inputs:
-        if inp is None:
-            continue
-        inp = Path(inp)
-        inside = out.exists() and out.is_dir() and Path(os.path.abspath(inp)).is_relative_to(os.path.abspath(out))
-        if _same_file(inp, out) or inside:
-            raise LesionMixError(
-                f"{what} '{os.fspath(out)}' would replace the input '{os.fspath(inp)}'; choose another output."
-            )
+    check_not_input(out, inputs, what, inside_folders=False)
     if out.exists() and not overwrite and not (out.is_dir() and not any(out.iterdir())):
         raise LesionMixError(
             f"{what} '{os.fspath(out)}' already exists; pass --overwrite to replace it or choose another output."
@@ -201,6 +238,12 @@ def atomic_folder(path: str | os.PathLike, replaceable=None) -> Iterator[Path]:
                 os.rename(old, path)
                 raise
             shutil.rmtree(old, ignore_errors=True)
+            if os.path.lexists(old):
+                # The new folder is in place; what could not be deleted (an immutable file...) is named, not hidden.
+                import warnings
+
+                warnings.warn(f"The replaced folder's files could not all be removed; what is left of them is "
+                              f"in '{os.fspath(old)}' (remove it by hand).", stacklevel=3)
         else:
             os.rename(tmp, path)
     except BaseException as exc:

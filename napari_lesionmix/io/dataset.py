@@ -106,6 +106,8 @@ def discover_dataset(root: str | os.PathLike) -> Dataset:
         If the folder is missing, or holds no labelled case in any known layout.
     """
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise LesionMixError(f"Dataset folder '{os.fspath(root)}' is a file; give the folder that holds the cases.")
     if not root.is_dir():
         raise LesionMixError(f"Dataset folder '{os.fspath(root)}' does not exist.")
     meta = {}

@@ -91,7 +91,7 @@ def test_a_report_folder_with_other_settings_is_refused(tiny_run):
 
 def test_a_dataset_too_small_for_the_split_is_one_sentence(tmp_path):
     cfg = EvalConfig(str(sample_data_dir()), str(tmp_path / "r"), **{**TINY, "train_sizes": (2, 3)})
-    with pytest.raises(LesionMixError, match=r"fewer than the largest training size K = 3") as err:
+    with pytest.raises(LesionMixError, match=r"K = 3 training case\(s\) needs at least 4") as err:
         make_split(cfg)
     assert "\n" not in str(err.value)
 
@@ -144,7 +144,7 @@ def test_the_command_runs_and_says_one_sentence_for_a_small_dataset(tmp_path, ca
     code = main(["evaluate", "--dataset", str(sample_data_dir()), "--out", str(tmp_path / "r"), "--cases", *CASES,
                  "--train-cases", "3", "--methods", "none", "--no-progress"])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "fewer than the largest training size" in err
+    assert code == 2 and err.count("\n") == 1 and "an evaluation with K = 3 training case(s) needs at least 4" in err
 
 
 def test_a_folder_that_no_evaluation_wrote_is_refused(tmp_path):

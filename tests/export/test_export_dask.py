@@ -53,8 +53,9 @@ def test_bad_scheduler_address_is_a_clear_error(tmp_path, monkeypatch):
     src = tmp_path / "src"
     for k in range(2):
         write_case(make_case(seed=k, case_id=f"e{k}", shape=(16, 16, 16)), src)
+    # n_folds=0: one case cannot fill folds, and the fold check now runs before the scheduler is reached.
     with pytest.raises(LesionMixError, match="Dask scheduler"):
-        export_dataset(ExportConfig(os.fspath(src), os.fspath(tmp_path / "o"), n=1,
+        export_dataset(ExportConfig(os.fspath(src), os.fspath(tmp_path / "o"), n=1, n_folds=0,
                                     scheduler="tcp://127.0.0.1:9"))
 
 

@@ -208,5 +208,14 @@ def test_cosine_schedule_decays_to_zero_and_resumes_exactly(tmp_path, cases):
     train_harmonizer(cases, part, cfg, resume=True)
     a, b = state["generator"], load_checkpoint(part)["generator"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    with pytest.raises(LesionMixError, match="different epochs"):
-        train_harmonizer(cases, part, cfg.replace(epochs=3), resume=True)
+    # A stopped cosine run resumes with its own epochs only; a finished one may be extended (issue 26).
+    stopped = tmp_path / "stopped.pt"
+    calls = []
+    train_harmonizer(cases, stopped, cfg, callback=calls.append, should_stop=lambda: len(calls) >= n_steps)
+    with pytest.raises(LesionMixError, match=r"different epochs \(2, now 3\) and stopped at epoch 1"):
+        train_harmonizer(cases, stopped, cfg.replace(epochs=3), resume=True)
+    res = train_harmonizer(cases, part, cfg.replace(epochs=3), resume=True)
+    extended = load_checkpoint(part)
+    assert res["epochs_done"] == 3 and extended["epoch"] == 3
+    assert extended["schedule"] == [[0, 2], [2, 3]] and extended["extensions"] == [{"from_epochs": 2, "to_epochs": 3}]
+    assert extended["train_config"]["epochs"] == 3
