@@ -54,6 +54,8 @@ ROLES: dict[str, tuple[str, str]] = {
     "mixing_mask": ("mixing mask", "image"),
 }
 ROLE_KEY = "lesionmix_role"
+#: Metadata flag of a synthetic layer hidden because its pair was replaced (the next sample shows it again).
+STALE_KEY = "lesionmix_stale"
 #: Roles of the layers that show a synthetic case (they go when another pair is loaded).
 SYNTHETIC_ROLES = ("synthetic_image", "synthetic_label", "mixing_mask")
 #: Opacity of the mixing mask drawn as a faint tint (default) or filled.
@@ -214,11 +216,14 @@ class StudioSession:
         self.harmonization = None
         if self.preview is not None:
             self.set_preview(None)
-        if self.viewer is not None:
-            for role in SYNTHETIC_ROLES:
-                lyr = self.layer(role)
-                if lyr is not None:
-                    self.viewer.layers.remove(lyr)
+        # The old synthetic layers are hidden, not removed: the next sample refills them in place
+        # (:meth:`show_layer`). Removing them and adding new ones on a new grid, with napari's canvas
+        # painted in between, segfaulted in vispy's glDrawArrays (issue 22).
+        for role in SYNTHETIC_ROLES:
+            lyr = self.layer(role, stale=True)
+            if lyr is not None:
+                lyr.metadata[STALE_KEY] = True
+                lyr.visible = False
 
     def swap(self) -> None:
         """Exchange host and donor (both must carry a lesion label)."""
@@ -371,13 +376,17 @@ class StudioSession:
         return tuple((float(w) - t) / s for w, t, s in zip(world[-3:], o.translate, o.scale, strict=True))
 
     # -- layers --------------------------------------------------------------
-    def layer(self, role: str):
-        """The viewer layer this session manages for ``role``, or ``None``."""
+    def layer(self, role: str, stale: bool = False):
+        """The viewer layer this session manages for ``role``, or ``None``.
+
+        A synthetic layer of a replaced pair (hidden until the next sample refills it) counts
+        only with ``stale``.
+        """
         if self.viewer is None:
             return None
         for lyr in self.viewer.layers:
             if lyr.metadata.get(ROLE_KEY) == role:
-                return lyr
+                return lyr if stale or not lyr.metadata.get(STALE_KEY) else None
         return None
 
     def show_layer(self, role: str, data: np.ndarray, keep_contrast: bool = False, **kwargs: Any):
@@ -391,19 +400,26 @@ class StudioSession:
         _, kind = ROLES[role]
         name = self.layer_name(role)
         o = self.orientation
-        lyr = self.layer(role)
-        if lyr is not None and lyr.data.shape == data.shape:
+        lyr = self.layer(role, stale=True)
+        host = self.host
+        geometry = geometry_metadata(host.affine, host.header, host.shape, None, kind)
+        if lyr is not None:
+            # Updated in place, on a new grid too (geometry first, then data): a layer removed and a
+            # new one added on another grid crashed napari's canvas (see :meth:`_forget_pair`).
+            if lyr.data.shape != data.shape:
+                lyr.metadata["lesionmix"] = geometry
+                lyr.scale, lyr.translate = o.scale, o.translate
+                if "contrast_limits" in kwargs:
+                    keep_contrast = False  # another case: the user's window was for the old one
             lyr.data = data
             if lyr.name != name:
                 lyr.name = name
             if "contrast_limits" in kwargs and not keep_contrast:
                 lyr.contrast_limits = kwargs["contrast_limits"]
+            if lyr.metadata.pop(STALE_KEY, False):
+                lyr.visible = kwargs.get("visible", True)
             return lyr
-        if lyr is not None:  # a new grid: replace our own layer only
-            self.viewer.layers.remove(lyr)
-        host = self.host
-        meta = {ROLE_KEY: role,
-                "lesionmix": geometry_metadata(host.affine, host.header, host.shape, None, kind)}
+        meta = {ROLE_KEY: role, "lesionmix": geometry}
         common = {"name": name, "scale": o.scale, "translate": o.translate, "metadata": meta}
         if kind == "labels":
             lyr = self.viewer.add_labels(data, **common, **kwargs)
@@ -433,7 +449,7 @@ class StudioSession:
         """Labels filled and the mixing mask at full tint (``True``), or contours and a faint tint."""
         self.filled_overlays = bool(filled)
         for role, (_, kind) in ROLES.items():
-            lyr = self.layer(role)
+            lyr = self.layer(role, stale=True)
             if lyr is None:
                 continue
             if kind == "labels":
