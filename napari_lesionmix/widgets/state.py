@@ -15,6 +15,7 @@ napari's Qt threading, and it imports it lazily.
 
 from __future__ import annotations
 
+import os
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -235,6 +236,40 @@ class StudioSession:
     def set_dataset(self, dataset: Dataset | None) -> None:
         self.dataset = dataset
         self.dataset_changed.emit()
+
+    def source_dataset(self) -> tuple[Dataset | None, str]:
+        """The dataset Export, harmonizer training and LesionMix's lesion bank read, and why.
+
+        What the user loaded: the scanned dataset when the pair came from it (the shipped sample
+        data only when the sample pair is loaded), else the one folder holding the loaded pair's
+        files, else the scanned dataset when no pair is loaded. ``None`` with the sentence that says
+        what to load when none fits (a pair from two folders, or from layers without files).
+        """
+        if self.host is not None and self.host_record is not None and self.dataset is not None:
+            return self.dataset, f"{len(self.dataset)} case(s) in '{self.dataset.root}'"
+        if self.host is None:
+            if self.dataset is not None:
+                return self.dataset, f"{len(self.dataset)} case(s) in '{self.dataset.root}'"
+            return None, "Load a pair or scan a dataset folder in the Load dock first."
+        paths = [p for case in (self.host, self.donor) if case is not None for p in case.image_paths]
+        if not paths:
+            return None, ("The loaded pair comes from layers without files; scan its dataset folder "
+                          "in the Load dock.")
+        folders = sorted({os.path.dirname(os.path.abspath(os.fspath(p))) for p in paths})
+        if len(folders) > 1:
+            return None, (f"The loaded pair's files are in {len(folders)} folders ({', '.join(folders)}); "
+                          "scan the dataset folder in the Load dock.")
+        key = ("source", folders[0])
+        if key not in self._cache:
+            from napari_lesionmix.io.dataset import discover_dataset
+
+            try:
+                self._cache[key] = (discover_dataset(folders[0]), None)
+            except LesionMixError as exc:
+                self._cache[key] = (None, f"The loaded pair's folder is not a dataset ({exc}); scan one in "
+                                          "the Load dock.")
+        ds, why = self._cache[key]
+        return ds, why or f"{len(ds)} case(s) in '{ds.root}' (the loaded pair's folder)"
 
     @property
     def has_pair(self) -> bool:
