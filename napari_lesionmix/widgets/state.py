@@ -190,6 +190,8 @@ class StudioSession:
             raise LesionMixError(f"Host case '{host.case_id}' has no label map; load its lesion label too.")
         donor.require_lesion("Donor")
         check_same_grid(host, donor)
+        new_grid = self.orientation is None or tuple(self.orientation.display_shape) != tuple(
+            DisplayOrientation(host.affine, host.shape).display_shape)
         self._forget_pair()
         self.host, self.donor = host, donor
         self.host_record, self.donor_record = host_record, donor_record
@@ -200,6 +202,8 @@ class StudioSession:
         self.cursor = self._centre_of_lesions(donor)
         if show_layers:
             self._show_cases()
+            if new_grid and self.viewer is not None:
+                self.viewer.reset_view()  # layers refilled in place keep the old grid's camera otherwise
             self.set_cursor(self.cursor, move_viewer=True)  # the slider to the lesion
         self.cases_changed.emit()
         self.cursor_changed.emit(self.cursor)
