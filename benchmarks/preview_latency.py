@@ -1,8 +1,10 @@
-"""Slider move -> preview redraw latency of the CarveMix widget on a 1 mm 197x233x189 case.
+"""Slider move -> preview on screen latency of the CarveMix widget on a 1 mm 197x233x189 case.
 
-Drives the real widgets (CarveMix + Preview docked in a napari viewer): each
-step presses the slider, sets a new lambda and times until the triplanar
-preview has redrawn. Baselines, measured in the same run on the same lambdas:
+Drives the real widgets of the whole studio (every dock, as ``make studio``,
+in a 1600x1000 window): each step presses the slider, sets a new lambda and
+times until the triplanar preview has redrawn *and Qt has painted its three
+views* (their ``paint_count``), so the number includes the Qt paint inside
+napari's window. Baselines, measured in the same run on the same lambdas:
 
 * ``full carvemix + preview``: recompute the full-volume CarveMix per move
   (cached field, as the core's :func:`carvemix`) and redraw the preview from it;
@@ -10,7 +12,7 @@ preview has redrawn. Baselines, measured in the same run on the same lambdas:
   layers (what a widget without a live path would do on every move).
 
 Run under an X server (``xvfb-run -a python benchmarks/preview_latency.py``);
-without ``DISPLAY`` Qt's offscreen platform is used. Goal: median < 50 ms.
+without ``DISPLAY`` Qt's offscreen platform is used. Goal: p95 <= 16 ms (one frame).
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 
 
+#: The screen the studio must fit (design.md, section 4).
+WINDOW = (1600, 1000)
+
+
 def _stats(ms: list[float]) -> tuple[float, float]:
     return statistics.median(ms), float(np.percentile(ms, 95))
 
@@ -44,14 +50,23 @@ def main(steps: int = 40, host_id: str = "sub-02", donor_id: str = "sub-03") -> 
     from napari_lesionmix.io.display import VolumePlanes
     from napari_lesionmix.widgets.carvemix import position_of_t
     from napari_lesionmix.widgets.state import get_session
+    from napari_lesionmix.widgets.studio import open_studio, studio_widget
 
     host, donor = load_1mm(host_id), load_1mm(donor_id)
     viewer = napari.Viewer(show=True)  # visible, so the preview really paints
+    viewer.window._qt_window.resize(*WINDOW)
     app = QApplication.instance()
-    _, preview = viewer.window.add_plugin_dock_widget("napari-lesionmix", "Preview")
-    _, cm = viewer.window.add_plugin_dock_widget("napari-lesionmix", "CarveMix")
+    open_studio(viewer, load_sample=False)  # every dock, the CarveMix tab raised
+    preview, cm = studio_widget(viewer, "Preview"), studio_widget(viewer, "CarveMix")
     session = get_session(viewer)
     session.set_pair(host, donor)
+
+    def painted() -> tuple[int, ...]:
+        # Older previews painted inside redraw (no counter): their redraw count stands in.
+        return tuple(getattr(v, "paint_count", preview.redraw_count) for v in preview.views.values())
+
+    def on_screen(count: int, paints: tuple[int, ...]) -> bool:
+        return preview.redraw_count > count and all(p > q for p, q in zip(painted(), paints, strict=True))
 
     def wait(cond, timeout=120.0):
         t0 = time.perf_counter()
@@ -72,10 +87,10 @@ def main(steps: int = 40, host_id: str = "sub-02", donor_id: str = "sub-03") -> 
     live, draw = [], []
     cm.slider.setSliderDown(True)
     for t in ts:
-        count = preview.redraw_count
+        count, paints = preview.redraw_count, painted()
         t0 = time.perf_counter()
         cm.slider.setValue(position_of_t(t))
-        wait(lambda c=count: preview.redraw_count > c)
+        wait(lambda c=count, p=paints: on_screen(c, p))
         live.append((time.perf_counter() - t0) * 1000)
         draw.append(preview.last_redraw_ms)
         app.processEvents()
@@ -115,7 +130,9 @@ def main(steps: int = 40, host_id: str = "sub-02", donor_id: str = "sub-03") -> 
     dmed, dp95 = _stats(draw)
     print(f"  of which preview drawing  : median {dmed:7.1f} ms   p95 {dp95:7.1f} ms")
     print(f"release -> full volume + layers (thread_worker): {release_ms:7.1f} ms")
-    print(f"goal < 50 ms median: {'met' if med < 50 else 'NOT met'}")
+    sizes = ", ".join(f"{n} {v.width()}x{v.height()}" for n, v in preview.views.items())
+    print(f"window {WINDOW[0]}x{WINDOW[1]}, preview views: {sizes} px")
+    print(f"goal p95 <= 16 ms (one frame): {'met' if p95 <= 16 else 'NOT met'}")
     viewer.close()
 
 

@@ -14,8 +14,12 @@ export completes, the QA contact sheet
 (:func:`~napari_lesionmix.export.render_gallery`) is rendered in the worker
 and shown in the widget.
 
-The source dataset is the one the Load widget scanned, or the shipped sample
-data when none is loaded.
+The source dataset is what the user loaded
+(:meth:`~napari_lesionmix.widgets.state.StudioSession.source_dataset`): the
+scanned folder, or the loaded pair's folder, or the sample data only when the
+sample pair is loaded; otherwise Export is disabled and says what to load. Every
+check of the settings, folds included, runs (:func:`precheck`) before the
+worker starts, so a refused export leaves no folder behind.
 """
 
 from __future__ import annotations
@@ -74,6 +78,33 @@ class _GalleryLabel(QLabel):
             y = event.position().y() if hasattr(event, "position") else event.y()
             self._on_click(min(max(y / pix.height(), 0.0), 1.0))
         super().mousePressEvent(event)
+
+
+def precheck(config) -> None:
+    """Every check of an export's settings that needs no case made, on the GUI thread, before the worker.
+
+    The core's own checks (:func:`~napari_lesionmix.export.export_dataset` runs them too): methods,
+    harmonizer, the plan (hold-out, splits), and the folds of ``splits_final.json`` on the host and
+    donor each synthetic case is assigned, the test the export applies once all cases are made.
+    A refused export so leaves no folder behind. (Issue 22: the core has no public pre-check yet;
+    this calls its existing checks and should give way to one when it has.)
+    """
+    from napari_lesionmix.augment.registry import get_method
+    from napari_lesionmix.export import _check_harmonize_spec, _check_methods, make_plan
+    from napari_lesionmix.export.plan import assign
+    from napari_lesionmix.export.writer import splits_final
+
+    _check_methods(config)
+    _check_harmonize_spec(config.harmonize)
+    plan = make_plan(config)
+    # Sources of a case are its host and donor when every method has one (LesionMix's bank is known
+    # only once sampled: the export's final check still covers it).
+    if (config.n_folds or config.splits) and all(get_method(m).needs_donor for m, _ in config.methods):
+        records = {cid: {"id": cid, "method": "real", "sources": [cid]} for cid in plan.real_ids}
+        for i in range(config.n):
+            a, _ = assign(plan, i)
+            records[a.case_id] = {"id": a.case_id, "method": a.method, "sources": sorted({a.host_id, a.donor_id})}
+        splits_final(plan, records)
 
 
 class ExportWidget(QWidget):
@@ -186,6 +217,7 @@ class ExportWidget(QWidget):
         self.export_btn.clicked.connect(self.export)
         self.cancel_btn.clicked.connect(self.cancel)
         bind(self, self.session.dataset_changed, self._show_dataset)
+        bind(self, self.session.cases_changed, self._show_dataset)
         self._show_dataset()
 
     # -- settings --------------------------------------------------------------------
@@ -195,18 +227,18 @@ class ExportWidget(QWidget):
             self.out.setText(path)
 
     def dataset_root(self) -> str:
-        if self.session.dataset is not None:
-            return self.session.dataset.root
-        from napari_lesionmix.sample_data import sample_data_dir
-
-        return os.fspath(sample_data_dir())
+        """The folder the export reads: what the user loaded (:meth:`StudioSession.source_dataset`)."""
+        ds, why = self.session.source_dataset()
+        if ds is None:
+            raise LesionMixError(why)
+        return ds.root
 
     def _show_dataset(self) -> None:
-        ds = self.session.dataset
-        if ds is not None:
-            self.dataset_label.setText(f"source: {len(ds)} case(s) in '{ds.root}'")
-        else:
-            self.dataset_label.setText("source: the shipped sample data (scan a folder in Load to change)")
+        ds, why = self.session.source_dataset()
+        self.dataset_label.setText(f"source: {why}" if ds is not None else why)
+        self.dataset_label.setStyleSheet("" if ds is not None else "color: #e0b050;")
+        self.export_btn.setEnabled(ds is not None and not self.running)
+        self.export_btn.setToolTip("" if ds is not None else why)
 
     def config(self):
         """The :class:`~napari_lesionmix.export.ExportConfig` of the controls (raises LesionMixError)."""
@@ -236,6 +268,7 @@ class ExportWidget(QWidget):
             return
         try:
             config = self.config()
+            precheck(config)
         except LesionMixError as exc:
             notify_error(str(exc))
             self._error(exc)
@@ -265,8 +298,8 @@ class ExportWidget(QWidget):
             self._timer.stop()
             self._show_progress()
             self.running = False
-            self.export_btn.setEnabled(True)
             self.cancel_btn.setEnabled(False)
+            self._show_dataset()
 
         def _done(result):
             _finish()

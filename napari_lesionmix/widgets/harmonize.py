@@ -9,7 +9,8 @@ shown in the status line), and "Show before" swaps the ``synthetic`` layer's
 data (and the preview) between the unharmonized and harmonized image.
 
 Training runs :func:`~napari_lesionmix.harmonize.train_harmonizer` on the
-loaded dataset (or the shipped sample data) in a worker; its per-step loss
+dataset the user loaded (the scanned folder, the loaded pair's folder, or the sample data
+only when the sample pair is loaded; otherwise the button says what to load) in a worker; its per-step loss
 dicts arrive through the callback and are drawn as they come (a timer in the
 GUI thread drains them), and "Stop" ends the run through ``should_stop``
 (the checkpoint keeps what was trained).
@@ -285,6 +286,7 @@ class HarmonizeWidget(QWidget):
         self.method.currentIndexChanged.connect(lambda _: self._sync_controls())
         bind(self, self.session.synthetic_changed, self._on_synthetic)
         bind(self, self.session.dataset_changed, self._show_training_set)
+        bind(self, self.session.cases_changed, self._show_training_set)
         self._show_training_set()
         self._sync_controls()
 
@@ -480,18 +482,21 @@ class HarmonizeWidget(QWidget):
                                       val_every=max(1, min(8, int(self.epochs.value()) // 3)))
 
     def _show_training_set(self, *_) -> None:
-        ds = self.session.dataset
+        ds, why = self.session.source_dataset()
         if ds is not None:
-            self.train_on.setText(f"Trains on the loaded dataset '{ds.root}' ({len(ds.case_ids)} cases).")
+            self.train_on.setText(f"Trains on {why}.")
         else:
-            self.train_on.setText("No dataset is loaded (Load dock): trains on the sample data.")
+            self.train_on.setText(why)
+        if not self.training:
+            self.train_btn.setEnabled(ds is not None)
+        self.train_btn.setToolTip("" if ds is not None else why)
 
     def _dataset_root(self) -> str:
-        if self.session.dataset is not None:
-            return self.session.dataset.root
-        from napari_lesionmix.sample_data import sample_data_dir
-
-        return os.fspath(sample_data_dir())
+        """The training set: what the user loaded (:meth:`StudioSession.source_dataset`)."""
+        ds, why = self.session.source_dataset()
+        if ds is None:
+            raise LesionMixError(why)
+        return ds.root
 
     def train(self) -> None:
         """Train ARHNet on the dataset in a worker; losses are drawn as they arrive."""
@@ -528,7 +533,7 @@ class HarmonizeWidget(QWidget):
             self._drain()
             self._timer.stop()
             self.training = False
-            self.train_btn.setEnabled(True)
+            self._show_training_set()
             self.stop_btn.setEnabled(False)
 
         def _done(result):

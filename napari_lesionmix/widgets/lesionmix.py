@@ -1,8 +1,9 @@
 """LesionMix dock widget: load distribution and its histogram, likelihood heat map, populate/inpaint.
 
-Thin over :mod:`napari_lesionmix.augment.lesionmix`. The dataset is the one the
-Load widget scanned (``session.dataset``), or the shipped sample dataset when
-none is loaded; the host is the loaded pair's host. Per-case lesion loads, the
+Thin over :mod:`napari_lesionmix.augment.lesionmix`. The dataset is what the
+user loaded (``session.source_dataset()``: the scanned folder, the loaded pair's
+folder, or the sample data only when the sample pair is loaded; otherwise
+"Sample" is disabled and the dock says what to load); the host is the loaded pair's host. Per-case lesion loads, the
 lesion bank and the likelihood map are computed once per dataset (in a
 worker) and cached.
 
@@ -260,7 +261,7 @@ class LesionMixWidget(QWidget):
         self.target.valueChanged.connect(lambda v: self._redraw(target=v) if self.direct.isChecked() else None)
         self.show_map_btn.clicked.connect(self.show_likelihood)
         bind(self, self.session.dataset_changed, self.refresh_dataset)
-        bind(self, self.session.cases_changed, self._redraw)
+        bind(self, self.session.cases_changed, self._on_cases)
         bind(self, self.session.intensity_changed, self._on_intensity)
         replayers, mine = self.session.replayers, self.replay
         replayers["lesionmix"] = mine
@@ -270,23 +271,34 @@ class LesionMixWidget(QWidget):
 
     # -- dataset -----------------------------------------------------------------
     def dataset(self):
-        """The session's dataset, or the shipped sample dataset."""
-        if self.session.dataset is not None:
-            return self.session.dataset
-        from napari_lesionmix.sample_data import sample_dataset
+        """The lesion bank's dataset: what the user loaded (:meth:`StudioSession.source_dataset`)."""
+        ds, why = self.session.source_dataset()
+        if ds is None:
+            raise LesionMixError(why)
+        return ds
 
-        return sample_dataset()
+    def _on_cases(self) -> None:
+        # A pair from another folder changes the bank's dataset; the same one keeps its loads.
+        ds, _ = self.session.source_dataset()
+        if ds is None or getattr(self, "_dataset", None) is None or ds.root != self._dataset.root:
+            self.refresh_dataset()
+        self._redraw()
 
     def refresh_dataset(self) -> None:
         """Read the dataset's per-case loads (labels only) in a worker; the bank is built lazily."""
         try:
             ds = self.dataset()
         except LesionMixError as exc:
-            notify_error(str(exc))
+            self._dataset, self.loads, self.bank, self._likelihood = None, None, None, {}
+            self.dataset_label.setText(str(exc))
+            self.sample_btn.setEnabled(False)
+            self.sample_btn.setToolTip(str(exc))
             return
+        self.sample_btn.setEnabled(True)
+        self.sample_btn.setToolTip("")
         self._dataset, self.loads, self.bank, self._likelihood = ds, None, None, {}
-        self.dataset_label.setText(f"dataset: {len(ds)} case(s) in '{ds.root}'"
-                                   + ("" if self.session.dataset is not None else " (shipped sample)"))
+        _, why = self.session.source_dataset()
+        self.dataset_label.setText(f"dataset: {why}")
 
         def _done(loads):
             if self._dataset is ds:

@@ -6,7 +6,7 @@ contours of the synthetic label (red) and of the mixing mask (yellow) are drawn
 by comparing each mask with its shifted self, and a crosshair (cyan) marks the
 session cursor. Drawing three planes costs a few milliseconds, against
 65-90 ms for three napari canvases under software GL, so the preview redraws
-synchronously on every slider move (crosshair moves are coalesced to one
+on every slider move and schedules the paint (crosshair moves are coalesced to one
 redraw per event-loop pass).
 
 The crosshair follows the viewer's mouse (``mouse_move_callbacks``) and the
@@ -102,8 +102,11 @@ class PlaneView(QWidget):
     """One plane, painted from a ``QImage`` at its physical aspect; emits clicks as (row, col).
 
     Painting (not ``QLabel.setPixmap``) keeps the widget's size hint fixed, so a
-    redraw never triggers a re-layout; :meth:`set_rgb` repaints synchronously
-    so the measured latency includes the paint.
+    redraw never triggers a re-layout. :meth:`set_rgb` only schedules the paint
+    (``update()``): a synchronous ``repaint()`` inside napari's window paints the
+    whole window, vispy canvas included, in the middle of a layer change (a
+    segfault in ``glDrawArrays`` when a pair of another grid replaced the layers).
+    :attr:`paint_count` counts finished paints, so a benchmark can wait for them.
     """
 
     clicked = Signal(float, float)
@@ -119,6 +122,7 @@ class PlaneView(QWidget):
         self._aspect = 1.0  # physical height / width of one pixel
         self._rect = None  # where the image sits: (x0, y0, w, h)
         self.offset = (0, 0)  # (row, col) of the shown crop's top-left pixel in the whole plane
+        self.paint_count = 0
 
     def sizeHint(self):  # noqa: N802 (Qt API)
         return QSize(180, 180)
@@ -130,7 +134,7 @@ class PlaneView(QWidget):
         # The QImage borrows self._rgb's buffer, which lives as long as the image.
         self._qimage = QImage(self._rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888)
         self._layout_rect()
-        self.repaint()
+        self.update()  # never repaint(): see the class docstring
 
     def clear(self) -> None:
         self._rgb = self._qimage = self._rect = None
@@ -156,6 +160,7 @@ class PlaneView(QWidget):
         if self._qimage is not None and self._rect is not None:
             p.drawImage(QRectF(*self._rect), self._qimage)
         p.end()
+        self.paint_count += 1
 
     def mousePressEvent(self, event):  # noqa: N802 (Qt API)
         if self._rgb is None or self._rect is None:

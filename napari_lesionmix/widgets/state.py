@@ -15,6 +15,7 @@ napari's Qt threading, and it imports it lazily.
 
 from __future__ import annotations
 
+import os
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -54,6 +55,8 @@ ROLES: dict[str, tuple[str, str]] = {
     "mixing_mask": ("mixing mask", "image"),
 }
 ROLE_KEY = "lesionmix_role"
+#: Metadata flag of a synthetic layer hidden because its pair was replaced (the next sample shows it again).
+STALE_KEY = "lesionmix_stale"
 #: Roles of the layers that show a synthetic case (they go when another pair is loaded).
 SYNTHETIC_ROLES = ("synthetic_image", "synthetic_label", "mixing_mask")
 #: Opacity of the mixing mask drawn as a faint tint (default) or filled.
@@ -187,6 +190,8 @@ class StudioSession:
             raise LesionMixError(f"Host case '{host.case_id}' has no label map; load its lesion label too.")
         donor.require_lesion("Donor")
         check_same_grid(host, donor)
+        new_grid = self.orientation is None or tuple(self.orientation.display_shape) != tuple(
+            DisplayOrientation(host.affine, host.shape).display_shape)
         self._forget_pair()
         self.host, self.donor = host, donor
         self.host_record, self.donor_record = host_record, donor_record
@@ -197,6 +202,8 @@ class StudioSession:
         self.cursor = self._centre_of_lesions(donor)
         if show_layers:
             self._show_cases()
+            if new_grid and self.viewer is not None:
+                self.viewer.reset_view()  # layers refilled in place keep the old grid's camera otherwise
             self.set_cursor(self.cursor, move_viewer=True)  # the slider to the lesion
         self.cases_changed.emit()
         self.cursor_changed.emit(self.cursor)
@@ -214,11 +221,14 @@ class StudioSession:
         self.harmonization = None
         if self.preview is not None:
             self.set_preview(None)
-        if self.viewer is not None:
-            for role in SYNTHETIC_ROLES:
-                lyr = self.layer(role)
-                if lyr is not None:
-                    self.viewer.layers.remove(lyr)
+        # The old synthetic layers are hidden, not removed: the next sample refills them in place
+        # (:meth:`show_layer`). Removing them and adding new ones on a new grid, with napari's canvas
+        # painted in between, segfaulted in vispy's glDrawArrays (issue 22).
+        for role in SYNTHETIC_ROLES:
+            lyr = self.layer(role, stale=True)
+            if lyr is not None:
+                lyr.metadata[STALE_KEY] = True
+                lyr.visible = False
 
     def swap(self) -> None:
         """Exchange host and donor (both must carry a lesion label)."""
@@ -230,6 +240,40 @@ class StudioSession:
     def set_dataset(self, dataset: Dataset | None) -> None:
         self.dataset = dataset
         self.dataset_changed.emit()
+
+    def source_dataset(self) -> tuple[Dataset | None, str]:
+        """The dataset Export, harmonizer training and LesionMix's lesion bank read, and why.
+
+        What the user loaded: the scanned dataset when the pair came from it (the shipped sample
+        data only when the sample pair is loaded), else the one folder holding the loaded pair's
+        files, else the scanned dataset when no pair is loaded. ``None`` with the sentence that says
+        what to load when none fits (a pair from two folders, or from layers without files).
+        """
+        if self.host is not None and self.host_record is not None and self.dataset is not None:
+            return self.dataset, f"{len(self.dataset)} case(s) in '{self.dataset.root}'"
+        if self.host is None:
+            if self.dataset is not None:
+                return self.dataset, f"{len(self.dataset)} case(s) in '{self.dataset.root}'"
+            return None, "Load a pair or scan a dataset folder in the Load dock first."
+        paths = [p for case in (self.host, self.donor) if case is not None for p in case.image_paths]
+        if not paths:
+            return None, ("The loaded pair comes from layers without files; scan its dataset folder "
+                          "in the Load dock.")
+        folders = sorted({os.path.dirname(os.path.abspath(os.fspath(p))) for p in paths})
+        if len(folders) > 1:
+            return None, (f"The loaded pair's files are in {len(folders)} folders ({', '.join(folders)}); "
+                          "scan the dataset folder in the Load dock.")
+        key = ("source", folders[0])
+        if key not in self._cache:
+            from napari_lesionmix.io.dataset import discover_dataset
+
+            try:
+                self._cache[key] = (discover_dataset(folders[0]), None)
+            except LesionMixError as exc:
+                self._cache[key] = (None, f"The loaded pair's folder is not a dataset ({exc}); scan one in "
+                                          "the Load dock.")
+        ds, why = self._cache[key]
+        return ds, why or f"{len(ds)} case(s) in '{ds.root}' (the loaded pair's folder)"
 
     @property
     def has_pair(self) -> bool:
@@ -371,13 +415,17 @@ class StudioSession:
         return tuple((float(w) - t) / s for w, t, s in zip(world[-3:], o.translate, o.scale, strict=True))
 
     # -- layers --------------------------------------------------------------
-    def layer(self, role: str):
-        """The viewer layer this session manages for ``role``, or ``None``."""
+    def layer(self, role: str, stale: bool = False):
+        """The viewer layer this session manages for ``role``, or ``None``.
+
+        A synthetic layer of a replaced pair (hidden until the next sample refills it) counts
+        only with ``stale``.
+        """
         if self.viewer is None:
             return None
         for lyr in self.viewer.layers:
             if lyr.metadata.get(ROLE_KEY) == role:
-                return lyr
+                return lyr if stale or not lyr.metadata.get(STALE_KEY) else None
         return None
 
     def show_layer(self, role: str, data: np.ndarray, keep_contrast: bool = False, **kwargs: Any):
@@ -391,19 +439,26 @@ class StudioSession:
         _, kind = ROLES[role]
         name = self.layer_name(role)
         o = self.orientation
-        lyr = self.layer(role)
-        if lyr is not None and lyr.data.shape == data.shape:
+        lyr = self.layer(role, stale=True)
+        host = self.host
+        geometry = geometry_metadata(host.affine, host.header, host.shape, None, kind)
+        if lyr is not None:
+            # Updated in place, on a new grid too (geometry first, then data): a layer removed and a
+            # new one added on another grid crashed napari's canvas (see :meth:`_forget_pair`).
+            if lyr.data.shape != data.shape:
+                lyr.metadata["lesionmix"] = geometry
+                lyr.scale, lyr.translate = o.scale, o.translate
+                if "contrast_limits" in kwargs:
+                    keep_contrast = False  # another case: the user's window was for the old one
             lyr.data = data
             if lyr.name != name:
                 lyr.name = name
             if "contrast_limits" in kwargs and not keep_contrast:
                 lyr.contrast_limits = kwargs["contrast_limits"]
+            if lyr.metadata.pop(STALE_KEY, False):
+                lyr.visible = kwargs.get("visible", True)
             return lyr
-        if lyr is not None:  # a new grid: replace our own layer only
-            self.viewer.layers.remove(lyr)
-        host = self.host
-        meta = {ROLE_KEY: role,
-                "lesionmix": geometry_metadata(host.affine, host.header, host.shape, None, kind)}
+        meta = {ROLE_KEY: role, "lesionmix": geometry}
         common = {"name": name, "scale": o.scale, "translate": o.translate, "metadata": meta}
         if kind == "labels":
             lyr = self.viewer.add_labels(data, **common, **kwargs)
@@ -433,7 +488,7 @@ class StudioSession:
         """Labels filled and the mixing mask at full tint (``True``), or contours and a faint tint."""
         self.filled_overlays = bool(filled)
         for role, (_, kind) in ROLES.items():
-            lyr = self.layer(role)
+            lyr = self.layer(role, stale=True)
             if lyr is None:
                 continue
             if kind == "labels":

@@ -1,4 +1,4 @@
-"""Export widget under Xvfb on the shipped sample data: three cases + gallery, cancel, refusals."""
+"""Export widget under Xvfb: three cases + gallery, cancel, refusals; its source is what the user loaded."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import pytest
 from napari.utils.notifications import notification_manager
 from qtpy.QtCore import QPoint, Qt
 
+from conftest import load_pair
+
 from napari_lesionmix.widgets.export import ExportWidget
 
 pytestmark = pytest.mark.gui
@@ -15,7 +17,7 @@ pytestmark = pytest.mark.gui
 
 @pytest.fixture
 def widget(studio):
-    viewer, docks, session = studio("Export")
+    viewer, docks, session = studio("Export", "Load", pair=None)  # the sample pair: the sample data
     assert isinstance(docks["Export"], ExportWidget)
     yield viewer, docks["Export"], session
     docks["Export"].cancel()  # an export still running ends before the shared teardown waits
@@ -24,7 +26,7 @@ def widget(studio):
 def test_export_three_cases_and_show_the_gallery(widget, qtbot, tmp_path):
     viewer, w, session = widget
     out = tmp_path / "Dataset900_Test"
-    assert "shipped sample" in w.dataset_label.text()
+    assert "sample_data" in w.dataset_label.text()
     w.count.setValue(3)
     w.seed.setValue(4)
     w.weights["carvemix"].setValue(2.0)
@@ -79,6 +81,7 @@ def test_refusals_are_notifications(widget, qtbot, tmp_path):
     (busy / "notes.txt").write_text("not an export")
     w.out.setText(str(busy))
     w.count.setValue(1)
+    w.folds.setValue(0)
     n = len(notification_manager.records)
     w.export_btn.click()
     qtbot.waitUntil(lambda: len(notification_manager.records) > n and not session.busy, timeout=30000)
@@ -105,3 +108,33 @@ def test_harmonization_holdout_folds_and_matching_reach_the_export(widget, tmp_p
     assert cfg.options == {"carvemix": {"intensity_match": "histogram"}, "softcp": {"intensity_match": "histogram"}}
     w.harmonize.setCurrentText("none")
     assert w.config().harmonize is None
+
+
+def test_the_source_is_what_the_user_loaded(studio, qtbot, pair_on_disk):
+    """After a pair from files, Export reads the pair's folder, never the sample data; nothing loaded: disabled."""
+    viewer, docks, session = studio("Export", "Load")
+    w = docks["Export"]
+    assert not w.export_btn.isEnabled() and "Load a pair or scan a dataset folder" in w.dataset_label.text()
+    load_pair(qtbot, docks["Load"], session)  # the sample pair first, as a user starts
+    assert w.export_btn.isEnabled() and "sample_data" in w.dataset_label.text()
+    load_pair(qtbot, docks["Load"], session, pair_on_disk)
+    folder = str(pair_on_disk["host"]["label"].parent)
+    assert session.host.case_id == "host" and w.dataset_root() == folder
+    assert folder in w.dataset_label.text() and "sample_data" not in w.dataset_label.text()
+
+
+def test_folds_are_refused_before_any_case(widget, qtbot, tmp_path):
+    """Folds that splits_final.json would refuse stop the export before its folder exists; the fix then runs."""
+    viewer, w, session = widget
+    out = tmp_path / "Dataset903_Folds"
+    w.out.setText(str(out))
+    w.count.setValue(2)
+    w.folds.setValue(5)
+    n = len(notification_manager.records)
+    w.export_btn.click()
+    assert len(notification_manager.records) > n and "Fold" in notification_manager.records[-1].message
+    assert not w.running and not out.exists()
+    w.folds.setValue(0)
+    w.export_btn.click()
+    qtbot.waitUntil(lambda: w.report is not None and not session.busy, timeout=60000)
+    assert w.report.complete and (out / "dataset.json").is_file()

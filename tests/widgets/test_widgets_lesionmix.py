@@ -116,16 +116,12 @@ def test_empty_dataset_and_bad_params_are_notifications(studio, qtbot, tmp_path)
     assert len(viewer.layers) == n_layers and session.synthetic is None
 
 
-def test_without_a_dataset_it_uses_the_shipped_sample(make_napari_viewer_proxy, qtbot):
+def test_without_a_dataset_it_says_what_to_load(make_napari_viewer_proxy, qtbot):
+    """The lesion bank reads what the user loaded: with nothing loaded, Sample is off and says so."""
     viewer = make_napari_viewer_proxy()
     w = LesionMixWidget(viewer)
-    session = get_session(viewer)
-    qtbot.waitUntil(lambda: w.loads is not None and not session.busy, timeout=20000)
-    assert "shipped sample" in w.dataset_label.text() and len(w.loads) >= 2
-    w.sample()
-    assert "No host is loaded" in notification_manager.records[-1].message
-    w.show_likelihood()
-    assert "No host is loaded" in notification_manager.records[-1].message
+    assert "Load a pair or scan a dataset folder" in w.dataset_label.text()
+    assert not w.sample_btn.isEnabled() and w.loads is None
 
 
 def test_direct_target_load(studio, qtbot):
@@ -156,9 +152,12 @@ def test_a_dock_closed_while_its_work_runs_gets_no_result(make_napari_viewer_pro
         return real(ds)
 
     monkeypatch.setattr(LesionMixWidget, "_read_loads", staticmethod(slow))
+    from napari_lesionmix.sample_data import sample_dataset
+
     viewer = make_napari_viewer_proxy()
-    dock, w = viewer.window.add_plugin_dock_widget("napari-lesionmix", "LesionMix")
     session = get_session(viewer)
+    session.set_dataset(sample_dataset())  # a scanned folder: the dock reads its loads
+    dock, w = viewer.window.add_plugin_dock_widget("napari-lesionmix", "LesionMix")
     qtbot.waitUntil(lambda: session.busy, timeout=10000)
     destroyed = []
     w.destroyed.connect(lambda *_: destroyed.append(True))
