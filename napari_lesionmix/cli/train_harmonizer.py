@@ -60,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from napari_lesionmix.harmonize import ModelConfig, TrainConfig
+    from napari_lesionmix.harmonize.device import require_torch
+
+    require_torch("lesionmix train-harmonizer")
     from napari_lesionmix.harmonize.train import train_harmonizer
     from napari_lesionmix.io.atomic import check_output
 
