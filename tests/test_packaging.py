@@ -98,3 +98,23 @@ def test_wheel_installs_in_a_clean_venv_and_runs_carvemix(wheel, tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "cm" / "label.nii.gz").is_file() and (tmp_path / "cm" / "params.json").is_file()
+
+
+def test_license_and_citation_match_the_package(wheel):
+    import tomllib
+
+    import yaml
+
+    import napari_lesionmix
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"]["text"] == "BSD-3-Clause"
+    assert (ROOT / "LICENSE").read_text().startswith("BSD 3-Clause License")
+    assert any(n.endswith("licenses/LICENSE") for n in zipfile.ZipFile(wheel).namelist())  # ships with the wheel
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["license"] == "BSD-3-Clause"
+    assert str(cff["version"]) == napari_lesionmix.__version__ == project["version"]
+    titles = {ref["title"].split(":")[0]: ref for ref in cff["references"]}
+    assert {"CarveMix", "Soft-CP", "LesionMix", "ARHNet", "mixup", "CutMix"} <= set(titles)
+    for ref in cff["references"]:
+        assert ref["authors"] and all(a.get("family-names") for a in ref["authors"]) and int(ref["year"]) > 2000
