@@ -163,6 +163,7 @@ def export_dataset(
     from napari_lesionmix.export.runners import run_tasks
     from napari_lesionmix.export.writer import (
         Manifest,
+        check_dataset_names,
         clean_temporaries,
         dataset_json,
         finished_cases,
@@ -176,6 +177,7 @@ def export_dataset(
     _check_harmonize_spec(config.harmonize)
     plan = make_plan(config)
     out = Path(config.out)
+    check_dataset_names(plan)
     check_sources(plan)
     # The settings, and the source files' fingerprint: a resume over edited scans is refused.
     prepare_output(out, {**config.identity(), "sources": source_fingerprint(plan)}, config.overwrite)

@@ -58,7 +58,9 @@ SPLIT_KEY = 2**31 - 1
 #: Settings that do not change any output file, so a rerun may change them.
 #: ``n`` is among them because sample ``i`` does not depend on it: a rerun
 #: with a larger ``n`` adds cases (a smaller one is refused).
-RUN_ONLY_SETTINGS = ("out", "workers", "scheduler", "overwrite", "n")
+RUN_ONLY_SETTINGS = ("out", "workers", "scheduler", "overwrite", "n",
+                     # only in dataset.json, which every run writes anew: a rerun renames without --overwrite
+                     "dataset_name", "channel_names", "label_names")
 
 
 def parse_option_specs(specs: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -187,6 +189,13 @@ class ExportConfig:
         Synthetic case ids are ``f"{prefix}_{i:06d}"``.
     dataset_name : str
         ``name`` in ``dataset.json``.
+    channel_names : tuple of str
+        ``channel_names`` in ``dataset.json``, one per image channel in order (e.g.
+        ``("FLAIR",)``; ``"CT"`` selects nnU-Net's CT normalisation). Empty: the
+        source dataset's names, else ``image`` (``channel0``, ... for several).
+    label_names : tuple of str
+        Names of label values 1, 2, ... in ``dataset.json`` (background is 0).
+        Empty: the source dataset's labels, else ``lesion`` for 1.
     options : dict
         Per-method settings, e.g. ``{"carvemix": {"per_lesion": True},
         "lesionmix": {"distribution": "high"}}`` (see
@@ -212,6 +221,8 @@ class ExportConfig:
     prefix: str = "lmx"
     dataset_name: str = "LesionMixSynthetic"
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    channel_names: tuple[str, ...] = ()
+    label_names: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "methods", parse_method_specs(
@@ -232,6 +243,8 @@ class ExportConfig:
         check_gzip_codec(self.gzip)
         names = [m for m, _ in self.methods]
         object.__setattr__(self, "options", with_export_defaults(names, check_options(names, self.options)))
+        object.__setattr__(self, "channel_names", tuple(self.channel_names))
+        object.__setattr__(self, "label_names", tuple(self.label_names))
         if not self.prefix or not self.prefix.replace("-", "").replace("_", "").isalnum():
             raise LesionMixError(f"Case id prefix '{self.prefix}' must be letters, digits, '-' or '_'.")
 
