@@ -1,7 +1,9 @@
 # Each target does its own set-up: the system packages napari needs (scripts/system-deps.sh installs
 # the missing ones when it can, else says what to install) and .venv at the repository root.
-# torch==2.13.0 is installed before the package on purpose: pip then satisfies
-# the package's `torch>=2.2` from that wheel instead of resolving a multi-GB CUDA build.
+# torch==2.13.0 is installed before the package on purpose: pip then satisfies the extras'
+# `torch>=2.2` from that wheel instead of resolving a multi-GB CUDA build. The core
+# (`pip install napari-lesionmix`) has no torch, Qt or napari: `qt` brings the studio
+# (napari, magicgui, qtpy, npe2, PyQt6, torch), `test` that and MONAI, TorchIO, pytest.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python

@@ -48,6 +48,19 @@ def gui_problem(viewer: bool = False, timeout: float = 120.0) -> str | None:
     return f"starting a Qt window failed (exit {proc.returncode}): {detail}"
 
 
+def missing_studio_packages() -> list[str]:
+    """The packages of the ``studio`` extra that are not installed (found, not imported: imports are slow)."""
+    import importlib.util
+
+    def absent(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is None
+        except (ImportError, ValueError):  # a broken install counts as absent
+            return True
+
+    return [name for name in ("napari", "magicgui", "qtpy") if absent(name)]
+
+
 def no_display() -> bool:
     """True on Linux with neither an X nor a Wayland display (and no Qt platform chosen by hand)."""
     return (sys.platform.startswith("linux") and not os.environ.get("DISPLAY")
@@ -60,6 +73,9 @@ def main(argv: list[str] | None = None) -> None:
                                      description="Open napari with the LesionMix studio docked.")
     parser.add_argument("--no-sample", action="store_true", help="open without loading the sample pair")
     args = parser.parse_args(argv)
+    if (missing := missing_studio_packages()):
+        sys.exit(f"The studio needs {', '.join(missing)}, which the core install leaves out: "
+                 "pip install 'napari-lesionmix[qt]' (or [studio] beside a Qt binding you have).")
     if no_display():
         sys.exit("No display to open the studio on (neither DISPLAY nor WAYLAND_DISPLAY is set): "
                  "run it as 'xvfb-run -a make studio' on a headless machine, or from a desktop session.")

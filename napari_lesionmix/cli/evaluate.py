@@ -47,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (GPU with mixed precision if present), cpu or cuda[:N]")
     p.add_argument("--workers", type=int, default=1, help="runs trained in parallel processes (default 1)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    p.add_argument("--nsd-tolerance", type=float, default=2.0, metavar="MM",
+                   help="tolerance of the normalised surface distance in mm (default 2); HD95 needs none")
     p.add_argument("--overwrite", action="store_true", help="replace a report folder made with other settings")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         test_cases=tuple(args.test_cases) if args.test_cases else None, test_fraction=args.test_fraction,
         cases=tuple(args.cases) if args.cases else None, options=parse_option_specs(args.option),
         harmonize=args.harmonize, device=args.device, workers=args.workers, threads=args.threads,
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, nsd_tolerance_mm=args.nsd_tolerance,
     )
     with ProgressBar("evaluate", "it", not args.no_progress) as bar:
         report = run_evaluation(cfg, progress=bar, log=bar.write)

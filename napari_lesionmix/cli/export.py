@@ -17,7 +17,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dataset", required=True, metavar="DIR",
                    help="source dataset (nnU-Net v1/v2, Decathlon, or CASE.nii.gz + CASE_seg.nii.gz pairs)")
-    p.add_argument("--out", required=True, metavar="OUT", help="output folder, e.g. Dataset501_MSsyn")
+    p.add_argument("--out", metavar="OUT",
+                   help="output folder, named DatasetXXX_Name for nnU-Net (e.g. Dataset501_MSsyn); default: "
+                        "DatasetXXX_Name from --dataset-id and --name, under $nnUNet_raw when it is set")
+    p.add_argument("--dataset-id", type=int, metavar="XXX",
+                   help="nnU-Net dataset id (1-999): with --name it makes the folder DatasetXXX_Name")
+    p.add_argument("--name", metavar="NAME",
+                   help="dataset name in the folder and in dataset.json (default: the folder's, else LesionMix)")
+    p.add_argument("--channel-names", nargs="+", metavar="NAME",
+                   help="dataset.json channel names, one per image channel in order, e.g. FLAIR or FLAIR T1; "
+                        "CT switches nnU-Net to its CT normalisation (default: the source's, else image)")
+    p.add_argument("--label-names", nargs="+", metavar="NAME",
+                   help="dataset.json names of label values 1, 2, ... e.g. lesion or edema tumor "
+                        "(default: the source's, else lesion)")
     p.add_argument("--n", type=int, default=100, help="number of synthetic cases (default 100)")
     p.add_argument("--method", nargs="+", default=["carvemix"], metavar="NAME[:WEIGHT]",
                    help="methods and relative weights, e.g. carvemix:2 softcp:1 (default carvemix)")
@@ -59,13 +71,20 @@ def run(args: argparse.Namespace) -> int:
 
     from napari_lesionmix.cli._common import ProgressBar
     from napari_lesionmix.export import ExportConfig, export_dataset
+    from napari_lesionmix.export.naming import resolve_output
     from napari_lesionmix.export.plan import parse_method_specs, parse_option_specs
     from napari_lesionmix.export.runners import keep_freed_memory
 
     keep_freed_memory()  # this process exists to export (with --workers 1 it is the worker)
 
+    target = resolve_output(args.out, args.dataset_id, args.name)
+    if target.warning:
+        print(f"lesionmix export: warning: {target.warning}", file=sys.stderr)
+    names = {"dataset_name": target.name} if target.name else {}
     cfg = ExportConfig(
-        dataset=args.dataset, out=args.out, n=args.n, methods=parse_method_specs(args.method),
+        dataset=args.dataset, out=str(target.out), **names,
+        channel_names=tuple(args.channel_names or ()), label_names=tuple(args.label_names or ()),
+        n=args.n, methods=parse_method_specs(args.method),
         seed=args.seed, workers=args.workers, scheduler=args.scheduler,
         holdout_fraction=args.holdout_fraction, splits=args.splits, include_real=args.include_real,
         overwrite=args.overwrite, harmonize=args.harmonize, harmonize_device=args.device,

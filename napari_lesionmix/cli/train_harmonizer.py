@@ -62,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
 
     from napari_lesionmix.errors import LesionMixError
     from napari_lesionmix.harmonize import ModelConfig, TrainConfig
+    from napari_lesionmix.harmonize.device import require_torch
+
+    require_torch("lesionmix train-harmonizer")
     from napari_lesionmix.harmonize.train import check_out_not_input, train_harmonizer
     from napari_lesionmix.io.atomic import check_output
 

@@ -139,7 +139,8 @@ def _execute(config: EvalConfig, split: Split, condition: str, k: int, seed: int
         foreground_fraction=config.foreground_fraction, device=device, curve_every=config.curve_every,
         progress=progress,
     )
-    rows = [{"case_id": v.case_id, **case_metrics(p, v.label, v.voxel_ml)} for p, v in zip(preds, test, strict=True)]
+    rows = [{"case_id": v.case_id, **case_metrics(p, v.label, v.voxel_ml, v.spacing, config.nsd_tolerance_mm)}
+            for p, v in zip(preds, test, strict=True)]
     record = {
         "condition": condition, "k": int(k), "seed": int(seed), "train_cases": list(train_ids),
         "test_cases": list(split.test_ids), "n_synthetic": len(synthetic), "synthetic_sources": sorted(sources),

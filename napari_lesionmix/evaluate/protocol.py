@@ -106,6 +106,8 @@ class EvalConfig:
         Per-method options (as export's ``--option METHOD.NAME=VALUE``).
     harmonize : str, optional
         Harmonizer for every mixing condition that names none.
+    nsd_tolerance_mm : float
+        Tolerance of the normalised surface distance in mm (default 2).
     """
 
     dataset: str
@@ -131,6 +133,7 @@ class EvalConfig:
     threads: int = 1
     curve_every: int = 50
     overwrite: bool = False
+    nsd_tolerance_mm: float = 2.0
 
     def __post_init__(self):
         conds = []
@@ -169,6 +172,8 @@ class EvalConfig:
             (int(self.workers) >= 1, f"The number of workers must be >= 1, got {self.workers}."),
             (int(self.threads) >= 1, f"The number of threads must be >= 1, got {self.threads}."),
             (int(self.curve_every) >= 1, f"The learning-curve interval must be >= 1, got {self.curve_every}."),
+            (np.isfinite(float(self.nsd_tolerance_mm)) and float(self.nsd_tolerance_mm) > 0,
+             f"The NSD tolerance must be > 0 mm, got {self.nsd_tolerance_mm}."),
         ]
         for ok, message in checks:
             if not ok:

@@ -26,7 +26,8 @@ from napari_lesionmix.evaluate.protocol import NONE
 COLUMNS = ("condition", "k", "seed", "test_case", "train_cases", "n_synthetic", *METRICS)
 #: (column, label, digits) of the summary table.
 SUMMARY = (("dice", "Dice", 3), ("lesion_f1", "lesion F1", 3), ("abs_volume_diff_ml", "abs vol. diff mL", 2),
-           ("lesion_precision", "precision", 3), ("lesion_recall", "recall", 3))
+           ("lesion_precision", "precision", 3), ("lesion_recall", "recall", 3), ("hd95_mm", "HD95 mm", 2),
+           ("nsd", "NSD", 3))
 
 
 def rows_of(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -36,7 +37,9 @@ def rows_of(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         for r in run["rows"]:
             out.append({"condition": run["condition"], "k": run["k"], "seed": run["seed"],
                         "test_case": r["case_id"], "train_cases": " ".join(run["train_cases"]),
-                        "n_synthetic": run["n_synthetic"], **{m: r[m] for m in METRICS}})
+                        "n_synthetic": run["n_synthetic"],
+                        # a run recorded before a metric existed has no value for it
+                        **{m: r.get(m, float("nan")) for m in METRICS}})
     return sorted(out, key=lambda r: (r["k"], r["condition"] != NONE, r["condition"], r["seed"], r["test_case"]))
 
 
@@ -51,10 +54,17 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
 
 
 def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
-    """Mean and 95 % Student-t interval (the interval is the mean itself for one value)."""
+    """Mean and 95 % Student-t interval (the interval is the mean itself for one value).
+
+    Undefined values (NaN: HD95 of a case with an empty prediction or reference) are left out;
+    with none defined the result is NaN.
+    """
     from scipy import stats
 
     v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return math.nan, math.nan, math.nan
     m = float(v.mean())
     if len(v) < 2:
         return m, m, m

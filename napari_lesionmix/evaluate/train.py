@@ -34,12 +34,15 @@ class Volume:
         Lesion (any non-zero label value).
     case_id : str
     voxel_ml : float
+    spacing : tuple of 3 float
+        Voxel size in mm (for the boundary metrics).
     """
 
     image: np.ndarray
     label: np.ndarray
     case_id: str
     voxel_ml: float = 0.001
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     def __post_init__(self):
         self.foreground = np.argwhere(self.label)
@@ -63,7 +66,8 @@ def volume_from_case(case, brain: np.ndarray | None = None) -> Volume:
 
     if case.label is None:
         raise LesionMixError(f"Case '{case.case_id}' has no label map; evaluation needs one.")
-    return Volume(normalise(case.image, brain), np.asarray(case.label) > 0, case.case_id, voxel_ml(case.affine))
+    return Volume(normalise(case.image, brain), np.asarray(case.label) > 0, case.case_id, voxel_ml(case.affine),
+                  tuple(float(x) for x in case.spacing))
 
 
 def pick_device(spec: str = "auto") -> str:

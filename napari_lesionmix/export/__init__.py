@@ -34,7 +34,7 @@ from napari_lesionmix.export.provenance import source_fingerprint
 from napari_lesionmix.export.verify import verify_dataset
 
 __all__ = [
-    "ExportConfig", "ExportPlan", "ExportReport", "export_dataset", "make_plan", "parse_method_specs",
+    "ExportConfig", "ExportPlan", "ExportReport", "check_export", "check_settings", "export_dataset", "make_plan", "parse_method_specs",
     "render_gallery", "verify_dataset", "available_methods",
 ]
 
@@ -206,6 +206,41 @@ def _check_folds(plan: ExportPlan) -> None:
     splits_final(plan, records)
 
 
+def check_settings(config: ExportConfig) -> ExportPlan:
+    """The checks of an export's settings that read no voxel (quick enough for a GUI thread); the plan.
+
+    Methods and their options, the harmonizer spec, the plan (hold-out,
+    splits), an output that is or lies inside an input, the dataset names and
+    the folds of ``splits_final.json``.
+    """
+    _check_methods(config)
+    _check_harmonize_spec(config.harmonize)
+    plan = make_plan(config)
+    _check_not_source(config, plan)
+    check_dataset_names(plan)
+    _check_folds(plan)
+    return plan
+
+
+def check_export(config: ExportConfig) -> ExportPlan:
+    """Every check of an export that can run before a case is made; the plan it would run.
+
+    :func:`check_settings`, then every source file read and the harmonizer
+    loaded and tried. :func:`export_dataset` runs it before its output folder
+    exists (the studio's Export dock runs :func:`check_settings` before it
+    starts), so a refused run leaves nothing behind that blocks its corrected rerun.
+
+    Raises
+    ------
+    LesionMixError
+        The first problem, in one sentence.
+    """
+    plan = check_settings(config)
+    check_sources(plan)
+    _check_harmonizer(config)
+    return plan
+
+
 def export_dataset(
     config: ExportConfig,
     progress: Callable[[int, int], Any] | None = None,
@@ -239,6 +274,7 @@ def export_dataset(
     from napari_lesionmix.export.runners import run_tasks
     from napari_lesionmix.export.writer import (
         Manifest,
+        check_dataset_names,
         clean_temporaries,
         dataset_json,
         finished_cases,
@@ -248,15 +284,8 @@ def export_dataset(
     )
 
     t0 = time.perf_counter()
-    # Every check runs before the output folder exists: a refused run leaves nothing that blocks its rerun.
-    _check_methods(config)
-    _check_harmonize_spec(config.harmonize)
-    plan = make_plan(config)
+    plan = check_export(config)
     out = Path(config.out)
-    _check_not_source(config, plan)
-    check_sources(plan)
-    _check_folds(plan)
-    _check_harmonizer(config)
     # The settings, and the source files' fingerprint: a resume over edited scans is refused.
     prepare_output(out, {**config.identity(), "sources": source_fingerprint(plan)}, config.overwrite)
     clean_temporaries(out)

@@ -60,7 +60,9 @@ SPLIT_KEY = 2**31 - 1
 #: with a larger ``n`` adds cases (a smaller one is refused). ``n_folds`` decides
 #: ``splits_final.json`` alone, written at the end: a fold check that refuses at
 #: the end is corrected by a rerun with other folds that resumes the cases made.
-RUN_ONLY_SETTINGS = ("out", "workers", "scheduler", "overwrite", "n", "n_folds")
+RUN_ONLY_SETTINGS = ("out", "workers", "scheduler", "overwrite", "n", "n_folds",
+                     # only in dataset.json, which every run writes anew: a rerun renames without --overwrite
+                     "dataset_name", "channel_names", "label_names")
 
 
 def parse_option_specs(specs: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -189,6 +191,13 @@ class ExportConfig:
         Synthetic case ids are ``f"{prefix}_{i:06d}"``.
     dataset_name : str
         ``name`` in ``dataset.json``.
+    channel_names : tuple of str
+        ``channel_names`` in ``dataset.json``, one per image channel in order (e.g.
+        ``("FLAIR",)``; ``"CT"`` selects nnU-Net's CT normalisation). Empty: the
+        source dataset's names, else ``image`` (``channel0``, ... for several).
+    label_names : tuple of str
+        Names of label values 1, 2, ... in ``dataset.json`` (background is 0).
+        Empty: the source dataset's labels, else ``lesion`` for 1.
     options : dict
         Per-method settings, e.g. ``{"carvemix": {"per_lesion": True},
         "lesionmix": {"distribution": "high"}}`` (see
@@ -214,6 +223,8 @@ class ExportConfig:
     prefix: str = "lmx"
     dataset_name: str = "LesionMixSynthetic"
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    channel_names: tuple[str, ...] = ()
+    label_names: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "methods", parse_method_specs(
@@ -234,6 +245,8 @@ class ExportConfig:
         check_gzip_codec(self.gzip)
         names = [m for m, _ in self.methods]
         object.__setattr__(self, "options", with_export_defaults(names, check_options(names, self.options)))
+        object.__setattr__(self, "channel_names", tuple(self.channel_names))
+        object.__setattr__(self, "label_names", tuple(self.label_names))
         if not self.prefix or not self.prefix.replace("-", "").replace("_", "").isalnum():
             raise LesionMixError(f"Case id prefix '{self.prefix}' must be letters, digits, '-' or '_'.")
 

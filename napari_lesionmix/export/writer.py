@@ -263,19 +263,54 @@ def finished_cases(out: Path, manifest: Manifest) -> dict[str, dict[str, Any]]:
     return done
 
 
+def check_dataset_names(plan) -> None:
+    """Check the configured channel and label names against the sources, before any case is written.
+
+    Raises
+    ------
+    LesionMixError
+        A bad or repeated name, a channel-name count other than the source
+        scans' channels, ``background`` among the label names, or fewer label
+        names than the source dataset declares.
+    """
+    from napari_lesionmix.export.naming import check_name, names_for
+
+    cfg = plan.config
+    check_name(cfg.dataset_name, "Dataset name")
+    if cfg.channel_names and plan.cases:
+        names_for(cfg.channel_names, len(plan.cases[0].image_paths), "Channel name")
+    if cfg.label_names:
+        names = [check_name(n, "Label name") for n in cfg.label_names]
+        if "background" in names or len(set(names)) != len(names):
+            raise LesionMixError(f"Label names are for values 1, 2, ... and must differ (background is 0), "
+                                 f"got {', '.join(names)}.")
+        declared = sorted(v for k, v in plan.labels.items() if isinstance(v, int) and v > 0)
+        if declared and declared[-1] > len(names):
+            raise LesionMixError(f"{len(names)} label name(s) given ({', '.join(names)}) but the source dataset "
+                                 f"has label values up to {declared[-1]}; name every value from 1 on.")
+
+
 def dataset_json(plan, n_cases: int, n_channels: int) -> dict[str, Any]:
-    """nnU-Net v2 ``dataset.json``: channel names, labels (background 0), numTraining, file ending."""
-    channels = plan.channel_names or {}
+    """nnU-Net v2 ``dataset.json``: channel names, labels (background 0), numTraining, file ending.
+
+    The names given in the export's settings (``channel_names``, ``label_names``)
+    win over the source dataset's.
+    """
+    cfg = plan.config
+    channels = {str(c): name for c, name in enumerate(cfg.channel_names)} or plan.channel_names or {}
     if len(channels) != n_channels:
         channels = {str(c): (f"channel{c}" if n_channels > 1 else "image") for c in range(n_channels)}
-    labels = dict(plan.labels)
+    if cfg.label_names:
+        labels = {"background": 0, **{name: v for v, name in enumerate(cfg.label_names, start=1)}}
+    else:
+        labels = dict(plan.labels)
     if "background" not in labels:
         zero = [k for k, v in labels.items() if v == 0]
         for k in zero:
             labels.pop(k)
         labels = {"background": 0, **labels}
     return {
-        "name": plan.config.dataset_name,
+        "name": cfg.dataset_name,
         "description": "Synthetic lesion cases made by napari-lesionmix (see manifest.jsonl).",
         "channel_names": channels,
         "labels": labels,

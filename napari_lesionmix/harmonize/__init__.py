@@ -31,6 +31,7 @@ from napari_lesionmix.harmonize.api import (
 )
 from napari_lesionmix.harmonize.config import ModelConfig, TrainConfig
 from napari_lesionmix.harmonize.data import OutOfDomainWarning
+from napari_lesionmix.harmonize.device import require_torch
 from napari_lesionmix.harmonize.metrics import fmae, fpsnr, mae, psnr
 
 _LAZY = {
@@ -52,6 +53,8 @@ __all__ = [
 
 def __getattr__(name: str):
     if name in _LAZY:
+        if _LAZY[name] != "napari_lesionmix.harmonize.device":
+            require_torch(f"napari_lesionmix.harmonize.{name}")
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value

@@ -13,6 +13,7 @@ import numpy as np
 
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.harmonize import baselines
+from napari_lesionmix.harmonize.device import require_torch
 
 METHODS = ("arhnet", "composite", "hm", "hm-ring")
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "arhnet_sample.pt"
@@ -98,6 +99,7 @@ def load_harmonizer(method_or_path: str | os.PathLike = "arhnet", device: str = 
             raise LesionMixError(
                 f"Harmonization method '{method_or_path}' is not one of {', '.join(METHODS)} or an existing checkpoint file."
             )
+    require_torch(f"Harmonization with '{method_or_path}'")
     from napari_lesionmix.harmonize.inference import ARHNetHarmonizer
 
     return ARHNetHarmonizer(path, device=device, **kwargs)

@@ -7,6 +7,28 @@ import warnings
 from napari_lesionmix.errors import LesionMixError
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
+#: How to get torch: the core install leaves it out (a CPU or CUDA build is the user's choice).
+TORCH_HINT = "pip install 'napari-lesionmix[harmonize]' (or install the torch build you want first)"
+
+
+def require_torch(what: str = "ARHNet harmonization"):
+    """Import and return ``torch``, or say in one sentence which extra brings it.
+
+    Parameters
+    ----------
+    what : str
+        What needs torch, for the message.
+
+    Raises
+    ------
+    LesionMixError
+        If torch is not installed.
+    """
+    try:
+        import torch
+    except ImportError:
+        raise LesionMixError(f"{what} needs PyTorch, which the core install leaves out: {TORCH_HINT}.") from None
+    return torch
 
 
 def _mps_available(torch) -> bool:
@@ -28,9 +50,9 @@ def resolve_device(name: str = "auto"):
     Raises
     ------
     LesionMixError
-        If ``name`` is not a device kind.
+        If ``name`` is not a device kind, or torch is not installed.
     """
-    import torch
+    torch = require_torch("A torch device")
 
     text = str(name).strip().lower()
     kind = text.split(":")[0]

@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from napari_lesionmix.augment.intensity import gain_warning
 from napari_lesionmix.augment.params import Params, Synthetic
 from napari_lesionmix.augment.registry import (
     DrawRejected,
@@ -44,10 +46,10 @@ from napari_lesionmix.augment.registry import (
     sample_params,
     with_provenance,
 )
-from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.errors import LesionMixError, LesionMixWarning
 from napari_lesionmix.io.cache import LRUCache
 from napari_lesionmix.io.dataset import CaseRecord, Dataset, discover_dataset
-from napari_lesionmix.io.nifti import AFFINE_TOLERANCE_MM, Case, case_id_from_path, read_geometry
+from napari_lesionmix.io.nifti import AFFINE_TOLERANCE_MM, Case, case_id_from_path, check_case, read_geometry
 from napari_lesionmix.random import sample_rng
 
 #: Donors tried per sample when the drawn one cannot make it (no lesion, or no
@@ -338,6 +340,7 @@ class OnlineMethod:
         if not 0.0 <= prob <= 1.0:
             raise LesionMixError(f"prob must lie in [0, 1], got {prob}.")
         self.prob = prob
+        self._gain_warned = False
         if self.method.needs_donor and not len(self.pool):
             raise LesionMixError(f"{self.method.label} needs donors (a dataset folder or a list of cases).")
         if self.method.needs_training_set and self.pool.training_set() is None:
@@ -365,6 +368,7 @@ class OnlineMethod:
         rng = sample_rng(seed, index)
         if rng.random() >= self.prob:
             return None
+        check_case(host, "Host")  # the host's own problems are not a donor's: no redraw hides them
         candidates: list[str | None] = [None]
         if self.method.needs_donor:
             candidates = self.pool.on_grid_of(host)
@@ -383,6 +387,12 @@ class OnlineMethod:
                     raise
                 error = exc
                 continue
+            warning = gain_warning(params.intensity, host.case_id)
+            if warning and not self._gain_warned:
+                # Once per sampler (as the CLI warns once per command): after MONAI's NormalizeIntensityd a
+                # raw-unit donor pasted into a z-scored host is otherwise silent.
+                self._gain_warned = True
+                warnings.warn(warning, LesionMixWarning, stacklevel=3)
             return with_provenance(params, seed, index)
         raise LesionMixError(f"{self.method.label} found no usable donor for host '{host.case_id}' in "
                              f"{DONOR_TRIES} tries: {error}")

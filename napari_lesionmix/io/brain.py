@@ -19,9 +19,10 @@ The estimate (:func:`estimate_brain`):
    six faces lie outside the head in every scan we know of, and a median
    ignores the ringing, noise and a few bright voxels there. Taking the
    minimum instead (as before) fails on ringing: the exact-zero background,
-   84 % of a real FLAIR volume, became "brain". A volume cropped to the head
-   (faces of tissue, above the volume's 25th percentile) falls back to a
-   constant minimum, or has no background (all foreground).
+   84 % of a real FLAIR volume, became "brain". Faces that are neither dark
+   (at most the volume's 25th percentile) nor flat (noise about a constant)
+   are tissue: a volume cropped to the head falls back to a constant
+   minimum, or has no background (all foreground).
 2. **Foreground**: voxels brighter than the background by more than
    :data:`THRESHOLD_FRACTION` of the range from the background to the
    90th percentile of the non-background voxels. A fraction of a robust
@@ -117,6 +118,8 @@ class BrainRegion:
 
 #: The background must lie at or below this percentile of the volume to be one (else the faces are tissue).
 BACKGROUND_PERCENTILE = 25.0
+#: Faces whose inter-quartile range is at most this fraction of the volume's 1-99 % range are a (noisy) background.
+FLAT_FRACTION = 0.05
 #: A volume whose faces are tissue still has a background when its minimum fills this fraction of it.
 MIN_BACKGROUND_FRACTION = 0.01
 
@@ -124,9 +127,12 @@ MIN_BACKGROUND_FRACTION = 0.01
 def _background(channel: np.ndarray) -> tuple[float, bool]:
     """(background level, whether the volume has a background at all): step 1 of the module docstring."""
     c = np.asarray(channel)
-    faces = [c[0], c[-1], c[:, 0], c[:, -1], c[:, :, 0], c[:, :, -1]]
-    bg = float(np.median(np.concatenate([f.ravel() for f in faces])))
-    if bg <= float(np.percentile(c.reshape(-1)[::7], BACKGROUND_PERCENTILE)):
+    faces = np.concatenate([f.ravel() for f in (c[0], c[-1], c[:, 0], c[:, -1], c[:, :, 0], c[:, :, -1])])
+    q1, bg, q3 = (float(v) for v in np.percentile(faces, (25, 50, 75)))
+    lo, p25, hi = (float(v) for v in np.percentile(c.reshape(-1)[::7], (1, BACKGROUND_PERCENTILE, 99)))
+    # Background faces are dark (at most the volume's 25th percentile) or flat (noise about a constant,
+    # a spread of a few % of the volume's); tissue faces are neither.
+    if bg <= p25 or q3 - q1 <= FLAT_FRACTION * (hi - lo):
         return bg, True
     # The faces are tissue (a volume cropped to the head): a constant minimum may still be a background.
     lo = float(c.min())

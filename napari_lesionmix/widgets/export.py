@@ -81,30 +81,15 @@ class _GalleryLabel(QLabel):
 
 
 def precheck(config) -> None:
-    """Every check of an export's settings that needs no case made, on the GUI thread, before the worker.
+    """The export's settings checked on the GUI thread before the worker starts (folds included).
 
-    The core's own checks (:func:`~napari_lesionmix.export.export_dataset` runs them too): methods,
-    harmonizer, the plan (hold-out, splits), and the folds of ``splits_final.json`` on the host and
-    donor each synthetic case is assigned, the test the export applies once all cases are made.
-    A refused export so leaves no folder behind. (Issue 22: the core has no public pre-check yet;
-    this calls its existing checks and should give way to one when it has.)
+    :func:`~napari_lesionmix.export.check_settings`, the core's own checks that
+    read no voxel; the worker's export runs the rest before its folder exists.
+    A refused export so leaves no folder behind.
     """
-    from napari_lesionmix.augment.registry import get_method
-    from napari_lesionmix.export import _check_harmonize_spec, _check_methods, make_plan
-    from napari_lesionmix.export.plan import assign
-    from napari_lesionmix.export.writer import splits_final
+    from napari_lesionmix.export import check_settings
 
-    _check_methods(config)
-    _check_harmonize_spec(config.harmonize)
-    plan = make_plan(config)
-    # Sources of a case are its host and donor when every method has one (LesionMix's bank is known
-    # only once sampled: the export's final check still covers it).
-    if (config.n_folds or config.splits) and all(get_method(m).needs_donor for m, _ in config.methods):
-        records = {cid: {"id": cid, "method": "real", "sources": [cid]} for cid in plan.real_ids}
-        for i in range(config.n):
-            a, _ = assign(plan, i)
-            records[a.case_id] = {"id": a.case_id, "method": a.method, "sources": sorted({a.host_id, a.donor_id})}
-        splits_final(plan, records)
+    check_settings(config)
 
 
 class ExportWidget(QWidget):

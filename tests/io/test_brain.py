@@ -1,0 +1,117 @@
+"""One brain region (io/brain.py) that holds on real-world quirks, used by every method and face."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from quirks import QUIRKS
+
+from napari_lesionmix.augment import intensity, registry
+from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.io.brain import background_level, brain_region, case_brain, estimate_brain
+from napari_lesionmix.io.nifti import load_case, load_label
+from napari_lesionmix.sample_data import sample_data_dir
+
+
+def _dice(a, b):
+    return 2 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
+
+
+@pytest.fixture(scope="module")
+def subjects():
+    """Two MS-like sample subjects and their true brain masks."""
+    out, root = {}, sample_data_dir()
+    for sid in ("sub-01", "sub-07"):
+        case = load_case(root / f"{sid}.nii.gz", root / f"{sid}_seg.nii.gz", case_id=sid)
+        out[sid] = (case, np.asarray(load_label(root / f"{sid}_brainmask.nii.gz")[0]) != 0)
+    return out
+
+
+def _quirked(subjects, sid, quirk):
+    case, brain = subjects[sid]
+    out = QUIRKS[quirk](case, brain)
+    if quirk == "anisotropic":
+        brain = brain[:, :, ::4]
+    return out, brain
+
+
+@pytest.mark.parametrize("quirk", sorted(QUIRKS))
+def test_the_estimate_is_the_brain_whatever_the_quirk(subjects, quirk):
+    case, brain = _quirked(subjects, "sub-01", quirk)
+    region = case_brain(case)
+    assert region.source == "estimated" and region.warning is None
+    assert _dice(region.mask, brain) >= 0.9, _dice(region.mask, brain)
+
+
+@pytest.mark.parametrize("quirk", ["ringing", "zscored", "offset_background", "bright_outliers"])
+def test_brain_linear_is_fitted_on_the_brain_not_the_background(subjects, quirk):
+    """The bug of real FLAIR: ringing below 0 made the exact-zero background 'normal brain' (identity map)."""
+    host, host_brain = _quirked(subjects, "sub-01", quirk)
+    donor, donor_brain = _quirked(subjects, "sub-07", quirk)
+    gained = dataclasses.replace(donor, image=(donor.image - background_level(donor.image[0])) * 1.6
+                                 + background_level(donor.image[0]))
+    syn = registry.generate("carvemix", host, gained, seed=0, options={"intensity_match": "brain-linear"})
+    m = syn.params.intensity[0]
+    assert m.source_landmarks != m.host_landmarks  # not the identity map
+    for case, brain, median in ((host, host_brain, m.host_median[0]), (gained, donor_brain, m.source_median[0])):
+        values = case.image[0][brain & (case.label == 0)]
+        true = float(np.median(values))
+        iqr = float(np.subtract(*np.percentile(values, [75, 25])))
+        assert abs(median - true) <= 0.25 * iqr, (median, true, iqr)  # within 25 % of the brain's own spread
+    assert syn.params.brain.source == "estimated"
+
+
+@pytest.mark.parametrize("quirk", ["ringing", "zscored", "lps"])
+def test_lesionmix_and_softcp_paste_inside_the_brain_without_a_brain_mask(subjects, sample_dataset, quirk):
+    host, brain = _quirked(subjects, "sub-01", quirk)
+    methods = [("softcp", dict(donor=_quirked(subjects, "sub-07", quirk)[0], options={"n_lesions": 3}))]
+    if quirk != "lps":  # the sample dataset's likelihood map lies on the RAS grid
+        methods.append(("lesionmix", dict(training_set=sample_dataset, options={"load_dist": "high"})))
+    for method, kw in methods:
+        for seed in range(2):
+            syn = registry.generate(method, host, kw.get("donor"), seed=seed, options=kw["options"],
+                                    training_set=kw.get("training_set"))
+            new = (syn.label != 0) & (host.label == 0)
+            assert new.any()
+            assert np.count_nonzero(new & ~brain) <= 0.10 * np.count_nonzero(new), (method, seed)
+            assert syn.params.brain.source == "estimated"
+            # the estimate is recomputed on replay: the same bytes
+            again = registry.replay(syn.params, host, kw.get("donor"), training_set=kw.get("training_set"))
+            np.testing.assert_array_equal(again.image, syn.image)
+
+
+def test_a_brain_mask_is_the_region_when_given_and_a_replay_checks_it(subjects, sample_dataset):
+    case, brain = subjects["sub-01"]
+    region = brain_region(case.image, brain.astype(np.float64) * 0.99999997)  # BraTS stores masks like this
+    assert region.source == "mask" and np.array_equal(region.mask, brain)
+    syn = registry.generate("lesionmix", case, seed=0, brain_mask=brain, training_set=sample_dataset,
+                            options={"load_dist": "high"})
+    assert syn.params.brain.source == "mask" and syn.params.brain.voxels == int(brain.sum())
+    smaller = brain.copy()
+    smaller[: brain.shape[0] // 2] = False
+    with pytest.raises(LesionMixError, match="drawn in a brain mask of .* voxels but host 'sub-01' now has"):
+        registry.replay(syn.params, case, brain_mask=smaller, training_set=sample_dataset)
+
+
+def test_unreliable_estimates_say_so_in_one_sentence():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(100, 30, (1, 30, 30, 30)).astype(np.float32)  # no brain at all: noise everywhere
+    noise[:, 0] = noise[:, -1] = 0
+    region = brain_region(noise)
+    assert region.warning is None or region.warning.count(".") == 1
+    head = np.zeros((1, 80, 80, 80), np.float32)
+    zz = np.indices((80, 80, 80)) - 40
+    head[0][(zz**2).sum(0) <= 38**2] = 100.0  # a 230 mL ball at 1 mm, a 6.2 L one at 3 mm
+    assert brain_region(head, spacing=(1.0, 1.0, 1.0)).warning is None
+    assert "size of a head" in brain_region(head, spacing=(3.0, 3.0, 3.0)).warning
+    with pytest.raises(LesionMixError, match="No brain could be found"):
+        brain_region(np.zeros((1, 10, 10, 10), np.float32))
+
+
+def test_a_volume_without_background_is_all_brain():
+    rng = np.random.default_rng(1)
+    image = rng.normal(100, 5, (1, 20, 20, 20)).astype(np.float32)
+    assert estimate_brain(image).all()
+    assert intensity.normal_brain(image[0], None, None).all()
