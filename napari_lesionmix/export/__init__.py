@@ -213,6 +213,8 @@ def check_settings(config: ExportConfig) -> ExportPlan:
     splits), an output that is or lies inside an input, the dataset names and
     the folds of ``splits_final.json``.
     """
+    from napari_lesionmix.export.writer import check_dataset_names
+
     _check_methods(config)
     _check_harmonize_spec(config.harmonize)
     plan = make_plan(config)
@@ -274,7 +276,6 @@ def export_dataset(
     from napari_lesionmix.export.runners import run_tasks
     from napari_lesionmix.export.writer import (
         Manifest,
-        check_dataset_names,
         clean_temporaries,
         dataset_json,
         finished_cases,
