@@ -32,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-
 #: The screen the studio must fit (design.md, section 4).
 WINDOW = (1600, 1000)
 

@@ -31,9 +31,9 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_lesionmix.augment.intensity import normal_brain
-from napari_lesionmix.io.brain import case_brain
 from napari_lesionmix.augment.lesion_load import lesion_load_ml, voxel_volume_ml
 from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.io.brain import case_brain
 from napari_lesionmix.io.nifti import AFFINE_TOLERANCE_MM, Case
 
 

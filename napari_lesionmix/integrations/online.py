@@ -49,7 +49,13 @@ from napari_lesionmix.augment.registry import (
 from napari_lesionmix.errors import LesionMixError, LesionMixWarning
 from napari_lesionmix.io.cache import LRUCache
 from napari_lesionmix.io.dataset import CaseRecord, Dataset, discover_dataset
-from napari_lesionmix.io.nifti import AFFINE_TOLERANCE_MM, Case, case_id_from_path, check_case, read_geometry
+from napari_lesionmix.io.nifti import (
+    AFFINE_TOLERANCE_MM,
+    Case,
+    case_id_from_path,
+    check_case,
+    read_geometry,
+)
 from napari_lesionmix.random import sample_rng
 
 #: Donors tried per sample when the drawn one cannot make it (no lesion, or no

@@ -119,24 +119,32 @@ class BrainRegion:
 #: The background must lie at or below this percentile of the volume to be one (else the faces are tissue).
 BACKGROUND_PERCENTILE = 25.0
 #: Faces whose inter-quartile range is at most this fraction of the volume's 1-99 % range are a (noisy) background.
-FLAT_FRACTION = 0.05
+FLAT_FRACTION = 0.02
 #: A volume whose faces are tissue still has a background when its minimum fills this fraction of it.
 MIN_BACKGROUND_FRACTION = 0.01
 
 
 def _background(channel: np.ndarray) -> tuple[float, bool]:
-    """(background level, whether the volume has a background at all): step 1 of the module docstring."""
+    """(background level, whether the volume has a background at all): step 1 of the module docstring.
+
+    In this order: the faces' median when that exact value fills a sizeable part
+    of the volume (an exact-zero or z-scored constant background, whatever
+    ringing lies around the brain); else the minimum when it does (a volume cut
+    to the head whose faces are tissue, a constant slab outside it); else the
+    faces' median when it is dark (at most the volume's 25th percentile) or flat
+    (noise about a constant); else there is no background.
+    """
     c = np.asarray(channel)
+    enough = MIN_BACKGROUND_FRACTION * c.size
     faces = np.concatenate([f.ravel() for f in (c[0], c[-1], c[:, 0], c[:, -1], c[:, :, 0], c[:, :, -1])])
     q1, bg, q3 = (float(v) for v in np.percentile(faces, (25, 50, 75)))
-    lo, p25, hi = (float(v) for v in np.percentile(c.reshape(-1)[::7], (1, BACKGROUND_PERCENTILE, 99)))
-    # Background faces are dark (at most the volume's 25th percentile) or flat (noise about a constant,
-    # a spread of a few % of the volume's); tissue faces are neither.
-    if bg <= p25 or q3 - q1 <= FLAT_FRACTION * (hi - lo):
+    if np.count_nonzero(c == bg) >= enough:
         return bg, True
-    # The faces are tissue (a volume cropped to the head): a constant minimum may still be a background.
     lo = float(c.min())
-    return lo, bool(np.count_nonzero(c == lo) >= MIN_BACKGROUND_FRACTION * c.size)
+    if np.count_nonzero(c == lo) >= enough:
+        return lo, True
+    p1, p25, p99 = (float(v) for v in np.percentile(c.reshape(-1)[::7], (1, BACKGROUND_PERCENTILE, 99)))
+    return bg, bool(bg <= p25 or q3 - q1 <= FLAT_FRACTION * (p99 - p1))
 
 
 def background_level(channel: np.ndarray) -> float:

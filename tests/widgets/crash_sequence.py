@@ -38,13 +38,13 @@ def one_mm_case(folder: Path, name: str, seed: int) -> dict:
     shape = SHAPE_1MM
     zz, yy, xx = np.indices(shape, dtype=np.float32)
     c = np.array(shape) / 2
-    brain = sum(((g - ci) / (0.42 * n)) ** 2 for g, ci, n in zip((zz, yy, xx), c, shape)) <= 1
+    brain = sum(((g - ci) / (0.42 * n)) ** 2 for g, ci, n in zip((zz, yy, xx), c, shape, strict=True)) <= 1
     image = ndi.gaussian_filter(rng.normal(300.0, 40.0, shape), 2).astype(np.float32) * brain
     label = np.zeros(shape, np.uint8)
     for _ in range(3):
         p = [rng.uniform(0.35 * n, 0.65 * n) for n in shape]
         r = rng.uniform(3.0, 6.0)
-        label[sum((g - pi) ** 2 for g, pi in zip((zz, yy, xx), p)) <= r * r] = 1
+        label[sum((g - pi) ** 2 for g, pi in zip((zz, yy, xx), p, strict=True)) <= r * r] = 1
     image[label > 0] *= 1.6
     affine = np.diag([1.0, 1.0, 1.0, 1.0])
     affine[:3, 3] = -c
@@ -60,8 +60,8 @@ def main(workdir: str) -> int:
     from napari.utils.notifications import notification_manager
     from qtpy.QtWidgets import QApplication
 
-    from napari_lesionmix.widgets.state import get_session
     from napari_lesionmix.widgets import studio
+    from napari_lesionmix.widgets.state import get_session
     open_studio, studio_widget = studio.open_studio, studio.studio_widget
 
     root = Path(workdir)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import load_pair
 from napari.utils.notifications import notification_manager
 from qtpy.QtCore import QPoint, Qt
-
-from conftest import load_pair
 
 from napari_lesionmix.widgets.export import ExportWidget
 
