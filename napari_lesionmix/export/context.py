@@ -20,18 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from napari_lesionmix.augment import pipeline
 from napari_lesionmix.augment.params import Synthetic
-from napari_lesionmix.augment.registry import (
-    BRAIN_STATS_KEY,
-    DrawRejected,
-    Inputs,
-    Method,
-    apply_params,
-    get_method,
-    sample_params,
-    unchanged_host,
-    with_provenance,
-)
+from napari_lesionmix.augment.registry import BRAIN_STATS_KEY, Method, get_method
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.export.plan import Assignment, ExportPlan, assign
 from napari_lesionmix.io.cache import LRUCache
@@ -56,9 +47,6 @@ class MethodResult:
     redraws: tuple[str, ...] = ()
 
 
-#: Donors tried per sample when the drawn one cannot make a sample
-#: (:class:`~napari_lesionmix.augment.registry.DrawRejected`, e.g. no Soft-CP position meets Eqs. 3-4).
-DONOR_TRIES = 3
 
 
 def _case_bytes(case: Case) -> int:
@@ -146,48 +134,22 @@ def training_dataset(plan: ExportPlan) -> Dataset:
     return Dataset(plan.config.dataset, "export-train", records, dict(plan.channel_names), dict(plan.labels))
 
 
-def _draw_and_apply(ctx: ExportContext, rng: np.random.Generator, a: Assignment) -> MethodResult:
-    """The method's params from the sample's generator, then the sample.
+def _draw_and_apply(ctx: ExportContext, choice: np.random.Generator, a: Assignment) -> MethodResult:
+    """Sample ``a`` through the pipeline (:func:`~napari_lesionmix.augment.pipeline.draw`).
 
-    When the drawn donor cannot make a sample (:class:`DrawRejected`), or the
-    sample would be its host unchanged (:func:`unchanged_host`: a LesionMix
-    draw that pastes and inpaints nothing), the params are drawn again from
-    the same generator, with another donor for methods that take one and
-    another host for those that do not (at most :data:`DONOR_TRIES` draws), so
-    the sample stays a function of (seed, index); the cases used are the ones
-    recorded, and every redraw is named in
-    :attr:`MethodResult.redraws` (the manifest's ``"redrawn"``).
+    A draw whose cases cannot make it, or that would be its host unchanged (a
+    LesionMix draw that pastes and inpaints nothing), is drawn again with
+    another donor (another host, for a method without one), so the sample
+    stays a function of (seed, index); the cases used are the ones recorded,
+    and every redraw is named in :attr:`MethodResult.redraws` (the manifest's ``"redrawn"``).
     """
     method = get_method(a.method)
     options, resources = ctx.prepared(method)
-    others = [d for d in ctx.plan.donor_ids if d != a.host_id] or list(ctx.plan.donor_ids)
-    host_id, donor_id = a.host_id, a.donor_id
-    redraws: list[str] = []
-    # Without a donor the other axis is the host, and a host may admit no change at all (one lesion
-    # larger than any target): every training host may be tried before the sample is given up.
-    tries = DONOR_TRIES if method.needs_donor else max(DONOR_TRIES, len(ctx.plan.train_ids))
-    untried = [c for c in ctx.plan.train_ids if c != host_id]
-    for _attempt in range(tries):
-        host = ctx.case(host_id)
-        inputs = Inputs(host, ctx.case(donor_id) if method.needs_donor else None, ctx.brain_mask(host_id))
-        try:
-            params = sample_params(method, rng, inputs, options, resources, ctx)
-            why = unchanged_host(method, params)
-            if why is None:
-                params = with_provenance(params, ctx.plan.config.seed, a.index)
-                synthetic = apply_params(method, inputs, params, resources)
-                why = unchanged_host(method, params, synthetic)
-                if why is None:
-                    return MethodResult(synthetic, host, method.source_ids(params), tuple(redraws))
-        except DrawRejected as exc:
-            why = f"{method.label} found no valid placement: {exc}"
-        redraws.append(why if not method.needs_donor else f"donor '{donor_id}': {why}")
-        if method.needs_donor:
-            donor_id = others[int(rng.integers(len(others)))]
-        elif untried:
-            host_id = untried.pop(int(rng.integers(len(untried))))
-    raise LesionMixError(f"Sample {a.case_id} could not be made in {len(redraws)} draws (the last: {redraws[-1]}); "
-                         "a synthetic case that is a real one is never written.")
+    made = pipeline.draw(method, ctx.plan.config.seed, a.index, ctx.case(a.host_id), ctx, options, resources,
+                         donor_id=a.donor_id if method.needs_donor else None, donor_ids=ctx.plan.donor_ids,
+                         host_ids=ctx.plan.train_ids, choice=choice, reject_unchanged=True, apply=True,
+                         name=a.case_id)
+    return MethodResult(made.synthetic, made.inputs.host, method.source_ids(made.params), made.redraws)
 
 
 def make_sample(ctx: ExportContext, index: int) -> tuple[Assignment, MethodResult]:

@@ -49,7 +49,7 @@ import numpy as np
 from napari_lesionmix.augment.registry import get_method
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.nifti import DEFAULT_GZIP, check_gzip_codec
-from napari_lesionmix.random import sample_rng
+from napari_lesionmix.random import choice_rng
 
 #: First spawn-key element of the split generators (two-element keys never
 #: collide with ``sample_rng``'s one-element keys).
@@ -495,13 +495,15 @@ def check_sources(plan: ExportPlan) -> None:
 
 
 def assign(plan: ExportPlan, index: int) -> tuple[Assignment, np.random.Generator]:
-    """Method, host and donor of sample ``index``, and its generator (to draw the method's params next).
+    """Method, host and donor of sample ``index``, and its choice stream (which later redraws continue).
 
-    Draw order from ``sample_rng(seed, index)``: method (by weight), donor
-    (among training cases with a lesion), host (among the other training
-    cases; the donor itself only when it is the only training case).
+    Drawn from :func:`~napari_lesionmix.random.choice_rng` ``(seed, index)``
+    (the pipeline's rule, :mod:`~napari_lesionmix.augment.pipeline`): method
+    (by weight), donor (among training cases with a lesion), host (among the
+    other training cases; the donor itself only when it is the only training
+    case). The params come from ``sample_rng(seed, index)``, as in the CLI.
     """
-    rng = sample_rng(plan.config.seed, index)
+    rng = choice_rng(plan.config.seed, index)
     names = [m for m, _ in plan.config.methods]
     weights = np.array([w for _, w in plan.config.methods], dtype=float)
     method = names[int(rng.choice(len(names), p=weights / weights.sum()))]

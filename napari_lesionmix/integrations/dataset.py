@@ -3,12 +3,12 @@
 It needs no torch itself (items are NumPy arrays, which the DataLoader's
 default collate turns into tensors), so it also feeds other loaders.
 
-Seeding (the spawn rule of :mod:`~napari_lesionmix.integrations.online`):
-item ``i`` of epoch ``e`` is sample ``index = e * len(dataset) + i`` of the
-root seed. Its method is drawn (by ``weights``) from the child stream
-``SeedSequence(seed, spawn_key=(index, 0))``; whether it is synthetic
-(``p_synthetic``), its donor and its params come from
-``sample_rng(seed, index)``. Its host is case ``i % n_cases``. Nothing depends
+Seeding (the spawn rule of :mod:`~napari_lesionmix.integrations.online` and
+the pipeline's streams, :mod:`~napari_lesionmix.augment.pipeline`): item ``i``
+of epoch ``e`` is sample ``index = e * len(dataset) + i`` of the root seed.
+Its method (by ``weights``), whether it is synthetic (``p_synthetic``) and its
+donor are drawn in that order from ``choice_rng(seed, index)``; its params
+from ``sample_rng(seed, index)``. Its host is case ``i % n_cases``. Nothing depends
 on the worker that makes it, so 0, 1 or N workers give the same items; call
 :meth:`LesionMixDataset.set_epoch` before each epoch (as with
 ``DistributedSampler``).
@@ -25,11 +25,7 @@ import numpy as np
 from napari_lesionmix.augment.params import Params, Synthetic, params_from_json
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.integrations.online import DonorPool, OnlineMethod, spawn_index
-
-
-def choice_rng(seed: int, index: int) -> np.random.Generator:
-    """The stream that picks sample ``index``'s method: the first child of its :func:`sample_rng` sequence."""
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed), spawn_key=(int(index), 0))))
+from napari_lesionmix.random import choice_rng
 
 
 class LesionMixDataset:
@@ -110,11 +106,12 @@ class LesionMixDataset:
     def host_id(self, item: int) -> str:
         return self.pool.ids[item % len(self.pool)]
 
-    def engine_for(self, index: int) -> OnlineMethod:
-        """The method of sample ``index`` (drawn from its child stream)."""
+    def engine_for(self, index: int, choice: np.random.Generator | None = None) -> OnlineMethod:
+        """The method of sample ``index``: the first draw of its choice stream (none for a single method)."""
         if len(self.engines) == 1:
             return self.engines[0]
-        return self.engines[int(choice_rng(self.seed, index).choice(len(self.engines), p=self.weights))]
+        choice = choice if choice is not None else choice_rng(self.seed, index)
+        return self.engines[int(choice.choice(len(self.engines), p=self.weights))]
 
     def __getitem__(self, item: int) -> dict:
         item = int(item)
@@ -123,8 +120,9 @@ class LesionMixDataset:
         index = spawn_index(self.epoch, item, self.length)
         host_id = self.host_id(item)
         host, brain = self.pool.case(host_id), self.pool.brain_mask(host_id)
-        engine = self.engine_for(index)
-        params = engine.draw(self.seed, index, host, brain)
+        choice = choice_rng(self.seed, index)  # method, then whether synthetic, then donor (the pipeline's order)
+        engine = self.engine_for(index, choice)
+        params = engine.draw(self.seed, index, host, brain, choice=choice)
         if params is None:
             out = self._item(host, None, index, "", "")
         else:

@@ -10,11 +10,13 @@ builds it once, lazily, and keeps it for every later sample.
 
 Seeding
 -------
-A sample's generator is :func:`~napari_lesionmix.random.sample_rng` ``(seed,
-index)``; from it, in this order: whether the method applies (``prob``), the
-donor (uniform over the pool's other cases on the host's grid; up to
-:data:`DONOR_TRIES` donors when one cannot make a sample) and the method's
-params. Item ``i`` of epoch ``e`` of a dataset of ``n`` items has
+The pipeline's rule (:mod:`~napari_lesionmix.augment.pipeline`): from the
+choice stream :func:`~napari_lesionmix.random.choice_rng` ``(seed, index)``,
+whether the method applies (``prob``), then the donor (uniform over the
+pool's other cases on the host's grid; another, up to
+:data:`~napari_lesionmix.augment.pipeline.DONOR_TRIES` draws, when one cannot
+make a sample); the method's params from ``sample_rng(seed, index)``, as in
+the CLI. Item ``i`` of epoch ``e`` of a dataset of ``n`` items has
 
     index = e * n + i                                        (:func:`spawn_index`)
 
@@ -34,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_lesionmix.augment import pipeline
 from napari_lesionmix.augment.intensity import gain_warning
 from napari_lesionmix.augment.params import Params, Synthetic
 from napari_lesionmix.augment.registry import (
@@ -43,8 +46,6 @@ from napari_lesionmix.augment.registry import (
     apply_params,
     get_method,
     options_of,
-    sample_params,
-    with_provenance,
 )
 from napari_lesionmix.errors import LesionMixError, LesionMixWarning
 from napari_lesionmix.io.cache import LRUCache
@@ -56,11 +57,8 @@ from napari_lesionmix.io.nifti import (
     check_case,
     read_geometry,
 )
-from napari_lesionmix.random import sample_rng
+from napari_lesionmix.random import choice_rng
 
-#: Donors tried per sample when the drawn one cannot make it (no lesion, or no
-#: valid placement): as many as batch export tries, so both faces agree.
-DONOR_TRIES = 3
 #: Most donor cases a pool keeps loaded per process (a 1 mm brain is ~35 MB per channel).
 MAX_CASES = 16
 
@@ -363,45 +361,43 @@ class OnlineMethod:
         return self.pool.cached(("prepared", self.method.name, self.options),
                                 lambda: self.method.prepare(self.pool, self.options))
 
-    def draw(self, seed: int, index: int, host: Case, brain_mask: np.ndarray | None = None) -> Params | None:
+    def draw(self, seed: int, index: int, host: Case, brain_mask: np.ndarray | None = None,
+             choice: np.random.Generator | None = None) -> Params | None:
         """Params of sample ``index`` of seed ``seed`` for ``host``, or ``None`` when it is left as it is.
+
+        The pipeline's rule (:mod:`~napari_lesionmix.augment.pipeline`): whether
+        it is augmented and its donor come from the choice stream (``choice``,
+        e.g. after the dataset's method pick; else a fresh
+        :func:`~napari_lesionmix.random.choice_rng`), the params from
+        ``sample_rng(seed, index)``, so they are the CLI's on the same pair.
 
         Raises
         ------
         LesionMixError
             When no donor on the host's grid can make a sample.
         """
-        rng = sample_rng(seed, index)
-        if rng.random() >= self.prob:
+        choice = choice if choice is not None else choice_rng(seed, index)
+        if choice.random() >= self.prob:
             return None
         check_case(host, "Host")  # the host's own problems are not a donor's: no redraw hides them
-        candidates: list[str | None] = [None]
+        donor_id, candidates = None, []
         if self.method.needs_donor:
             candidates = self.pool.on_grid_of(host)
             if not candidates:
                 raise LesionMixError(f"No donor lies on the grid of host '{host.case_id}' (shape {host.shape}); "
                                      f"{self.method.label} needs donors on the host's grid.")
-        error: Exception | None = None
-        for _ in range(DONOR_TRIES):
-            donor_id = candidates[int(rng.integers(len(candidates)))]
-            inputs = Inputs(host, None if donor_id is None else self.pool.case(donor_id), brain_mask)
-            try:
-                # check_inputs is a pure check: a redraw keeps the sample a function of (seed, index)
-                params = sample_params(self.method, rng, inputs, self.options, self.resources, self.pool)
-            except (DrawRejected, LesionMixError) as exc:
-                if donor_id is None:
-                    raise
-                error = exc
-                continue
-            warning = gain_warning(params.intensity, host.case_id)
-            if warning and not self._gain_warned:
-                # Once per sampler (as the CLI warns once per command): after MONAI's NormalizeIntensityd a
-                # raw-unit donor pasted into a z-scored host is otherwise silent.
-                self._gain_warned = True
-                warnings.warn(warning, LesionMixWarning, stacklevel=3)
-            return with_provenance(params, seed, index)
-        raise LesionMixError(f"{self.method.label} found no usable donor for host '{host.case_id}' in "
-                             f"{DONOR_TRIES} tries: {error}")
+            donor_id = candidates[int(choice.integers(len(candidates)))]
+        # A pool donor may itself be unusable (no lesion, ...): that too is a reason to take another.
+        made = pipeline.draw(self.method, seed, index, host, self.pool, self.options, self.resources,
+                             donor_id=donor_id, donor_ids=candidates, choice=choice, brain_mask=brain_mask,
+                             retry_on=(DrawRejected, LesionMixError))
+        warning = gain_warning(made.params.intensity, host.case_id)
+        if warning and not self._gain_warned:
+            # Once per sampler (as the CLI warns once per command): after MONAI's NormalizeIntensityd a
+            # raw-unit donor pasted into a z-scored host is otherwise silent.
+            self._gain_warned = True
+            warnings.warn(warning, LesionMixWarning, stacklevel=3)
+        return made.params
 
     def inputs_for(self, params: Params, host: Case, brain_mask: np.ndarray | None = None) -> Inputs:
         """The inputs ``params`` were drawn on (the recorded donor from the pool)."""
