@@ -48,15 +48,17 @@ import pkgutil
 import threading
 import types
 import typing
+import warnings
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from napari_lesionmix.augment import intensity
 from napari_lesionmix.augment.params import BrainRecord, Params, Synthetic
-from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.errors import LesionMixError, LesionMixWarning
 from napari_lesionmix.io.brain import BrainRegion, case_brain
 from napari_lesionmix.io.dataset import Dataset
 from napari_lesionmix.io.nifti import Case, check_case, same_content
@@ -189,6 +191,16 @@ def _check_scalar(name: str, kind, value, meta: Mapping[str, Any]):
     if high is not None and (value > high or (meta.get("open_high") and value == high)):
         raise LesionMixError(f"Option {name} must be {'<' if meta.get('open_high') else '<='} {high}, got {value!r}.")
     return value
+
+
+#: The defaults a face changes, in one visible place: the method commands and the Python API keep the
+#: papers' ``intensity_match="none"``; batch export and the studio match intensities by default, because
+#: their users paste across scans of different gain without looking at each pair.
+FACE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cli": {},
+    "export": {"intensity_match": "brain-linear"},
+    "studio": {"intensity_match": "brain-linear"},
+}
 
 
 # ----------------------------------------------------------------------------- sources and inputs
@@ -406,6 +418,8 @@ def _same_case(a: Case, b: Case) -> bool:
 
 _METHODS: dict[str, Method] = {}
 _DISCOVERED = False
+#: The entry-point group through which other packages add methods (one module each).
+ENTRY_POINT_GROUP = "napari_lesionmix.methods"
 
 
 def register(cls: type[Method]) -> type[Method]:
@@ -427,6 +441,17 @@ def _discover() -> None:
     for info in pkgutil.iter_modules(pkg.__path__):
         if not info.name.startswith("_"):
             importlib.import_module(f"{pkg.__name__}.{info.name}")
+    # Third-party methods: a package declares ``[project.entry-points."napari_lesionmix.methods"]``
+    # ``name = "module"`` (or ``"module:MethodClass"``); loading the module registers its methods.
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plug-in must not take the built-in methods with it
+            warnings.warn(f"The lesion-mixing method plug-in '{ep.name}' ({ep.value}) failed to load: {exc}",
+                          LesionMixWarning, stacklevel=2)
+            continue
+        if isinstance(obj, type) and issubclass(obj, Method) and obj.name not in _METHODS:
+            register(obj)
     _DISCOVERED = True
 
 

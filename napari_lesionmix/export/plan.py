@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_lesionmix.augment.registry import get_method
+from napari_lesionmix.augment.registry import FACE_DEFAULTS, get_method
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.nifti import DEFAULT_GZIP, check_gzip_codec
 from napari_lesionmix.random import choice_rng
@@ -115,7 +115,7 @@ def parse_method_specs(specs: Sequence[str] | str) -> tuple[tuple[str, float], .
 #: an export is training data made in bulk, nobody looks at every case, and on the sample subjects 54 of the
 #: 90 host/donor pairs differ in gain by more than 25 %; ``--option METHOD.intensity_match=none`` restores
 #: the papers' behaviour.
-EXPORT_INTENSITY_MATCH = "brain-linear"
+EXPORT_INTENSITY_MATCH = FACE_DEFAULTS["export"]["intensity_match"]
 
 
 def with_export_defaults(methods, options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -72,7 +72,7 @@ NORMAL_ORDER = ("host_image", "host_label", "donor_image", "donor_label",
 #: the studio is where pasted intensities are judged, and across subjects (gains differ by up to 2x in
 #: the shipped sample) unmatched lesions land darker or brighter than the host's own; the toggle and the
 #: medians label keep "none" one click away.
-STUDIO_INTENSITY_MATCH = "brain-linear"
+STUDIO_INTENSITY_MATCH = registry.FACE_DEFAULTS["studio"]["intensity_match"]
 #: Names of the three preview planes, in the order the preview shows them.
 PLANES = ("axial", "coronal", "sagittal")
 
