@@ -79,14 +79,31 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from napari_lesionmix.augment.distance import bounding_box
 from napari_lesionmix.augment.lesions import connectivity_structure
 from napari_lesionmix.augment.params import Params, Synthetic
+from napari_lesionmix.augment.paste.image_ops import (
+    IMAGE_CHOICES,
+    ImageOp,
+    apply_image_ops,
+    sample_image_ops,
+)
+from napari_lesionmix.augment.paste.objects import DonorLesions, PasteObject, prepare_object
+from napari_lesionmix.augment.paste.placement import (
+    check_delta,
+    constraints,
+    fits,
+    host_lesions,
+    parse_reference,
+    paste_boxes,
+    place,
+    placement_message,
+    reference_region,
+    tissue_region,
+)
 from napari_lesionmix.augment.registry import (
     DrawRejected,
     Inputs,
@@ -100,24 +117,24 @@ from napari_lesionmix.augment.softmask import (
     DEFAULT_A,
     DEFAULT_K_DILATE,
     DEFAULT_K_ERODE,
-    soft_mask_box,
     soft_paste,
 )
 from napari_lesionmix.augment.transforms import (
     AffineParams,
     IntensityParams,
-    apply_intensity,
     sample_intensity,
     sample_rigid,
-    warp_crop,
 )
 from napari_lesionmix.errors import LesionMixError
-from napari_lesionmix.io.brain import case_brain, estimate_brain
 from napari_lesionmix.io.nifti import Case, check_same_grid
+
+#: Names that moved to :mod:`napari_lesionmix.augment.paste` (shared with the other copy-paste
+#: methods) and stay importable from here.
+__all__ = ["DonorLesions", "ImageOp", "IMAGE_CHOICES", "PasteObject", "SoftCPMethod", "SoftCPOptions", "SoftCPParams",
+           "place_at", "reference_region", "sample_softcp", "softcp", "tissue_region"]
 
 RIGID_CHOICES = ("none", "flip", "rotation", "scaling", "translation")
 INTENSITY_CHOICES = ("none", "gamma", "noise", "blur")
-IMAGE_CHOICES = ("none", "crop_resize", "gamma", "noise")
 PLACEMENTS = ("random", "source")
 
 DEFAULT_DELTA1 = 0.9
@@ -159,7 +176,7 @@ class SkippedLesion:
     component : int
         1-based donor component.
     reason : str
-        The sentence of :func:`_placement_message`.
+        The sentence of :func:`placement_message`.
     """
 
     component: int
@@ -168,38 +185,6 @@ class SkippedLesion:
 
 #: Replacement draws per sample for donor lesions that find no position (the bound of "try another lesion").
 MAX_REPLACEMENTS = 16
-
-
-@dataclass(frozen=True)
-class ImageOp:
-    """One image-level transform of the host.
-
-    Attributes
-    ----------
-    kind : str
-        ``"none"``, ``"crop_resize"``, ``"gamma"`` or ``"noise"``.
-    value : float
-        Gamma exponent, or noise std as a fraction of the channel std.
-    seed : int or None
-        Noise seed.
-    start, size : tuple of int
-        Crop box (voxels) zoomed back to the full grid by ``"crop_resize"``.
-    """
-
-    kind: str = "none"
-    value: float = 0.0
-    seed: int | None = None
-    start: tuple[int, ...] = ()
-    size: tuple[int, ...] = ()
-
-    def __post_init__(self):
-        if self.kind not in IMAGE_CHOICES:
-            raise LesionMixError(
-                f"Unknown image-level transform '{self.kind}'; choose one of {', '.join(IMAGE_CHOICES)}."
-            )
-        if self.kind == "crop_resize" and (len(self.start) != 3 or len(self.size) != 3
-                                           or any(s < 2 for s in self.size)):
-            raise LesionMixError("crop_resize needs a 3D start and a size of at least 2 voxels per axis.")
 
 
 @dataclass(frozen=True)
@@ -266,8 +251,8 @@ class SoftCPParams(Params):
             raise LesionMixError(
                 f"k_erode and k_dilate must be >= 0 iterations, got {self.k_erode} and {self.k_dilate}."
             )
-        _check_delta(self.delta1, self.delta2)
-        _parse_reference(self.reference)
+        check_delta(self.delta1, self.delta2)
+        parse_reference(self.reference)
         if self.placement not in PLACEMENTS:
             raise LesionMixError(f"Unknown placement '{self.placement}'; choose 'random' or 'source'.")
         if self.order not in (1, 3):
@@ -275,402 +260,16 @@ class SoftCPParams(Params):
         connectivity_structure(self.connectivity)
 
 
-def _check_delta(delta1: float, delta2: float) -> None:
-    if not 0.0 <= delta1 <= 1.0:
-        raise LesionMixError(f"delta1 must be a fraction in [0, 1], got {delta1!r}.")
-    if not 0.0 <= delta2 <= 1.0:
-        raise LesionMixError(f"delta2 must be a fraction in [0, 1], got {delta2!r}.")
-
-
-def _parse_reference(reference: str) -> int | None:
-    """The label value of a "label:N" reference, else None (and check the name)."""
-    if reference in ("brain_mask", "foreground", "tissue", "none"):
-        return None
-    if reference.startswith("label:"):
-        try:
-            value = int(reference[6:])
-        except ValueError:
-            value = -1
-        if value > 0:
-            return value
-    raise LesionMixError(
-        f"Unknown reference '{reference}'; use 'brain_mask', 'label:N' (N > 0), 'foreground', 'tissue' or 'none'."
-    )
-
-
 # --------------------------------------------------------------------------- donor lesions
-
-
-class DonorLesions:
-    """The connected lesions of a donor label, found once (cache it per donor).
-
-    Parameters
-    ----------
-    label : ndarray, 3D
-    lesion_labels : sequence of int
-        Label values that are lesion; empty: every non-zero value.
-    connectivity : int
-    """
-
-    def __init__(self, label: np.ndarray, lesion_labels: Sequence[int] = (), connectivity: int = 26):
-        self.lesion_labels = tuple(int(v) for v in lesion_labels)
-        self.connectivity = int(connectivity)
-        self.mask = _lesion_mask(label, self.lesion_labels)
-        self.components, self.n = ndi.label(self.mask, structure=connectivity_structure(connectivity))
-        self.boxes = ndi.find_objects(self.components)
-        self.sizes = np.bincount(self.components.ravel(), minlength=self.n + 1)
-        self.shape = self.mask.shape
-
-    @classmethod
-    def from_case(cls, donor: Case, lesion_labels: Sequence[int] = (), connectivity: int = 26) -> DonorLesions:
-        donor.require_lesion("Donor")
-        lesions = cls(donor.label, lesion_labels, connectivity)
-        if lesions.n == 0:
-            where = donor.label_path or donor.case_id
-            raise LesionMixError(
-                f"Donor label '{where}' has no voxels with the lesion label value(s) {list(lesion_labels)}."
-            )
-        return lesions
-
-    def matches(self, params: SoftCPParams, shape) -> bool:
-        return (self.lesion_labels == tuple(params.lesion_labels) and self.connectivity == params.connectivity
-                and tuple(shape) == self.shape)
-
-
-def _lesion_mask(label: np.ndarray, lesion_labels: Sequence[int]) -> np.ndarray:
-    if lesion_labels:
-        return np.isin(label, np.asarray(lesion_labels))
-    return np.asarray(label) != 0
-
-
-def _grow(box, margin, shape):
-    return tuple(slice(max(b.start - m, 0), min(b.stop + m, n)) for b, m, n in zip(box, margin, shape, strict=True))
-
-
-def _union(boxes):
-    return tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3))
-
-
-@dataclass
-class _Object:
-    """A transformed lesion crop ready to paste: image, binary lesion, label values and S."""
-
-    image: np.ndarray   # (C, i, j, k) float32
-    lesion: np.ndarray  # bool
-    label: np.ndarray   # donor label values on ``lesion``, 0 elsewhere
-    soft: np.ndarray    # S, float32
-
-    @property
-    def shape(self):
-        return self.lesion.shape
-
-    @cached_property
-    def lesion_box(self) -> tuple[slice, ...]:
-        return ndi.find_objects(self.lesion.view(np.uint8))[0]
-
-    @cached_property
-    def n_voxels(self) -> int:
-        return int(np.count_nonzero(self.lesion))
-
-    def crop(self, box) -> _Object:
-        return _Object(self.image[(slice(None), *box)], self.lesion[box], self.label[box], self.soft[box])
-
-
-def _prepare(
-    donor: Case,
-    lesions: DonorLesions,
-    component: int,
-    rigid: Sequence[AffineParams],
-    intensity: Sequence[IntensityParams],
-    a: float,
-    k_erode: int,
-    k_dilate: int,
-    order: int,
-) -> _Object | None:
-    """Soft-copy one donor lesion: crop, transform, soft mask; ``None`` if the transform empties it."""
-    if not 1 <= component <= lesions.n:
-        raise LesionMixError(
-            f"Donor lesion {component} does not exist; the donor has {lesions.n} lesion(s)."
-        )
-    spacing = donor.spacing
-    step = min(spacing)
-    reach = [int(math.ceil(k_dilate * step / s)) + 1 for s in spacing]
-    # Donor lesions within the chosen one's dilated band travel with it.
-    comps = lesions.components
-    near = _grow(lesions.boxes[component - 1], reach, lesions.shape)
-    sub = comps[near]
-    dist_out = ndi.distance_transform_edt(sub != component, sampling=spacing) / step
-    ids = np.unique(sub[(dist_out <= k_dilate) & (sub > 0)])
-    # Margin: the band after the smallest scaling, plus the translation range.
-    lin_scale = 1.0
-    shift = 0.0
-    for tr in rigid:
-        lin_scale *= min(tr.scale)
-        shift += max(abs(v) for v in tr.translation)
-    margin = [int(math.ceil((k_dilate + 2) * step / s / min(lin_scale, 1.0) + shift)) + 1 for s in spacing]
-    box = _grow(_union([lesions.boxes[i - 1] for i in ids]), margin, lesions.shape)
-    crop_comps = comps[box]
-    obj = np.isin(crop_comps, ids)
-    label = np.where(obj, donor.label[box], 0)
-    image = donor.image[(slice(None), *box)]
-
-    if rigid and not all(t.is_identity for t in rigid):
-        image, obj_w = warp_crop(image, obj, rigid, spacing, order=order, mask_mode="threshold")
-        values = np.unique(label[obj])
-        if values.size == 1:
-            label = np.where(obj_w, values[0], 0).astype(donor.label.dtype)
-        else:
-            _, lab_w = warp_crop(np.zeros((0, *obj.shape), np.float32), label, rigid, spacing,
-                                 mask_mode="nearest", output_shape=obj_w.shape)
-            lab_w = np.where(obj_w, lab_w, 0)
-            lab_w[obj_w & (lab_w == 0)] = values.max()
-            label = lab_w
-        obj = obj_w
-    else:
-        image = image.astype(np.float32, copy=True)
-    if not obj.any():
-        return None
-    if intensity:
-        image = apply_intensity(image, intensity, region=obj)
-    res = soft_mask_box(obj, a, k_erode, k_dilate, spacing)
-    sbox, soft = res
-    return _Object(image[(slice(None), *sbox)], obj[sbox], label[sbox], soft)
 
 
 # --------------------------------------------------------------------------- image-level
 
 
-def _source_coords(op: ImageOp, shape) -> list[np.ndarray]:
-    """Per axis, the crop coordinate each output voxel samples ("crop first, then resize").
-
-    Output voxel ``o`` samples ``start + (o + 1/2) * size / shape - 1/2``
-    (voxel centres aligned, as ``cv2.resize``), clamped to the crop so that
-    its edge values repeat.
-    """
-    coords = []
-    for st, sz, n in zip(op.start, op.size, shape, strict=True):
-        x = st + (np.arange(n, dtype=np.float64) + 0.5) * (sz / n) - 0.5
-        coords.append(np.clip(x, st, st + sz - 1))
-    return coords
-
-
-def _zoom_nearest(vol: np.ndarray, coords) -> np.ndarray:
-    """Nearest-neighbour crop-and-resize: a separable gather (exact, cheap on 1 mm volumes)."""
-    idx = [np.floor(x + 0.5).astype(np.intp) for x in coords]
-    return vol[np.ix_(*idx)]
-
-
-def _zoom_linear(vol: np.ndarray, op: ImageOp) -> np.ndarray:
-    """Trilinear crop-and-resize of a 3D volume with ``cv2.resize`` (separable: in-plane, then axis 0).
-
-    Equal (to float rounding) to sampling :func:`_source_coords` trilinearly,
-    and about 10x faster than ``scipy.ndimage`` on a 1 mm brain.
-    """
-    import cv2
-
-    box = tuple(slice(st, st + sz) for st, sz in zip(op.start, op.size, strict=True))
-    crop = np.ascontiguousarray(vol[box], dtype=np.float32)
-    n0, n1, n2 = vol.shape
-    plane = np.empty((crop.shape[0], n1, n2), np.float32)
-    for i in range(crop.shape[0]):
-        plane[i] = cv2.resize(crop[i], (n2, n1), interpolation=cv2.INTER_LINEAR)
-    out = cv2.resize(plane.reshape(crop.shape[0], n1 * n2), (n1 * n2, n0), interpolation=cv2.INTER_LINEAR)
-    return out.reshape(n0, n1, n2)
-
-
-def _apply_image_ops(
-    image: np.ndarray,
-    label: np.ndarray,
-    reference: np.ndarray | None,
-    ops: Sequence[ImageOp],
-    image_order: int = 1,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Image-level transforms of the host (section 3.3): crop-and-resize, gamma, noise.
-
-    Crop-and-resize crops the box ``[start, start + size)`` and resizes it to
-    the full grid: image trilinear (or cubic with ``image_order=3``), label and
-    reference nearest neighbour.
-    """
-    for op in ops:
-        if op.kind == "crop_resize":
-            coords = _source_coords(op, label.shape)
-            out = np.empty(image.shape, np.float32)
-            for c, ch in enumerate(image):
-                if image_order == 1:
-                    out[c] = _zoom_linear(ch, op)
-                else:
-                    grid = np.meshgrid(*coords, indexing="ij")
-                    out[c] = ndi.map_coordinates(ch, grid, order=image_order, mode="nearest")
-            image = out
-            label = _zoom_nearest(label, coords)
-            if reference is not None:
-                reference = _zoom_nearest(reference, coords)
-        elif op.kind in ("gamma", "noise") and image.shape[0]:
-            image = apply_intensity(image, IntensityParams(op.kind, op.value, op.seed))
-    return image, label, reference
-
-
-def _sample_image_ops(rng: np.random.Generator, shape, choices, n: int,
-                      crop_range=(0.85, 1.0)) -> tuple[ImageOp, ...]:
-    ops = []
-    for _ in range(n):
-        kind = str(choices[int(rng.integers(len(choices)))])
-        if kind == "crop_resize":
-            f = float(rng.uniform(*crop_range))
-            size = tuple(max(2, int(round(f * s))) for s in shape)
-            start = tuple(int(rng.integers(0, s - z + 1)) for s, z in zip(shape, size, strict=True))
-            ops.append(ImageOp("crop_resize", start=start, size=size))
-        elif kind in ("gamma", "noise"):
-            p = sample_intensity(rng, kind)
-            ops.append(ImageOp(kind, p.value, p.seed))
-        elif kind == "none":
-            ops.append(ImageOp("none"))
-        else:
-            raise LesionMixError(
-                f"Unknown image-level transform '{kind}'; choose from {', '.join(IMAGE_CHOICES)}."
-            )
-    return tuple(ops)
-
-
 # --------------------------------------------------------------------------- reference
 
 
-def reference_region(host: Case, reference: str, reference_mask: np.ndarray | None) -> np.ndarray | None:
-    """The reference of Eq. (3) on the host grid (``None`` for "none": the whole volume)."""
-    value = _parse_reference(reference)
-    if reference == "brain_mask":
-        if reference_mask is None:
-            raise LesionMixError("The reference is 'brain_mask' but no brain mask was given.")
-        ref = np.asarray(reference_mask)
-        ref = ref if ref.dtype == bool else ref != 0
-        if ref.shape != host.shape:
-            raise LesionMixError(
-                f"The brain mask has shape {ref.shape} but host '{host.case_id}' has {host.shape}."
-            )
-    elif value is not None:
-        if host.label is None:
-            raise LesionMixError(f"Host '{host.case_id}' has no label map for reference '{reference}'.")
-        ref = host.label == value
-    elif reference == "foreground":
-        # Not "the non-zero image": a z-scored scan's background is a non-zero constant.
-        ref = case_brain(host).mask
-    elif reference == "tissue":
-        ref = tissue_region(host.image[0], case_brain(host, reference_mask).mask)
-    else:
-        return None
-    if not ref.any():
-        raise LesionMixError(f"The reference region '{reference}' of host '{host.case_id}' is empty.")
-    return ref
-
-
-#: Percentile of the brain's (or non-zero image's) intensities below which a voxel is not tissue
-#: for the "tissue" reference: on FLAIR, CSF (ventricles, sulci) is the dark end of the brain.
-TISSUE_PERCENTILE = 10.0
-
-
-def tissue_region(image: np.ndarray, brain_mask: np.ndarray | None = None,
-                  percentile: float = TISSUE_PERCENTILE) -> np.ndarray:
-    """Brain tissue without the dark end of its intensities (FLAIR's CSF): a placement reference.
-
-    The brain is ``brain_mask`` when given, else the estimated brain
-    (:func:`~napari_lesionmix.io.brain.estimate_brain`); voxels
-    darker than its ``percentile``-th intensity percentile are left out, so a
-    lesion is not pasted into a ventricle or a sulcus. Where the paper is
-    silent: an option (``reference="tissue"``), not the default.
-    """
-    brain = np.asarray(brain_mask, bool) if brain_mask is not None else estimate_brain(image)
-    if not brain.any():
-        return brain
-    return brain & (image >= np.percentile(image[brain], percentile))
-
-
-def _host_lesions(label: np.ndarray, lesion_labels: Sequence[int], reference: str) -> np.ndarray:
-    """Host voxels that count as lesion in Eq. (4) (a reference label never does)."""
-    mask = _lesion_mask(label, lesion_labels)
-    value = _parse_reference(reference)
-    if value is not None:
-        mask &= label != value
-    return mask
-
-
-def _reference_name(reference: str) -> str:
-    value = _parse_reference(reference)
-    if value is not None:
-        return f"host label {value}"
-    return {"brain_mask": "the brain mask", "foreground": "the host's estimated brain",
-            "tissue": "the host's brain tissue (CSF left out)", "none": "the volume"}[reference]
-
-
 # --------------------------------------------------------------------------- placement
-
-
-def _fits(offset, obj: _Object, shape_vol) -> bool:
-    """Whether the lesion itself lies inside the volume (its soft band may be clipped)."""
-    return all(0 <= o + b.start and o + b.stop <= s
-               for o, b, s in zip(offset, obj.lesion_box, shape_vol, strict=True))
-
-
-def _boxes(offset, obj_shape, shape_vol):
-    """(host box, crop box) of a crop at ``offset``, clipped to the volume."""
-    host, crop = [], []
-    for o, n, s in zip(offset, obj_shape, shape_vol, strict=True):
-        lo, hi = max(o, 0), min(o + n, s)
-        host.append(slice(lo, hi))
-        crop.append(slice(lo - o, hi - o))
-    return tuple(host), tuple(crop)
-
-
-def _constraints(obj: _Object, offset, reference, occupied) -> tuple[float, float]:
-    """(fraction of the lesion in the reference, fraction on host lesions): Eqs. (3)-(4)."""
-    box, cbox = _boxes(offset, obj.shape, occupied.shape)
-    lesion = obj.lesion[cbox]
-    n = obj.n_voxels
-    inside = 1.0 if reference is None else np.count_nonzero(reference[box] & lesion) / n
-    overlap = np.count_nonzero(occupied[box] & lesion) / n
-    return float(inside), float(overlap)
-
-
-def _place(
-    rng: np.random.Generator,
-    obj: _Object,
-    reference: np.ndarray | None,
-    ref_box: tuple[slice, ...],
-    occupied: np.ndarray,
-    delta1: float,
-    delta2: float,
-    max_tries: int,
-    source: np.ndarray | None = None,
-    jitter: np.ndarray | None = None,
-) -> tuple[tuple[int, int, int] | None, dict]:
-    """Draw positions until Eqs. (3)-(4) hold; returns (offset or None, failure counts).
-
-    The lesion's centre of mass goes to a voxel drawn uniformly from the
-    reference or, with ``source``, to ``source + N(0, jitter)`` (voxels).
-    """
-    com = np.round(np.argwhere(obj.lesion).mean(axis=0)).astype(int)
-    counts = {"outside": 0, "reference": 0, "overlap": 0}
-    shape = occupied.shape
-    for _ in range(max_tries):
-        if source is not None:
-            v = [int(x) for x in np.round(source + rng.normal(0.0, 1.0, 3) * jitter)]
-        else:
-            # A voxel of the reference, by rejection inside its bounding box.
-            for _draw in range(64):
-                v = [int(rng.integers(b.start, b.stop)) for b in ref_box]
-                if reference is None or reference[tuple(v)]:
-                    break
-        offset = tuple(int(x - c) for x, c in zip(v, com, strict=True))
-        if not _fits(offset, obj, shape):
-            counts["outside"] += 1
-            continue
-        inside, overlap = _constraints(obj, offset, reference, occupied)
-        if inside < delta1:                     # Eq. (3)
-            counts["reference"] += 1
-        elif overlap > delta2:                  # Eq. (4)
-            counts["overlap"] += 1
-        else:
-            return offset, counts
-    return None, counts
 
 
 # --------------------------------------------------------------------------- sample / apply
@@ -754,7 +353,7 @@ def sample_softcp(
     """
     check_same_grid(host, donor)
     host.require_label("Host", "Soft-CP")
-    _check_delta(delta1, delta2)
+    check_delta(delta1, delta2)
     if not 0.0 < a < 1.0:
         raise LesionMixError(f"The softening coefficient a must lie in (0, 1), got {a!r}.")
     if k_erode < 0 or k_dilate < 0:
@@ -788,14 +387,14 @@ def sample_softcp(
         )
     ref = reference_region(host, reference, reference_mask)
 
-    image_ops = _sample_image_ops(rng, host.shape, image_choices, n_image_ops)
+    image_ops = sample_image_ops(rng, host.shape, image_choices, n_image_ops)
     if any(op.kind == "crop_resize" for op in image_ops):
-        _, label, ref = _apply_image_ops(host.image[:0], host.label, ref, image_ops)
+        _, label, ref = apply_image_ops(host.image[:0], host.label, ref, image_ops)
         if ref is not None and not ref.any():
             raise LesionMixError(f"The reference region '{reference}' is empty after crop-and-resize.")
     else:
         label = host.label
-    occupied = _host_lesions(label, lesion_labels, reference)
+    occupied = host_lesions(label, lesion_labels, reference)
     ref_box = tuple(slice(0, n) for n in host.shape) if ref is None else bounding_box(ref)
 
     chosen = [int(c) for c in rng.choice(candidates, size=n_lesions, replace=False)]
@@ -813,12 +412,12 @@ def sample_softcp(
                                        max_angle, scale_range, max_translation) for _ in range(n_rigid))
             inten = tuple(sample_intensity(rng, str(intensity_choices[int(rng.integers(len(intensity_choices)))]))
                           for _ in range(n_intensity))
-            obj = _prepare(donor, lesions, component, rigid, inten, a, k_erode, k_dilate, order)
+            obj = prepare_object(donor, lesions, component, rigid, inten, a, k_erode, k_dilate, order)
             if obj is not None:
                 break
         else:
             rigid = ()
-            obj = _prepare(donor, lesions, component, rigid, inten, a, k_erode, k_dilate, order)
+            obj = prepare_object(donor, lesions, component, rigid, inten, a, k_erode, k_dilate, order)
         source = jit = None
         if placement == "source":
             box = lesions.boxes[component - 1]
@@ -829,15 +428,15 @@ def sample_softcp(
                     if op.kind == "crop_resize":
                         source = (source - op.start + 0.5) * np.asarray(host.shape) / op.size - 0.5
             jit = float(jitter_mm) / np.asarray(host.spacing)
-        offset, counts = _place(rng, obj, ref, ref_box, occupied, delta1, delta2, max_tries, source, jit)
+        offset, counts = place(rng, obj, ref, ref_box, occupied, delta1, delta2, max_tries, source, jit)
         if offset is None:
-            skipped.append(SkippedLesion(component, _placement_message(component, obj, counts, reference, delta1,
+            skipped.append(SkippedLesion(component, placement_message(component, obj, counts, reference, delta1,
                                                                        delta2, max_tries, placement)))
             if spare and len(skipped) <= MAX_REPLACEMENTS:
                 queue.append(spare.pop(int(rng.integers(len(spare)))))
             continue
         redrawn += sum(counts.values())
-        box, cbox = _boxes(offset, obj.shape, host.shape)
+        box, cbox = paste_boxes(offset, obj.shape, host.shape)
         occupied[box] |= obj.lesion[cbox]
         pasted.append(PastedLesion(component, rigid, inten, offset))
     if not pasted:
@@ -850,23 +449,7 @@ def sample_softcp(
     )
 
 
-def _placement_message(component, obj, counts, reference, delta1, delta2, max_tries, placement) -> str:
-    worst = max(counts, key=counts.get)
-    why = {
-        "outside": "the lesion did not fit inside the volume",
-        "reference": f"less than {delta1:.0%} of the lesion lay in {_reference_name(reference)}",
-        "overlap": f"more than {delta2:.0%} of the lesion overlapped the host's lesions",
-    }[worst]
-    return (
-        f"No position keeps >= {delta1:.0%} of donor lesion {component} ({int(obj.lesion.sum())} voxels) "
-        f"inside {_reference_name(reference)} and <= {delta2:.0%} on the host's lesions after {max_tries} "
-        f"tries (most often {why}); lower delta1, raise delta2, "
-        + ("use a larger reference or place near the source." if placement == "random"
-           else "use a larger reference or a larger jitter.")
-    )
-
-
-def _match_ring(obj: _Object, host_image: np.ndarray, host_lesions: np.ndarray, box) -> np.ndarray:
+def _match_ring(obj: PasteObject, host_image: np.ndarray, host_lesions: np.ndarray, box) -> np.ndarray:
     """Optional intensity compatibility: match the band ring's mean/std to the host's, per channel."""
     ring = (obj.soft > 0) & ~obj.lesion & ~host_lesions[box]
     if np.count_nonzero(ring) < 2:
@@ -919,27 +502,27 @@ def softcp(
     if lesions is None or not lesions.matches(params, donor.shape):
         lesions = DonorLesions.from_case(donor, params.lesion_labels, params.connectivity)
     if params.image_ops and any(op.kind != "none" for op in params.image_ops):
-        image, label, _ = _apply_image_ops(host.image, host.label, None, params.image_ops, params.order)
+        image, label, _ = apply_image_ops(host.image, host.label, None, params.image_ops, params.order)
     else:
         image, label = host.image.copy(), host.label
     label = label.astype(np.result_type(label.dtype, donor.label.dtype), copy=True)
-    host_lesions = _host_lesions(label, params.lesion_labels, params.reference) if params.intensity_compat else None
+    host_les = host_lesions(label, params.lesion_labels, params.reference) if params.intensity_compat else None
     mask = np.zeros(host.shape, np.float32)
     for p in params.lesions:
-        obj = _prepare(donor, lesions, p.component, p.rigid, p.intensity, params.a, params.k_erode,
+        obj = prepare_object(donor, lesions, p.component, p.rigid, p.intensity, params.a, params.k_erode,
                        params.k_dilate, params.order)
         if obj is None:
             raise LesionMixError(f"The transforms of donor lesion {p.component} leave no lesion voxel.")
-        if not _fits(p.offset, obj, host.shape):
+        if not fits(p.offset, obj, host.shape):
             raise LesionMixError(
                 f"Donor lesion {p.component} at offset {p.offset} does not fit in the host volume {host.shape}."
             )
-        box, cbox = _boxes(p.offset, obj.shape, host.shape)
+        box, cbox = paste_boxes(p.offset, obj.shape, host.shape)
         obj = obj.crop(cbox)
         lesion_image = obj.image
         if params.intensity_compat:
-            lesion_image = _match_ring(obj, image, host_lesions, box)
-            host_lesions[box] |= obj.lesion
+            lesion_image = _match_ring(obj, image, host_les, box)
+            host_les[box] |= obj.lesion
         # Eq. (1): I_syn = S * I_lesion + (1 - S) * I_host (soft-paste), S shared by all channels.
         soft_paste(image, mask, box, obj.soft, lesion_image)
         # Eq. (2): M_syn = M_lesion U M_host (the pasted lesion keeps its donor label value).
@@ -968,18 +551,18 @@ def place_at(rng: np.random.Generator, host, donor, brain, voxel, lesions: Donor
                           donor_lesions=lesions, **kwargs)
     p = drawn.lesions[0]
     # The same transformed object sample_softcp placed (its centre of mass defines the offset).
-    obj = _prepare(donor, lesions, p.component, p.rigid, p.intensity, drawn.a, drawn.k_erode,
+    obj = prepare_object(donor, lesions, p.component, p.rigid, p.intensity, drawn.a, drawn.k_erode,
                         drawn.k_dilate, drawn.order)
     com = np.round(np.argwhere(obj.lesion).mean(axis=0)).astype(int)
     offset = tuple(int(v - c) for v, c in zip(voxel, com, strict=True))
-    if not _fits(offset, obj, host.shape):
+    if not fits(offset, obj, host.shape):
         raise LesionMixError(
             f"Donor lesion {p.component} ({int(obj.lesion.sum())} voxels) centred on voxel {tuple(voxel)} does "
             f"not fit inside the host volume {host.shape}; click further from the edge."
         )
     ref = reference_region(host, reference, brain)
-    occupied = _host_lesions(host.label, kwargs.get("lesion_labels", ()), reference)
-    inside, overlap = _constraints(obj, offset, ref, occupied)
+    occupied = host_lesions(host.label, kwargs.get("lesion_labels", ()), reference)
+    inside, overlap = constraints(obj, offset, ref, occupied)
     if inside < delta1:  # Eq. (3)
         raise LesionMixError(
             f"At voxel {tuple(voxel)} only {inside:.0%} of donor lesion {p.component} lies in the reference "
@@ -1028,7 +611,7 @@ class SoftCPOptions(Options):
     def __post_init__(self):
         super().__post_init__()
         if self.reference is not None:
-            _parse_reference(self.reference)
+            parse_reference(self.reference)
 
 
 @register

@@ -13,15 +13,13 @@ from conftest import make_case
 from scipy import ndimage as ndi
 
 from napari_lesionmix.augment.params import params_from_json
+from napari_lesionmix.augment.paste.objects import prepare_object
+from napari_lesionmix.augment.paste.placement import constraints, host_lesions, paste_boxes
 from napari_lesionmix.augment.softcp import (
     DonorLesions,
     ImageOp,
     PastedLesion,
     SoftCPParams,
-    _boxes,
-    _constraints,
-    _host_lesions,
-    _prepare,
     sample_softcp,
     softcp,
 )
@@ -155,13 +153,13 @@ def test_every_placement_meets_delta1_and_delta2(host_case, donor_case, delta1, 
         params = sample_softcp(np.random.default_rng(seed), host_case, donor_case, brain, delta1=delta1,
                                delta2=delta2, n_lesions=2, image_choices=("none",), donor_lesions=lesions)
         assert params.reference == "brain_mask"
-        occupied = _host_lesions(host_case.label, (), "brain_mask")
+        occupied = host_lesions(host_case.label, (), "brain_mask")
         for p in params.lesions:
-            obj = _prepare(donor_case, lesions, p.component, p.rigid, p.intensity, params.a, params.k_erode,
+            obj = prepare_object(donor_case, lesions, p.component, p.rigid, p.intensity, params.a, params.k_erode,
                            params.k_dilate, params.order)
-            inside, overlap = _constraints(obj, p.offset, brain, occupied)
+            inside, overlap = constraints(obj, p.offset, brain, occupied)
             assert inside >= delta1 and overlap <= delta2
-            box, crop = _boxes(p.offset, obj.shape, host_case.shape)
+            box, crop = paste_boxes(p.offset, obj.shape, host_case.shape)
             occupied[box] |= obj.lesion[crop]
         if delta2 == 0.0:
             # Checked on the output too: the pasted lesions lie in the brain, off the host's lesions.
@@ -272,15 +270,15 @@ def test_image_level_ops_apply_to_the_host(host_case, donor_case):
 
 
 def test_crop_and_resize_is_trilinear_crop_then_resize():
-    from napari_lesionmix.augment.softcp import _source_coords, _zoom_linear, _zoom_nearest
+    from napari_lesionmix.augment.paste.image_ops import source_coords, zoom_linear, zoom_nearest
 
     vol = np.random.default_rng(0).normal(size=(20, 24, 18)).astype(np.float32)
     op = ImageOp("crop_resize", start=(2, 3, 1), size=(17, 20, 16))
-    coords = _source_coords(op, vol.shape)
+    coords = source_coords(op, vol.shape)
     grid = np.meshgrid(*coords, indexing="ij")
-    np.testing.assert_allclose(_zoom_linear(vol, op), ndi.map_coordinates(vol, grid, order=1), atol=1e-5)
-    np.testing.assert_array_equal(_zoom_nearest(vol, coords), ndi.map_coordinates(vol, grid, order=0))
-    assert _zoom_linear(vol, op).shape == vol.shape
+    np.testing.assert_allclose(zoom_linear(vol, op), ndi.map_coordinates(vol, grid, order=1), atol=1e-5)
+    np.testing.assert_array_equal(zoom_nearest(vol, coords), ndi.map_coordinates(vol, grid, order=0))
+    assert zoom_linear(vol, op).shape == vol.shape
 
 
 def test_intensity_compatibility_matches_the_ring(host_case, donor_case):
@@ -310,9 +308,9 @@ def test_sample_subject_pair_with_brain_mask(sample_dataset):
     for p in params.lesions:
         if params.image_ops[0].kind == "crop_resize":
             break
-        obj = _prepare(donor, lesions, p.component, p.rigid, p.intensity, params.a, params.k_erode,
+        obj = prepare_object(donor, lesions, p.component, p.rigid, p.intensity, params.a, params.k_erode,
                        params.k_dilate, params.order)
-        inside, overlap = _constraints(obj, p.offset, brain, occupied)
+        inside, overlap = constraints(obj, p.offset, brain, occupied)
         assert inside >= 0.95 and overlap == 0
 
 
