@@ -91,7 +91,12 @@ from napari_lesionmix.augment.paste.image_ops import (
     apply_image_ops,
     sample_image_ops,
 )
-from napari_lesionmix.augment.paste.objects import DonorLesions, PasteObject, prepare_object
+from napari_lesionmix.augment.paste.objects import (
+    DonorLesions,
+    PastedLesion,
+    PasteObject,
+    prepare_object,
+)
 from napari_lesionmix.augment.paste.placement import (
     check_delta,
     constraints,
@@ -120,8 +125,6 @@ from napari_lesionmix.augment.softmask import (
     soft_paste,
 )
 from napari_lesionmix.augment.transforms import (
-    AffineParams,
-    IntensityParams,
     sample_intensity,
     sample_rigid,
 )
@@ -130,7 +133,7 @@ from napari_lesionmix.io.nifti import Case, check_same_grid
 
 #: Names that moved to :mod:`napari_lesionmix.augment.paste` (shared with the other copy-paste
 #: methods) and stay importable from here.
-__all__ = ["DonorLesions", "ImageOp", "IMAGE_CHOICES", "PasteObject", "SoftCPMethod", "SoftCPOptions", "SoftCPParams",
+__all__ = ["DonorLesions", "ImageOp", "IMAGE_CHOICES", "PastedLesion", "PasteObject", "SoftCPMethod", "SoftCPOptions", "SoftCPParams",
            "place_at", "reference_region", "sample_softcp", "softcp", "tissue_region"]
 
 RIGID_CHOICES = ("none", "flip", "rotation", "scaling", "translation")
@@ -144,27 +147,6 @@ DEFAULT_MAX_TRIES = 200
 # --------------------------------------------------------------------------- params
 
 
-@dataclass(frozen=True)
-class PastedLesion:
-    """One pasted donor lesion.
-
-    Attributes
-    ----------
-    component : int
-        1-based index of the donor's connected component (``scipy.ndimage.label``
-        order of the lesion mask with the params' connectivity).
-    rigid : tuple of AffineParams
-        Object-level rigid transforms, in order (composed into one resampling).
-    intensity : tuple of IntensityParams
-        Object-level intensity transforms, in order, after the rigid ones.
-    offset : tuple of 3 int
-        Host voxel of the corner of the pasted crop (lesion plus soft band).
-    """
-
-    component: int
-    rigid: tuple[AffineParams, ...] = ()
-    intensity: tuple[IntensityParams, ...] = ()
-    offset: tuple[int, int, int] = (0, 0, 0)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,29 @@ from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.nifti import Case
 
 
+@dataclass(frozen=True)
+class PastedLesion:
+    """One pasted donor lesion.
+
+    Attributes
+    ----------
+    component : int
+        1-based index of the donor's connected component (``scipy.ndimage.label``
+        order of the lesion mask with the params' connectivity).
+    rigid : tuple of AffineParams
+        Object-level rigid transforms, in order (composed into one resampling).
+    intensity : tuple of IntensityParams
+        Object-level intensity transforms, in order, after the rigid ones.
+    offset : tuple of 3 int
+        Host voxel of the corner of the pasted crop (lesion plus soft band).
+    """
+
+    component: int
+    rigid: tuple[AffineParams, ...] = ()
+    intensity: tuple[IntensityParams, ...] = ()
+    offset: tuple[int, int, int] = (0, 0, 0)
+
+
 class DonorLesions:
     """The connected lesions of a donor label, found once (cache it per donor).
 
