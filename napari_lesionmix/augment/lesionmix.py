@@ -95,7 +95,7 @@ import dataclasses
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -109,15 +109,20 @@ from napari_lesionmix.augment.lesion_load import (
     lesion_load_ml,
     voxel_volume_ml,
 )
-from napari_lesionmix.augment.lesions import Lesion, LesionBank, label_components, tissue_reference
+from napari_lesionmix.augment.lesionmix_params import MODES, Insertion, LesionMixParams
+from napari_lesionmix.augment.lesions import LesionBank, label_components, tissue_reference
 from napari_lesionmix.augment.likelihood import (
     LikelihoodMap,
     likelihood_map,
     load_likelihood,
-    normalise,
-    positions_from_cdf,
 )
-from napari_lesionmix.augment.params import Params, Synthetic
+from napari_lesionmix.augment.load_target import (
+    check_bank_grid,
+    draw_insertions,
+    draw_removals,
+    remaining_note,
+)
+from napari_lesionmix.augment.params import Synthetic
 from napari_lesionmix.augment.paste.warp import (
     LesionAugment,
     LesionTransform,
@@ -137,146 +142,23 @@ from napari_lesionmix.augment.softmask import (
 )
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.brain import case_brain
-from napari_lesionmix.io.nifti import AFFINE_TOLERANCE_MM, Case
+from napari_lesionmix.io.nifti import Case
 
-MODES = ("populate", "inpaint")
-
-#: A draw whose resized lesion volume exceeds this factor times the load still
-#: allowed is rejected before resampling (the exact check follows for the rest).
-OVERSHOOT_SLACK = 1.25
+#: The public names of LesionMix, wherever they live now (its params, the load draws and the per-lesion
+#: warp moved to their own modules; they stay importable from here).
+__all__ = ["MODES", "Insertion", "LesionAugment", "LesionMixMethod", "LesionMixOptions", "LesionMixParams",
+           "LesionTransform", "LoadNotReachedWarning", "draw_transform", "inpaint_region", "inpaint_shortfall",
+           "lesion_warp", "lesionmix", "remaining_note", "sample_lesionmix", "transform_lesion", "warp_mask"]
 
 
 class LoadNotReachedWarning(UserWarning):
     """The target lesion load could not be reached within the tolerance."""
 
 
-@dataclass(frozen=True)
-class Insertion:
-    """One pasted lesion: source, transform and the host voxel its centroid goes to."""
-
-    case_id: str
-    lesion_index: int
-    position: tuple[int, int, int]
-    transform: LesionTransform = field(default_factory=LesionTransform)
-
-
-@dataclass(frozen=True)
-class LesionMixParams(Params):
-    """Everything needed to replay one LesionMix sample.
-
-    Attributes
-    ----------
-    host_id : str
-    mode : {"populate", "inpaint"}
-    target_load_ml, host_load_ml, reached_load_ml, tolerance_ml : float
-        Target, starting and reached lesion load (mL), and the tolerance.
-    target_reached : bool
-        ``|reached - target| <= tolerance``.
-    insertions : tuple of Insertion
-        Populate mode: pasted lesions, in paste order.
-    removals : tuple of int
-        Inpaint mode: removed host lesion indices (components of the host label).
-    distribution : LoadDistribution or None
-        Where the target was drawn from (``None`` for a given target).
-    augment : LesionAugment
-        Interpolation settings used by the transforms (and the draw ranges).
-    soft_a, soft_erode, soft_dilate : float, int, int
-        Soft mask coefficient ``a`` and erosion/dilation iterations (Soft-CP).
-    brain_clip : bool
-        Pasted lesions were clipped to the host's brain mask (replay needs it).
-    intensity_match : {"none", "median"}
-        ``"median"`` scales each pasted lesion, per channel, by the ratio of the
-        host's to the source case's normal-tissue median (``host_reference`` /
-        :attr:`Lesion.reference`), so lesions from brighter scans keep their
-        contrast to the tissue rather than their raw values.
-    host_reference : tuple of float
-        The host's per-channel normal-tissue median (recorded for replay).
-    connectivity : int
-        Lesion components (host removals and the bank).
-    bank_margin : int
-        Crop margin of the bank's lesions (it frames the transforms, so replay needs the same).
-    inpaint_radius, inpaint_axes, inpaint_dilate
-        See :func:`~napari_lesionmix.augment.inpaint.inpaint_telea`.
-    seed, sample_index : int or None
-        Provenance.
-    redrawn : int
-        Populate: insertion draws refused (too large, outside the volume, on
-        other lesions, over the target) before the pasted ones were found.
-    redrawn_outside_brain : int
-        Of those, the ones refused because less than ``min_brain_fraction`` of
-        the lesion lay in the host's brain.
-    """
-
-    method = "lesionmix"
-    host_id: str
-    mode: str
-    target_load_ml: float
-    host_load_ml: float
-    reached_load_ml: float
-    tolerance_ml: float
-    target_reached: bool
-    insertions: tuple[Insertion, ...] = ()
-    removals: tuple[int, ...] = ()
-    distribution: LoadDistribution | None = None
-    augment: LesionAugment = field(default_factory=LesionAugment)
-    soft_a: float = DEFAULT_A
-    soft_erode: int = DEFAULT_K_ERODE
-    soft_dilate: int = DEFAULT_K_DILATE
-    brain_clip: bool = False
-    intensity_match: str = "none"
-    host_reference: tuple[float, ...] = ()
-    connectivity: int = 26
-    bank_margin: int = 4
-    inpaint_radius: float = 3.0
-    inpaint_axes: tuple[int, ...] = (0, 1, 2)
-    inpaint_dilate: int = 1
-    seed: int | None = None
-    sample_index: int | None = None
-    redrawn: int = 0
-    redrawn_outside_brain: int = 0
-
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise LesionMixError(f"LesionMix mode must be 'populate' or 'inpaint', got '{self.mode}'.")
-        if not np.isfinite(self.target_load_ml) or self.target_load_ml < 0:
-            raise LesionMixError(f"Target lesion load must be a finite value >= 0 mL, got {self.target_load_ml}.")
-        if self.mode == "inpaint" and self.insertions:
-            raise LesionMixError("Inpaint-mode LesionMix params cannot hold insertions.")
-        if self.mode == "populate" and self.removals:
-            raise LesionMixError("Populate-mode LesionMix params cannot hold removals.")
-        if not 0.0 < float(self.soft_a) < 1.0:
-            raise LesionMixError(f"The soft mask coefficient a must lie in (0, 1), got {self.soft_a}.")
-        if min(int(self.soft_erode), int(self.soft_dilate), int(self.inpaint_dilate)) < 0:
-            raise LesionMixError("Soft mask erosion/dilation and inpainting dilation must be >= 0 iterations.")
-        if self.connectivity not in (6, 18, 26):
-            raise LesionMixError(f"Connectivity must be 6, 18 or 26, got {self.connectivity}.")
-        if self.intensity_match not in ("none", "median"):
-            raise LesionMixError(f"Intensity matching must be 'none' or 'median', got '{self.intensity_match}'.")
-
-    def report(self) -> str:
-        """One line: reached vs target load."""
-        ok = "reached" if self.target_reached else "NOT reached"
-        n = f"{len(self.insertions)} lesion(s) pasted" if self.mode == "populate" else f"{len(self.removals)} lesion(s) inpainted"
-        if self.redrawn:
-            n += f"; {self.redrawn} draw(s) refused, {self.redrawn_outside_brain} of them outside the brain"
-        return (
-            f"{self.mode}: host {self.host_load_ml:.3f} mL -> {self.reached_load_ml:.3f} mL, target "
-            f"{self.target_load_ml:.3f} +/- {self.tolerance_ml:.3f} mL {ok} ({n})"
-        )
-
-
 # --------------------------------------------------------------------------- transforms
 
 
 # --------------------------------------------------------------------------- sampling
-
-
-def _check_bank_grid(host: Case, lesions: Sequence[Lesion]) -> None:
-    if lesions and np.max(np.abs(np.asarray(lesions[0].spacing) - np.asarray(host.spacing))) > AFFINE_TOLERANCE_MM:
-        raise LesionMixError(
-            f"Host '{host.case_id}' has voxel size {tuple(round(s, 4) for s in host.spacing)} mm but the lesion "
-            f"bank's cases have {tuple(round(s, 4) for s in lesions[0].spacing)} mm; resample to one grid."
-        )
 
 
 def _tolerance(target: float, tolerance_ml: float, tolerance_frac: float) -> float:
@@ -402,11 +284,11 @@ def sample_lesionmix(
         inpaint_dilate=int(inpaint_dilate), seed=seed, sample_index=sample_index,
     )
     if mode == "inpaint":
-        removals, reached, reason = _draw_removals(rng, host, bank.connectivity, host_load, target, tol)
+        removals, reached, reason = draw_removals(rng, host, bank.connectivity, host_load, target, tol)
         params = LesionMixParams(**common, reached_load_ml=reached, target_reached=abs(reached - target) <= tol,
                                  removals=removals)
     else:
-        insertions, reached, reason, refused = _draw_insertions(
+        insertions, reached, reason, refused = draw_insertions(
             rng, host, bank, likelihood, brain_mask, augment, source_cases, lesion_sampling, host_load, target,
             tol, int(max_insertions), int(max_attempts), float(max_overlap), float(min_brain_fraction),
         )
@@ -423,38 +305,6 @@ def sample_lesionmix(
     return params
 
 
-def _draw_removals(rng, host: Case, connectivity: int, host_load: float, target: float, tol: float):
-    """Remove whole lesions in random order while the load stays >= target - tol."""
-    comps, n = label_components(host.label, connectivity)
-    counts = np.bincount(comps.ravel(), minlength=n + 1)[1:]
-    vols = counts * voxel_volume_ml(host.spacing)
-    load, removals = host_load, []
-    if host_load < target - tol:
-        return (), host_load, "inpainting only removes lesions and the host load is below the target"
-    for k in rng.permutation(n):
-        if load <= target + tol:
-            break
-        if load - vols[k] >= target - tol:
-            removals.append(int(k))
-            load -= float(vols[k])
-    # Recount from voxels: the running sum accumulates float error.
-    kept = int(np.count_nonzero(host.label)) - int(counts[removals].sum()) if removals else int(np.count_nonzero(host.label))
-    load = kept * voxel_volume_ml(host.spacing)
-    reason = "" if abs(load - target) <= tol else remaining_note(np.delete(vols, removals))
-    return tuple(sorted(removals)), load, reason
-
-
-def remaining_note(volumes_ml) -> str:
-    """Why inpainting stopped short, naming what is left (e.g. "the remaining load is one 45.0 mL lesion")."""
-    v = np.asarray(volumes_ml, float)
-    if not v.size:
-        return "no lesion remains"
-    if v.size == 1:
-        return f"the remaining load is one {v[0]:.1f} mL lesion, which cannot go without undershooting the target"
-    return (f"the remaining load is {v.size} lesions of {v.sum():.1f} mL (the smallest {v.min():.1f} mL, the "
-            f"largest {v.max():.1f} mL), none of which can go without undershooting the target")
-
-
 def inpaint_shortfall(host: Case, params: LesionMixParams) -> str | None:
     """:func:`remaining_note` of inpainting params that missed their target (``None`` otherwise)."""
     if params.mode != "inpaint" or params.target_reached:
@@ -464,94 +314,6 @@ def inpaint_shortfall(host: Case, params: LesionMixParams) -> str | None:
     comps, n = label_components(host.label, params.connectivity)
     counts = np.bincount(comps.ravel(), minlength=n + 1)[1:]
     return remaining_note(np.delete(counts, list(params.removals)) * voxel_volume_ml(host.spacing))
-
-
-def _draw_insertions(rng, host, bank, likelihood, brain, aug, source_cases, lesion_sampling, host_load, target,
-                     tol, max_insertions, max_attempts, max_overlap, min_brain_fraction):
-    vox_ml = voxel_volume_ml(host.spacing)
-    if host_load > target + tol:
-        return (), host_load, "populating only adds lesions and the host load is above the target", (0, 0)
-    if host_load >= target - tol:
-        return (), host_load, "", (0, 0)
-    if likelihood is None:
-        raise LesionMixError("Populating needs a lesion likelihood map for the insertion positions.")
-    lmap = likelihood if isinstance(likelihood, LikelihoodMap) else LikelihoodMap(normalise(likelihood))
-    if lmap.shape != host.shape:
-        raise LesionMixError(
-            f"The likelihood map has shape {lmap.shape} but host '{host.case_id}' has {host.shape}; "
-            "they must share a grid."
-        )
-    if lmap.affine is not None and np.max(np.abs(lmap.affine - host.affine)) > AFFINE_TOLERANCE_MM:
-        raise LesionMixError(
-            f"The likelihood map and host '{host.case_id}' have different affines; they must share a grid."
-        )
-    cdf = lmap.cdf(brain)  # cached per brain mask; fails early if the map is empty inside it
-    cases = list(source_cases) if source_cases is not None else bank.case_ids
-    by_case = {cid: bank.lesions(cid) for cid in cases}
-    by_case = {cid: les for cid, les in by_case.items() if les}
-    if not by_case:
-        raise LesionMixError("The lesion bank holds no lesions to populate with.")
-    _check_bank_grid(host, next(iter(by_case.values())))
-    occupied = host.label != 0
-    n_occupied = int(np.count_nonzero(occupied))
-    insertions: list[Insertion] = []
-    attempts = outside_brain = 0
-    reason = ""
-    smin3 = aug.min_scale**3
-    while n_occupied * vox_ml < target - tol:
-        if len(insertions) >= max_insertions:
-            reason = f"the cap of {max_insertions} insertions was hit"
-            break
-        if attempts >= max_attempts:
-            reason = f"the cap of {max_attempts} attempts was hit"
-            break
-        attempts += 1
-        room = target + tol - n_occupied * vox_ml
-        fits = {cid: [les for les in ls if les.volume_ml * smin3 <= room] for cid, ls in by_case.items()}
-        fits = {cid: ls for cid, ls in fits.items() if ls}
-        if not fits:
-            reason = f"no bank lesion is small enough for the remaining {room:.3f} mL"
-            break
-        if lesion_sampling == "case":
-            ids = sorted(fits)
-            group = fits[ids[int(rng.integers(len(ids)))]]
-            lesion = group[int(rng.integers(len(group)))]
-        else:
-            flat = [les for cid in sorted(fits) for les in fits[cid]]
-            lesion = flat[int(rng.integers(len(flat)))]
-        tf = draw_transform(rng, aug)
-        pos = tuple(int(v) for v in positions_from_cdf(rng, cdf, host.shape, 1)[0])
-        # Cheap pre-check before any resampling: the resized volume (volume x scale^3)
-        # far above the room left would overshoot; overlap and clipping rarely save it.
-        if lesion.volume_ml * float(np.prod(tf.affine.scale)) > OVERSHOOT_SLACK * room:
-            continue
-        warp = lesion_warp(lesion, tf, 0)  # the mask needs no soft-mask pad (see lesion_warp)
-        hard = warp_mask(lesion, warp, aug)
-        host_box, crop_box = placement_boxes(pos, warp, host.shape)
-        if host_box is None:
-            continue
-        total = int(np.count_nonzero(hard))
-        hard = hard[crop_box]
-        if total == 0:
-            continue
-        if brain is not None:
-            inside = hard & brain[host_box]
-            if np.count_nonzero(inside) < min_brain_fraction * total:
-                outside_brain += 1
-                continue
-            hard = inside
-        elif np.count_nonzero(hard) < min_brain_fraction * total:  # mostly outside the volume
-            continue
-        n_hard = int(np.count_nonzero(hard))
-        overlap = int(np.count_nonzero(hard & occupied[host_box]))
-        if n_hard == 0 or overlap > max_overlap * n_hard:
-            continue
-        if (n_occupied + n_hard - overlap) * vox_ml > target + tol:
-            continue
-        occupied[host_box] |= hard
-        n_occupied += n_hard - overlap
-        insertions.append(Insertion(lesion.case_id, lesion.index, pos, tf))
-    return tuple(insertions), n_occupied * vox_ml, reason, (attempts - len(insertions), outside_brain)
 
 
 # --------------------------------------------------------------------------- apply
@@ -638,7 +400,7 @@ def _apply_populate(host: Case, params: LesionMixParams, bank, brain, timings: d
     aug = params.augment
     for ins in params.insertions:
         lesion = bank.lesion(ins.case_id, ins.lesion_index)
-        _check_bank_grid(host, [lesion])
+        check_bank_grid(host, [lesion])
         # Pad so the soft mask's dilation is not cut by the crop edge.
         t0 = time.perf_counter()
         matched = map_for(params.intensity, ins.case_id)

@@ -58,8 +58,9 @@ from napari_lesionmix.augment.options import Options, option, option_types  # no
 from napari_lesionmix.augment.params import BrainRecord, Params, Synthetic
 from napari_lesionmix.errors import LesionMixError, LesionMixWarning
 from napari_lesionmix.io.brain import BrainRegion, case_brain
+from napari_lesionmix.io.checks import check_case, same_content
 from napari_lesionmix.io.dataset import Dataset
-from napari_lesionmix.io.nifti import Case, check_case, same_content
+from napari_lesionmix.io.nifti import Case
 from napari_lesionmix.random import sample_rng
 
 #: The defaults a face changes, in one visible place: the method commands and the Python API keep the
@@ -258,7 +259,7 @@ class Method:
     def check_inputs(self, inputs: Inputs) -> None:
         """A clear error for inputs this method cannot use: the one gate of every face.
 
-        Each case is checked (:func:`~napari_lesionmix.io.nifti.check_case`:
+        Each case is checked (:func:`~napari_lesionmix.io.checks.check_case`:
         finite image, whole-number labels on the image's grid), so the MONAI,
         TorchIO and PyTorch faces refuse what the CLI refuses; a host that is its
         own donor is refused by content, not by name.

@@ -49,12 +49,12 @@ from napari_lesionmix.augment.registry import (
 )
 from napari_lesionmix.errors import LesionMixError, LesionMixWarning
 from napari_lesionmix.io.cache import LRUCache
+from napari_lesionmix.io.checks import check_case
 from napari_lesionmix.io.dataset import CaseRecord, Dataset, discover_dataset
 from napari_lesionmix.io.nifti import (
     AFFINE_TOLERANCE_MM,
     Case,
     case_id_from_path,
-    check_case,
     read_geometry,
 )
 from napari_lesionmix.random import choice_rng
