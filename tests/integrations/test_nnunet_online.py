@@ -120,7 +120,8 @@ def tiny_nnunet(tmp_path_factory):
             "import sys; from nnunetv2.experiment_planning.plan_and_preprocess_entrypoints import "
             "plan_and_preprocess_entry as main; sys.argv[0] = 'nnUNetv2_plan_and_preprocess'; sys.exit(main())",
             "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "1", "-npfp", "1", "--no_pbar"]
-    proc = subprocess.run(plan, env=env, capture_output=True, text=True, timeout=600)
+    # nnU-Net 2.8's planner calls torch.set_num_threads(nnUNet_n_proc_DA), which refuses 0: 0 is for training only
+    proc = subprocess.run(plan, env={**env, "nnUNet_n_proc_DA": "1"}, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return env, root
 
