@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-import nibabel as nib
 import numpy as np
 import pytest
 from conftest import make_case, write_case
@@ -125,21 +124,25 @@ def test_the_epoch_reaches_persistent_workers(native_cases):
     del torch
 
 
-def test_torchio_history_is_json_and_replays(native_cases, tmp_path):
+def test_torchio_history_is_json_and_replays_across_grids(native_cases):
     tio = pytest.importorskip("torchio")
     from napari_lesionmix.integrations.torchio_transforms import RandomCarveMix
 
-    subjects = [tio.Subject(image=tio.ScalarImage(c["image"]), label=tio.LabelMap(c["label"]), case_id=c["case_id"])
-                for c in native_cases[:2]]
-    # The two cases share a grid after resampling the first onto the second's: write that pair.
     host = tio.Subject(image=tio.ScalarImage(native_cases[1]["image"]), label=tio.LabelMap(native_cases[1]["label"]))
-    t = RandomCarveMix(donors=[c for c in native_cases], p=1.0, resample=True)
+    t = RandomCarveMix(donors=native_cases, p=1.0, resample=True)  # donors on other grids, resampled
     out = t(host)
-    entry = out.history[-1]
-    text = json.dumps({"name": entry.name, "args": entry.args}) if hasattr(entry, "args") else json.dumps(
-        [entry[0], entry[1]])
-    assert "DonorPool" not in text and "params" in text
+    name, args = out.applied_transforms[-1]
+    text = json.dumps(args)  # JSON, with no live pool in it
+    assert name == "LesionAugment" and "DonorPool" not in text and args["resample"] is True
+    assert "@" in args["params"]["donor_id"]
     replayed = out.get_composed_history()(host)
     assert np.array_equal(replayed["label"].data.numpy(), out["label"].data.numpy())
+    assert int((out["label"].data > 0).sum()) > int((host["label"].data > 0).sum())
     assert "RandomCarveMix" in repr(t) and "resample=True" in repr(t)
-    del subjects, nib
+    # In-memory donors are named by a pool of this process, still JSON.
+    mem = RandomCarveMix(donors=[make_case(seed=50 + i, case_id=f"m{i}") for i in range(2)], p=1.0)
+    h = make_case(seed=52, case_id="mh")
+    subj = tio.Subject(image=tio.ScalarImage(tensor=h.image, affine=h.affine),
+                       label=tio.LabelMap(tensor=h.label[None], affine=h.affine))
+    args = mem(subj).applied_transforms[-1][1]
+    assert json.dumps(args) and args["donors"].startswith("lesionmix-pool:")
