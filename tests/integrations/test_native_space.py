@@ -13,7 +13,11 @@ import numpy as np
 import pytest
 from conftest import make_case, write_case
 
-from napari_lesionmix.integrations.online import DonorPool, HostGridPool, OnlineMethod, resample_case
+from napari_lesionmix.integrations.online import (
+    DonorPool,
+    HostGridPool,
+    resample_case,
+)
 
 monai = pytest.importorskip("monai", reason="MONAI is not installed (pip install 'napari-lesionmix[monai]')")
 from monai.transforms import (  # noqa: E402

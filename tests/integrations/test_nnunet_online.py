@@ -19,9 +19,10 @@ import pytest
 pytest.importorskip("nnunetv2", reason="nnU-Net v2 is not installed (pip install 'napari-lesionmix[nnunet]')")
 torch = pytest.importorskip("torch")
 
+from conftest import make_case, write_case  # noqa: E402
+
 from napari_lesionmix.errors import LesionMixError  # noqa: E402
 from napari_lesionmix.integrations import nnunet  # noqa: E402
-from conftest import make_case, write_case  # noqa: E402
 
 DATASET_ID = 986
 SHAPE = (24, 28, 20)
