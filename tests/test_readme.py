@@ -72,7 +72,7 @@ COMMANDS = lesionmix_commands()
 def test_the_readme_has_the_commands_it_should():
     names = {argv[0] for _, argv in COMMANDS}
     assert {"carvemix", "softcp", "lesionmix", "mixup", "cutmix", "likelihood", "harmonize", "train-harmonizer",
-            "export", "verify", "gallery", "evaluate"} <= names
+            "export", "verify", "gallery", "evaluate", "nnunet-train"} <= names
     text = README.read_text()
     assert "source .venv/bin/activate" in text
     assert "nnUNet_n_proc_DA=0 nnUNetv2_train" in text and "-device cpu" in text

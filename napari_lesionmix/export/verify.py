@@ -193,3 +193,31 @@ def _check_case(out, cid, channels, label_file, n_channels, allowed, checksums, 
         if rel in checksums and sha256(p) != checksums[rel]:
             problems.append(f"File '{rel}' does not match the checksum in manifest.jsonl.")
     return problems
+
+
+def nnunet_check(out: str | os.PathLike, num_processes: int = 1) -> tuple[bool, str]:
+    """Run nnU-Net's own ``verify_dataset_integrity`` on ``out`` when nnU-Net v2 is installed.
+
+    Returns
+    -------
+    ran : bool
+        ``False`` when nnU-Net is not installed (then :func:`verify_dataset` is the only check).
+    problem : str
+        nnU-Net's complaint in one line, ``""`` when it passed (or did not run).
+    """
+    import contextlib
+    import importlib.util
+    import io
+
+    if importlib.util.find_spec("nnunetv2") is None:
+        return False, ""
+    # nnU-Net prints banners (unset nnUNet_* folders, its "Done"): only its verdict matters here.
+    with contextlib.redirect_stdout(io.StringIO()):
+        from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+        try:
+            verify_dataset_integrity(os.fspath(out), num_processes=max(1, int(num_processes)))
+        except (AssertionError, RuntimeError, FileNotFoundError, ValueError, KeyError) as exc:
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            return True, f"nnU-Net's verify_dataset_integrity refuses the dataset: {text}"
+    return True, ""

@@ -36,7 +36,7 @@ import numpy as np
 try:
     import torch
     from monai.config import KeysCollection
-    from monai.transforms import MapTransform, RandomizableTransform
+    from monai.transforms import InvertibleTransform, MapTransform, RandomizableTransform
     from monai.utils import convert_to_dst_type
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError("The MONAI transforms need MONAI: pip install 'napari-lesionmix[monai]' "
@@ -46,7 +46,9 @@ from napari_lesionmix.augment.params import Params, Synthetic
 from napari_lesionmix.augment.registry import methods
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.integrations.online import (
+    DonorPool,
     OnlineMethod,
+    SharedEpoch,
     case_from_arrays,
     case_id_of,
     keyed_index,
@@ -71,7 +73,7 @@ def with_sample_index(data: Sequence[Mapping], key: str = INDEX_KEY) -> list[dic
     return [{**d, key: i} for i, d in enumerate(data)]
 
 
-class RandLesionAugmentd(RandomizableTransform, MapTransform):
+class RandLesionAugmentd(RandomizableTransform, MapTransform, InvertibleTransform):
     """Any registered method as a MONAI random dictionary transform.
 
     Parameters
@@ -98,28 +100,65 @@ class RandLesionAugmentd(RandomizableTransform, MapTransform):
         key of the host's case id (else the case id of its file name).
     allow_missing_keys : bool
         Leave dicts without the keys unchanged.
+    donor_transform : callable, optional
+        The host's pre-transforms (e.g. ``Compose([LoadImaged, EnsureChannelFirstd,
+        Orientationd, Spacingd])``), applied to each donor dict before use, so
+        that donors reach the method as the host does.
+    resample : bool
+        Resample donors that are not on the host's grid onto it (cases in one
+        physical space, e.g. after ``Orientationd`` and ``Spacingd``, whose
+        fields of view differ); else such donors are left out.
+
+    Notes
+    -----
+    Each call records a MONAI ``applied_operations`` entry on the image and
+    the label (``extra_info``: the method and its params JSON); :meth:`inverse`
+    only removes it (a mix cannot be undone), so ``Invertd`` of the transforms
+    before it still works. The epoch set by :meth:`set_epoch` is shared memory,
+    so it reaches persistent DataLoader workers too.
     """
 
     def __init__(self, method: str, keys: KeysCollection = ("image", "label"), donors=None, prob: float = 1.0,
                  options: Mapping[str, Any] | None = None, seed: int = 0, brain_mask_key: str | None = None,
                  mask_key: str | None = None, params_key: str = PARAMS_KEY, index_key: str = INDEX_KEY,
-                 case_id_key: str = "case_id", allow_missing_keys: bool = False):
+                 case_id_key: str = "case_id", allow_missing_keys: bool = False, donor_transform=None,
+                 resample: bool = False):
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
         if len(self.keys) != 2:
             raise LesionMixError(f"keys must name the image and the label, got {list(self.keys)}.")
-        self.engine = OnlineMethod(method, donors, options, prob)
+        if donor_transform is not None and not isinstance(donors, DonorPool):
+            donors = DonorPool(donors, image_key=self.keys[0], label_key=self.keys[1],
+                               donor_transform=donor_transform)
+        self.engine = OnlineMethod(method, donors, options, prob, resample=resample)
         self.seed = int(seed)
         self.brain_mask_key, self.mask_key = brain_mask_key, mask_key
         self.params_key, self.index_key, self.case_id_key = params_key, index_key, case_id_key
-        self.epoch, self.epoch_length = 0, None
+        self._epoch = SharedEpoch()
         self._draw: tuple[int, int] | None = None
         self.params: Params | None = None
 
+    @property
+    def epoch(self) -> int:
+        return self._epoch.epoch
+
+    @property
+    def epoch_length(self) -> int | None:
+        return self._epoch.length
+
     def set_epoch(self, epoch: int, length: int) -> None:
-        """Keyed sampling: item ``i`` of the next epoch is sample ``epoch * length + i`` of ``seed``."""
+        """Keyed sampling: item ``i`` of the next epoch is sample ``epoch * length + i`` of ``seed``.
+
+        The value is shared memory: DataLoader workers see it, persistent ones too.
+        """
         spawn_index(epoch, 0, length)  # checks
-        self.epoch, self.epoch_length = int(epoch), int(length)
+        self._epoch.set(epoch, length)
+
+    def __repr__(self) -> str:
+        e = self.engine
+        return (f"{type(self).__name__}(keys={tuple(self.keys)}, method={e.method.name!r}, donors={e.pool!r}, "
+                f"prob={e.prob}, options={e.options.changed()!r}, seed={self.seed}"
+                f"{', resample=True' if e.resample else ''})")
 
     def randomize(self, data: Mapping[Hashable, Any]) -> None:
         """Choose the sample's (seed, index): from the item's position when keyed, else from ``self.R``."""
@@ -141,16 +180,33 @@ class RandLesionAugmentd(RandomizableTransform, MapTransform):
         host = case_from_arrays(image, label, affine=getattr(label, "affine", None), case_id=str(case_id))
         brain = label_array(d[self.brain_mask_key]) > 0 if self.brain_mask_key else None
         self.randomize(d)
-        self.params = self.engine.draw(*self._draw, host, brain)
+        engine = self.engine.for_host(host)
+        self.params = engine.draw(*self._draw, host, brain)
         self._do_transform = self.params is not None
         d[self.params_key] = "" if self.params is None else self.params.to_json(indent=None)
         if self.params is None:
             if self.mask_key:
                 d[self.mask_key] = convert_to_dst_type(np.zeros_like(host.label, np.float32)[None], label,
                                                        dtype=torch.float32)[0]
-            return d
-        syn = self.engine.apply(self.params, host, brain)
-        return self._write(d, syn, image, label)
+            return self._trace(d)
+        syn = engine.apply(self.params, host, brain)
+        return self._trace(self._write(d, syn, image, label))
+
+    def _trace(self, d: dict) -> dict:
+        # MONAI's record of what ran (Compose/Invertd read it); only MetaTensors carry one.
+        info = {"method": self.engine.method.name, "params": d[self.params_key]}
+        for key in self.keys:
+            if hasattr(d[key], "applied_operations"):
+                self.push_transform(d, key, extra_info=info)
+        return d
+
+    def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Remove this transform's ``applied_operations`` entry (the mix itself cannot be undone)."""
+        d = dict(data)
+        for key in self.key_iterator(d):
+            if hasattr(d[key], "applied_operations"):
+                self.pop_transform(d, key)
+        return d
 
     def _write(self, d: dict, syn: Synthetic, image, label) -> dict:
         image_key, label_key = self.keys

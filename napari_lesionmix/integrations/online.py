@@ -28,6 +28,7 @@ METHOD --params params.json``) rebuilds the sample from them exactly.
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 import warnings
@@ -87,6 +88,55 @@ def spawn_index(epoch: int, item: int, length: int) -> int:
     if epoch < 0 or length < 1 or not 0 <= item < length:
         raise LesionMixError(f"Item {item} of epoch {epoch} is outside a dataset of {length} items.")
     return epoch * length + item
+
+
+class SharedEpoch:
+    """The epoch and data-list length of keyed sampling, in shared memory.
+
+    DataLoader workers are forked (or spawned) with it, so :meth:`set` in the
+    main process reaches them, persistent workers too. Copies share it; a
+    pickle outside process start (where shared memory cannot go) keeps the
+    values of that moment.
+    """
+
+    def __init__(self):
+        import multiprocessing as mp
+
+        self._value = mp.Value("q", 0)
+        self._length = mp.Value("q", -1)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._value.value)
+
+    @property
+    def length(self) -> int | None:
+        n = int(self._length.value)
+        return None if n < 0 else n
+
+    def set(self, epoch: int, length: int) -> None:
+        with self._value.get_lock():
+            self._value.value, self._length.value = int(epoch), int(length)
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __getstate__(self):
+        from multiprocessing.context import get_spawning_popen
+
+        if get_spawning_popen() is not None:  # a worker being started: the shared memory goes with it
+            return {"_value": self._value, "_length": self._length}
+        return {"epoch": self.epoch, "length": -1 if self.length is None else self.length}
+
+    def __setstate__(self, state):
+        if "_value" in state:
+            self.__dict__.update(state)
+        else:
+            self.__init__()
+            self.set(state["epoch"], state["length"])
+
+    def __repr__(self) -> str:
+        return f"SharedEpoch(epoch={self.epoch}, length={self.length})"
 
 
 # ----------------------------------------------------------------------------- donors
@@ -172,6 +222,12 @@ class DonorPool:
         The keys of dict items.
     max_cases : int
         Most loaded donor cases kept per process (least recently used go first).
+    donor_transform : callable, optional
+        Applied to each dict donor before it is used: give it the host's
+        pre-transforms (e.g. MONAI's ``LoadImaged``, ``Orientationd``,
+        ``Spacingd``), so donors reach the method as the host does. It takes
+        the donor dict and returns one with ``image_key`` and ``label_key``
+        (arrays or MetaTensors; the affine from a MetaTensor or ``"affine"``).
 
     Notes
     -----
@@ -182,9 +238,13 @@ class DonorPool:
     """
 
     def __init__(self, donors=None, *, image_key: str = "image", label_key: str = "label",
-                 brain_mask_key: str | None = "brain_mask", max_cases: int = MAX_CASES):
+                 brain_mask_key: str | None = "brain_mask", max_cases: int = MAX_CASES,
+                 donor_transform: Callable[[dict], Mapping] | None = None):
         self.source = donors
         self.max_cases = int(max_cases)
+        self.donor_transform = donor_transform
+        self._keys = (image_key, label_key, brain_mask_key)
+        self._raw: dict[str, Mapping] = {}  # dict donors that go through donor_transform
         self._records: dict[str, CaseRecord] = {}
         self._memory: dict[str, tuple[Case, np.ndarray | None]] = {}
         self._dataset: Dataset | None = None
@@ -201,7 +261,7 @@ class DonorPool:
                 self._add(i, item, image_key, label_key, brain_mask_key)
             if self._records and not self._memory:  # every donor is on disk: a training set too
                 self._dataset = Dataset("", "list", list(self._records.values()))
-        self.ids: tuple[str, ...] = tuple(sorted({*self._records, *self._memory}))
+        self.ids: tuple[str, ...] = tuple(sorted({*self._records, *self._memory, *self._raw}))
         self._init_caches()
 
     def _add(self, i: int, item, image_key: str, label_key: str, brain_mask_key: str | None) -> None:
@@ -212,6 +272,13 @@ class DonorPool:
         elif isinstance(item, Mapping):
             if image_key not in item or label_key not in item:
                 raise LesionMixError(f"Donor {i} has no '{image_key}' and '{label_key}' entries.")
+            if self.donor_transform is not None:  # loaded (and transformed) when first used
+                cid = str(item.get("case_id") or case_id_of(item[image_key]) or
+                          (case_id_from_path(_paths(item[image_key])[0]) if _paths(item[image_key]) else f"donor{i}"))
+                if cid in self._raw:
+                    raise LesionMixError(f"Two donors have the case id '{cid}'; give each a distinct 'case_id'.")
+                self._raw[cid] = dict(item)
+                return
             image, label = item[image_key], item[label_key]
             brain = item.get(brain_mask_key) if brain_mask_key else None
             paths, label_path = _paths(image), _paths(label)
@@ -238,11 +305,13 @@ class DonorPool:
         self._cases = LRUCache(max(self.max_cases, 1))
         self._objects: dict[Hashable, Any] = {}
         self._grids: dict[str, tuple[tuple[int, ...], np.ndarray]] = {}
+        # Donors resampled onto a host's grid, and what is built on them: per (donor, host grid), so bounded.
+        self._resampled = LRUCache(max(self.max_cases, 1) * 4)
         self._lock = threading.Lock()
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        for key in ("_cases", "_objects", "_grids", "_lock"):
+        for key in ("_cases", "_objects", "_grids", "_resampled", "_lock"):
             state.pop(key)
         return state
 
@@ -258,9 +327,33 @@ class DonorPool:
 
     def __repr__(self) -> str:
         source = os.fspath(self.source) if isinstance(self.source, (str, os.PathLike)) else f"{len(self)} cases"
-        return f"DonorPool({source!r})"
+        hook = "" if self.donor_transform is None else f", donor_transform={type(self.donor_transform).__name__}"
+        return f"DonorPool({source!r}{hook})"
+
+    def spec(self) -> str | list[dict] | None:
+        """The donors as JSON (a folder, or dicts of file paths), or ``None`` when some live only in memory."""
+        if isinstance(self.source, (str, os.PathLike)):
+            return os.fspath(self.source)
+        if self._memory or self._raw or (self.source is not None and not self._records):
+            return None
+        return [{"image": list(r.image_paths), "label": r.label_path, "case_id": r.case_id,
+                 **({"brain_mask": r.brain_mask_path} if r.brain_mask_path else {})}
+                for r in (self._records[c] for c in self.ids)]
+
+    def _transformed(self, case_id: str) -> tuple[Case, np.ndarray | None]:
+        image_key, label_key, brain_key = self._keys
+        d = self.donor_transform(dict(self._raw[case_id]))
+        if not isinstance(d, Mapping) or image_key not in d or label_key not in d:
+            raise LesionMixError(f"donor_transform must return a dict with '{image_key}' and '{label_key}' "
+                                 f"(donor '{case_id}').")
+        case = case_from_arrays(d[image_key], d[label_key], affine=d.get("affine", getattr(d[label_key], "affine",
+                                                                                            None)), case_id=case_id)
+        brain = d.get(brain_key) if brain_key else None
+        return case, None if brain is None else label_array(brain) > 0
 
     def case(self, case_id: str) -> Case:
+        if case_id in self._raw:
+            return self._cases.get(case_id, lambda: self._transformed(case_id))[0]
         if case_id in self._memory:
             return self._memory[case_id][0]
         if case_id not in self._records:
@@ -268,6 +361,8 @@ class DonorPool:
         return self._cases.get(case_id, self._records[case_id].load)
 
     def brain_mask(self, case_id: str) -> np.ndarray | None:
+        if case_id in self._raw:
+            return self._cases.get(case_id, lambda: self._transformed(case_id))[1]
         if case_id in self._memory:
             return self._memory[case_id][1]
         rec = self._records.get(case_id)
@@ -289,7 +384,10 @@ class DonorPool:
     def grid(self, case_id: str) -> tuple[tuple[int, ...], np.ndarray]:
         """Spatial shape and affine of a donor (from the header alone for files)."""
         if case_id not in self._grids:
-            if case_id in self._memory:
+            if case_id in self._raw:  # its grid is the transform's output
+                c = self.case(case_id)
+                grid = (c.shape, c.affine)
+            elif case_id in self._memory:
                 c = self._memory[case_id][0]
                 grid = (c.shape, c.affine)
             else:
@@ -308,6 +406,87 @@ class DonorPool:
             if shape == host.shape and float(np.max(np.abs(affine - host.affine))) <= AFFINE_TOLERANCE_MM:
                 out.append(cid)
         return out
+
+
+def grid_tag(shape: Sequence[int], affine: np.ndarray) -> str:
+    """A short name of a voxel grid (shape and affine rounded to the affine tolerance)."""
+    import hashlib
+
+    key = np.round(np.asarray(affine, np.float64) / AFFINE_TOLERANCE_MM).astype(np.int64).tobytes()
+    return hashlib.sha1(repr(tuple(int(s) for s in shape)).encode() + key).hexdigest()[:10]
+
+
+def resample_case(case: Case, shape: Sequence[int], affine: np.ndarray, case_id: str | None = None) -> Case:
+    """``case`` resampled onto the grid ``(shape, affine)`` of the same physical space.
+
+    Images linearly (outside the case: its minimum, the background), labels by
+    nearest neighbour (outside: 0). The result keeps no file paths.
+    """
+    import nibabel as nib
+    from scipy import ndimage as ndi
+
+    affine = np.asarray(affine, np.float64)
+    to_case = np.linalg.inv(case.affine) @ affine  # host voxel -> donor voxel
+    matrix, offset = to_case[:3, :3], to_case[:3, 3]
+    shape = tuple(int(s) for s in shape)
+    image = np.stack([ndi.affine_transform(ch, matrix, offset, output_shape=shape, order=1,
+                                           cval=float(ch.min()) if ch.size else 0.0) for ch in case.image])
+    label = None
+    if case.label is not None:
+        label = ndi.affine_transform(case.label, matrix, offset, output_shape=shape, order=0, cval=0)
+    return Case(image=image.astype(np.float32), label=label, affine=affine, header=nib.Nifti1Header(),
+                case_id=case_id or case.case_id)
+
+
+class HostGridPool:
+    """A view of a :class:`DonorPool` for one host: every other donor, on the host's grid.
+
+    Donors already on the host's grid are as they are; the others are
+    resampled onto it (:func:`resample_case`) under the id ``"ID@GRID"``, so
+    what is built on them (a CarveMix field) is cached apart from the donor on
+    its own grid, in a bounded cache. Meant for cases in one physical space
+    (e.g. after the same ``Orientationd``/``Spacingd``, or registered to one
+    template): a donor whose lesions fall outside the host's field of view
+    cannot make a sample and is redrawn.
+    """
+
+    def __init__(self, pool: DonorPool, host: Case):
+        self.pool, self.host = pool, host
+        self.tag = grid_tag(host.shape, host.affine)
+
+    def __len__(self) -> int:
+        return len(self.pool)
+
+    @staticmethod
+    def base_id(case_id: str) -> str:
+        return case_id.split("@", 1)[0]
+
+    def on_grid_of(self, host: Case) -> list[str]:
+        on = set(self.pool.on_grid_of(host))
+        return [c if c in on else f"{c}@{self.tag}" for c in self.pool.ids
+                if c != host.case_id and c != self.base_id(host.case_id)]
+
+    def case(self, case_id: str) -> Case:
+        base, _, tag = case_id.partition("@")
+        if not tag:
+            return self.pool.case(case_id)
+        if tag != self.tag:
+            raise LesionMixError(f"Donor '{case_id}' was resampled onto another host's grid than "
+                                 f"'{self.host.case_id}'.")
+        return self.pool._resampled.get(case_id, lambda: resample_case(self.pool.case(base), self.host.shape,
+                                                                         self.host.affine, case_id))
+
+    def brain_mask(self, case_id: str) -> np.ndarray | None:
+        return self.pool.brain_mask(case_id) if "@" not in case_id else None
+
+    def training_set(self) -> Dataset | None:
+        return self.pool.training_set()
+
+    def cached(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        parts = key if isinstance(key, tuple) else (key,)
+        if any(isinstance(k, str) and "@" in k for k in parts):
+            return self.pool._resampled.get(key, make)
+        return self.pool.cached(key, make)
 
 
 def case_id_of(value) -> str | None:
@@ -334,9 +513,14 @@ class OnlineMethod:
         The method's options (checked against its ``Options``).
     prob : float
         Probability that a sample is augmented (else the host is returned unchanged).
+    resample : bool
+        Donors not on a host's grid are resampled onto it (:class:`HostGridPool`;
+        cases in one physical space), instead of being left out.
     """
 
-    def __init__(self, method: str | Method, donors=None, options=None, prob: float = 1.0):
+    def __init__(self, method: str | Method, donors=None, options=None, prob: float = 1.0,
+                 resample: bool = False):
+        self.resample = bool(resample)
         self.method = get_method(method) if isinstance(method, str) else method
         self.options = options_of(self.method, options)
         self.pool = donors if isinstance(donors, DonorPool) else DonorPool(donors)
@@ -398,6 +582,22 @@ class OnlineMethod:
             self._gain_warned = True
             warnings.warn(warning, LesionMixWarning, stacklevel=3)
         return made.params
+
+    def __repr__(self) -> str:
+        return (f"OnlineMethod({self.method.name!r}, {self.pool!r}, options={self.options.changed()!r}, "
+                f"prob={self.prob}{', resample=True' if self.resample else ''})")
+
+    def for_host(self, host: Case) -> OnlineMethod:
+        """This engine, or (``resample``) a copy whose donors are all on ``host``'s grid.
+
+        Call :meth:`draw` and :meth:`apply` on what it returns: the draw is the
+        same rule, over the donors as the host sees them.
+        """
+        if not self.resample or not self.method.needs_donor or isinstance(self.pool, HostGridPool):
+            return self
+        twin = copy.copy(self)
+        twin.pool = HostGridPool(self.pool, host)
+        return twin
 
     def inputs_for(self, params: Params, host: Case, brain_mask: np.ndarray | None = None) -> Inputs:
         """The inputs ``params`` were drawn on (the recorded donor from the pool)."""

@@ -21,7 +21,9 @@ for any worker count (:meth:`RandomLesionAugment.set_epoch` before each epoch).
 
 from __future__ import annotations
 
+import json
 import re
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -40,6 +42,7 @@ from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.integrations.online import (
     DonorPool,
     OnlineMethod,
+    SharedEpoch,
     case_from_arrays,
     keyed_index,
     spawn_index,
@@ -48,6 +51,34 @@ from napari_lesionmix.io.nifti import case_id_from_path
 
 #: The subject entry holding its position in the subject list (keyed sampling).
 INDEX_KEY = "lesionmix_index"
+#: History entries name in-memory donors by this prefix and the pool's id (the pool lives in this process).
+POOL_PREFIX = "lesionmix-pool:"
+# Donor pools by their history name, so that replays in this process share the loaded donors and their work.
+_LIVE_POOLS: weakref.WeakValueDictionary[str, DonorPool] = weakref.WeakValueDictionary()
+
+
+def pool_name(pool: DonorPool) -> str | list:
+    """What a history entry records for ``pool``: its JSON spec, or a name valid in this process."""
+    spec = pool.spec()
+    key = POOL_PREFIX + str(id(pool)) if spec is None else json.dumps(spec, sort_keys=True)
+    _LIVE_POOLS[key] = pool
+    return key if spec is None else spec
+
+
+def _pool_of(donors) -> DonorPool | None:
+    """The live pool a history entry names, if any."""
+    if isinstance(donors, DonorPool):
+        return donors
+    if isinstance(donors, str) and donors.startswith(POOL_PREFIX):
+        pool = _LIVE_POOLS.get(donors)
+        if pool is None:
+            raise LesionMixError("This history entry's donors lived in memory in another process; give the "
+                                 "donors as files to replay it elsewhere.")
+        return pool
+    try:
+        return _LIVE_POOLS.get(json.dumps(donors, sort_keys=True))
+    except TypeError:
+        return None
 
 
 def _host_images(subject, image_keys, label_key, brain_mask_key):
@@ -108,28 +139,38 @@ class LesionAugment(tio.Transform):
         The donors the params were drawn from (folder, list, or :class:`DonorPool`).
     options : dict, optional
         The options the donors' prepared work was built with.
-    image_keys, label_key, brain_mask_key
+    image_keys, label_key, brain_mask_key, resample
         As :class:`RandomLesionAugment`.
+
+    Every argument is JSON (the donors as a folder or dicts of paths, or the
+    name of an in-memory pool of this process), so ``subject.history`` is too.
     """
 
     def __init__(self, params: Mapping[str, Any], donors=None, options: Mapping[str, Any] | None = None,
                  image_keys: Sequence[str] | None = None, label_key: str | None = None,
-                 brain_mask_key: str | None = None, **kwargs):
+                 brain_mask_key: str | None = None, resample: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.params = dict(params)
-        self.donors, self.options = donors, dict(options or {})
+        self.donors = pool_name(donors) if isinstance(donors, DonorPool) else donors
+        self.options = dict(options or {})
         self.image_keys = None if image_keys is None else list(image_keys)
-        self.label_key, self.brain_mask_key = label_key, brain_mask_key
-        self.args_names = ["params", "donors", "options", "image_keys", "label_key", "brain_mask_key"]
+        self.label_key, self.brain_mask_key, self.resample = label_key, brain_mask_key, bool(resample)
+        self.args_names = ["params", "donors", "options", "image_keys", "label_key", "brain_mask_key", "resample"]
         self._engine: OnlineMethod | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(method={self.params.get('method')!r}, donors={self.donors!r})"
 
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
         params = params_from_dict(self.params)
         if self._engine is None:
-            self._engine = OnlineMethod(params.method, _donor_items(self.donors), self.options)
+            pool = _pool_of(self.donors)
+            self._engine = OnlineMethod(params.method, pool if pool is not None else _donor_items(self.donors),
+                                        self.options, resample=self.resample)
         host, brain, keys, label_key = subject_case(subject, self.image_keys, self.label_key, self.brain_mask_key,
                                                     case_id=params.host_id)
-        _write(subject, self._engine.apply(params, host, brain), keys, label_key)
+        engine = self._engine.for_host(host)
+        _write(subject, engine.apply(params, host, brain), keys, label_key)
         return subject
 
 
@@ -165,22 +206,41 @@ class RandomLesionAugment(RandomTransform):
         (default: the one LabelMap) and its brain mask.
     index_key : str
         The subject entry holding its position (keyed sampling).
+    resample : bool
+        Resample donors that are not on the host's grid onto it (cases in one physical space).
     """
 
     def __init__(self, method: str, donors=None, options: Mapping[str, Any] | None = None, p: float = 1.0,
                  seed: int = 0, image_keys: Sequence[str] | None = None, label_key: str | None = None,
-                 brain_mask_key: str | None = None, index_key: str = INDEX_KEY, **kwargs):
+                 brain_mask_key: str | None = None, index_key: str = INDEX_KEY, resample: bool = False,
+                 **kwargs):
         super().__init__(p=1, **kwargs)  # the probability is drawn from the sample's stream, not torch's
-        self.engine = OnlineMethod(method, _donor_items(donors), options, p)
+        self.engine = OnlineMethod(method, _donor_items(donors), options, p, resample=resample)
         self.seed, self.index_key = int(seed), index_key
         self.image_keys, self.label_key, self.brain_mask_key = image_keys, label_key, brain_mask_key
-        self.epoch, self.epoch_length = 0, None
+        self._epoch = SharedEpoch()
         self.params = None
 
+    @property
+    def epoch(self) -> int:
+        return self._epoch.epoch
+
+    @property
+    def epoch_length(self) -> int | None:
+        return self._epoch.length
+
     def set_epoch(self, epoch: int, length: int) -> None:
-        """Keyed sampling: subject ``i`` of the next epoch is sample ``epoch * length + i`` of ``seed``."""
+        """Keyed sampling: subject ``i`` of the next epoch is sample ``epoch * length + i`` of ``seed``.
+
+        The value is shared memory: DataLoader workers see it, persistent ones too.
+        """
         spawn_index(epoch, 0, length)  # checks
-        self.epoch, self.epoch_length = int(epoch), int(length)
+        self._epoch.set(epoch, length)
+
+    def __repr__(self) -> str:
+        e = self.engine
+        return (f"{type(self).__name__}(method={e.method.name!r}, donors={e.pool!r}, p={e.prob}, "
+                f"options={e.options.changed()!r}, seed={self.seed}{', resample=True' if e.resample else ''})")
 
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
         if self.index_key in subject:
@@ -188,11 +248,12 @@ class RandomLesionAugment(RandomTransform):
         else:
             draw = (self._get_random_seed(), 0)  # TorchIO's stream: torch's generator of this worker
         host, brain, keys, label_key = subject_case(subject, self.image_keys, self.label_key, self.brain_mask_key)
-        self.params = self.engine.draw(*draw, host, brain)
+        self.params = self.engine.for_host(host).draw(*draw, host, brain)
         if self.params is None:
             return subject
         replay = LesionAugment(self.params.to_dict(), self.engine.pool, self.engine.options.changed(),
-                               keys, label_key, self.brain_mask_key, **self._get_base_args())
+                               keys, label_key, self.brain_mask_key, self.engine.resample,
+                               **self._get_base_args())
         return replay(subject)
 
 

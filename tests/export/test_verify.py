@@ -127,3 +127,18 @@ def test_read_geometry_matches_nibabel(tmp_path, name):
     ref = nib.load(tmp_path / name)
     assert shape == ref.shape
     np.testing.assert_array_equal(affine, ref.affine)
+
+
+def test_verify_runs_nnunets_own_check_when_installed(exported, capsys):
+    pytest.importorskip("nnunetv2", reason="nnU-Net v2 is not installed")
+    from napari_lesionmix.export.verify import nnunet_check
+
+    assert nnunet_check(exported) == (True, "")
+    assert main(["verify", os.fspath(exported)]) == 0
+    assert "nnU-Net's own verify_dataset_integrity passed" in capsys.readouterr().out
+    # A label value nnU-Net does not know: its own check refuses it, in one line.
+    meta = json.loads((exported / "dataset.json").read_text())
+    meta["labels"] = {"background": 0}
+    (exported / "dataset.json").write_text(json.dumps(meta))
+    ran, problem = nnunet_check(exported)
+    assert ran and problem.startswith("nnU-Net's verify_dataset_integrity refuses the dataset") and "\n" not in problem
