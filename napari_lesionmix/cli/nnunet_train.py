@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         os.environ["LESIONMIX_SEED"] = str(int(args.seed))
     from napari_lesionmix.integrations import nnunet
 
-    name = nnunet._class_name(method.label) + ("_smoke" if args.smoke else "")
+    name = nnunet.trainer_class_name(method.label) + ("_smoke" if args.smoke else "")
     if name not in nnunet.TRAINERS:
         raise LesionMixError(f"{method.label} has no nnU-Net trainer (it does not mix a donor into a host patch).")
     nnunet.settings_from_env(method.name)  # a bad option fails here, before nnU-Net starts

@@ -55,9 +55,10 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError(f"The nnU-Net trainers need nnU-Net v2: pip install 'napari-lesionmix[nnunet]' ({exc}).") from None
 
+from napari_lesionmix.augment.pipeline import DONOR_TRIES
 from napari_lesionmix.augment.registry import get_method, methods, options_of
 from napari_lesionmix.errors import LesionMixError
-from napari_lesionmix.integrations.online import DONOR_TRIES, OnlineMethod, case_from_arrays
+from napari_lesionmix.integrations.online import OnlineMethod, case_from_arrays
 
 #: The folder to give nnU-Net as ``nnUNet_extTrainer`` so that ``nnUNetv2_train -tr`` finds the trainers.
 TRAINER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nnunet_trainers")
@@ -291,12 +292,12 @@ class nnUNetTrainer_smoke(_Smoke, nnUNetTrainer):
     """nnU-Net's plain trainer for one epoch of a few iterations (the CPU smoke test of an export)."""
 
 
-def _class_name(label: str) -> str:
+def trainer_class_name(label: str) -> str:
     return "nnUNetTrainer" + re.sub(r"\W", "", label)
 
 
 def _trainer(name: str, label: str, base: type, suffix: str = "") -> type:
-    cls_name = _class_name(label) + suffix
+    cls_name = trainer_class_name(label) + suffix
     doc = f"nnU-Net v2's trainer with online {label} (:class:`nnUNetTrainerLesionAugment`)."
     return type(cls_name, base, {"lesion_method": name, "__doc__": doc, "__module__": __name__,
                                  "__qualname__": cls_name})
