@@ -1,8 +1,9 @@
 """The studio session: what every dock widget of one viewer shares.
 
 :class:`StudioSession` holds the host/donor pair, the dataset, the current
-synthetic case and its params, the per-donor :class:`CarveField` cache, the
-preview's plane source and the crosshair. It emits psygnal signals when any of
+synthetic case and its params, the preview's plane source, the crosshair and
+one locked, bounded cache of prepared work (:meth:`StudioSession.cached`, the
+registry's ``Sources.cached``: every method's resources live there). It emits psygnal signals when any of
 them changes and owns the layers it puts in the viewer (tagged in
 ``layer.metadata["lesionmix_role"]``): it updates their ``data`` in place and
 never touches any other layer. Get it with :func:`get_session`, which returns
@@ -16,8 +17,10 @@ napari's Qt threading, and it imports it lazily.
 from __future__ import annotations
 
 import os
+import threading
 import weakref
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from typing import Any
 
 # contourpy (matplotlib's contour engine, drawn by the Export widget's QA gallery) and torch
@@ -30,7 +33,6 @@ import numpy as np
 from psygnal import Signal
 
 from napari_lesionmix.augment import intensity, registry
-from napari_lesionmix.augment.carvemix import CarveField, CarveMixOptions
 from napari_lesionmix.augment.params import Params, Synthetic
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.dataset import CaseRecord, Dataset
@@ -75,6 +77,12 @@ NORMAL_ORDER = ("host_image", "host_label", "donor_image", "donor_label",
 STUDIO_INTENSITY_MATCH = "brain-linear"
 #: Names of the three preview planes, in the order the preview shows them.
 PLANES = ("axial", "coronal", "sagittal")
+#: Large objects (prepared work: distance fields, lesion banks, likelihood maps, loaded cases) the session's
+#: cache keeps, least recently used dropped first; normal-brain statistics (a few floats) do not count.
+CACHE_ENTRIES = 24
+#: First element of the cache keys of work on a whole dataset (``("dataset", root, ...)``): it survives a new
+#: pair (a lesion bank serves every host); all other entries belong to the loaded pair.
+DATASET_KEY = "dataset"
 
 
 def notify_error(message: str) -> None:
@@ -168,8 +176,9 @@ class StudioSession:
         #: Method name -> ``callable(params)`` that recomputes that sample on the loaded pair
         #: (ending in :meth:`set_synthetic`) or raises LesionMixError; Provenance replays through it.
         self.replayers: dict[str, Callable[[Params], None]] = {}
-        self._fields: dict[tuple, CarveField] = {}
-        self._cache: dict = {}
+        self._cache: OrderedDict[Hashable, Any] = OrderedDict()
+        self._cache_lock = threading.Lock()  # workers and the GUI thread share the cache
+        self._generation = 0  # bumped per pair: work started on an older pair is not cached
         self._latest: dict[int, int] = {}  # per widget: the number of its newest run_latest request
         self._workers: list = []
 
@@ -214,9 +223,11 @@ class StudioSession:
         The previous pair may have another grid: its planes, synthetic case, prepared work and
         synthetic layers would index the new grid out of bounds (or show the old case over the new one).
         """
-        self._cache.clear()
-        # Keyed by id(donor), which Python may hand to the next donor once the old one is freed.
-        self._fields.clear()
+        with self._cache_lock:
+            # Case ids of another pair may name other scans: only whole-dataset work stays.
+            for key in [k for k in self._cache if not _is_dataset_key(k)]:
+                del self._cache[key]
+            self._generation += 1
         self.synthetic = None
         self.harmonization = None
         if self.preview is not None:
@@ -263,16 +274,15 @@ class StudioSession:
         if len(folders) > 1:
             return None, (f"The loaded pair's files are in {len(folders)} folders ({', '.join(folders)}); "
                           "scan the dataset folder in the Load dock.")
-        key = ("source", folders[0])
-        if key not in self._cache:
+        def scan():
             from napari_lesionmix.io.dataset import discover_dataset
 
             try:
-                self._cache[key] = (discover_dataset(folders[0]), None)
+                return discover_dataset(folders[0]), None
             except LesionMixError as exc:
-                self._cache[key] = (None, f"The loaded pair's folder is not a dataset ({exc}); scan one in "
-                                          "the Load dock.")
-        ds, why = self._cache[key]
+                return None, f"The loaded pair's folder is not a dataset ({exc}); scan one in the Load dock."
+
+        ds, why = self.cached(("source", folders[0]), scan)
         return ds, why or f"{len(ds)} case(s) in '{ds.root}' (the loaded pair's folder)"
 
     @property
@@ -305,28 +315,34 @@ class StudioSession:
     def training_set(self) -> Dataset | None:
         return self.dataset
 
-    def cached(self, key, make: Callable[[], Any]) -> Any:
-        """An object built once per loaded pair (a method's prepared work)."""
-        if key not in self._cache:
-            self._cache[key] = make()
-        return self._cache[key]
+    def cached(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """An object built once by ``make`` for the loaded pair (a method's prepared work), thread-safe.
 
-    def carve_resources(self, per_lesion: bool = False, connectivity: int = 26):
-        """CarveMix's prepared work over this session (the registry's): its fields live in :meth:`cached`."""
-        options = CarveMixOptions(per_lesion=bool(per_lesion), connectivity=int(connectivity))
-        return registry.get_method("carvemix").prepare(self, options)
-
-    def carve_field(self, per_lesion: bool = False, connectivity: int = 26) -> CarveField:
-        """The donor's :class:`CarveField`, computed once per donor and variant.
-
-        The same object the registry's CarveMix applies with (:meth:`carve_resources`), so the
-        slider, "sample lambda" and a replay share one distance field.
+        The one cache of the studio: locked (thread workers call it), bounded to :data:`CACHE_ENTRIES`
+        large objects, emptied of the pair's entries when another pair is loaded. ``make`` runs
+        outside the lock (a distance field takes seconds); what it returns after the pair changed
+        is handed back but not kept.
         """
-        _, donor = self.require_pair()
-        key = (id(donor), donor.case_id, bool(per_lesion), int(connectivity))
-        if key not in self._fields:
-            self._fields[key] = self.carve_resources(per_lesion, connectivity).field(donor)
-        return self._fields[key]
+        with self._cache_lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            generation = self._generation
+        value = make()
+        with self._cache_lock:
+            if generation != self._generation:
+                return value
+            value = self._cache.setdefault(key, value)
+            self._cache.move_to_end(key)
+            large = [k for k in self._cache if not _is_small_key(k)]
+            for k in large[:-CACHE_ENTRIES]:
+                del self._cache[k]
+        return value
+
+    def cache_keys(self) -> list:
+        """The keys the cache holds, least recently used first (for tests and diagnostics)."""
+        with self._cache_lock:
+            return list(self._cache)
 
     # -- the shared intensity step ---------------------------------------------
     def set_intensity_match(self, mode: str) -> None:
@@ -617,6 +633,14 @@ class StudioSession:
     @property
     def busy(self) -> bool:
         return bool(self._workers)
+
+
+def _is_small_key(key) -> bool:
+    return isinstance(key, tuple) and bool(key) and key[0] in (registry.BRAIN_STATS_KEY, "source")
+
+
+def _is_dataset_key(key) -> bool:
+    return isinstance(key, tuple) and bool(key) and key[0] == DATASET_KEY
 
 
 def _while(alive: list, callback: Callable | None) -> Callable | None:
