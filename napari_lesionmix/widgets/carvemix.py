@@ -331,7 +331,7 @@ class CarveMixWidget(QWidget):
 
     # -- buttons -------------------------------------------------------------
     def sample_lambda(self) -> CarveMixParams | None:
-        """Draw lambda from Eq. (7) with ``sample_rng(seed, index)`` (the registry's draw, as every face);
+        """Draw lambda from Eq. (7) as sample (seed, index) of :func:`registry.draw` (as every face);
         the index advances per press."""
         s = self.session
         if self.field is None or not s.has_pair:

@@ -11,7 +11,8 @@ options, byte for byte. The shared ``intensity_match`` option is the session's
 (one toggle for every dock) and is left out of the form.
 
 Every dock keeps a history of the samples it made: back/forward (Ctrl+Z,
-Ctrl+Shift+Z with the focus in the dock) apply a recorded sample again.
+Ctrl+Shift+Z with the focus in the dock) apply a recorded sample again;
+Ctrl+Return samples.
 
 A method with no dock of its own gets one from the manifest with no widget
 code: ``python_name: napari_lesionmix.widgets.method:NAME_dock`` (resolved by
@@ -26,8 +27,7 @@ import dataclasses
 import typing
 from typing import Any, ClassVar
 
-from qtpy.QtCore import Qt
-from qtpy.QtGui import QKeySequence, QShortcut
+from qtpy.QtCore import QEvent, Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -296,11 +296,6 @@ class MethodDock(QWidget):
         self.sample_btn.clicked.connect(self.sample)
         self.back_btn.clicked.connect(lambda: self.step(-1))
         self.forward_btn.clicked.connect(lambda: self.step(+1))
-        context = Qt.ShortcutContext.WidgetWithChildrenShortcut
-        for keys, slot in (("Ctrl+Z", lambda: self.step(-1)), ("Ctrl+Shift+Z", lambda: self.step(+1))):
-            sc = QShortcut(QKeySequence(keys), self)
-            sc.setContext(context)
-            sc.activated.connect(slot)
         bind(self, self.session.cases_changed, self._on_cases)
         bind(self, self.session.dataset_changed, self._on_cases)
         bind(self, self.session.intensity_changed, self._on_intensity)
@@ -308,6 +303,35 @@ class MethodDock(QWidget):
         replayers[name] = mine
         self.destroyed.connect(lambda *_: replayers.pop(name) if replayers.get(name) == mine else None)
         self._on_cases()
+
+    # -- keys ------------------------------------------------------------------------
+    def _key_action(self, event):
+        """The dock's action for a key press, or ``None``: Ctrl+Z back, Ctrl+Shift+Z forward, Ctrl+Return sample."""
+        mods = event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
+        ctrl, shift = Qt.KeyboardModifier.ControlModifier, Qt.KeyboardModifier.ShiftModifier
+        key = event.key()
+        if key == Qt.Key.Key_Z and mods == ctrl:
+            return lambda: self.step(-1)
+        if key == Qt.Key.Key_Z and mods == ctrl | shift:
+            return lambda: self.step(+1)
+        if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and mods == ctrl:
+            return self.sample
+        return None
+
+    def event(self, event):  # noqa: N802 (Qt API)
+        # Claim our keys before window-wide shortcuts (napari's) see them, while the focus is in the dock.
+        if event.type() == QEvent.Type.ShortcutOverride and self._key_action(event) is not None:
+            event.accept()
+            return True
+        return super().event(event)
+
+    def keyPressEvent(self, event):  # noqa: N802 (Qt API)
+        action = self._key_action(event)
+        if action is None:
+            super().keyPressEvent(event)
+            return
+        event.accept()
+        action()
 
     # -- hooks for subclasses ----------------------------------------------------------
     def make_control(self, f: dataclasses.Field, hint) -> OptionControl:
@@ -473,20 +497,24 @@ class MethodDock(QWidget):
             self.apply_recorded(syn.params, "Matching intensities again", fit=True)
 
 
-def dock_factory(name: str):
-    """A manifest widget callable for method ``name``: ``MethodDock(napari_viewer, name)``."""
-    registry.get_method(name)  # an unknown name fails when napari resolves the manifest entry
+_DOCKS: dict[str, type[MethodDock]] = {}
 
-    def make(napari_viewer):
-        return MethodDock(napari_viewer, name)
 
-    make.__name__ = make.__qualname__ = f"{name}_dock"
-    make.__doc__ = f"The studio dock of {registry.get_method(name).label} (generated from its Options)."
-    return make
+def dock_class(name: str) -> type[MethodDock]:
+    """The manifest widget class of method ``name``: :class:`MethodDock` with only ``METHOD`` set.
+
+    A class, not a function: napari looks for ``napari_viewer`` in the widget's ``__init__``.
+    """
+    if name not in _DOCKS:
+        label = registry.get_method(name).label  # an unknown name fails when napari resolves the entry
+        _DOCKS[name] = type(f"{name}_dock", (MethodDock,), {
+            "METHOD": name, "__module__": __name__,
+            "__doc__": f"The studio dock of {label}, generated from its Options."})
+    return _DOCKS[name]
 
 
 def __getattr__(attr: str):
     """``NAME_dock`` for every registered method: the manifest's ``python_name`` of a generated dock."""
     if attr.endswith("_dock") and attr[:-5] in registry.method_names():
-        return dock_factory(attr[:-5])
+        return dock_class(attr[:-5])
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
