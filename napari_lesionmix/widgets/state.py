@@ -55,21 +55,26 @@ ROLES: dict[str, tuple[str, str]] = {
     "synthetic_image": ("synthetic", "image"),
     "synthetic_label": ("synthetic label", "labels"),
     "mixing_mask": ("mixing mask", "image"),
+    "pasted_outline": ("pasted region", "labels"),
 }
 ROLE_KEY = "lesionmix_role"
 #: Metadata flag of a synthetic layer hidden because its pair was replaced (the next sample shows it again).
 STALE_KEY = "lesionmix_stale"
 #: Roles of the layers that show a synthetic case (they go when another pair is loaded).
-SYNTHETIC_ROLES = ("synthetic_image", "synthetic_label", "mixing_mask")
-#: Opacity of the mixing mask drawn as a faint tint (default) or filled.
+SYNTHETIC_ROLES = ("synthetic_image", "synthetic_label", "mixing_mask", "pasted_outline")
+#: Opacity of the mixing mask: its layer's opacity when tinted (on request: filled overlays); by default
+#: the mask is hidden and the pasted region outlined (``pasted_outline``), so the intensities stay visible.
 MASK_OPACITY = {False: 0.25, True: 0.6}
+#: The pasted region's outline: where the mixing mask is at least this weight (Soft-CP's is soft).
+OUTLINE_LEVEL = 0.5
 #: Compare side by side: napari's grid with this (negative) stride groups our layers from the top
-#: of the layer list, three per view: host (+ labels) on the left, synthetic (+ label, mask) beside it.
-COMPARE_STRIDE = -3
-COMPARE_ORDER = ("donor_image", "synthetic_image", "synthetic_label", "mixing_mask",
-                 "host_image", "host_label", "donor_label")
+#: of the layer list, four per view: host (+ its label; the donor hidden) and synthetic (+ label, mask,
+#: outline). Every other layer is hidden while comparing, so there are exactly two captioned views.
+COMPARE_STRIDE = -4
+COMPARE_ORDER = ("synthetic_image", "synthetic_label", "mixing_mask", "pasted_outline",
+                 "host_image", "host_label", "donor_image", "donor_label")
 NORMAL_ORDER = ("host_image", "host_label", "donor_image", "donor_label",
-                "synthetic_image", "synthetic_label", "mixing_mask")
+                "synthetic_image", "synthetic_label", "mixing_mask", "pasted_outline")
 #: The studio's default of the shared ``intensity_match`` option. Brain-linear, not the papers' "none":
 #: the studio is where pasted intensities are judged, and across subjects (gains differ by up to 2x in
 #: the shipped sample) unmatched lesions land darker or brighter than the host's own; the toggle and the
@@ -112,6 +117,14 @@ def bind(widget, signal, slot) -> None:
             pass
 
     widget.destroyed.connect(_drop)
+
+
+def outline_colormap():
+    """Label 1 in the mask's yellow, the rest transparent: the pasted region's outline."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    return DirectLabelColormap(color_dict={None: [0.0, 0.0, 0.0, 0.0], 0: [0.0, 0.0, 0.0, 0.0],
+                                           1: [1.0, 0.85, 0.0, 1.0]})
 
 
 def mask_colormap():
@@ -171,6 +184,11 @@ class StudioSession:
         self.filled_overlays = False
         #: Host and synthetic side by side (napari's grid mode), see :meth:`set_compare`.
         self.compare = False
+        self._compare_hidden: list = []  # other layers hidden while comparing (shown again after)
+        #: The flip shows the host alone (its label, no synthetic layer), see :meth:`flip`.
+        self.showing_host = False
+        #: ``(before, after)`` of the last harmonization while one of them is shown, else ``None``.
+        self.harmonized_pair: tuple[Synthetic, Synthetic] | None = None
         #: The shared ``intensity_match`` mode every method dock samples with (:meth:`set_intensity_match`).
         self.intensity_match: str = STUDIO_INTENSITY_MATCH
         #: Method name -> ``callable(params)`` that recomputes that sample on the loaded pair
@@ -381,6 +399,12 @@ class StudioSession:
         """
         if self.orientation is None:
             raise LesionMixError("No host/donor pair is loaded; use the Load widget first.")
+        if harmonization and self.synthetic is not None:
+            before = self.harmonized_pair[0] if self.harmonized_pair and \
+                self.synthetic is self.harmonized_pair[1] else self.synthetic
+            self.harmonized_pair = (before, synthetic)
+        elif self.harmonized_pair is not None and synthetic not in self.harmonized_pair:
+            self.harmonized_pair = None
         self.synthetic = synthetic
         self.harmonization = dict(harmonization) if harmonization else None
         if show_layers:
@@ -397,7 +421,13 @@ class StudioSession:
             self.show_layer("synthetic_label", o.to_display(label))
             self.show_layer("mixing_mask", o.to_display(mask.astype(np.float32)), colormap=mask_colormap(),
                             blending="translucent", opacity=MASK_OPACITY[self.filled_overlays],
-                            contrast_limits=(0.0, 1.0))
+                            contrast_limits=(0.0, 1.0), visible=self.filled_overlays)
+            outline = self.show_layer("pasted_outline", o.to_display((mask >= OUTLINE_LEVEL).astype(np.uint8)),
+                                      colormap=outline_colormap(), visible=not self.filled_overlays)
+            if outline is not None:
+                outline.contour = 1  # an outline, also with filled overlays
+            self.showing_host = False
+            self._show_synthetic(True)
             if self.compare:
                 self._arrange()
         self.set_preview(VolumePlanes(synthetic.image, synthetic.label, synthetic.mask, self.orientation))
@@ -501,50 +531,86 @@ class StudioSession:
 
     # -- display for QA ------------------------------------------------------
     def set_filled(self, filled: bool) -> None:
-        """Labels filled and the mixing mask at full tint (``True``), or contours and a faint tint."""
+        """Labels filled and the mixing mask tinted (``True``), or contours and the pasted region outlined."""
         self.filled_overlays = bool(filled)
         for role, (_, kind) in ROLES.items():
             lyr = self.layer(role, stale=True)
-            if lyr is None:
+            if lyr is None or role == "pasted_outline":
                 continue
             if kind == "labels":
                 lyr.contour = 0 if filled else 1
             elif role == "mixing_mask":
                 lyr.opacity = MASK_OPACITY[self.filled_overlays]
+        if not self.showing_host:
+            self._show_synthetic(True)
+
+    def _show_synthetic(self, show: bool) -> None:
+        """Show the synthetic case (its label, its mask tint or outline; the host's label hidden) or the host
+        alone (its label; every synthetic layer hidden)."""
+        wanted = {"synthetic_image": show, "synthetic_label": show, "host_label": not show or self.compare,
+                  "mixing_mask": show and self.filled_overlays, "pasted_outline": show and not self.filled_overlays}
+        for role, on in wanted.items():
+            lyr = self.layer(role)
+            if lyr is not None and (role != "host_label" or self.synthetic is not None):
+                lyr.visible = on
 
     def flip(self) -> bool:
-        """Show the host where the synthetic case was (or back); returns whether the synthetic shows.
+        """Show exactly the host or exactly the synthetic case; returns whether the synthetic shows.
 
-        The two share the slice, zoom and contrast, so flipping shows exactly what was pasted.
+        The two share the slice, zoom and contrast, so flipping shows exactly what was pasted; the
+        other case's label and mask are hidden, so neither is drawn over the wrong image.
         """
         syn = self.layer("synthetic_image")
-        if syn is None:
+        if syn is None or self.synthetic is None:
             raise LesionMixError("There is no synthetic case to compare yet; make a sample first.")
-        show = not syn.visible
-        syn.visible = show
+        show = self.showing_host or not syn.visible
+        self.showing_host = not show
         host = self.layer("host_image")
         if host is not None:
             host.visible = True  # under the synthetic layer: what shows when it is hidden
             if host.contrast_limits != syn.contrast_limits:
                 host.contrast_limits = syn.contrast_limits  # flip compares intensities, not windows
+        self._show_synthetic(show)
         return show
 
     def set_compare(self, on: bool) -> None:
         """Host and synthetic side by side in napari's grid mode (linked slice, zoom and cursor).
 
-        The session's layers are regrouped at the top of the layer list, three per view
-        (:data:`COMPARE_ORDER`); off, they go back to the normal order with the synthetic on top.
+        Exactly two views, captioned with their layer names: every other visible layer (the donor's,
+        the user's own) is hidden while comparing and shown again after. The session's layers are
+        regrouped at the top of the layer list (:data:`COMPARE_ORDER`); off, they go back to the normal
+        order with the synthetic on top.
         """
         self.compare = bool(on)
         viewer = self.viewer
         if viewer is None:
             return
         grid = viewer.grid if not hasattr(viewer, "canvas") else viewer.canvas.grid
+        keep = {"host_image", "host_label", "synthetic_image", "synthetic_label", "mixing_mask", "pasted_outline"}
         if on:
+            self._compare_hidden = [lyr for lyr in viewer.layers if lyr.visible
+                                    and lyr.metadata.get(ROLE_KEY) not in keep]
+            for lyr in self._compare_hidden:
+                lyr.visible = False
             for role in ("host_image", "synthetic_image"):
                 lyr = self.layer(role)
                 if lyr is not None:
                     lyr.visible = True
+            self.showing_host = False
+            self._show_synthetic(True)
+            host_label = self.layer("host_label")
+            if host_label is not None:
+                host_label.visible = True  # in the host's own view
+        else:
+            for lyr in self._compare_hidden:
+                if lyr in viewer.layers:
+                    lyr.visible = True
+            self._compare_hidden = []
+            self._show_synthetic(True)
+        for role in ("host_image", "synthetic_image"):
+            lyr = self.layer(role)
+            if lyr is not None:
+                lyr.name_overlay.visible = bool(on)  # the caption of its view
         self._arrange()
         grid.stride = COMPARE_STRIDE if on else 1
         grid.shape = (1, -1) if on else (-1, -1)
