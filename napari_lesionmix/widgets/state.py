@@ -403,7 +403,7 @@ class StudioSession:
             before = self.harmonized_pair[0] if self.harmonized_pair and \
                 self.synthetic is self.harmonized_pair[1] else self.synthetic
             self.harmonized_pair = (before, synthetic)
-        elif self.harmonized_pair is not None and synthetic not in self.harmonized_pair:
+        elif self.harmonized_pair is not None and not any(synthetic is x for x in self.harmonized_pair):
             self.harmonized_pair = None
         self.synthetic = synthetic
         self.harmonization = dict(harmonization) if harmonization else None
