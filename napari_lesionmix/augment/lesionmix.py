@@ -496,6 +496,31 @@ class LesionMixOptions(Options):
     max_insertions: int = option(100, "cap on pasted lesions", low=0)
     connectivity: int = option(26, "connectivity of the lesions", choices=(6, 18, 26))
     strict: bool = option(False, "fail when the target load is not reached (else it is recorded)")
+    # The per-lesion augmentation ranges (LesionAugment's defaults, the paper's); two values each: low high.
+    angle_range_deg: tuple[float, ...] = option(LesionAugment.angle_range_deg, "rotation angle range (deg) of "
+                                                "a rotated lesion", low=0.0, high=180.0)
+    scale_range: tuple[float, ...] = option(LesionAugment.scale_range, "resize factor range of a resized lesion",
+                                            low=0.0, open_low=True)
+    p_elastic: float = option(LesionAugment.p_elastic, "probability of an elastic deformation per lesion",
+                              low=0.0, high=1.0)
+    brightness_range: tuple[float, ...] = option(LesionAugment.brightness_range, "brightness factor range of "
+                                                 "a brightened lesion", low=0.0)
+    noise_range: tuple[float, ...] = option(LesionAugment.noise_range, "noise sd range (x the lesion's sd)",
+                                            low=0.0)
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("angle_range_deg", "scale_range", "brightness_range", "noise_range"):
+            if len(getattr(self, name)) != 2:
+                raise LesionMixError(f"Option lesionmix.{name} needs two values, low and high, got "
+                                     f"{getattr(self, name)}.")
+        self.augment()  # the ranges' own checks (low <= high)
+
+    def augment(self) -> LesionAugment:
+        """The per-lesion augmentation these options ask for."""
+        return LesionAugment(angle_range_deg=self.angle_range_deg, scale_range=self.scale_range,
+                             p_elastic=self.p_elastic, brightness_range=self.brightness_range,
+                             noise_range=self.noise_range)
 
     def distribution(self, loads) -> LoadDistribution:
         overrides = {k: v for k, v in (("low", self.dist_low), ("high", self.dist_high),
@@ -562,7 +587,7 @@ class LesionMixMethod(Method):
             distribution=resources.distribution, mode=options.mode, brain_mask=inputs.brain_mask,
             source_cases=resources.source_ids, lesion_sampling=options.lesion_sampling,
             tolerance_ml=options.tolerance_ml, tolerance_frac=options.tolerance_frac,
-            max_insertions=options.max_insertions,
+            max_insertions=options.max_insertions, augment=options.augment(),
             on_unreachable="raise" if options.strict else "ignore",
         )
 

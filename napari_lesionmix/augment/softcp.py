@@ -497,11 +497,27 @@ class SoftCPOptions(Options):
     lesion_labels: tuple[int, ...] = option((), "label values that are lesion (default: every non-zero value)",
                                             low=1, flag="--lesion-label")
     connectivity: int = option(26, "connectivity of the donor's lesions", choices=(6, 18, 26))
+    rigid_choices: tuple[str, ...] = option(RIGID_CHOICES, "object-level rigid transforms each lesion draws "
+                                            "from (with replacement; none: keep it as is)",
+                                            choices=RIGID_CHOICES, flag="--rigid")
+    intensity_choices: tuple[str, ...] = option(INTENSITY_CHOICES, "object-level intensity transforms each "
+                                                "lesion draws from", choices=INTENSITY_CHOICES,
+                                                flag="--lesion-intensity")
+    image_choices: tuple[str, ...] = option(IMAGE_CHOICES, "image-level transforms of the host drawn from",
+                                            choices=IMAGE_CHOICES, flag="--image-op")
+    at_voxel: tuple[int, ...] = option((), "paste one donor lesion with its centre of mass on this file voxel "
+                                           "(i j k; the studio's place at cursor) instead of a drawn position; "
+                                           "image-level transforms off", low=0)
 
     def __post_init__(self):
         super().__post_init__()
         if self.reference is not None:
             parse_reference(self.reference)
+        for name in ("rigid_choices", "intensity_choices", "image_choices"):
+            if not getattr(self, name):
+                raise LesionMixError(f"Option softcp.{name} needs at least one transform ('none' for none).")
+        if self.at_voxel and len(self.at_voxel) != 3:
+            raise LesionMixError(f"Option softcp.at_voxel must be three voxel indices i j k, got {self.at_voxel}.")
 
 
 @register
@@ -531,7 +547,15 @@ class SoftCPMethod(Method):
     def sample(self, rng, inputs: Inputs, options: SoftCPOptions, resources) -> SoftCPParams:
         kwargs = options.to_dict()
         kwargs.pop("intensity_match")  # the registry's shared step, not Soft-CP's
-        kwargs["lesion_labels"] = options.lesion_labels
+        # The tuples as declared (to_dict gives lists).
+        kwargs.update({k: getattr(options, k) for k in ("lesion_labels", "rigid_choices", "intensity_choices",
+                                                        "image_choices")})
+        voxel = kwargs.pop("at_voxel")
+        if voxel:
+            reference = options.reference or ("brain_mask" if inputs.brain_mask is not None else "foreground")
+            kwargs.pop("reference")
+            return place_at(rng, inputs.host, inputs.donor, inputs.brain_mask, voxel, resources(inputs.donor),
+                            reference=reference, **kwargs)
         return sample_softcp(rng, inputs.host, inputs.donor, inputs.brain_mask,
                              donor_lesions=resources(inputs.donor), **kwargs)
 

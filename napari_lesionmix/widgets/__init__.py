@@ -25,7 +25,8 @@ of the viewer), and thin over the core:
       ``planes((z, y, x)) -> {"axial"|"coronal"|"sagittal": Plane}``;
       :class:`~napari_lesionmix.io.display.VolumePlanes` slices full volumes);
     - ``cursor`` (display voxel ``(z, y, x)``), ``window`` (host intensity window);
-    - ``carve_field(per_lesion)``: the donor's cached ``CarveField``;
+    - ``cached(key, make)``: the one locked, bounded cache (the registry's
+      ``Sources.cached``) where every method's prepared work lives;
     - ``intensity_match`` (``set_intensity_match(mode)``): the shared intensity
       step every method dock samples with; ``inputs()`` and
       ``fit_intensity(method, params)`` run it as the registry does;
@@ -44,11 +45,24 @@ of the viewer), and thin over the core:
     so the writer saves them with the host's header; ``session.show_layer(role,
     display_array, **kwargs)`` adds or updates one.
 
-``load.py`` (Load), ``carvemix.py`` (CarveMix), ``preview.py`` (Preview),
+``method.py``
+    :class:`~napari_lesionmix.widgets.method.MethodDock`: a method's dock
+    generated from its ``Options`` (seed/index, Sample, status, history,
+    replay), drawing through the registry. Mixup and CutMix use it as is
+    (manifest ``python_name: napari_lesionmix.widgets.method:mixup_dock``); Soft-CP
+    and LesionMix subclass it for their extras.
+
+``load.py`` (Load), ``carvemix.py`` (CarveMix, its live lambda slider), ``preview.py`` (Preview),
 ``provenance.py`` (Provenance).
 
-Adding a widget (Soft-CP, LesionMix, Harmonize, Export)
--------------------------------------------------------
+Adding a method's dock
+----------------------
+A registered method needs one manifest command
+(``python_name: napari_lesionmix.widgets.method:NAME_dock``) and a ``widgets``
+entry: its dock is generated. Extras: subclass ``MethodDock``.
+
+Adding another widget (Harmonize, Export)
+-----------------------------------------
 1. Write ``widgets/<name>.py`` with ``class XWidget(QWidget)`` taking
    ``napari_viewer``; get the session, connect to ``cases_changed`` to reset
    with ``state.bind(self, session.cases_changed, self.reset)`` (disconnects

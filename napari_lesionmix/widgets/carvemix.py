@@ -218,9 +218,19 @@ class CarveMixWidget(QWidget):
 
     def _prepare(self, per_lesion: bool) -> CarveField:
         """The donor's field and both cases' normal-brain statistics (worker side: the slider needs both)."""
-        field = self.session.carve_field(per_lesion)
+        field = self._field(per_lesion)
         self.session.pair_stats()
         return field
+
+    def _resources(self, per_lesion: bool = False, connectivity: int = 26):
+        """CarveMix's prepared work as the registry makes it; its fields live in the session's cache."""
+        return self.method.prepare(self.session, CarveMixOptions(per_lesion=bool(per_lesion),
+                                                                 connectivity=int(connectivity)))
+
+    def _field(self, per_lesion: bool = False, connectivity: int = 26) -> CarveField:
+        """The donor's :class:`CarveField` (computed once per donor and variant, shared with a replay)."""
+        _, donor = self.session.require_pair()
+        return self._resources(per_lesion, connectivity).field(donor)
 
     def _donor_map(self, params: CarveMixParams) -> IntensityMap | None:
         """The donor's recorded map, or ``None`` when it changes nothing (the live arrays need no copy)."""
@@ -315,13 +325,13 @@ class CarveMixWidget(QWidget):
         except LesionMixError as exc:
             notify_error(str(exc))
             return
-        resources = s.carve_resources(self.field.per_lesion, self.field.connectivity)
+        resources = self._resources(self.field.per_lesion, self.field.connectivity)
         s.run_latest(self, registry.apply_params, self.method, s.inputs(), params, resources,
                      on_done=s.set_synthetic, desc="CarveMix: full volume")
 
     # -- buttons -------------------------------------------------------------
     def sample_lambda(self) -> CarveMixParams | None:
-        """Draw lambda from Eq. (7) with ``sample_rng(seed, index)`` (the registry's draw, as every face);
+        """Draw lambda from Eq. (7) as sample (seed, index) of :func:`registry.draw` (as every face);
         the index advances per press."""
         s = self.session
         if self.field is None or not s.has_pair:
@@ -332,7 +342,7 @@ class CarveMixWidget(QWidget):
                                   intensity_match=s.intensity_match)
         try:
             params = registry.draw(self.method, seed, self._sample_index, s.inputs(), options,
-                                   s.carve_resources(f.per_lesion, f.connectivity), sources=s)
+                                   self._resources(f.per_lesion, f.connectivity), sources=s)
         except LesionMixError as exc:
             notify_error(str(exc))
             return None
@@ -375,7 +385,7 @@ class CarveMixWidget(QWidget):
         """
         s = self.session
         _, donor = s.require_pair()
-        field = s.carve_field(params.per_lesion, params.connectivity)
+        field = self._field(params.per_lesion, params.connectivity)
         if not field.serves(params, donor.shape):
             raise LesionMixError(
                 "The params' lambda(s) do not fit the loaded donor's lesions "

@@ -1,11 +1,13 @@
-"""LesionMix dock widget: load distribution and its histogram, likelihood heat map, populate/inpaint.
+"""LesionMix dock widget: the generic method dock plus the load histogram and the likelihood heat map.
 
-Thin over :mod:`napari_lesionmix.augment.lesionmix`. The dataset is what the
+Every setting is a field of :class:`~napari_lesionmix.augment.lesionmix.LesionMixOptions`
+(the CLI's ``lesionmix lesionmix`` flags) and "Sample" draws through the
+registry, as :class:`~.method.MethodDock` does. The training set is what the
 user loaded (``session.source_dataset()``: the scanned folder, the loaded pair's
 folder, or the sample data only when the sample pair is loaded; otherwise
-"Sample" is disabled and the dock says what to load); the host is the loaded pair's host. Per-case lesion loads, the
-lesion bank and the likelihood map are computed once per dataset (in a
-worker) and cached.
+"Sample" is disabled and the dock says what to load); the host is the loaded
+pair's host. Per-case lesion loads, the lesion bank and the likelihood map are
+computed once per dataset (in a worker) and kept in the session's cache.
 
 The histogram shows the dataset's per-case loads (grey bars), the chosen
 distribution's density (blue), the host's load (white) and the last sampled
@@ -25,41 +27,31 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
-    QFormLayout,
     QGridLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
     QSizePolicy,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
-from napari_lesionmix.augment import registry
 from napari_lesionmix.augment.lesion_load import DISTRIBUTIONS, LoadDistribution, dataset_loads
-from napari_lesionmix.augment.lesionmix import (
-    LesionAugment,
-    LesionMixParams,
-    inpaint_shortfall,
-    lesionmix,
-    sample_lesionmix,
-)
-from napari_lesionmix.augment.lesions import LesionBank
-from napari_lesionmix.augment.likelihood import likelihood_map
-from napari_lesionmix.augment.params import BrainRecord
+from napari_lesionmix.augment.lesionmix import LesionMixParams, inpaint_shortfall
 from napari_lesionmix.errors import LesionMixError
-from napari_lesionmix.io.brain import case_brain
-from napari_lesionmix.random import sample_rng
-from napari_lesionmix.widgets.controls import Collapsible, WorkIndicator, make_scrollable
-from napari_lesionmix.widgets.state import ROLE_KEY, bind, get_session, notify_error, notify_info
+from napari_lesionmix.widgets.controls import Collapsible
+from napari_lesionmix.widgets.method import MethodDock
+from napari_lesionmix.widgets.state import DATASET_KEY, ROLE_KEY, notify_error, notify_info
 
 LIKELIHOOD_ROLE = "likelihood"
 LIKELIHOOD_NAME = "lesion likelihood"
 #: Distribution parameters a user may edit, per distribution.
 EDITABLE = {"low": ("low", "high"), "medium": ("low", "high"), "high": ("low", "high"),
             "uniform": ("low", "high"), "gaussian": ("mean", "sd"), "real": ()}
+#: The dock's start, not the Options' "real": the paper's "medium" load band (one visible place).
+STUDIO_DISTRIBUTION = "medium"
+#: Options the dataset-wide work depends on (lesion bank, likelihood map): the rest only draw.
+PREPARED = ("connectivity", "likelihood", "sigma_mm")
 
 
 class LoadHistogramPlot(QWidget):
@@ -140,36 +132,91 @@ def _spin(lo, hi, value, step=0.1, decimals=2) -> QDoubleSpinBox:
     return s
 
 
-class LesionMixWidget(QWidget):
+class TrainingSources:
+    """The session as the registry's ``Sources``, with the dock's dataset as the training set.
+
+    The lesion bank's dataset may be the loaded pair's folder or the shipped sample, not the
+    scanned one; its cases load through the session's cache.
+    """
+
+    def __init__(self, session, dataset):
+        self.session, self.dataset = session, dataset
+
+    def case(self, case_id: str):
+        s = self.session
+        for case in (s.host, s.donor):
+            if case is not None and case.case_id == case_id:
+                return case
+        if case_id in self.dataset.case_ids:
+            return self.cached(("case", str(self.dataset.root), case_id), lambda: self.dataset[case_id].load())
+        return s.case(case_id)
+
+    def brain_mask(self, case_id: str):
+        s = self.session
+        for case, mask in ((s.host, s.host_brain_mask), (s.donor, s.donor_brain_mask)):
+            if case is not None and case.case_id == case_id:
+                return mask
+        if case_id in self.dataset.case_ids:
+            return self.cached(("brain", str(self.dataset.root), case_id),
+                               lambda: self.dataset[case_id].load_brain_mask())
+        return s.brain_mask(case_id)
+
+    def training_set(self):
+        return self.dataset
+
+    def cached(self, key, make):
+        return self.session.cached(key, make)
+
+
+class LesionMixWidget(MethodDock):
     """LesionMix dock widget (Plugins > LesionMix > LesionMix)."""
 
-    def __init__(self, napari_viewer, parent=None):
-        super().__init__(parent)
-        self.session = get_session(napari_viewer)
-        self.method = registry.get_method("lesionmix")
-        self._sample_sources = None
-        self._dataset = None  # the dataset the caches below belong to
-        self.loads: dict[str, float] | None = None
-        self.bank: LesionBank | None = None
-        self._likelihood = {}  # sigma_mm -> LikelihoodMap
-        self._sample_index = 0
-        self.params: LesionMixParams | None = None
+    METHOD = "lesionmix"
+    CUSTOM = ("target_load", "load_dist", "dist_low", "dist_high", "dist_mean", "dist_sd")
+    GROUPS = (
+        ("Populate / inpaint", ("mode", "sigma_mm", "lesion_sampling"), True),
+        # Rarely changed: the paper's defaults, one click away.
+        ("Per-lesion transforms", ("angle_range_deg", "scale_range", "p_elastic", "brightness_range",
+                                   "noise_range"), False),
+    )
+    LABELS = {"sigma_mm": "likelihood sigma (mm)", "angle_range_deg": "rotation (deg)",
+              "scale_range": "resize factor", "p_elastic": "elastic probability",
+              "brightness_range": "brightness factor", "noise_range": "noise sd (x sd)"}
 
-        # load distribution
+    def __init__(self, napari_viewer, parent=None):
+        self._dataset = None  # the dataset the loads below belong to
+        self.loads: dict[str, float] | None = None
+        super().__init__(napari_viewer, parent=parent)
+        self.mode, self.sigma = self.controls["mode"].widget, self.controls["sigma_mm"].widget
+        self.transforms_group = self.groups["Per-lesion transforms"]
+        self.show_map_btn = QPushButton("Show likelihood map")
+        self.show_map_btn.setToolTip("The likelihood map lesions are placed by, as a heat-map layer")
+        form = self.groups["Populate / inpaint"].content.layout()
+        form.addRow(self.show_map_btn)
+        self.show_map_btn.clicked.connect(self.show_likelihood)
+        self.refresh_dataset()
+
+    def build_extras(self, layout: QVBoxLayout) -> None:
+        """The target load: the distribution over the dataset's loads, or a direct target, and the histogram."""
         self.distribution = QComboBox()
         self.distribution.addItems(DISTRIBUTIONS)
-        self.distribution.setCurrentText("medium")
+        self.distribution.setCurrentText(STUDIO_DISTRIBUTION)
+        self.distribution.setToolTip(self.method.Options.__dataclass_fields__["load_dist"].metadata["help"])
         self.dist_params = {
             "low": _spin(0.0, 1e5, 0.0, 0.5, 3), "high": _spin(0.0, 1e5, 1.0, 0.5, 3),
-            "mean": _spin(-1e5, 1e5, 1.0, 0.5, 3), "sd": _spin(0.0, 1e5, 1.0, 0.5, 3),
+            "mean": _spin(0.0, 1e5, 1.0, 0.5, 3), "sd": _spin(0.0, 1e5, 1.0, 0.5, 3),
         }
         self.hist = LoadHistogramPlot()
         self.dataset_label = QLabel("dataset: -")
         self.dataset_label.setWordWrap(True)
-        dist = QGroupBox("Target lesion load")
-        df = QFormLayout(dist)
-        df.addRow(self.dataset_label)
-        df.addRow("distribution", self.distribution)
+        box = QWidget()
+        df = QVBoxLayout(box)
+        df.setContentsMargins(0, 0, 0, 0)
+        df.addWidget(self.dataset_label)
+        drow = QHBoxLayout()
+        drow.addWidget(QLabel("distribution"))
+        drow.addWidget(self.distribution, 1)
+        df.addLayout(drow)
         grid = QGridLayout()  # two per row: the values need room for "123.456"
         for i, name in enumerate(("low", "high", "mean", "sd")):
             grid.addWidget(QLabel(f"{name} (mL)"), i // 2, 2 * (i % 2))
@@ -177,7 +224,7 @@ class LesionMixWidget(QWidget):
             self.dist_params[name].setMinimumWidth(90)
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(3, 1)
-        df.addRow(grid)
+        df.addLayout(grid)
         # A direct target (issue 12): one number instead of a "uniform" distribution with low = high.
         self.direct = QCheckBox("direct target (mL)")
         self.direct.setToolTip("Reach this lesion load instead of drawing one from the distribution")
@@ -186,88 +233,22 @@ class LesionMixWidget(QWidget):
         trow = QHBoxLayout()
         trow.addWidget(self.direct)
         trow.addWidget(self.target, 1)
-        df.addRow(trow)
-        df.addRow(self.hist)
-
-        # mode and likelihood
-        self.mode = QComboBox()
-        self.mode.addItems(["auto", "populate", "inpaint"])
-        self.mode.setToolTip("auto: populate above the host's load, inpaint below it")
-        self.sigma = _spin(0.0, 50.0, 0.0, 0.5, 1)
-        self.sigma.setToolTip("Gaussian smoothing of the likelihood map (mm; 0 = the paper's plain sum)")
-        self.show_map_btn = QPushButton("Show likelihood map")
-        place = QGroupBox("Populate / inpaint")
-        pf = QFormLayout(place)
-        pf.addRow("mode", self.mode)
-        srow = QHBoxLayout()
-        srow.addWidget(self.sigma, 1)
-        srow.addWidget(self.show_map_btn)
-        pf.addRow("likelihood sigma (mm)", srow)
-
-        # per-lesion transforms
-        d = LesionAugment()
-        self.angle_max = _spin(0.0, 180.0, d.angle_range_deg[1], 5.0, 1)
-        self.scale_lo = _spin(0.05, 5.0, d.scale_range[0], 0.05)
-        self.scale_hi = _spin(0.05, 5.0, d.scale_range[1], 0.05)
-        self.p_elastic = _spin(0.0, 1.0, d.p_elastic, 0.1)
-        self.bright_lo = _spin(0.0, 5.0, d.brightness_range[0], 0.05)
-        self.bright_hi = _spin(0.0, 5.0, d.brightness_range[1], 0.05)
-        self.noise_max = _spin(0.0, 2.0, d.noise_range[1], 0.05)
-        tf = QGroupBox("Per-lesion transforms")
-        tff = QFormLayout(tf)
-        tff.addRow("rotation max (deg)", self.angle_max)
-        r = QHBoxLayout()
-        r.addWidget(self.scale_lo)
-        r.addWidget(QLabel("to"))
-        r.addWidget(self.scale_hi)
-        tff.addRow("resize factor", r)
-        tff.addRow("elastic probability", self.p_elastic)
-        r2 = QHBoxLayout()
-        r2.addWidget(self.bright_lo)
-        r2.addWidget(QLabel("to"))
-        r2.addWidget(self.bright_hi)
-        tff.addRow("brightness factor", r2)
-        tff.addRow("noise sd max (x sd)", self.noise_max)
-
-        self.seed = QSpinBox()
-        self.seed.setRange(0, 2**31 - 1)
-        self.sample_btn = QPushButton("Sample")
-        self.status = QLabel("Load a host (Load widget) to mix into.")
-        self.status.setWordWrap(True)
-        act = QHBoxLayout()
-        act.addWidget(QLabel("seed"))
-        act.addWidget(self.seed, 1)
-        act.addWidget(self.sample_btn)
-
-        lay = QVBoxLayout(self)
-        lay.addWidget(dist)
-        lay.addWidget(place)
-        # Rarely changed: the paper's defaults, one click away.
-        self.transforms_group = Collapsible(tf.title(), tf)
-        tf.setTitle("")
-        lay.addWidget(self.transforms_group)
-        lay.addLayout(act)
-        self.work = WorkIndicator()
-        lay.addWidget(self.work)
-        lay.addWidget(self.status)
-        lay.addStretch(1)
-        make_scrollable(self)
-
+        df.addLayout(trow)
+        df.addWidget(self.hist)
+        layout.addWidget(Collapsible("Target lesion load", box, opened=True))
         self.distribution.currentTextChanged.connect(lambda _: self._reset_distribution())
-        for s in self.dist_params.values():
-            s.valueChanged.connect(lambda _: self._redraw())
-        self.sample_btn.clicked.connect(self.sample)
+        for spin in self.dist_params.values():
+            spin.valueChanged.connect(lambda _: self._redraw())
         self.direct.toggled.connect(self._on_direct)
         self.target.valueChanged.connect(lambda v: self._redraw(target=v) if self.direct.isChecked() else None)
-        self.show_map_btn.clicked.connect(self.show_likelihood)
-        bind(self, self.session.dataset_changed, self.refresh_dataset)
-        bind(self, self.session.cases_changed, self._on_cases)
-        bind(self, self.session.intensity_changed, self._on_intensity)
-        replayers, mine = self.session.replayers, self.replay
-        replayers["lesionmix"] = mine
-        self.destroyed.connect(lambda *_: replayers.pop("lesionmix") if replayers.get("lesionmix") == mine else None)
         self._enable_params()
-        self.refresh_dataset()
+
+    def extra_options(self) -> dict:
+        """The target load's options: ``target_load``, or ``load_dist`` with the edited bounds."""
+        if self.direct.isChecked():
+            return {"target_load": float(self.target.value())}
+        name = self.distribution.currentText()
+        return {"load_dist": name, **{f"dist_{k}": float(self.dist_params[k].value()) for k in EDITABLE[name]}}
 
     # -- dataset -----------------------------------------------------------------
     def dataset(self):
@@ -277,10 +258,25 @@ class LesionMixWidget(QWidget):
             raise LesionMixError(why)
         return ds
 
+    def ready(self) -> str | None:
+        why = super().ready()
+        if why is not None:
+            return why
+        ds, why = self.session.source_dataset()
+        return why if ds is None else None
+
+    def sources(self):
+        return TrainingSources(self.session, self._dataset if self._dataset is not None else self.dataset())
+
     def _on_cases(self) -> None:
+        super()._on_cases()
+        if not hasattr(self, "hist"):
+            return
         # A pair from another folder changes the bank's dataset; the same one keeps its loads.
         ds, _ = self.session.source_dataset()
-        if ds is None or getattr(self, "_dataset", None) is None or ds.root != self._dataset.root:
+        old = self._dataset
+        if getattr(self, "show_map_btn", None) is not None and (
+                ds is None or old is None or ds.root != old.root or ds.case_ids != old.case_ids):
             self.refresh_dataset()
         self._redraw()
 
@@ -289,14 +285,13 @@ class LesionMixWidget(QWidget):
         try:
             ds = self.dataset()
         except LesionMixError as exc:
-            self._dataset, self.loads, self.bank, self._likelihood = None, None, None, {}
+            self._dataset, self.loads = None, None
             self.dataset_label.setText(str(exc))
             self.sample_btn.setEnabled(False)
             self.sample_btn.setToolTip(str(exc))
             return
-        self.sample_btn.setEnabled(True)
-        self.sample_btn.setToolTip("")
-        self._dataset, self.loads, self.bank, self._likelihood = ds, None, None, {}
+        self.sample_btn.setEnabled(self.ready() is None)
+        self._dataset, self.loads = ds, None
         _, why = self.session.source_dataset()
         self.dataset_label.setText(f"dataset: {why}")
 
@@ -309,7 +304,8 @@ class LesionMixWidget(QWidget):
             self.status.setStyleSheet("color: #ff6b6b;")
             self.status.setText(str(exc))
 
-        self.session.run(self._read_loads, ds, on_done=_done, on_error=_failed, desc="LesionMix: dataset loads", owner=self)
+        self.session.run(self._read_loads, ds, on_done=_done, on_error=_failed, desc="LesionMix: dataset loads",
+                         owner=self)
 
     @staticmethod
     def _read_loads(ds) -> dict[str, float]:
@@ -321,7 +317,7 @@ class LesionMixWidget(QWidget):
     def _enable_params(self) -> None:
         editable = EDITABLE[self.distribution.currentText()]
         for name, s in self.dist_params.items():
-            s.setEnabled(name in editable)
+            s.setEnabled(name in editable and not self.direct.isChecked())
 
     def _reset_distribution(self) -> None:
         """Fill the parameter boxes with the dataset defaults of the chosen distribution."""
@@ -353,8 +349,7 @@ class LesionMixWidget(QWidget):
         """A direct target turns the distribution's controls off (they draw no target then)."""
         self.target.setEnabled(on)
         self.distribution.setEnabled(not on)
-        for name, spin in self.dist_params.items():
-            spin.setEnabled(not on and name in EDITABLE[self.distribution.currentText()])
+        self._enable_params()
         self._redraw(target=float(self.target.value()) if on else None)
 
     def _redraw(self, target=None, reached=None) -> None:
@@ -374,43 +369,56 @@ class LesionMixWidget(QWidget):
                 lo, hi = min(lo, v), max(hi, v)
         self.hist.set_state(dist.histogram(30, (lo, hi if hi > lo else lo + 1.0)), host_load, target, reached)
 
-    def augment(self) -> LesionAugment:
-        d = LesionAugment()
-        return LesionAugment(
-            angle_range_deg=(min(d.angle_range_deg[0], float(self.angle_max.value())), float(self.angle_max.value())),
-            scale_range=(float(self.scale_lo.value()), float(self.scale_hi.value())),
-            p_elastic=float(self.p_elastic.value()),
-            brightness_range=(float(self.bright_lo.value()), float(self.bright_hi.value())),
-            noise_range=(0.0, float(self.noise_max.value())),
-        )
+    # -- the registry's prepared work (worker side) ------------------------------------
+    def resources(self, options):
+        """LesionMix's prepared work: bank and likelihood map once per dataset (the session's cache),
+        the target's distribution from the dock's loads."""
+        ds = self._dataset
+        key = (DATASET_KEY, str(ds.root), tuple(ds.case_ids), *(getattr(options, n) for n in PREPARED))
+        # Prepared with the dataset's own distribution: the edited one only draws (below).
+        base = dataclasses.replace(options, load_dist="real", target_load=None, dist_low=None, dist_high=None,
+                                   dist_mean=None, dist_sd=None)
+        res = self.session.cached(key, lambda: self.method.prepare(self.sources(), base))
+        loads = self.loads if self.loads is not None else dataset_loads(ds)
+        return dataclasses.replace(res, distribution=options.distribution(loads))
 
-    # -- caches (worker side) ------------------------------------------------------
-    def _bank(self, ds) -> LesionBank:
-        if self.bank is None or self._dataset is not ds:
-            self.bank = LesionBank.from_dataset(ds)
-        return self.bank
-
-    def _likelihood_map(self, ds, sigma: float):
-        if sigma not in self._likelihood:
-            self._likelihood[sigma] = likelihood_map(ds, sigma_mm=sigma)
-        return self._likelihood[sigma]
+    def finish(self, synthetic):
+        # Why inpainting stopped short, if it did ("one 45.0 mL lesion remains").
+        return synthetic, inpaint_shortfall(self.session.host, synthetic.params)
 
     # -- actions -------------------------------------------------------------------
+    def sample(self) -> None:
+        """Draw a target load and reach it (populate or inpaint) on the host, in a worker."""
+        try:
+            if self.session.host is None:
+                raise LesionMixError("No host is loaded; use the Load widget first.")
+            if not self.direct.isChecked():
+                self.current_distribution()  # its own sentence for bounds that do not fit
+        except LesionMixError as exc:
+            notify_error(str(exc))
+            return
+        super().sample()
+
     def show_likelihood(self) -> None:
         """Compute (once) and show the likelihood map as a heat-map layer over the host."""
         s = self.session
         if s.host is None or s.orientation is None:
             notify_error("No host is loaded; use the Load widget first (the heat map is drawn on its grid).")
             return
-        ds, sigma = self._dataset, float(self.sigma.value())
-        if ds is None:
+        if self._dataset is None:
             notify_error("No dataset: scan a dataset folder in the Load widget.")
             return
-        s.run(self._likelihood_map, ds, sigma, on_done=self._show_map, desc="LesionMix: likelihood map", owner=self)
+        try:
+            options = self.options(target_load=1.0)  # the map does not depend on the target
+        except LesionMixError as exc:
+            notify_error(str(exc))
+            return
+        s.run(lambda: self.resources(options).likelihood, on_done=self._show_map, desc="LesionMix: likelihood map",
+              owner=self)
 
     def _show_map(self, lmap) -> None:
         s = self.session
-        if s.host is None or s.viewer is None:
+        if s.host is None or s.viewer is None or lmap is None:
             return
         if lmap.shape != s.host.shape:
             notify_error(f"The likelihood map has shape {lmap.shape} but host '{s.host.case_id}' has "
@@ -433,88 +441,19 @@ class LesionMixWidget(QWidget):
         s.viewer.add_image(data, name=LIKELIHOOD_NAME, scale=o.scale, translate=o.translate, colormap="inferno",
                            blending="additive", opacity=0.8, contrast_limits=(0.0, top), metadata=meta)
 
-    def sample(self) -> None:
-        """Draw a target load and reach it (populate or inpaint) on the host, in a worker."""
-        s = self.session
-        try:
-            if s.host is None:
-                raise LesionMixError("No host is loaded; use the Load widget first.")
-            target = float(self.target.value()) if self.direct.isChecked() else None
-            dist = None if target is not None else self.current_distribution()
-            aug = self.augment()
-        except LesionMixError as exc:
-            notify_error(str(exc))
-            return
-        host, brain, ds = s.host, s.host_brain_mask, self._dataset
-        mode, sigma = self.mode.currentText(), float(self.sigma.value())
-        seed, index = int(self.seed.value()), self._sample_index
-        self._sample_index += 1
+    def describe(self, syn) -> str:
+        p: LesionMixParams = syn.params
+        text = p.report()
+        if not p.target_reached and len(p.insertions) >= int(self.controls["max_insertions"].value()) > 0:
+            text += " (the cap of 'max insertions' pasted lesions, under More options)"
+        return text
 
-        def _work():
-            bank = self._bank(ds)
-            rng = sample_rng(seed, index)
-            # The target is drawn first, so the mode is known before the map is needed.
-            lmap = self._likelihood_map(ds, sigma) if mode != "inpaint" else None
-            # The one brain region (the mask, else the estimate): lesions are pasted inside it.
-            region = case_brain(host, brain)
-            params = sample_lesionmix(rng, host, bank, lmap, target, distribution=dist, mode=mode,
-                                      brain_mask=region.mask, augment=aug, on_unreachable="ignore", seed=seed,
-                                      sample_index=index)
-            params = dataclasses.replace(params, brain=BrainRecord(region.source, region.n_voxels))
-            # The shared intensity step: each pasted lesion's case mapped into the host's scale.
-            params = s.fit_intensity(self.method, params, self._sources(ds))
-            return lesionmix(host, params, bank, region.mask), inpaint_shortfall(host, params)
-
-        self._start(_work, f"Sampling (seed {seed}, index {index})")
-
-    def _start(self, func, what: str) -> None:
-        s = self.session
-        self.status.setStyleSheet("")
-        self.status.setText(f"{what}...")
-
-        def _done(result):
-            # A sample comes with why inpainting stopped short, if it did ("one 45.0 mL lesion remains").
-            syn, note = result if isinstance(result, tuple) else (result, None)
-            self.params = p = syn.params
-            s.set_synthetic(syn)
-            self.status.setStyleSheet("" if p.target_reached else "color: #ffb060;")
-            text = p.report() + (f": {note}." if note else "")
-            self.status.setText(text)
-            if not p.target_reached:
-                notify_info(f"LesionMix: {text}")
-            self._redraw(p.target_load_ml, p.reached_load_ml)
-
-        def _failed(exc):
-            self.status.setStyleSheet("color: #ff6b6b;")
-            self.status.setText(str(exc))
-
-        worker = s.run_latest(self, func, on_done=_done, on_error=_failed, desc=f"LesionMix: {what.lower()}")
-        self.work.track(worker, self.sample_btn)
-
-    def replay(self, params: LesionMixParams) -> None:
-        """Replay LesionMix params (Provenance widget) on the loaded host with this dataset's bank."""
-        s = self.session
-        if s.host is None:
-            raise LesionMixError("No host is loaded; use the Load widget first.")
-        host, brain, ds = s.host, s.host_brain_mask, self._dataset
-        # lesionmix() applies each insertion's recorded intensity map (params.intensity).
-        self._start(lambda: lesionmix(host, params, self._bank(ds), brain), "Replaying LesionMix params")
-
-    def _sources(self, ds):
-        """Where the fit finds the lesions' source cases: the session, or (shipped sample) the sample set."""
-        s = self.session
-        if ds is s.dataset:
-            return s
-        if self._sample_sources is None or self._sample_sources.training_set() is not ds:
-            self._sample_sources = registry.LocalSources(training_set=ds)
-        return self._sample_sources
-
-    def _on_intensity(self, _mode: str) -> None:
-        """Redo the shown LesionMix sample in the new mode: the same insertions, other intensity maps."""
-        s = self.session
-        syn = s.synthetic
-        if syn is None or syn.params.method != self.method.name or s.host is None:
-            return
-        host, brain, ds = s.host, s.host_brain_mask, self._dataset
-        self._start(lambda: lesionmix(host, s.fit_intensity(self.method, syn.params, self._sources(ds)),
-                                      self._bank(ds), brain), "Matching intensities again")
+    def show_result(self, result) -> None:
+        syn, note = result if isinstance(result, tuple) else (result, None)
+        p = syn.params
+        self.status.setStyleSheet("" if p.target_reached else "color: #ffb060;")
+        text = self.describe(syn) + (f": {note}." if note else "")
+        self.status.setText(text)
+        if not p.target_reached:
+            notify_info(f"LesionMix: {text}")
+        self._redraw(p.target_load_ml, p.reached_load_ml)

@@ -36,7 +36,9 @@ from qtpy.QtWidgets import (
 
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.display import Plane
+from napari_lesionmix.widgets.controls import Collapsible
 from napari_lesionmix.widgets.state import PLANES, bind, get_session, notify_error
+from napari_lesionmix.widgets.stats import format_rows, segment_statistics
 
 LABEL_RGB = (255, 60, 60)
 MASK_RGB = (255, 220, 0)
@@ -223,6 +225,12 @@ class PreviewWidget(QWidget):
         layout.addLayout(row1)
         layout.addLayout(row2)
         layout.addLayout(grid, 1)
+        # Segment statistics (as Slicer's): volume and median of host lesions, pasted lesions, normal brain.
+        self.stats = QLabel("Make a sample to see its statistics.")
+        self.stats.setTextFormat(Qt.TextFormat.RichText)
+        self.stats.setWordWrap(True)
+        self.stats_group = Collapsible("Statistics", self.stats, opened=True)
+        layout.addWidget(self.stats_group)
         self.flip_btn.clicked.connect(self.flip)
         self.compare_box.toggled.connect(self.session.set_compare)
         self.filled_box.toggled.connect(self.session.set_filled)
@@ -233,6 +241,7 @@ class PreviewWidget(QWidget):
         self._cursor_timer.setInterval(0)
         self._cursor_timer.timeout.connect(self.redraw)
         bind(self, self.session.preview_changed, self.redraw)
+        bind(self, self.session.synthetic_changed, self.update_stats)
         bind(self, self.session.cursor_changed, self._on_cursor)
         viewer = self.session.viewer
         mouse_cb = self._on_mouse_move
@@ -284,6 +293,18 @@ class PreviewWidget(QWidget):
         else:
             z, y = n_z - 1 - row, col
         s.set_cursor((z, y, x), move_viewer=True)
+
+    def update_stats(self) -> None:
+        """Recompute the statistics table of the shown sample (in a worker: medians over the brain)."""
+        s = self.session
+        syn = s.synthetic
+        if syn is None or s.host is None:
+            self.stats.setText("Make a sample to see its statistics.")
+            return
+        pair = s.harmonized_pair
+        before = pair[0] if pair is not None and syn is pair[1] else None
+        s.run_latest(self, segment_statistics, s.host, s.host_brain_mask, syn, before,
+                     on_done=lambda rows: self.stats.setText(format_rows(rows)), desc="Statistics")
 
     def flip(self) -> None:
         try:

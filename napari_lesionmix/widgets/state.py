@@ -1,8 +1,9 @@
 """The studio session: what every dock widget of one viewer shares.
 
 :class:`StudioSession` holds the host/donor pair, the dataset, the current
-synthetic case and its params, the per-donor :class:`CarveField` cache, the
-preview's plane source and the crosshair. It emits psygnal signals when any of
+synthetic case and its params, the preview's plane source, the crosshair and
+one locked, bounded cache of prepared work (:meth:`StudioSession.cached`, the
+registry's ``Sources.cached``: every method's resources live there). It emits psygnal signals when any of
 them changes and owns the layers it puts in the viewer (tagged in
 ``layer.metadata["lesionmix_role"]``): it updates their ``data`` in place and
 never touches any other layer. Get it with :func:`get_session`, which returns
@@ -16,8 +17,10 @@ napari's Qt threading, and it imports it lazily.
 from __future__ import annotations
 
 import os
+import threading
 import weakref
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from typing import Any
 
 # contourpy (matplotlib's contour engine, drawn by the Export widget's QA gallery) and torch
@@ -30,7 +33,6 @@ import numpy as np
 from psygnal import Signal
 
 from napari_lesionmix.augment import intensity, registry
-from napari_lesionmix.augment.carvemix import CarveField, CarveMixOptions
 from napari_lesionmix.augment.params import Params, Synthetic
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.dataset import CaseRecord, Dataset
@@ -53,21 +55,26 @@ ROLES: dict[str, tuple[str, str]] = {
     "synthetic_image": ("synthetic", "image"),
     "synthetic_label": ("synthetic label", "labels"),
     "mixing_mask": ("mixing mask", "image"),
+    "pasted_outline": ("pasted region", "labels"),
 }
 ROLE_KEY = "lesionmix_role"
 #: Metadata flag of a synthetic layer hidden because its pair was replaced (the next sample shows it again).
 STALE_KEY = "lesionmix_stale"
 #: Roles of the layers that show a synthetic case (they go when another pair is loaded).
-SYNTHETIC_ROLES = ("synthetic_image", "synthetic_label", "mixing_mask")
-#: Opacity of the mixing mask drawn as a faint tint (default) or filled.
+SYNTHETIC_ROLES = ("synthetic_image", "synthetic_label", "mixing_mask", "pasted_outline")
+#: Opacity of the mixing mask: its layer's opacity when tinted (on request: filled overlays); by default
+#: the mask is hidden and the pasted region outlined (``pasted_outline``), so the intensities stay visible.
 MASK_OPACITY = {False: 0.25, True: 0.6}
+#: The pasted region's outline: where the mixing mask is at least this weight (Soft-CP's is soft).
+OUTLINE_LEVEL = 0.5
 #: Compare side by side: napari's grid with this (negative) stride groups our layers from the top
-#: of the layer list, three per view: host (+ labels) on the left, synthetic (+ label, mask) beside it.
-COMPARE_STRIDE = -3
-COMPARE_ORDER = ("donor_image", "synthetic_image", "synthetic_label", "mixing_mask",
-                 "host_image", "host_label", "donor_label")
+#: of the layer list, four per view: host (+ its label; the donor hidden) and synthetic (+ label, mask,
+#: outline). Every other layer is hidden while comparing, so there are exactly two captioned views.
+COMPARE_STRIDE = -4
+COMPARE_ORDER = ("synthetic_image", "synthetic_label", "mixing_mask", "pasted_outline",
+                 "host_image", "host_label", "donor_image", "donor_label")
 NORMAL_ORDER = ("host_image", "host_label", "donor_image", "donor_label",
-                "synthetic_image", "synthetic_label", "mixing_mask")
+                "synthetic_image", "synthetic_label", "mixing_mask", "pasted_outline")
 #: The studio's default of the shared ``intensity_match`` option. Brain-linear, not the papers' "none":
 #: the studio is where pasted intensities are judged, and across subjects (gains differ by up to 2x in
 #: the shipped sample) unmatched lesions land darker or brighter than the host's own; the toggle and the
@@ -75,6 +82,12 @@ NORMAL_ORDER = ("host_image", "host_label", "donor_image", "donor_label",
 STUDIO_INTENSITY_MATCH = registry.FACE_DEFAULTS["studio"]["intensity_match"]
 #: Names of the three preview planes, in the order the preview shows them.
 PLANES = ("axial", "coronal", "sagittal")
+#: Large objects (prepared work: distance fields, lesion banks, likelihood maps, loaded cases) the session's
+#: cache keeps, least recently used dropped first; normal-brain statistics (a few floats) do not count.
+CACHE_ENTRIES = 24
+#: First element of the cache keys of work on a whole dataset (``("dataset", root, ...)``): it survives a new
+#: pair (a lesion bank serves every host); all other entries belong to the loaded pair.
+DATASET_KEY = "dataset"
 
 
 def notify_error(message: str) -> None:
@@ -104,6 +117,14 @@ def bind(widget, signal, slot) -> None:
             pass
 
     widget.destroyed.connect(_drop)
+
+
+def outline_colormap():
+    """Label 1 in the mask's yellow, the rest transparent: the pasted region's outline."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    return DirectLabelColormap(color_dict={None: [0.0, 0.0, 0.0, 0.0], 0: [0.0, 0.0, 0.0, 0.0],
+                                           1: [1.0, 0.85, 0.0, 1.0]})
 
 
 def mask_colormap():
@@ -163,13 +184,19 @@ class StudioSession:
         self.filled_overlays = False
         #: Host and synthetic side by side (napari's grid mode), see :meth:`set_compare`.
         self.compare = False
+        self._compare_hidden: list = []  # other layers hidden while comparing (shown again after)
+        #: The flip shows the host alone (its label, no synthetic layer), see :meth:`flip`.
+        self.showing_host = False
+        #: ``(before, after)`` of the last harmonization while one of them is shown, else ``None``.
+        self.harmonized_pair: tuple[Synthetic, Synthetic] | None = None
         #: The shared ``intensity_match`` mode every method dock samples with (:meth:`set_intensity_match`).
         self.intensity_match: str = STUDIO_INTENSITY_MATCH
         #: Method name -> ``callable(params)`` that recomputes that sample on the loaded pair
         #: (ending in :meth:`set_synthetic`) or raises LesionMixError; Provenance replays through it.
         self.replayers: dict[str, Callable[[Params], None]] = {}
-        self._fields: dict[tuple, CarveField] = {}
-        self._cache: dict = {}
+        self._cache: OrderedDict[Hashable, Any] = OrderedDict()
+        self._cache_lock = threading.Lock()  # workers and the GUI thread share the cache
+        self._generation = 0  # bumped per pair: work started on an older pair is not cached
         self._latest: dict[int, int] = {}  # per widget: the number of its newest run_latest request
         self._workers: list = []
 
@@ -214,9 +241,11 @@ class StudioSession:
         The previous pair may have another grid: its planes, synthetic case, prepared work and
         synthetic layers would index the new grid out of bounds (or show the old case over the new one).
         """
-        self._cache.clear()
-        # Keyed by id(donor), which Python may hand to the next donor once the old one is freed.
-        self._fields.clear()
+        with self._cache_lock:
+            # Case ids of another pair may name other scans: only whole-dataset work stays.
+            for key in [k for k in self._cache if not _is_dataset_key(k)]:
+                del self._cache[key]
+            self._generation += 1
         self.synthetic = None
         self.harmonization = None
         if self.preview is not None:
@@ -263,16 +292,15 @@ class StudioSession:
         if len(folders) > 1:
             return None, (f"The loaded pair's files are in {len(folders)} folders ({', '.join(folders)}); "
                           "scan the dataset folder in the Load dock.")
-        key = ("source", folders[0])
-        if key not in self._cache:
+        def scan():
             from napari_lesionmix.io.dataset import discover_dataset
 
             try:
-                self._cache[key] = (discover_dataset(folders[0]), None)
+                return discover_dataset(folders[0]), None
             except LesionMixError as exc:
-                self._cache[key] = (None, f"The loaded pair's folder is not a dataset ({exc}); scan one in "
-                                          "the Load dock.")
-        ds, why = self._cache[key]
+                return None, f"The loaded pair's folder is not a dataset ({exc}); scan one in the Load dock."
+
+        ds, why = self.cached(("source", folders[0]), scan)
         return ds, why or f"{len(ds)} case(s) in '{ds.root}' (the loaded pair's folder)"
 
     @property
@@ -305,28 +333,34 @@ class StudioSession:
     def training_set(self) -> Dataset | None:
         return self.dataset
 
-    def cached(self, key, make: Callable[[], Any]) -> Any:
-        """An object built once per loaded pair (a method's prepared work)."""
-        if key not in self._cache:
-            self._cache[key] = make()
-        return self._cache[key]
+    def cached(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """An object built once by ``make`` for the loaded pair (a method's prepared work), thread-safe.
 
-    def carve_resources(self, per_lesion: bool = False, connectivity: int = 26):
-        """CarveMix's prepared work over this session (the registry's): its fields live in :meth:`cached`."""
-        options = CarveMixOptions(per_lesion=bool(per_lesion), connectivity=int(connectivity))
-        return registry.get_method("carvemix").prepare(self, options)
-
-    def carve_field(self, per_lesion: bool = False, connectivity: int = 26) -> CarveField:
-        """The donor's :class:`CarveField`, computed once per donor and variant.
-
-        The same object the registry's CarveMix applies with (:meth:`carve_resources`), so the
-        slider, "sample lambda" and a replay share one distance field.
+        The one cache of the studio: locked (thread workers call it), bounded to :data:`CACHE_ENTRIES`
+        large objects, emptied of the pair's entries when another pair is loaded. ``make`` runs
+        outside the lock (a distance field takes seconds); what it returns after the pair changed
+        is handed back but not kept.
         """
-        _, donor = self.require_pair()
-        key = (id(donor), donor.case_id, bool(per_lesion), int(connectivity))
-        if key not in self._fields:
-            self._fields[key] = self.carve_resources(per_lesion, connectivity).field(donor)
-        return self._fields[key]
+        with self._cache_lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            generation = self._generation
+        value = make()
+        with self._cache_lock:
+            if generation != self._generation:
+                return value
+            value = self._cache.setdefault(key, value)
+            self._cache.move_to_end(key)
+            large = [k for k in self._cache if not _is_small_key(k)]
+            for k in large[:-CACHE_ENTRIES]:
+                del self._cache[k]
+        return value
+
+    def cache_keys(self) -> list:
+        """The keys the cache holds, least recently used first (for tests and diagnostics)."""
+        with self._cache_lock:
+            return list(self._cache)
 
     # -- the shared intensity step ---------------------------------------------
     def set_intensity_match(self, mode: str) -> None:
@@ -365,6 +399,12 @@ class StudioSession:
         """
         if self.orientation is None:
             raise LesionMixError("No host/donor pair is loaded; use the Load widget first.")
+        if harmonization and self.synthetic is not None:
+            before = self.harmonized_pair[0] if self.harmonized_pair and \
+                self.synthetic is self.harmonized_pair[1] else self.synthetic
+            self.harmonized_pair = (before, synthetic)
+        elif self.harmonized_pair is not None and not any(synthetic is x for x in self.harmonized_pair):
+            self.harmonized_pair = None
         self.synthetic = synthetic
         self.harmonization = dict(harmonization) if harmonization else None
         if show_layers:
@@ -381,7 +421,13 @@ class StudioSession:
             self.show_layer("synthetic_label", o.to_display(label))
             self.show_layer("mixing_mask", o.to_display(mask.astype(np.float32)), colormap=mask_colormap(),
                             blending="translucent", opacity=MASK_OPACITY[self.filled_overlays],
-                            contrast_limits=(0.0, 1.0))
+                            contrast_limits=(0.0, 1.0), visible=self.filled_overlays)
+            outline = self.show_layer("pasted_outline", o.to_display((mask >= OUTLINE_LEVEL).astype(np.uint8)),
+                                      colormap=outline_colormap(), visible=not self.filled_overlays)
+            if outline is not None:
+                outline.contour = 1  # an outline, also with filled overlays
+            self.showing_host = False
+            self._show_synthetic(True)
             if self.compare:
                 self._arrange()
         self.set_preview(VolumePlanes(synthetic.image, synthetic.label, synthetic.mask, self.orientation))
@@ -485,50 +531,86 @@ class StudioSession:
 
     # -- display for QA ------------------------------------------------------
     def set_filled(self, filled: bool) -> None:
-        """Labels filled and the mixing mask at full tint (``True``), or contours and a faint tint."""
+        """Labels filled and the mixing mask tinted (``True``), or contours and the pasted region outlined."""
         self.filled_overlays = bool(filled)
         for role, (_, kind) in ROLES.items():
             lyr = self.layer(role, stale=True)
-            if lyr is None:
+            if lyr is None or role == "pasted_outline":
                 continue
             if kind == "labels":
                 lyr.contour = 0 if filled else 1
             elif role == "mixing_mask":
                 lyr.opacity = MASK_OPACITY[self.filled_overlays]
+        if not self.showing_host:
+            self._show_synthetic(True)
+
+    def _show_synthetic(self, show: bool) -> None:
+        """Show the synthetic case (its label, its mask tint or outline; the host's label hidden) or the host
+        alone (its label; every synthetic layer hidden)."""
+        wanted = {"synthetic_image": show, "synthetic_label": show, "host_label": not show or self.compare,
+                  "mixing_mask": show and self.filled_overlays, "pasted_outline": show and not self.filled_overlays}
+        for role, on in wanted.items():
+            lyr = self.layer(role)
+            if lyr is not None and (role != "host_label" or self.synthetic is not None):
+                lyr.visible = on
 
     def flip(self) -> bool:
-        """Show the host where the synthetic case was (or back); returns whether the synthetic shows.
+        """Show exactly the host or exactly the synthetic case; returns whether the synthetic shows.
 
-        The two share the slice, zoom and contrast, so flipping shows exactly what was pasted.
+        The two share the slice, zoom and contrast, so flipping shows exactly what was pasted; the
+        other case's label and mask are hidden, so neither is drawn over the wrong image.
         """
         syn = self.layer("synthetic_image")
-        if syn is None:
+        if syn is None or self.synthetic is None:
             raise LesionMixError("There is no synthetic case to compare yet; make a sample first.")
-        show = not syn.visible
-        syn.visible = show
+        show = self.showing_host or not syn.visible
+        self.showing_host = not show
         host = self.layer("host_image")
         if host is not None:
             host.visible = True  # under the synthetic layer: what shows when it is hidden
             if host.contrast_limits != syn.contrast_limits:
                 host.contrast_limits = syn.contrast_limits  # flip compares intensities, not windows
+        self._show_synthetic(show)
         return show
 
     def set_compare(self, on: bool) -> None:
         """Host and synthetic side by side in napari's grid mode (linked slice, zoom and cursor).
 
-        The session's layers are regrouped at the top of the layer list, three per view
-        (:data:`COMPARE_ORDER`); off, they go back to the normal order with the synthetic on top.
+        Exactly two views, captioned with their layer names: every other visible layer (the donor's,
+        the user's own) is hidden while comparing and shown again after. The session's layers are
+        regrouped at the top of the layer list (:data:`COMPARE_ORDER`); off, they go back to the normal
+        order with the synthetic on top.
         """
         self.compare = bool(on)
         viewer = self.viewer
         if viewer is None:
             return
         grid = viewer.grid if not hasattr(viewer, "canvas") else viewer.canvas.grid
+        keep = {"host_image", "host_label", "synthetic_image", "synthetic_label", "mixing_mask", "pasted_outline"}
         if on:
+            self._compare_hidden = [lyr for lyr in viewer.layers if lyr.visible
+                                    and lyr.metadata.get(ROLE_KEY) not in keep]
+            for lyr in self._compare_hidden:
+                lyr.visible = False
             for role in ("host_image", "synthetic_image"):
                 lyr = self.layer(role)
                 if lyr is not None:
                     lyr.visible = True
+            self.showing_host = False
+            self._show_synthetic(True)
+            host_label = self.layer("host_label")
+            if host_label is not None:
+                host_label.visible = True  # in the host's own view
+        else:
+            for lyr in self._compare_hidden:
+                if lyr in viewer.layers:
+                    lyr.visible = True
+            self._compare_hidden = []
+            self._show_synthetic(True)
+        for role in ("host_image", "synthetic_image"):
+            lyr = self.layer(role)
+            if lyr is not None:
+                lyr.name_overlay.visible = bool(on)  # the caption of its view
         self._arrange()
         grid.stride = COMPARE_STRIDE if on else 1
         grid.shape = (1, -1) if on else (-1, -1)
@@ -617,6 +699,14 @@ class StudioSession:
     @property
     def busy(self) -> bool:
         return bool(self._workers)
+
+
+def _is_small_key(key) -> bool:
+    return isinstance(key, tuple) and bool(key) and key[0] in (registry.BRAIN_STATS_KEY, "source")
+
+
+def _is_dataset_key(key) -> bool:
+    return isinstance(key, tuple) and bool(key) and key[0] == DATASET_KEY
 
 
 def _while(alive: list, callback: Callable | None) -> Callable | None:

@@ -120,13 +120,21 @@ def fit_dock(dock, widget, title: str) -> None:
         make_scrollable(widget)
 
 
+#: Share of the right column's height the preview gets (the tabbed docks scroll; the views should not).
+PREVIEW_SHARE = 0.55
+
+
 def _widen(window, docks, width: int = 460) -> None:
-    """Give the right dock area room for the triplanar preview (best effort)."""
+    """Give the right dock area room for the triplanar preview: its width, and most of its height (best effort)."""
     try:
         from qtpy.QtCore import Qt
 
         qt_window = window._qt_window
         qt_window.resizeDocks(docks[:1], [width], Qt.Orientation.Horizontal)
+        if len(docks) > 1:
+            h = max(qt_window.height() - 120, 400)
+            top = int(h * PREVIEW_SHARE)
+            qt_window.resizeDocks(docks[:2], [top, h - top], Qt.Orientation.Vertical)
     except Exception:  # noqa: BLE001 (layout only; never block the studio)
         pass
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -113,3 +114,32 @@ def test_closing_the_preview_detaches_it(make_napari_viewer_proxy, qtbot):
     qtbot.waitUntil(lambda: len(viewer.mouse_move_callbacks) == 0, timeout=5000)
     assert len(session.preview_changed) == 0
     session.set_preview(None)  # no dead widget is called
+
+
+@pytest.mark.gui
+def test_statistics_panel_volumes_and_medians(studio, qtbot):
+    """Host lesions, pasted lesions and normal brain: volume and median, as the shown sample has them."""
+    from napari_lesionmix.io.brain import case_brain
+    from napari_lesionmix.widgets.stats import segment_statistics
+
+    viewer, preview, cm, session = studio
+    qtbot.waitUntil(lambda: not session.busy and "pasted lesions" in preview.stats.text(), timeout=20000)
+    host, syn = session.host, session.synthetic
+    rows = {(r.segment, r.image): r for r in segment_statistics(host, session.host_brain_mask, syn)}
+    voxel_ml = float(np.prod(host.spacing)) / 1000
+    lesion = host.label != 0
+    assert rows["host lesions", "host"].volume_ml == pytest.approx(lesion.sum() * voxel_ml)
+    assert rows["host lesions", "host"].median == pytest.approx(np.median(host.image[0][lesion]))
+    normal = case_brain(host, session.host_brain_mask).normal(host.label)
+    assert rows["normal brain", "host"].median == pytest.approx(np.median(host.image[0][normal]))
+    pasted = (syn.label != 0) & (syn.mask >= 0.5) & ~lesion
+    assert rows["pasted lesions", "synthetic"].volume_ml == pytest.approx(pasted.sum() * voxel_ml)
+    assert f"{rows['host lesions', 'host'].volume_ml:.2f}" in preview.stats.text()
+    # Before/after harmonization: the pair's "before" rows appear beside the harmonized ones.
+    after = dataclasses.replace(syn, image=syn.image * 1.5)
+    before_rows = segment_statistics(host, session.host_brain_mask, after, before=syn)
+    names = [(r.segment, r.image) for r in before_rows]
+    assert ("pasted lesions", "synthetic, before") in names and ("pasted lesions", "synthetic, harmonized") in names
+    by = {(r.segment, r.image): r for r in before_rows}
+    assert by["pasted lesions", "synthetic, harmonized"].median == pytest.approx(
+        1.5 * by["pasted lesions", "synthetic, before"].median, rel=1e-5)

@@ -49,9 +49,16 @@ def test_sample_pastes_a_lesion_and_records_params(studio, qtbot):
     # Exactly the core's sample for the same seed and settings.
     want = sample_softcp(sample_rng(3, 0), session.host, session.donor, session.host_brain_mask,
                          seed=3, sample_index=0, **w.sample_kwargs())
-    assert dataclasses.replace(p, intensity=()) == want  # the same draw, then the shared intensity step
+    # The same draw, then the registry's brain record and shared intensity step.
+    assert dataclasses.replace(p, intensity=(), brain=None) == want
     assert p.intensity[0].mode == session.intensity_match == "brain-linear"
     syn = session.synthetic
+    # The studio is a face of the registry: the Python (and CLI) face's bytes for the same options.
+    masks = {session.host.case_id: session.host_brain_mask, session.donor.case_id: session.donor_brain_mask}
+    same = registry.generate("softcp", session.host, session.donor, seed=3, index=0, options=w.options(),
+                             brain_mask=session.host_brain_mask,
+                             sources=registry.LocalSources([session.host, session.donor], masks))
+    assert same.params == p and np.array_equal(same.image, syn.image) and np.array_equal(same.label, syn.label)
     ref = registry.replay(p, session.host, session.donor, brain_mask=session.host_brain_mask)
     np.testing.assert_array_equal(syn.image, ref.image)
     unmatched = softcp(session.host, session.donor, want, session.host_brain_mask)

@@ -105,12 +105,14 @@ def test_qa_display_contours_contrast_flip_compare_zoom(docks, qtbot, pair_on_di
     load_pair(qtbot, load, session, pair_on_disk, until=lambda: session.synthetic is not None)
     host, syn = session.layer("host_image"), session.layer("synthetic_image")
     label, mask = session.layer("synthetic_label"), session.layer("mixing_mask")
-    # Contours and a faint mask by default; one click to filled and back.
-    assert label.contour > 0 and mask.opacity <= 0.3
+    outline = session.layer("pasted_outline")
+    # Contours and the pasted region outlined by default (the mask's tint only on request); filled and back.
+    assert label.contour > 0 and outline.contour > 0 and outline.visible and not mask.visible
+    np.testing.assert_array_equal(outline.data, mask.data >= 0.5)
     preview.filled_box.setChecked(True)
-    assert label.contour == 0 and mask.opacity >= 0.5
+    assert label.contour == 0 and mask.opacity >= 0.5 and mask.visible and not outline.visible
     preview.filled_box.setChecked(False)
-    assert label.contour > 0
+    assert label.contour > 0 and mask.opacity <= 0.3 and not mask.visible and outline.visible
     # The window comes from brain voxels with the lesions inside; the user's contrast stays.
     assert tuple(host.contrast_limits) == pytest.approx(session.window)
     lesion = host.data[session.layer("host_label").data != 0]
@@ -125,17 +127,27 @@ def test_qa_display_contours_contrast_flip_compare_zoom(docks, qtbot, pair_on_di
     # Flip: the host shows where the synthetic was, with the same contrast.
     preview.flip_btn.click()
     assert not syn.visible and host.visible and tuple(host.contrast_limits) == (0.0, 180.0)
+    # Exactly the host: its label, none of the synthetic's layers.
+    host_label = session.layer("host_label")
+    assert host_label.visible and not (label.visible or mask.visible or outline.visible)
     preview.flip_btn.click()
-    assert syn.visible
+    assert syn.visible and label.visible and outline.visible and not host_label.visible
     # Side by side: host and synthetic in two grid views, linked by napari's shared dims and camera.
+    mine = viewer.add_points([[0.0, 0.0, 0.0]], name="mine")  # a layer of the user's own
     preview.compare_box.setChecked(True)
+    assert not mine.visible
     grid, layers = viewer.canvas.grid, list(viewer.layers)
     assert grid.enabled
     p_host = grid.position(layers.index(host), layers)
     p_syn = grid.position(layers.index(syn), layers)
     assert p_host != p_syn and -1 not in p_host + p_syn
     assert grid.position(layers.index(label), layers) == p_syn  # the label's contour on the synthetic
+    # Only host and synthetic, captioned with their names; the donor and the user's layers hidden meanwhile.
+    occupied = {grid.position(i, layers) for i, lyr in enumerate(layers) if lyr.visible}
+    assert occupied == {p_host, p_syn}
+    assert host.name_overlay.visible and syn.name_overlay.visible
     preview.compare_box.setChecked(False)
+    assert not host.name_overlay.visible and mine.visible
     assert not grid.enabled and list(viewer.layers).index(syn) > list(viewer.layers).index(host)
     # Zoom: the planes around the crosshair, drawn larger; a click still lands on the right voxel.
     full = preview.views["axial"]._rgb.shape
