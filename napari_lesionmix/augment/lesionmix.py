@@ -567,12 +567,18 @@ class LesionMixMethod(Method):
         ds = sources.training_set()
         if ds is None or not len(ds.cases):
             raise LesionMixError("LesionMix needs a training set (a dataset folder) as its lesion source.")
-        bank = LesionBank(records=ds.cases, connectivity=options.connectivity)
+        # Built once per training set (a face that prepares for every sample, the studio, reuses them):
+        # the bank, the likelihood map and the loads each read every training label.
+        key = (str(getattr(ds, "root", "")), tuple(ds.case_ids))
+        bank = sources.cached(("lesionmix-bank", *key, options.connectivity),
+                              lambda: LesionBank(records=ds.cases, connectivity=options.connectivity))
         if options.likelihood:
             lmap = load_likelihood(options.likelihood)
-        else:
-            lmap = likelihood_map(ds, sigma_mm=options.sigma_mm)  # training labels, inside the brain masks
-        return LesionMixResources(bank, lmap, options.distribution(dataset_loads(ds)), tuple(ds.case_ids))
+        else:  # training labels, inside the brain masks
+            lmap = sources.cached(("lesionmix-likelihood", *key, options.sigma_mm),
+                                  lambda: likelihood_map(ds, sigma_mm=options.sigma_mm))
+        loads = sources.cached(("lesionmix-loads", *key), lambda: dataset_loads(ds))
+        return LesionMixResources(bank, lmap, options.distribution(loads), tuple(ds.case_ids))
 
     def sample(self, rng, inputs: Inputs, options: LesionMixOptions, resources: LesionMixResources) -> LesionMixParams:
         host = inputs.host

@@ -393,8 +393,8 @@ class HarmonizeWidget(QWidget):
             if note:
                 notify_warning(note)
 
-        self.work.track(s.run(_work, on_done=_done, on_error=self._error, desc="Harmonize", owner=self),
-                        self.harmonize_btn, self.load_btn)
+        s.run(_work, on_done=_done, on_error=self._error, desc="Harmonize", owner=self,
+              track=lambda worker: self.work.track(worker, self.harmonize_btn, self.load_btn))
 
     def show_before(self, before: bool) -> None:
         """Show the unharmonized (``True``) or harmonized image in the synthetic layer and preview."""
@@ -439,9 +439,9 @@ class HarmonizeWidget(QWidget):
             self._ok(f"Loaded '{path}': ARHNet, {cfg.in_channels} channel(s), base {cfg.base_channels}, "
                      f"depth {cfg.depth}, patch {h.patch_size}.")
 
-        worker = self.session.run(self._harmonizer, path, device, on_done=_done, on_error=self._error,
-                                  desc="Harmonize: load checkpoint", owner=self)
-        self.work.track(worker, self.harmonize_btn, self.load_btn)
+        self.session.run(self._harmonizer, path, device, on_done=_done, on_error=self._error,
+                         desc="Harmonize: load checkpoint", owner=self,
+                         track=lambda worker: self.work.track(worker, self.harmonize_btn, self.load_btn))
 
     def _pick_save(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save ARHNet checkpoint", "",

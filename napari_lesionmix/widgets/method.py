@@ -453,9 +453,8 @@ class MethodDock(QWidget):
             self.status.setStyleSheet(ERROR_STYLE)
             self.status.setText(str(exc))
 
-        worker = s.run_latest(self, func, on_done=_done, on_error=_failed,
-                              desc=f"{self.method.label}: {what.lower()}")
-        self.work.track(worker, *self.action_buttons)
+        s.run_latest(self, func, on_done=_done, on_error=_failed, desc=f"{self.method.label}: {what.lower()}",
+                     track=lambda worker: self.work.track(worker, *self.action_buttons))
 
     def show_result(self, result) -> None:
         syn = result[0] if isinstance(result, tuple) else result
@@ -484,7 +483,9 @@ class MethodDock(QWidget):
     def step(self, delta: int) -> None:
         """Show the previous (``-1``) or next (``+1``) sample of this dock's history."""
         i = self.position + delta
-        if not 0 <= i < len(self.history) or self.session.busy:
+        # Not refused while other studio work runs (a preview redraw, statistics): the session runs the
+        # latest request of this dock, so a key press is never lost.
+        if not 0 <= i < len(self.history):
             return
         self.position = i
         self._update_history()

@@ -642,14 +642,16 @@ class StudioSession:
 
     # -- background work -----------------------------------------------------
     def run(self, func: Callable, *args, on_done: Callable | None = None, desc: str = "Working",
-            on_error: Callable | None = None, owner=None, **kwargs):
+            on_error: Callable | None = None, owner=None, track: Callable | None = None, **kwargs):
         """Run ``func(*args, **kwargs)`` in a napari ``thread_worker`` with a progress bar.
 
         The result goes to ``on_done`` in the main thread. A :class:`LesionMixError`
         becomes an error notification with its one sentence (other exceptions
         too, prefixed with their type); layers are left as they were. With an
         ``owner`` widget, its callbacks are dropped once it is destroyed (a dock
-        closed, or a viewer torn down, while its work runs: its Qt objects are gone).
+        closed, or a viewer torn down, while its work runs: its Qt objects are gone). ``track(worker)``
+        is called before the worker starts (a dock's busy bar): connected after the start, a quick
+        worker's ``finished`` could come first and be missed, leaving the dock's buttons disabled.
         """
         from napari.qt.threading import create_worker
         from napari.utils import progress
@@ -680,6 +682,8 @@ class StudioSession:
             worker.returned.connect(on_done)
         worker.finished.connect(_finish)
         self._workers.append(worker)
+        if track is not None:
+            track(worker)
         worker.start()
         return worker
 

@@ -17,9 +17,15 @@ from napari_lesionmix.widgets.state import CACHE_ENTRIES, StudioSession
 pytestmark = pytest.mark.gui
 
 
-def _wait(qtbot, session, name, check=lambda p: True):
+def _wait(qtbot, session, name, check=lambda p: True, dock=None):
+    """Until the shown sample is ``name``'s and passes ``check`` (and ``dock``'s work is over).
+
+    A dock's buttons come back when its worker's ``finished`` signal arrives, a moment after the
+    sample is shown: a click before that hits a disabled button (that made a flaky test).
+    """
     qtbot.waitUntil(lambda: not session.busy and session.synthetic is not None
-                    and session.synthetic.params.method == name and check(session.synthetic.params), timeout=20000)
+                    and session.synthetic.params.method == name and check(session.synthetic.params)
+                    and (dock is None or not dock.work.running), timeout=20000)
 
 
 @pytest.mark.parametrize("name, label", [("mixup", "Mixup"), ("cutmix", "CutMix")])
@@ -56,26 +62,28 @@ def test_history_back_and_forward_with_keys(studio, qtbot):
     w = docks["Mixup"]
     assert not w.back_btn.isEnabled() and not w.forward_btn.isEnabled()
     for i in range(3):
+        qtbot.waitUntil(w.sample_btn.isEnabled, timeout=20000)  # the pair's start-up work, or the last sample
         w.sample_btn.click()
-        _wait(qtbot, session, "mixup", lambda p, i=i: p.sample_index == i)
+        _wait(qtbot, session, "mixup", lambda p, i=i: p.sample_index == i, dock=w)
     assert [p.sample_index for p in w.history] == [0, 1, 2] and w.history_label.text() == "3/3"
     images = session.synthetic.image.copy()
     qtbot.keyClick(w.sample_btn, "z", modifier=qtbot_ctrl())  # Ctrl+Z: one back
-    _wait(qtbot, session, "mixup", lambda p: p.sample_index == 1)
+    _wait(qtbot, session, "mixup", lambda p: p.sample_index == 1, dock=w)
     assert w.history_label.text() == "2/3" and w.forward_btn.isEnabled()
     w.back_btn.click()
-    _wait(qtbot, session, "mixup", lambda p: p.sample_index == 0)
+    _wait(qtbot, session, "mixup", lambda p: p.sample_index == 0, dock=w)
     assert not w.back_btn.isEnabled()
     w.forward_btn.click()
-    _wait(qtbot, session, "mixup", lambda p: p.sample_index == 1)
+    _wait(qtbot, session, "mixup", lambda p: p.sample_index == 1, dock=w)
     qtbot.keyClick(w.sample_btn, "z", modifier=qtbot_ctrl() | qtbot_shift())  # Ctrl+Shift+Z: one forward
-    _wait(qtbot, session, "mixup", lambda p: p.sample_index == 2)
+    _wait(qtbot, session, "mixup", lambda p: p.sample_index == 2, dock=w)
     np.testing.assert_array_equal(session.synthetic.image, images)  # the same bytes again
     # A new sample after a step back drops the samples ahead of it.
     w.back_btn.click()
-    _wait(qtbot, session, "mixup", lambda p: p.sample_index == 1)
+    _wait(qtbot, session, "mixup", lambda p: p.sample_index == 1, dock=w)
+    qtbot.waitUntil(w.sample_btn.isEnabled, timeout=20000)
     w.sample_btn.click()
-    _wait(qtbot, session, "mixup", lambda p: p.sample_index == 3)
+    _wait(qtbot, session, "mixup", lambda p: p.sample_index == 3, dock=w)
     assert [p.sample_index for p in w.history] == [0, 1, 3]
 
 
