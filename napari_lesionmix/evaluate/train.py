@@ -192,6 +192,27 @@ def sample_plan(seed: int, iterations: int, batch: int, share: float, extra_iter
     return flags.reshape(steps, batch)
 
 
+def patch_batches(real: Sequence[Volume], synthetic: Sequence[Volume], plan: np.ndarray, seed: int, patch: int,
+                  foreground_fraction: float):
+    """Yield the training batches ``(images, labels)`` of ``plan`` (:func:`sample_plan`), one per step.
+
+    A real slot takes the next patch of the real stream (which case, the
+    foreground coin, the position and the augmentation all come from the
+    generator of ``seed`` for real patches), a synthetic slot the next of the
+    synthetic stream: the real patches do not depend on the synthetic data.
+    """
+    real_rng, syn_rng = _stream(seed, _REAL_KEY), _stream(seed, _SYN_KEY)
+    for row in plan:
+        imgs, labs = [], []
+        for is_syn in row:
+            rng, pool = (syn_rng, synthetic) if is_syn else (real_rng, real)
+            vol = pool[int(rng.integers(len(pool)))]
+            img, lab = _augment(*_crop(vol, rng, int(patch), rng.random() < foreground_fraction), rng)
+            imgs.append(img)
+            labs.append(lab[None])
+        yield imgs, labs
+
+
 def train_and_predict(real: Sequence[Volume], synthetic: Sequence[Volume], test: Sequence[Volume], *,
                       seed: int, iterations: int, batch: int, patch: int, channels: Sequence[int], lr: float,
                       synthetic_ratio: float, foreground_fraction: float, device: str = "cpu",
@@ -239,7 +260,6 @@ def train_and_predict(real: Sequence[Volume], synthetic: Sequence[Volume], test:
     if sampling not in SAMPLINGS:
         raise LesionMixError(f"Sampling '{sampling}' is not one of {', '.join(SAMPLINGS)}.")
     torch.manual_seed(int(seed))
-    real_rng, syn_rng = _stream(seed, _REAL_KEY), _stream(seed, _SYN_KEY)
     share = synthetic_share(sampling, len(real), len(synthetic), synthetic_ratio)
     plan = sample_plan(seed, iterations, batch, share, extra_iterations)
     steps = len(plan)
@@ -254,14 +274,9 @@ def train_and_predict(real: Sequence[Volume], synthetic: Sequence[Volume], test:
     window: list[float] = []
     net.train()
     since = 0
+    batches = patch_batches(real, synthetic, plan, seed, int(patch), foreground_fraction)
     for it in range(1, steps + 1):
-        imgs, labs = [], []
-        for is_syn in plan[it - 1]:
-            rng, pool = (syn_rng, synthetic) if is_syn else (real_rng, real)
-            vol = pool[int(rng.integers(len(pool)))]
-            img, lab = _augment(*_crop(vol, rng, int(patch), rng.random() < foreground_fraction), rng)
-            imgs.append(img)
-            labs.append(lab[None])
+        imgs, labs = next(batches)
         x = torch.from_numpy(np.stack(imgs)).to(dev)
         y = torch.from_numpy(np.stack(labs).astype(np.float32)).to(dev)
         opt.zero_grad(set_to_none=True)
