@@ -135,7 +135,12 @@ def _execute(config: EvalConfig, split: Split, condition: str, k: int, seed: int
     import torch
 
     from napari_lesionmix.evaluate.metrics import case_metrics, dice, lesion_detection
-    from napari_lesionmix.evaluate.train import THRESHOLD, best_threshold, synthetic_share, train_and_predict
+    from napari_lesionmix.evaluate.train import (
+        THRESHOLD,
+        best_threshold,
+        synthetic_share,
+        train_and_predict,
+    )
     from napari_lesionmix.io.dataset import discover_dataset
 
     torch.set_num_threads(int(config.threads))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_lesionmix.evaluate.metrics import case_metrics, lesion_detection, match_lesions, lesions
+from napari_lesionmix.evaluate.metrics import case_metrics, lesion_detection, lesions, match_lesions
 from napari_lesionmix.evaluate.train import (
     Volume,
     best_threshold,
