@@ -127,7 +127,8 @@ def verdict(rows: Sequence[dict[str, Any]], cond: str, k: int) -> tuple[str, str
     Helped (hurt): the 95 % interval of the paired Dice difference to none lies
     above (below) 0 **and** the mean difference is larger than the spread
     (max - min) of none's per-seed mean Dice. Otherwise: no difference beyond
-    the seed spread. Lesion F1 and the volume ratio are given beside it.
+    the seed spread. Lesion F1, the volume ratio and the Dice difference at
+    each run's validation threshold (the calibration view) are given beside it.
     """
     d = _pairs(rows, cond, k, "dice")
     if cond == NONE or not d:
@@ -144,9 +145,12 @@ def verdict(rows: Sequence[dict[str, Any]], cond: str, k: int) -> tuple[str, str
     f = mean_ci(_pairs(rows, cond, k, "lesion_f1"))
     vr = np.nanmean([r["volume_ratio"] for r in rows if r["k"] == k and r["condition"] == cond])
     vr0 = np.nanmean([r["volume_ratio"] for r in rows if r["k"] == k and r["condition"] == NONE])
+    cal = [r for r in rows if r["k"] == k and r["condition"] in (cond, NONE) and "dice_at_val_threshold" in r]
+    cal = _pairs(cal, cond, k, "dice_at_val_threshold") if cal else []
+    cal_txt = f", Dice at the validation threshold {_fmt(mean_ci(cal), 3, True)}" if cal else ""
     sentence = (f"**{cond}** (K = {k}) {word}: Dice {_fmt((m, lo, hi), 3, True)} against none (none's seed "
                 f"spread {spread:.3f}), lesion F1 {_fmt(f, 3, True)}, predicted/true volume {vr:.2f} "
-                f"(none {vr0:.2f}).")
+                f"(none {vr0:.2f}){cal_txt}.")
     return word, sentence
 
 
