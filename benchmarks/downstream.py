@@ -1,15 +1,37 @@
-"""Downstream benchmark: does synthetic data help a small 3D U-Net trained on K = 2 and 4 real MS-like cases?
+"""Downstream benchmark: does synthetic data help a small 3D U-Net trained on few real cases? (``lesionmix evaluate``)
 
-Runs ``lesionmix evaluate`` with a preset sized for about 30 minutes on 2 CPU
-cores (design.md section 9): the six MS-like sample subjects only (the
-stroke-like ones are another task), two of them held out for testing by the
-fixed draw, K = 2 and 4 training cases, 3 seeds, 16 synthetic cases per run at
-a 50:50 real:synthetic patch ratio, 1000 iterations (AdamW 5e-3). Prints the
-summary table; the report folder holds results.csv, summary.md and
-downstream.png. Rerun to resume. Measured: 23.5 min wall for the 30 runs on 2
-shared CPU cores (2 workers); results and their reading in docs/downstream.md.
+The fair protocol (issue 25): the synthetic cases join the real ones as nnU-Net
+and the papers use them (``sampling="pooled"``: every patch from a case drawn
+uniformly, 33 % of patches centred near a lesion) and the synthetic patches are
+*added* in extra steps, so every condition of a seed trains on exactly the real
+patches of ``none``. Results and their reading: docs/downstream.md.
 
-    python benchmarks/downstream.py [REPORT_DIR] [--iterations N] [--workers W]
+Presets
+-------
+``full`` (default; a GPU or a long CPU night): the six MS-like sample subjects
+(sub-01, sub-02 held out), K = 2 and 4, 3 seeds, N = 16 synthetic cases per run
+(so a method's run has 9x the steps of ``none`` at K = 2), 2000 iterations of
+2 patches of 32³, every method and baseline plus harmonized CarveMix.
+
+``reduced`` (about 10 CPU-minutes per dataset): K = 2, N = 2 (1:1 real:synthetic
+patches, 2x steps), 1000 iterations of 2 patches of 32³, 3 seeds. Measured on 2 shared
+CPU cores: 18 MS runs in 23 min wall, 12 BraTS runs in about 19 min wall (2-3 runs at a time).
+
+``--dataset brats --brats DIR``: the six real BraTS 2013 cases (whole tumour,
+FLAIR) read at run time from DIR through a temporary nnU-Net folder of links
+under /tmp (nothing copied), at 1/2 resolution, 3 held out.
+
+``--ablation NAME`` (reduced preset, each one command; a ``none`` beside it):
+``load-cap`` (CarveMix cases chosen among 4 x N candidates with a lesion load at
+most the largest real case's), ``load-match`` (nearest the real mean load),
+``softcp-kerode0`` (Soft-CP with ``k_erode = 0``: small lesions keep a weight-1
+core), ``carvemix-per-lesion`` (one lambda per lesion), ``share25`` (25 % of the
+patches synthetic, ``sampling="ratio"``, added), ``old-protocol`` (the earlier
+protocol: 50 % swapped in at fixed steps, 50 % foreground), ``n6`` (N = 6: 75 %
+of the patches synthetic), ``equal-steps`` (``none`` alone, trained for the 2000
+steps a method's run takes: the control for the added steps).
+
+    python benchmarks/downstream.py [REPORT_DIR] [--preset reduced] [--dataset ms|brats] [--ablation NAME]
 """
 
 from __future__ import annotations
@@ -17,10 +39,28 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from napari_lesionmix.evaluate import EvalConfig, run_evaluation
 from napari_lesionmix.sample_data import sample_data_dir
+
+HARD = {"mixup": {"label": "hard"}, "cutmix": {"label": "hard"}}
+#: LesionMix's default draws the target load from the K real loads; with K = 2 it can draw the host's own
+#: load (nothing to paste, the draw is refused): draw it uniformly between them instead.
+LESIONMIX = {"lesionmix": {"load_dist": "uniform"}}
+ABLATIONS = {
+    "load-cap": dict(methods=("carvemix",), synthetic_load="cap", load_candidates=4),
+    "load-match": dict(methods=("carvemix",), synthetic_load="match", load_candidates=4),
+    "softcp-kerode0": dict(methods=("softcp",), options={"softcp": {"k_erode": 0}}),
+    "carvemix-per-lesion": dict(methods=("carvemix",), options={"carvemix": {"per_lesion": True}}),
+    "share25": dict(methods=("carvemix", "softcp"), sampling="ratio", synthetic_ratio=0.25, foreground_fraction=0.33),
+    "old-protocol": dict(methods=("carvemix", "softcp"), sampling="ratio", synthetic_ratio=0.5,
+                         extra_iterations=False, foreground_fraction=0.5),
+    "n6": dict(methods=("carvemix",), n_synthetic=6),
+    "equal-steps": dict(methods=(), iterations=2000),
+}
 
 
 def ms_like_cases() -> tuple[str, ...]:
@@ -29,21 +69,66 @@ def ms_like_cases() -> tuple[str, ...]:
     return tuple(sorted(sid for sid, s in items if s.get("kind") == "ms"))
 
 
+def brats_folder(src: Path) -> Path:
+    """An nnU-Net raw folder of links to the BraTS cases' FLAIR and labels (under /tmp; nothing is copied)."""
+    cases = sorted(p for p in Path(src).glob("brats_2013_pat*") if p.is_dir())
+    if len(cases) < 4:
+        raise SystemExit(f"'{src}' holds {len(cases)} BraTS case folders; 4 or more are needed.")
+    root = Path(tempfile.mkdtemp(prefix="lmx_brats_")) / "Dataset901_BraTSwt"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    for case in cases:
+        cid = case.name.replace("brats_2013_", "").replace("_1", "")
+        (root / "imagesTr" / f"{cid}_0000.nii.gz").symlink_to(case / "Flair_subtrMeanDivStd.nii.gz")
+        (root / "labelsTr" / f"{cid}.nii.gz").symlink_to(case / "OTMultiClass.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "FLAIR"}, "labels": {"background": 0, "necrosis": 1, "edema": 2, "non-enhancing": 3,
+                                                    "enhancing": 4}, "numTraining": len(cases),
+        "file_ending": ".nii.gz"}))
+    return root
+
+
+def config(args) -> EvalConfig:
+    full = args.preset == "full"
+    if args.dataset == "brats":
+        if not args.brats:
+            raise SystemExit("--dataset brats needs --brats DIR (the folder of brats_2013_pat* case folders).")
+        data = dict(dataset=str(brats_folder(Path(args.brats))), test_fraction=0.5, downsample=2)
+        # Mixup and CutMix refuse multi-class label maps (BraTS labels 1-4), even with label=hard.
+        methods = ("none", "carvemix", "softcp", "lesionmix")
+    else:
+        data = dict(dataset=str(sample_data_dir()), cases=ms_like_cases(), test_cases=("sub-01", "sub-02"))
+        methods = ("none", "carvemix", "softcp", "lesionmix", "mixup", "cutmix") + (("carvemix+arhnet",) if full
+                                                                                     else ())
+    settings = dict(train_sizes=(2, 4) if full else (2,), seeds=args.seeds or 3,
+                    n_synthetic=16 if full else 2, iterations=args.iterations or (2000 if full else 1000),
+                    batch=2, patch=32, channels=(8, 16, 32), lr=5e-3, sampling="pooled", extra_iterations=True)
+    options = {**HARD, **LESIONMIX}
+    if args.ablation:
+        ab = dict(ABLATIONS[args.ablation])
+        methods = ("none", *ab.pop("methods"))
+        options = {**options, **ab.pop("options", {})}
+        settings.update(ab)
+    options = {m: o for m, o in options.items() if m in {c.split("+")[0] for c in methods}}
+    return EvalConfig(out=args.out, conditions=methods, options=options, workers=args.workers, threads=1,
+                      device=args.device, **data, **settings)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", nargs="?", default="downstream_report")
-    ap.add_argument("--iterations", type=int, default=1000)
-    ap.add_argument("--lr", type=float, default=5e-3)
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--methods", nargs="+", default=["none", "carvemix", "softcp", "lesionmix", "carvemix+arhnet"])
+    ap.add_argument("--preset", choices=["full", "reduced"], default="full")
+    ap.add_argument("--dataset", choices=["ms", "brats"], default="ms")
+    ap.add_argument("--brats", metavar="DIR", help="folder of the BraTS 2013 case folders (read, never copied)")
+    ap.add_argument("--ablation", choices=sorted(ABLATIONS), help="one ablation of the reduced preset")
+    ap.add_argument("--iterations", type=int)
+    ap.add_argument("--seeds", type=int)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--device", default="auto")
     args = ap.parse_args()
-    cfg = EvalConfig(
-        dataset=str(sample_data_dir()), out=args.out, conditions=tuple(args.methods), train_sizes=(2, 4),
-        seeds=args.seeds, n_synthetic=16, synthetic_ratio=0.5, iterations=args.iterations, lr=args.lr, batch=2, patch=32,
-        channels=(8, 16, 32), test_fraction=0.33, cases=ms_like_cases(), workers=args.workers, threads=1,
-        device="cpu",
-    )
+    if args.ablation:
+        args.preset = "reduced"
+    cfg = config(args)
     t0 = time.perf_counter()
     last = [0.0]
 
@@ -52,7 +137,7 @@ def main() -> int:
         if done and (el - last[0] > 30 or done == total):
             last[0] = el
             eta = el / done * (total - done) if done else float("nan")
-            print(f"[{el / 60:5.1f} min] {done}/{total} iterations, ETA {eta / 60:.1f} min", flush=True)
+            print(f"[{el / 60:5.1f} min] {done}/{total} steps, ETA {eta / 60:.1f} min", flush=True)
 
     report = run_evaluation(cfg, progress=progress, log=lambda s: print(s, flush=True))
     print(f"wall time {report.seconds / 60:.1f} min ({report.n_done_before} runs resumed)")

@@ -36,6 +36,7 @@ from napari_lesionmix.evaluate.protocol import (
     NONE,
     EvalConfig,
     Split,
+    choose_synthetic,
     make_split,
     make_synthetic,
     parse_condition,
@@ -104,53 +105,98 @@ def _prepare_out(config: EvalConfig) -> Path:
     return out
 
 
-def _load_volumes(dataset, ids):
+def _load_volumes(dataset, ids, downsample: int = 1):
     from napari_lesionmix.evaluate.train import volume_from_case
 
     vols = []
     for cid in ids:
         rec = dataset[cid]
-        vols.append(volume_from_case(rec.load(), rec.load_brain_mask()))
+        vols.append(volume_from_case(rec.load(), rec.load_brain_mask(), downsample))
     return vols
 
 
+def validation_ids(split: Split, k: int, seed: int) -> tuple[tuple[str, ...], bool]:
+    """Cases of the calibration: the pool's cases outside this run's K (never the test cases).
+
+    When K is the whole pool there are none; then the training cases
+    themselves are used, and the second value (``True``) says so.
+    """
+    train = set(split.train_ids(k, seed))
+    rest = tuple(c for c in split.pool_ids if c not in train)
+    return (rest, False) if rest else (tuple(sorted(train)), True)
+
+
 def _execute(config: EvalConfig, split: Split, condition: str, k: int, seed: int, syn_folder: str | None,
-             sources: list[str], device: str, path: str,
+             sources: list[str], device: str, path: str, syn_ids: list[str] | None = None,
+             load_info: dict[str, Any] | None = None,
              progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Train and score one run; write its record atomically to ``path`` and return it."""
+    import numpy as np
     import torch
 
-    from napari_lesionmix.evaluate.metrics import case_metrics
-    from napari_lesionmix.evaluate.train import train_and_predict
+    from napari_lesionmix.evaluate.metrics import case_metrics, dice, lesion_detection
+    from napari_lesionmix.evaluate.train import (
+        THRESHOLD,
+        best_threshold,
+        synthetic_share,
+        train_and_predict,
+    )
     from napari_lesionmix.io.dataset import discover_dataset
 
     torch.set_num_threads(int(config.threads))
     t0 = time.perf_counter()
+    ds = int(config.downsample)
     train_ids = split.train_ids(k, seed)
-    real = _load_volumes(split.dataset, train_ids)
-    test = _load_volumes(split.dataset, split.test_ids)
+    real = _load_volumes(split.dataset, train_ids, ds)
+    test = _load_volumes(split.dataset, split.test_ids, ds)
+    val_ids, val_is_train = validation_ids(split, k, seed)
+    val = real if val_is_train else _load_volumes(split.dataset, val_ids, ds)
     synthetic = []
     if syn_folder is not None:
         syn = discover_dataset(syn_folder)
-        synthetic = _load_volumes(syn, syn.case_ids)
-    preds, curve = train_and_predict(
+        synthetic = _load_volumes(syn, syn_ids if syn_ids is not None else syn.case_ids, ds)
+    probs, val_probs, curve, steps = train_and_predict(
         real, synthetic, test, seed=seed, iterations=config.iterations, batch=config.batch, patch=config.patch,
         channels=config.channels, lr=config.lr, synthetic_ratio=config.synthetic_ratio,
         foreground_fraction=config.foreground_fraction, device=device, curve_every=config.curve_every,
-        progress=progress,
+        sampling=config.sampling, extra_iterations=config.extra_iterations, validation=val, progress=progress,
     )
-    rows = [{"case_id": v.case_id, **case_metrics(p, v.label, v.voxel_ml, v.spacing, config.nsd_tolerance_mm)}
-            for p, v in zip(preds, test, strict=True)]
+    thr, val_dice = best_threshold(val_probs, [v.label for v in val])
+    val_dice_05 = best_threshold_dice(val_probs, val, THRESHOLD)
+    rows = []
+    for p, v in zip(probs, test, strict=True):
+        row = {"case_id": v.case_id, **case_metrics(p > THRESHOLD, v.label, v.voxel_ml, v.spacing,
+                                                    config.nsd_tolerance_mm)}
+        cal = p > thr
+        row.update({"val_threshold": thr, "dice_at_val_threshold": dice(cal, v.label),
+                    "lesion_f1_at_val_threshold": lesion_detection(cal, v.label)[2],
+                    "pred_ml_at_val_threshold": float(np.count_nonzero(cal)) * v.voxel_ml})
+        rows.append(row)
     record = {
         "condition": condition, "k": int(k), "seed": int(seed), "train_cases": list(train_ids),
         "test_cases": list(split.test_ids), "n_synthetic": len(synthetic), "synthetic_sources": sorted(sources),
-        "iterations": int(config.iterations), "device": device, "seconds": time.perf_counter() - t0,
-        "curve": curve, "rows": rows,
+        "synthetic_cases": list(syn_ids or []), **(load_info or {}),
+        "iterations": int(config.iterations), "steps": int(steps), "sampling": config.sampling,
+        "extra_iterations": bool(config.extra_iterations),
+        "synthetic_share": synthetic_share(config.sampling, len(real), len(synthetic), config.synthetic_ratio),
+        "validation_cases": list(val_ids), "validation_is_train": bool(val_is_train),
+        "val_threshold": thr, "val_dice_at_threshold": val_dice, "val_dice_at_0.5": val_dice_05,
+        "device": device, "seconds": time.perf_counter() - t0, "curve": curve, "rows": rows,
     }
     tmp = Path(path + ".tmp")
     tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, path)
     return record
+
+
+def best_threshold_dice(probs, vols, threshold: float) -> float:
+    """Dice pooled over ``vols`` at ``threshold``."""
+    import numpy as np
+
+    inter = sum(int(np.count_nonzero((p > threshold) & v.label)) for p, v in zip(probs, vols, strict=True))
+    total = sum(int(np.count_nonzero(p > threshold)) + int(np.count_nonzero(v.label))
+                for p, v in zip(probs, vols, strict=True))
+    return 2.0 * inter / total if total else 1.0
 
 
 def _check_no_leak(split: Split, condition: str, k: int, seed: int, sources: set[str]) -> None:
@@ -229,7 +275,8 @@ def run_evaluation(config: EvalConfig, progress: Callable[[int, int], Any] | Non
     out = _prepare_out(config)
     say = log or (lambda _msg: None)
     plan = [(c, k, s) for k in config.train_sizes for s in range(config.seeds) for c in config.conditions]
-    total = len(plan) * config.iterations
+    steps_of = {key: planned_steps(config, key[0], key[1]) for key in plan}
+    total = sum(steps_of.values())
     done_runs: dict[tuple[str, int, int], dict[str, Any]] = {}
     for c, k, s in plan:
         p = out / "runs" / f"{run_name(c, k, s)}.json"
@@ -239,7 +286,7 @@ def run_evaluation(config: EvalConfig, progress: Callable[[int, int], Any] | Non
             except (OSError, json.JSONDecodeError, UnicodeDecodeError):
                 p.unlink(missing_ok=True)  # a torn record: that run is redone
     report = EvalReport(out, split.test_ids, len(plan), n_done_before=len(done_runs))
-    state = {"done": len(done_runs) * config.iterations}
+    state = {"done": sum(steps_of[key] for key in done_runs)}
 
     def advance(n: int) -> None:
         state["done"] += n
@@ -259,17 +306,21 @@ def run_evaluation(config: EvalConfig, progress: Callable[[int, int], Any] | Non
     # Synthetic data first (serial: export is cached and resumable per folder), checked for leaks.
     jobs = []
     for c, k, s in todo:
-        syn_folder, sources = None, set()
+        syn_folder, sources, syn_ids, info = None, set(), None, None
         if c != NONE:
             folder, sources = make_synthetic(config, split, c, k, s, out / "synthetic")
             _check_no_leak(split, c, k, s, sources)
             syn_folder = os.fspath(folder)
-            say(f"synthetic: {c} K={k} seed={s}: {config.n_synthetic} cases in '{folder}'")
-        jobs.append((c, k, s, syn_folder, sorted(sources), os.fspath(out / "runs" / f"{run_name(c, k, s)}.json")))
+            syn_ids, info = choose_synthetic(config, split, k, s, folder)
+            say(f"synthetic: {c} K={k} seed={s}: {len(syn_ids)} of {info['n_candidates']} cases in '{folder}' "
+                f"(lesion load {info['synthetic_load_ml']:.2f} mL vs real {info['real_load_ml']:.2f})")
+        jobs.append((c, k, s, syn_folder, sorted(sources), os.fspath(out / "runs" / f"{run_name(c, k, s)}.json"),
+                     syn_ids, info))
     try:
         if config.workers == 1 or len(jobs) <= 1:
-            for c, k, s, syn, src, path in jobs:
-                done_runs[(c, k, s)] = _execute(config, split, c, k, s, syn, src, device, path, progress=advance)
+            for c, k, s, syn, src, path, ids, info in jobs:
+                done_runs[(c, k, s)] = _execute(config, split, c, k, s, syn, src, device, path, ids, info,
+                                                progress=advance)
                 say(_run_line(done_runs[(c, k, s)]))
                 write_reports()
         else:
@@ -277,11 +328,11 @@ def run_evaluation(config: EvalConfig, progress: Callable[[int, int], Any] | Non
 
             # spawn: a forked child would inherit torch's thread pools (and a CUDA context) in a bad state.
             with ProcessPoolExecutor(config.workers, mp_context=mp.get_context("spawn")) as pool:
-                futures = {pool.submit(_execute, config, split, c, k, s, syn, src, device, path): (c, k, s)
-                           for c, k, s, syn, src, path in jobs}
+                futures = {pool.submit(_execute, config, split, c, k, s, syn, src, device, path, ids, info): (c, k, s)
+                           for c, k, s, syn, src, path, ids, info in jobs}
                 for fut in as_completed(futures):
                     done_runs[futures[fut]] = fut.result()
-                    advance(config.iterations)
+                    advance(steps_of[futures[fut]])
                     say(_run_line(done_runs[futures[fut]]))
                     write_reports()
     finally:
@@ -290,6 +341,19 @@ def run_evaluation(config: EvalConfig, progress: Callable[[int, int], Any] | Non
     report.runs = [done_runs[key] for key in plan if key in done_runs]
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def planned_steps(config: EvalConfig, condition: str, k: int) -> int:
+    """Training steps of one run (more than ``iterations`` when synthetic patches are added)."""
+    from napari_lesionmix.evaluate.train import synthetic_share
+
+    n = 0 if condition == NONE else int(config.n_synthetic)
+    share = synthetic_share(config.sampling, int(k), n, config.synthetic_ratio)
+    if not config.extra_iterations or share <= 0:
+        return int(config.iterations)
+    import math
+
+    return int(math.ceil(int(config.iterations) * int(config.batch) / (1.0 - share) / int(config.batch)))
 
 
 def _run_line(run: dict[str, Any]) -> str:

@@ -17,6 +17,20 @@ Order of decisions (each a pure function of the settings and the dataset):
    the exporter cannot see a test case. Sample ``i`` comes from
    ``sample_rng(seed, i)`` as everywhere else.
 
+4. **How they enter training** (``sampling``): ``pooled`` (the default, as
+   the papers and nnU-Net run it) adds the N synthetic cases to the K real ones
+   and draws every patch from a case picked uniformly, with nnU-Net's 33 %
+   foreground oversampling; ``ratio`` (the earlier protocol) takes a fixed
+   share of the patches from synthetic cases. With ``extra_iterations`` (the
+   default) every condition of a seed trains on exactly the real patches of
+   ``none`` and the synthetic patches come on top, in extra steps; without it
+   the steps are fixed and synthetic patches replace real ones.
+5. **Optionally, which synthetic cases** (``synthetic_load``): ``cap`` or
+   ``match`` exports ``load_candidates`` times N cases and keeps the N whose
+   lesion load (mL) is at most the largest of the K real cases' (``cap``) or
+   nearest the real cases' mean (``match``): the lesion-prevalence ablation,
+   done by choosing samples, not by changing a method.
+
 A *condition* is ``none`` (real cases only), a registered method name
 (``carvemix``...) or ``METHOD+HARMONIZER`` (``carvemix+arhnet``,
 ``carvemix+hm``): that method's samples harmonized inside their mixing mask.
@@ -43,6 +57,8 @@ from napari_lesionmix.io.dataset import CaseRecord, Dataset, discover_dataset
 EVAL_KEY = 2**31 - 2
 #: The condition without synthetic data.
 NONE = "none"
+#: Ways of choosing the synthetic cases by lesion load.
+LOADS = ("all", "cap", "match")
 #: Harmonizers a condition may name after ``+``.
 HARMONIZERS = ("arhnet", "hm", "composite")
 
@@ -89,8 +105,22 @@ class EvalConfig:
     n_synthetic : int
         Synthetic cases per (method, K, seed).
     synthetic_ratio : float
-        Fraction of training patches drawn from synthetic cases (fixed, so that
-        lesion prevalence does not follow N; design.md section 9).
+        With ``sampling="ratio"``: the fraction of training patches drawn from
+        synthetic cases (fixed, so that lesion prevalence does not follow N).
+    sampling : {"pooled", "ratio"}
+        How synthetic cases enter training (module docstring, step 4).
+    extra_iterations : bool
+        Add the synthetic patches in extra steps (the real patches stay those of ``none``).
+    foreground_fraction : float, optional
+        Chance that a patch is centred near a lesion voxel; default 0.33
+        (nnU-Net) with ``pooled``, 0.5 with ``ratio``.
+    synthetic_load : {"all", "cap", "match"}
+        Keep every synthetic case, or choose them by lesion load (step 5).
+    load_candidates : int
+        Candidates exported per kept case with ``cap`` / ``match``.
+    downsample : int
+        Average blocks of this many voxels per axis when a case is read (e.g.
+        2 for 1 mm scans on a CPU budget); nothing is written.
     iterations, batch, patch : int
         Training steps, patches per step, patch edge in voxels.
     channels : tuple of int
@@ -117,12 +147,17 @@ class EvalConfig:
     seeds: int = 3
     n_synthetic: int = 16
     synthetic_ratio: float = 0.5
+    sampling: str = "pooled"
+    extra_iterations: bool = True
+    synthetic_load: str = "all"
+    load_candidates: int = 2
+    downsample: int = 1
     iterations: int = 1000
     batch: int = 2
     patch: int = 32
     channels: tuple[int, ...] = (8, 16, 32)
     lr: float = 5e-3
-    foreground_fraction: float = 0.5
+    foreground_fraction: float | None = None
     test_cases: tuple[str, ...] | None = None
     test_fraction: float = 0.3
     cases: tuple[str, ...] | None = None
@@ -153,6 +188,14 @@ class EvalConfig:
             raise LesionMixError(f"Training sizes must be whole numbers >= 1, got {list(self.train_sizes)}.")
         object.__setattr__(self, "train_sizes", sizes)
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        from napari_lesionmix.evaluate.train import NNUNET_FOREGROUND, SAMPLINGS
+
+        if self.sampling not in SAMPLINGS:
+            raise LesionMixError(f"Sampling '{self.sampling}' is not one of {', '.join(SAMPLINGS)}.")
+        if self.synthetic_load not in LOADS:
+            raise LesionMixError(f"Synthetic load '{self.synthetic_load}' is not one of {', '.join(LOADS)}.")
+        if self.foreground_fraction is None:
+            object.__setattr__(self, "foreground_fraction", NNUNET_FOREGROUND if self.sampling == "pooled" else 0.5)
         checks = [
             (int(self.seeds) >= 1, f"The number of seeds must be >= 1, got {self.seeds}."),
             (int(self.n_synthetic) >= 1, f"The number of synthetic cases must be >= 1, got {self.n_synthetic}."),
@@ -160,6 +203,8 @@ class EvalConfig:
              f"The synthetic ratio must be in (0, 1), got {self.synthetic_ratio}."),
             (0.0 <= float(self.foreground_fraction) <= 1.0,
              f"The foreground fraction must be in [0, 1], got {self.foreground_fraction}."),
+            (int(self.load_candidates) >= 1, f"Load candidates must be >= 1, got {self.load_candidates}."),
+            (int(self.downsample) >= 1, f"The downsampling factor must be >= 1, got {self.downsample}."),
             (int(self.iterations) >= 1, f"The number of iterations must be >= 1, got {self.iterations}."),
             (int(self.batch) >= 1, f"The batch size must be >= 1, got {self.batch}."),
             (len(self.channels) >= 2 and min(self.channels) >= 1,
@@ -314,7 +359,7 @@ def make_synthetic(config: EvalConfig, split: Split, condition: str, k: int, see
         link_cases(records, sources_dir)
     out = base / condition.replace("+", "_")
     cfg = ExportConfig(
-        dataset=os.fspath(sources_dir), out=os.fspath(out), n=int(config.n_synthetic), methods=((method, 1.0),),
+        dataset=os.fspath(sources_dir), out=os.fspath(out), n=n_export(config), methods=((method, 1.0),),
         # No splits file: evaluation trains on all of the K + N cases and tests on held-out real ones.
         seed=int(seed), workers=1, include_real=False, harmonize=harmonizer, n_folds=0,
         options={method: dict(config.options[method])} if method in config.options else {},
@@ -325,6 +370,50 @@ def make_synthetic(config: EvalConfig, split: Split, condition: str, k: int, see
     manifest = Manifest(out).read()
     sources = {s for rec in manifest.values() for s in rec.get("sources", ())}
     return out, sources
+
+
+def n_export(config: EvalConfig) -> int:
+    """Synthetic cases exported per run: N, or the candidates of a load choice."""
+    return int(config.n_synthetic) * (1 if config.synthetic_load == "all" else int(config.load_candidates))
+
+
+def _lesion_ml(path: str) -> float:
+    from napari_lesionmix.evaluate.metrics import voxel_ml
+    from napari_lesionmix.io.nifti import read_nifti
+
+    img, data = read_nifti(path, "Label")
+    return float(np.count_nonzero(np.asarray(data) > 0)) * voxel_ml(img.affine)
+
+
+def choose_synthetic(config: EvalConfig, split: Split, k: int, seed: int,
+                     folder: Path) -> tuple[list[str], dict[str, Any]]:
+    """The synthetic cases a run trains on, and the lesion loads (mL) of real and synthetic cases.
+
+    ``all`` keeps every exported case. ``cap`` keeps, in export order, the
+    first N whose load is at most the largest real training case's (filled up
+    with the lowest loads if too few are); ``match`` keeps the N nearest (in
+    log load) the real cases' mean load.
+    """
+    syn = discover_dataset(folder)
+    ids = sorted(syn.case_ids)
+    loads = {cid: _lesion_ml(syn[cid].label_path) for cid in ids}
+    real = [_lesion_ml(split.dataset[cid].label_path) for cid in split.train_ids(k, seed)]
+    n = int(config.n_synthetic)
+    if config.synthetic_load == "all":
+        chosen = ids
+    elif config.synthetic_load == "cap":
+        cap = max(real)
+        chosen = [cid for cid in ids if loads[cid] <= cap][:n]
+        if len(chosen) < n:
+            rest = sorted((cid for cid in ids if cid not in set(chosen)), key=lambda c: (loads[c], c))
+            chosen += rest[: n - len(chosen)]
+        chosen = sorted(chosen)
+    else:
+        target = np.log(max(float(np.mean(real)), 1e-6))
+        chosen = sorted(sorted(ids, key=lambda c: (abs(np.log(max(loads[c], 1e-6)) - target), c))[:n])
+    info = {"real_load_ml": float(np.mean(real)), "synthetic_load_ml": float(np.mean([loads[c] for c in chosen])),
+            "candidates_load_ml": float(np.mean(list(loads.values()))), "n_candidates": len(ids)}
+    return chosen, info
 
 
 def _links_match(folder: Path, ids: Sequence[str]) -> bool:

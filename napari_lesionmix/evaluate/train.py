@@ -3,7 +3,8 @@
 MONAI supplies what the field already trusts: ``monai.networks.nets.UNet``,
 ``monai.losses.DiceLoss`` and ``monai.inferers.sliding_window_inference``.
 This module only adds what the protocol fixes: the per-case normalisation,
-the patch sampler (a fixed real:synthetic ratio, foreground oversampling)
+the patch sampler (a fixed real:synthetic ratio, or nnU-Net's pooled sampling
+with its foreground oversampling; synthetic patches swapped in or added)
 and the standard augmentation every condition shares (flips on each axis,
 small intensity scale and shift), all drawn from generators seeded by the
 run's seed, so two conditions with one seed start from the same weights.
@@ -60,14 +61,36 @@ def normalise(image: np.ndarray, brain: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def volume_from_case(case, brain: np.ndarray | None = None) -> Volume:
-    """A :class:`Volume` from a loaded :class:`~napari_lesionmix.io.nifti.Case`."""
+def block_mean(a: np.ndarray, factor: int) -> np.ndarray:
+    """Mean over ``factor``-voxel blocks of the last three axes (the edge that does not fill a block is cut)."""
+    f = int(factor)
+    if f == 1:
+        return np.asarray(a)
+    a = np.asarray(a, np.float32)
+    lead, spatial = a.shape[:-3], [s // f for s in a.shape[-3:]]
+    a = a[(..., *(slice(0, n * f) for n in spatial))]
+    shape = (*lead, *(x for n in spatial for x in (n, f)))
+    return a.reshape(shape).mean(axis=tuple(len(lead) + 2 * i + 1 for i in range(3)))
+
+
+def volume_from_case(case, brain: np.ndarray | None = None, downsample: int = 1) -> Volume:
+    """A :class:`Volume` from a loaded :class:`~napari_lesionmix.io.nifti.Case`.
+
+    ``downsample`` > 1 averages blocks of that many voxels per axis (a 1 mm
+    scan at 2 is a 2 mm one); label and brain keep the blocks at least half
+    inside. The files are read as they are: nothing is written.
+    """
     from napari_lesionmix.evaluate.metrics import voxel_ml
 
     if case.label is None:
         raise LesionMixError(f"Case '{case.case_id}' has no label map; evaluation needs one.")
-    return Volume(normalise(case.image, brain), np.asarray(case.label) > 0, case.case_id, voxel_ml(case.affine),
-                  tuple(float(x) for x in case.spacing))
+    f = int(downsample)
+    image, label = case.image, np.asarray(case.label) > 0
+    if f > 1:
+        image, label = block_mean(image, f), block_mean(label, f) >= 0.5
+        brain = block_mean(brain, f) >= 0.5 if brain is not None else None
+    return Volume(normalise(image, brain), label, case.case_id, voxel_ml(case.affine) * f**3,
+                  tuple(float(x) * f for x in case.spacing))
 
 
 def pick_device(spec: str = "auto") -> str:
@@ -119,28 +142,113 @@ def build_network(in_channels: int, channels: Sequence[int]):
                 strides=(2,) * (len(channels) - 1), num_res_units=1)
 
 
+#: Patch samplers: how synthetic cases enter training (see :func:`sample_plan`).
+SAMPLINGS = ("ratio", "pooled")
+#: nnU-Net's foreground oversampling (``oversample_foreground_percent = 0.33``).
+NNUNET_FOREGROUND = 0.33
+#: Spawn keys of the three sampling streams: real patches, synthetic patches, and which slot is which.
+_REAL_KEY, _SYN_KEY, _MIX_KEY = (2**31 - 3,), (2**31 - 3, 1), (2**31 - 3, 2)
+
+
+def _stream(seed: int, key: tuple[int, ...]) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed), spawn_key=key)))
+
+
+def synthetic_share(sampling: str, n_real: int, n_synthetic: int, synthetic_ratio: float) -> float:
+    """Expected fraction of training patches drawn from synthetic cases.
+
+    ``ratio``: the fixed ``synthetic_ratio``. ``pooled`` (nnU-Net): the
+    synthetic cases join the training set and every patch comes from a case
+    drawn uniformly, so the share is N / (K + N). No synthetic case: 0.
+    """
+    if not n_synthetic:
+        return 0.0
+    if sampling == "pooled":
+        return n_synthetic / (n_real + n_synthetic)
+    return float(synthetic_ratio)
+
+
+def sample_plan(seed: int, iterations: int, batch: int, share: float, extra_iterations: bool) -> np.ndarray:
+    """Which patch slot of training is synthetic: a bool array of shape (steps, batch).
+
+    Without ``extra_iterations`` the run has ``iterations`` steps and each slot
+    is synthetic with probability ``share`` (real patches are swapped out).
+    With it, the run keeps exactly ``iterations * batch`` real slots, the
+    real patches of the condition without synthetic data, and adds
+    ``share / (1 - share)`` as many synthetic ones, placed at random (so the
+    run has about ``iterations / (1 - share)`` steps): synthetic data is
+    added, not swapped in.
+    """
+    rng = _stream(seed, _MIX_KEY)
+    iterations, batch = int(iterations), int(batch)
+    if share <= 0:
+        return np.zeros((iterations, batch), bool)
+    if not extra_iterations:
+        return rng.random((iterations, batch)) < share
+    n_real = iterations * batch
+    steps = int(np.ceil(n_real / (1.0 - share) / batch))
+    flags = np.ones(steps * batch, bool)
+    flags[rng.permutation(steps * batch)[:n_real]] = False
+    return flags.reshape(steps, batch)
+
+
+def patch_batches(real: Sequence[Volume], synthetic: Sequence[Volume], plan: np.ndarray, seed: int, patch: int,
+                  foreground_fraction: float):
+    """Yield the training batches ``(images, labels)`` of ``plan`` (:func:`sample_plan`), one per step.
+
+    A real slot takes the next patch of the real stream (which case, the
+    foreground coin, the position and the augmentation all come from the
+    generator of ``seed`` for real patches), a synthetic slot the next of the
+    synthetic stream: the real patches do not depend on the synthetic data.
+    """
+    real_rng, syn_rng = _stream(seed, _REAL_KEY), _stream(seed, _SYN_KEY)
+    for row in plan:
+        imgs, labs = [], []
+        for is_syn in row:
+            rng, pool = (syn_rng, synthetic) if is_syn else (real_rng, real)
+            vol = pool[int(rng.integers(len(pool)))]
+            img, lab = _augment(*_crop(vol, rng, int(patch), rng.random() < foreground_fraction), rng)
+            imgs.append(img)
+            labs.append(lab[None])
+        yield imgs, labs
+
+
 def train_and_predict(real: Sequence[Volume], synthetic: Sequence[Volume], test: Sequence[Volume], *,
                       seed: int, iterations: int, batch: int, patch: int, channels: Sequence[int], lr: float,
                       synthetic_ratio: float, foreground_fraction: float, device: str = "cpu",
-                      curve_every: int = 50,
-                      progress: Callable[[int], None] | None = None) -> tuple[list[np.ndarray], list[list[float]]]:
-    """Train on ``real`` (+ ``synthetic``) and segment every ``test`` volume.
+                      curve_every: int = 50, sampling: str = "ratio", extra_iterations: bool = False,
+                      validation: Sequence[Volume] = (),
+                      progress: Callable[[int], None] | None = None):
+    """Train on ``real`` (+ ``synthetic``) and return sigmoid probability maps of ``test`` and ``validation``.
 
     Parameters
     ----------
     real, synthetic, test : sequence of Volume
-        ``synthetic`` may be empty (the "none" condition); when it is not, a
-        patch comes from it with probability ``synthetic_ratio``.
+        ``synthetic`` may be empty (the "none" condition).
+    sampling : {"ratio", "pooled"}
+        ``ratio``: a patch is synthetic with probability ``synthetic_ratio``;
+        ``pooled``: as nnU-Net, every patch comes from a case drawn uniformly
+        from the K + N cases (see :func:`synthetic_share`).
+    extra_iterations : bool
+        Keep every real patch of the condition without synthetic data and add
+        the synthetic ones in extra steps (:func:`sample_plan`).
+    foreground_fraction : float
+        Chance that a patch is centred near a lesion voxel (nnU-Net: 0.33).
     seed : int
-        Seeds the weights, the patch sampler and the augmentation.
+        Seeds the weights and the three sampling streams. The real patches
+        (case, position, augmentation) come from their own stream, so every
+        condition of one seed sees the same real patches, in the same order
+        (all of them with ``extra_iterations``, a prefix of them without).
+    validation : sequence of Volume
+        Cases scored for the threshold calibration (never trained on here).
     progress : callable(n), optional
         Called with the number of iterations done since its last call.
 
     Returns
     -------
-    (predictions, curve)
-        A bool mask per test volume, and ``[iteration, mean training loss]``
-        every ``curve_every`` iterations (the learning curve).
+    (test_probs, validation_probs, curve, steps)
+        float32 maps, ``[iteration, mean training loss]`` every
+        ``curve_every`` steps, and the number of steps run.
     """
     import torch
     import torch.nn.functional as F
@@ -149,12 +257,16 @@ def train_and_predict(real: Sequence[Volume], synthetic: Sequence[Volume], test:
 
     if not real:
         raise LesionMixError("A run needs at least one real training case.")
+    if sampling not in SAMPLINGS:
+        raise LesionMixError(f"Sampling '{sampling}' is not one of {', '.join(SAMPLINGS)}.")
     torch.manual_seed(int(seed))
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed), spawn_key=(2**31 - 3,))))
+    share = synthetic_share(sampling, len(real), len(synthetic), synthetic_ratio)
+    plan = sample_plan(seed, iterations, batch, share, extra_iterations)
+    steps = len(plan)
     dev = torch.device(device)
     net = build_network(real[0].image.shape[0], channels).to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=float(lr), weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(iterations))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     dice_loss = DiceLoss(sigmoid=True, batch=True)
     amp = dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -162,14 +274,9 @@ def train_and_predict(real: Sequence[Volume], synthetic: Sequence[Volume], test:
     window: list[float] = []
     net.train()
     since = 0
-    for it in range(1, int(iterations) + 1):
-        imgs, labs = [], []
-        for _ in range(int(batch)):
-            pool = synthetic if synthetic and rng.random() < synthetic_ratio else real
-            vol = pool[int(rng.integers(len(pool)))]
-            img, lab = _augment(*_crop(vol, rng, int(patch), rng.random() < foreground_fraction), rng)
-            imgs.append(img)
-            labs.append(lab[None])
+    batches = patch_batches(real, synthetic, plan, seed, int(patch), foreground_fraction)
+    for it in range(1, steps + 1):
+        imgs, labs = next(batches)
         x = torch.from_numpy(np.stack(imgs)).to(dev)
         y = torch.from_numpy(np.stack(labs).astype(np.float32)).to(dev)
         opt.zero_grad(set_to_none=True)
@@ -182,19 +289,44 @@ def train_and_predict(real: Sequence[Volume], synthetic: Sequence[Volume], test:
         scaler.update()
         sched.step()
         window.append(float(loss.detach()))
-        if it % int(curve_every) == 0 or it == int(iterations):
+        if it % int(curve_every) == 0 or it == steps:
             curve.append([it, float(np.mean(window))])
             window = []
         since += 1
-        if progress is not None and (since >= 10 or it == int(iterations)):
+        if progress is not None and (since >= 10 or it == steps):
             progress(since)
             since = 0
     net.eval()
-    preds = []
-    with torch.no_grad(), torch.autocast(dev.type, enabled=amp):
-        for vol in test:
-            x = torch.from_numpy(vol.image[None]).to(dev)
-            logits = sliding_window_inference(x, (int(patch),) * 3, 4, net, overlap=0.5, mode="gaussian")
-            preds.append((torch.sigmoid(logits.float())[0, 0] > THRESHOLD).cpu().numpy())
-    return preds, curve
 
+    def predict(vols):
+        out = []
+        with torch.no_grad(), torch.autocast(dev.type, enabled=amp):
+            for vol in vols:
+                x = torch.from_numpy(vol.image[None]).to(dev)
+                logits = sliding_window_inference(x, (int(patch),) * 3, 4, net, overlap=0.5, mode="gaussian")
+                out.append(torch.sigmoid(logits.float())[0, 0].cpu().numpy().astype(np.float32))
+        return out
+
+    return predict(test), predict(validation), curve, steps
+
+
+#: Thresholds the calibration tries.
+THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 0.951, 0.05))
+
+
+def best_threshold(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> tuple[float, float]:
+    """The threshold of :data:`THRESHOLDS` with the best Dice pooled over ``probs`` (ties: nearest 0.5).
+
+    Returns
+    -------
+    (threshold, dice)
+    """
+    best = (THRESHOLD, -1.0)
+    for t in sorted(THRESHOLDS, key=lambda t: abs(t - THRESHOLD)):
+        inter = sum(int(np.count_nonzero((p > t) & lab)) for p, lab in zip(probs, labels, strict=True))
+        total = sum(int(np.count_nonzero(p > t)) + int(np.count_nonzero(lab)) for p, lab in zip(probs, labels,
+                                                                                              strict=True))
+        d = 2.0 * inter / total if total else 1.0
+        if d > best[1] + 1e-12:
+            best = (float(t), d)
+    return best

@@ -154,3 +154,45 @@ def test_a_folder_that_no_evaluation_wrote_is_refused(tmp_path):
     with pytest.raises(LesionMixError, match="no evaluation wrote"):
         run_evaluation(EvalConfig(str(sample_data_dir()), str(tmp_path), **TINY))
     assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def test_the_summary_says_which_protocol_ran_and_gives_a_verdict_per_method(tiny_run):
+    cfg, out, first, _, _ = tiny_run
+    summary = (out / "summary.md").read_text()
+    assert "Sampling protocol: **pooled**" in summary and "synthetic patches added in extra steps" in summary
+    assert "## Verdict" in summary and "**carvemix** (K = 2)" in summary
+    assert any(w in summary for w in ("helped", "hurt", "made no difference beyond the seed spread"))
+    assert "## Calibration" in summary
+    (carve,) = [r for r in first.runs if r["condition"] == "carvemix"]
+    (none,) = [r for r in first.runs if r["condition"] == "none"]
+    # pooled with K = 2 and N = 2: half the patches synthetic, all of none's real patches kept
+    assert none["steps"] == cfg.iterations and carve["steps"] == 2 * cfg.iterations
+    assert carve["synthetic_share"] == 0.5 and carve["validation_is_train"]
+    assert carve["synthetic_load_ml"] > 0 and carve["real_load_ml"] > 0
+    with open(out / "results.csv") as f:
+        row = next(csv.DictReader(f))
+    assert {"volume_ratio", "overlap_f1", "val_threshold", "dice_at_val_threshold"} <= set(row)
+
+
+def test_the_fixed_ratio_protocol_is_kept_as_an_option(tmp_path):
+    from napari_lesionmix.evaluate import run_evaluation
+
+    cfg = EvalConfig(str(sample_data_dir()), str(tmp_path / "r"),
+                     **{**TINY, "conditions": ("carvemix",), "sampling": "ratio", "extra_iterations": False,
+                        "iterations": 2})
+    assert cfg.foreground_fraction == 0.5
+    report = run_evaluation(cfg)
+    assert report.runs[0]["steps"] == 2
+    assert "Sampling protocol: **ratio**" in (tmp_path / "r" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("how", ["cap", "match"])
+def test_a_load_choice_keeps_n_of_the_candidates(tiny_run, tmp_path, how):
+    from napari_lesionmix.evaluate.protocol import choose_synthetic
+
+    cfg, out, _, _, _ = tiny_run
+    choice = EvalConfig(cfg.dataset, str(tmp_path / "r"), **{**TINY, "n_synthetic": 1, "synthetic_load": how})
+    split = make_split(choice)
+    ids, info = choose_synthetic(choice, split, 2, 0, out / "synthetic" / "K2_seed0" / "carvemix")
+    assert len(ids) == 1 and info["n_candidates"] == 2
+    assert info["synthetic_load_ml"] <= info["candidates_load_ml"] + 1e-9 or how == "match"
