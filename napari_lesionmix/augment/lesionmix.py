@@ -165,6 +165,10 @@ def _tolerance(target: float, tolerance_ml: float, tolerance_frac: float) -> flo
     return max(float(tolerance_ml), float(tolerance_frac) * float(target))
 
 
+#: Target loads drawn at most per sample while they equal the host's own load (a sample that changes nothing).
+TARGET_REDRAWS = 16
+
+
 def sample_lesionmix(
     rng: np.random.Generator,
     host: Case,
@@ -264,7 +268,13 @@ def sample_lesionmix(
     if target_load_ml is None:
         if distribution is None:
             raise LesionMixError("Give a target lesion load (mL) or a load distribution to draw it from.")
-        target = distribution.sample(rng)
+        host_load = lesion_load_ml(host.label, host.spacing)
+        # A target the host already has changes nothing (the "real" distribution holds the host's own
+        # load): draw again, a bounded number of times; the draws are unchanged whenever the first differs.
+        for _ in range(TARGET_REDRAWS):
+            target = distribution.sample(rng)
+            if abs(target - host_load) > _tolerance(target, tolerance_ml, tolerance_frac):
+                break
     else:
         target = float(target_load_ml)
         if not np.isfinite(target) or target < 0:
