@@ -14,7 +14,8 @@ default); the CutMix box has the volume's aspect ratio, its volume fraction is
 drawn from U(0, 1) as in CutMix (``lam ~ Beta(1, 1)``) and its centre uniformly,
 then it is clipped to the volume and ``lam`` recomputed from the clipped box.
 Soft labels are only defined for binary (lesion/background) labels; a
-multi-class label raises an error instead of averaging class ids. The option
+multi-class label raises an error instead of averaging class ids (``label="hard"``
+keeps the class ids of the larger weight, so multi-class labels work there). The option
 ``label="hard"`` keeps, in each voxel, the label of the larger weight (the
 donor's where ``lam > 0.5``, else the host's; CutMix: the donor's inside the
 box): the integer labels that nnU-Net and most segmenters train on.
@@ -84,9 +85,11 @@ def _check_label_kind(kind: str) -> None:
 
 def _mixed_label(host: Case, donor: Case, lam: float, kind: str, where_donor: np.ndarray | bool) -> np.ndarray:
     """``lam Y_donor + (1 - lam) Y_host`` (soft), or the label of the larger weight (hard)."""
+    if kind == "hard":  # class ids are kept as they are: multi-class labels (BraTS' 0-4) are fine here
+        host.require_label("Host", "Mixup and CutMix")
+        donor.require_label("Donor", "Mixup and CutMix")
+        return np.where(where_donor, donor.label, host.label).astype(np.result_type(donor.label, host.label))
     y_donor, y_host = _binary_label(donor, "Donor"), _binary_label(host, "Host")
-    if kind == "hard":
-        return np.where(where_donor, y_donor, y_host).astype(np.uint8)
     lam = np.float32(lam)
     return (lam * y_donor + (np.float32(1) - lam) * y_host).astype(np.float32)
 
@@ -164,13 +167,12 @@ class CutMixOptions(Options):
 
 
 class _PairBaseline(Method):
-    """Mixup and CutMix: a host/donor pair on one grid, binary labels."""
+    """Mixup and CutMix: a host/donor pair on one grid (binary labels for the soft-label kind)."""
 
     def check_inputs(self, inputs: Inputs) -> None:
         super().check_inputs(inputs)
         check_same_grid(inputs.host, inputs.donor)
-        _binary_label(inputs.donor, "Donor")
-        _binary_label(inputs.host, "Host")
+        # Binary labels are checked where soft labels are made (a hard label keeps any class id).
 
     def soft_labels(self, options) -> bool:
         return options.label == "soft"

@@ -184,3 +184,17 @@ def test_a_third_party_package_registers_a_method_through_its_entry_point(monkey
         assert "plugin-test" in names and registry.get_method("plugin-test").label == "Plug-in test"
     finally:
         registry._METHODS.pop("plugin-test", None)
+
+
+@pytest.mark.parametrize("name", ["mixup", "cutmix"])
+def test_hard_label_baselines_keep_multi_class_ids(name):
+    """BraTS-style labels 0-4: hard Mixup/CutMix keep the class of the larger weight; soft ones refuse."""
+    from conftest import make_case
+
+    host, donor = make_case(seed=1, case_id="h"), make_case(seed=2, case_id="d")
+    host.label = host.label * 2   # classes {0, 2}
+    donor.label = donor.label * 4  # classes {0, 4}
+    syn = registry.generate(name, host, donor, seed=1, options={"label": "hard"})
+    assert set(np.unique(syn.label)) <= {0, 2, 4} and syn.label.dtype.kind in "iu"
+    with pytest.raises(LesionMixError, match="soft labels are defined for binary lesion labels only"):
+        registry.generate(name, host, donor, seed=1)
