@@ -174,7 +174,7 @@ def test_a_refused_export_leaves_nothing_and_its_fix_runs(three_cases, tmp_path,
 
 def test_a_fold_check_failing_at_the_end_does_not_block_its_fix(three_cases, tmp_path, capsys, monkeypatch):
     # LesionMix's sources are only known after the sample, so the final check remains; its fix must resume.
-    import napari_lesionmix.export as export
+    import napari_lesionmix.export.run as export  # where export_dataset looks its checks up
 
     monkeypatch.setattr(export, "_check_folds", lambda plan: None)
     out = tmp_path / "Dataset511_F"
@@ -411,7 +411,7 @@ def test_an_evaluation_that_failed_midway_does_not_block_its_corrected_rerun(thr
     pytest.importorskip("monai")
     from conftest import make_case, write_case
 
-    import napari_lesionmix.evaluate as evaluate
+    import napari_lesionmix.evaluate.run as evaluate  # where run_evaluation looks make_synthetic up
     from napari_lesionmix.errors import LesionMixError
 
     write_case(make_case(seed=60, n_lesions=2, case_id="c3"), three_cases)

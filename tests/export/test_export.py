@@ -418,7 +418,7 @@ def test_rerun_with_larger_n_adds_cases_smaller_n_is_refused(tiny_dataset, tmp_p
 
 
 def test_worker_error_reaches_the_caller_as_one_sentence(tiny_dataset, tmp_path, monkeypatch):
-    import napari_lesionmix.export as export
+    import napari_lesionmix.export.run as export  # where export_dataset looks its checks up
 
     for k in range(5):
         (tiny_dataset / f"c{k}.nii.gz").write_bytes(b"\x1f\x8b\x08\x00 not a volume")
