@@ -169,10 +169,8 @@ class CutMixOptions(Options):
 class _PairBaseline(Method):
     """Mixup and CutMix: a host/donor pair on one grid (binary labels for the soft-label kind)."""
 
-    def check_inputs(self, inputs: Inputs) -> None:
-        super().check_inputs(inputs)
-        check_same_grid(inputs.host, inputs.donor)
-        # Binary labels are checked where soft labels are made (a hard label keeps any class id).
+    # The registry's gate checks the pair (grid included); binary labels are checked where soft
+    # labels are made, since a hard label keeps any class id.
 
     def soft_labels(self, options) -> bool:
         return options.label == "soft"

@@ -372,8 +372,7 @@ class CarveMixMethod(Method):
         return _CarveFields(sources, options)
 
     def check_inputs(self, inputs: Inputs) -> None:
-        super().check_inputs(inputs)
-        check_same_grid(inputs.host, inputs.donor)
+        super().check_inputs(inputs)  # the one gate: cases, grid, host != donor
         inputs.donor.require_lesion("Donor")
 
     def sample(self, rng, inputs: Inputs, options: CarveMixOptions, resources: _CarveFields) -> CarveMixParams:

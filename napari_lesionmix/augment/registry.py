@@ -60,7 +60,7 @@ from napari_lesionmix.errors import LesionMixError, LesionMixWarning
 from napari_lesionmix.io.brain import BrainRegion, case_brain
 from napari_lesionmix.io.checks import check_case, same_content
 from napari_lesionmix.io.dataset import Dataset
-from napari_lesionmix.io.nifti import Case
+from napari_lesionmix.io.nifti import Case, check_same_grid
 from napari_lesionmix.random import sample_rng
 
 #: The defaults a face changes, in one visible place: the method commands and the Python API keep the
@@ -210,6 +210,9 @@ class Method:
     #: :meth:`apply` reads the host's brain (e.g. LesionMix clips pasted lesions to it): a replay
     #: must then have the brain region the params record (:func:`check_brain_record`).
     brain_in_apply: ClassVar[bool] = False
+    #: Host and donor must share a voxel grid (methods that mix whole volumes or paste in place:
+    #: CarveMix, Mixup, CutMix, and Soft-CP's donor-space placement); checked once, here.
+    needs_same_grid: ClassVar[bool] = True
 
     def prepare(self, sources: Sources, options: Options) -> Any:
         """Work shared by all samples with these options (default: none)."""
@@ -270,6 +273,8 @@ class Method:
         inputs.host.require_label("Host", self.label)
         if inputs.donor is not None:
             check_case(inputs.donor, "Donor")
+            if self.needs_same_grid:
+                check_same_grid(inputs.host, inputs.donor)
         if self.needs_donor and _same_case(inputs.host, inputs.donor):
             h, d = inputs.host.case_id, inputs.donor.case_id
             same = f"Host and donor are the same case '{h}'" if h == d else \

@@ -97,7 +97,6 @@ from napari_lesionmix.augment.paste.objects import (
     prepare_object,
 )
 from napari_lesionmix.augment.paste.placement import (
-    check_delta,
     constraints,
     fits,
     host_lesions,
@@ -127,6 +126,7 @@ from napari_lesionmix.augment.softcp_params import (
     RIGID_CHOICES,
     SkippedLesion,
     SoftCPParams,
+    check_settings,
 )
 from napari_lesionmix.augment.softmask import (
     DEFAULT_A,
@@ -243,15 +243,9 @@ def sample_softcp(
     """
     check_same_grid(host, donor)
     host.require_label("Host", "Soft-CP")
-    check_delta(delta1, delta2)
-    if not 0.0 < a < 1.0:
-        raise LesionMixError(f"The softening coefficient a must lie in (0, 1), got {a!r}.")
-    if k_erode < 0 or k_dilate < 0:
-        raise LesionMixError(f"k_erode and k_dilate must be >= 0 iterations, got {k_erode} and {k_dilate}.")
+    check_settings(a, k_erode, k_dilate, delta1, delta2, placement)
     if max_tries < 1:
         raise LesionMixError(f"max_tries must be at least 1, got {max_tries}.")
-    if placement not in PLACEMENTS:
-        raise LesionMixError(f"Unknown placement '{placement}'; choose 'random' or 'source'.")
     if not (math.isfinite(jitter_mm) and jitter_mm >= 0):
         raise LesionMixError(f"jitter_mm must be >= 0 mm, got {jitter_mm!r}.")
     if n_lesions < 1:

@@ -108,16 +108,19 @@ class SoftCPParams(Params):
     def __post_init__(self):
         if not self.lesions:
             raise LesionMixError("Soft-CP params need at least one pasted lesion.")
-        if not 0.0 < self.a < 1.0:
-            raise LesionMixError(f"The softening coefficient a must lie in (0, 1), got {self.a!r}.")
-        if self.k_erode < 0 or self.k_dilate < 0:
-            raise LesionMixError(
-                f"k_erode and k_dilate must be >= 0 iterations, got {self.k_erode} and {self.k_dilate}."
-            )
-        check_delta(self.delta1, self.delta2)
+        check_settings(self.a, self.k_erode, self.k_dilate, self.delta1, self.delta2, self.placement)
         parse_reference(self.reference)
-        if self.placement not in PLACEMENTS:
-            raise LesionMixError(f"Unknown placement '{self.placement}'; choose 'random' or 'source'.")
         if self.order not in (1, 3):
             raise LesionMixError(f"Image interpolation order must be 1 or 3, got {self.order}.")
         connectivity_structure(self.connectivity)
+
+
+def check_settings(a: float, k_erode: int, k_dilate: int, delta1: float, delta2: float, placement: str) -> None:
+    """The checks Soft-CP's draw and its params share (one sentence each, written once)."""
+    if not 0.0 < a < 1.0:
+        raise LesionMixError(f"The softening coefficient a must lie in (0, 1), got {a!r}.")
+    if k_erode < 0 or k_dilate < 0:
+        raise LesionMixError(f"k_erode and k_dilate must be >= 0 iterations, got {k_erode} and {k_dilate}.")
+    check_delta(delta1, delta2)
+    if placement not in PLACEMENTS:
+        raise LesionMixError(f"Unknown placement '{placement}'; choose 'random' or 'source'.")
