@@ -5,12 +5,12 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
+from factories import make_affine
 
 from napari_lesionmix._reader import napari_get_reader, read_files, read_nifti
 from napari_lesionmix._writer import write_image, write_labels
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.display import DisplayOrientation
-from tests.conftest import make_affine
 
 SHAPE = (12, 14, 10)
 

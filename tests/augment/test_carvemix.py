@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import make_case
+from factories import make_case
 from scipy import ndimage as ndi
 
 from napari_lesionmix.augment.baselines import cutmix, mixup, sample_cutmix, sample_mixup

@@ -8,7 +8,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import make_case, write_case
+from factories import make_case, write_case
 
 from napari_lesionmix.augment import intensity, registry
 from napari_lesionmix.augment.params import params_from_json

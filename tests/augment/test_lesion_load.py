@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import make_case, write_case
+from factories import make_case, write_case
 
 from napari_lesionmix.augment.lesion_load import (
     DISTRIBUTIONS,

@@ -8,7 +8,7 @@ import warnings
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import make_case, write_case
+from factories import make_case, write_case
 from scipy import ndimage as ndi
 
 from napari_lesionmix.augment.lesion_load import LoadDistribution, lesion_load_ml

@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import make_affine, make_case
+from factories import make_affine, make_case
 
 from napari_lesionmix.augment.carvemix import CarveField, CarveMixParams, carvemix
 from napari_lesionmix.augment.intensity import brain_stats, fit_map

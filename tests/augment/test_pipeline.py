@@ -16,7 +16,7 @@ import os
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import make_case, write_case
+from factories import make_case, write_case
 
 from napari_lesionmix.augment import pipeline, registry
 from napari_lesionmix.cli import main

@@ -8,7 +8,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import make_case, write_case
+from factories import make_case, write_case
 
 from napari_lesionmix.augment import registry
 from napari_lesionmix.augment.params import params_from_json
@@ -189,7 +189,7 @@ def test_a_third_party_package_registers_a_method_through_its_entry_point(monkey
 @pytest.mark.parametrize("name", ["mixup", "cutmix"])
 def test_hard_label_baselines_keep_multi_class_ids(name):
     """BraTS-style labels 0-4: hard Mixup/CutMix keep the class of the larger weight; soft ones refuse."""
-    from conftest import make_case
+    from factories import make_case
 
     host, donor = make_case(seed=1, case_id="h"), make_case(seed=2, case_id="d")
     host.label = host.label * 2   # classes {0, 2}

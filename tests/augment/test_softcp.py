@@ -9,7 +9,7 @@ import re
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import make_case
+from factories import make_case
 from scipy import ndimage as ndi
 
 from napari_lesionmix.augment.params import params_from_json

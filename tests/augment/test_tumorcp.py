@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_case
+from factories import make_case
 
 from napari_lesionmix.augment import registry
 from napari_lesionmix.augment.params import params_from_json

@@ -137,7 +137,7 @@ def test_a_sample_that_pastes_nothing_says_so(pair_on_disk, tmp_path, capsys):
 
 @pytest.fixture
 def three_cases(tmp_path):
-    from conftest import make_case, write_case
+    from factories import make_case, write_case
 
     root = tmp_path / "src"
     for k in range(3):

@@ -60,7 +60,7 @@ def test_the_command_list_holds_every_method():
 
 @pytest.fixture
 def three_cases(tmp_path):
-    from conftest import make_case, write_case
+    from factories import make_case, write_case
 
     root = tmp_path / "src"
     for k in range(3):
@@ -187,7 +187,7 @@ def test_a_fold_check_failing_at_the_end_does_not_block_its_fix(three_cases, tmp
 def test_an_evaluation_refused_leaves_no_report_folder(three_cases, tmp_path, capsys):
     pytest.importorskip("monai")
     import nibabel as nib
-    from conftest import make_case, write_case
+    from factories import make_case, write_case
 
     write_case(make_case(seed=60, n_lesions=2, case_id="c3"), three_cases)
     out = tmp_path / "report"
@@ -393,7 +393,7 @@ def test_unclear_messages_say_what_is_wrong(three_cases, tmp_path, capsys, argv,
 
 
 def test_a_one_case_evaluation_says_how_many_cases_it_needs(tmp_path):
-    from conftest import make_case, write_case
+    from factories import make_case, write_case
 
     from napari_lesionmix.errors import LesionMixError
     from napari_lesionmix.evaluate import EvalConfig, make_split
@@ -409,7 +409,7 @@ def test_a_one_case_evaluation_says_how_many_cases_it_needs(tmp_path):
 def test_an_evaluation_that_failed_midway_does_not_block_its_corrected_rerun(three_cases, tmp_path, capsys,
                                                                             monkeypatch):
     pytest.importorskip("monai")
-    from conftest import make_case, write_case
+    from factories import make_case, write_case
 
     import napari_lesionmix.evaluate.run as evaluate  # where run_evaluation looks make_synthetic up
     from napari_lesionmix.errors import LesionMixError

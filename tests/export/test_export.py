@@ -14,7 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import make_case, write_case
+from factories import make_case, write_case
 
 from napari_lesionmix.augment import registry
 from napari_lesionmix.augment.params import params_from_dict

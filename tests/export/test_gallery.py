@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import make_case, write_case
+from factories import make_case, write_case
 
 from napari_lesionmix.cli import main
 from napari_lesionmix.errors import LesionMixError

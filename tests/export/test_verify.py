@@ -8,7 +8,7 @@ import os
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import make_case, write_case
+from factories import make_case, write_case
 
 from napari_lesionmix.cli import main
 from napari_lesionmix.errors import LesionMixError
@@ -110,7 +110,7 @@ def test_header_only_check_catches_shape_and_affine(exported):
 
 @pytest.mark.parametrize("name", ["a.nii.gz", "a.nii", "big.nii.gz", "two.nii.gz"])
 def test_read_geometry_matches_nibabel(tmp_path, name):
-    from conftest import make_affine
+    from factories import make_affine
 
     from napari_lesionmix.io.nifti import read_geometry
 

@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
-from conftest import make_case, write_case  # noqa: E402
+from factories import make_case, write_case  # noqa: E402
 
 from napari_lesionmix.cli import main  # noqa: E402
 from napari_lesionmix.errors import LesionMixError  # noqa: E402

@@ -11,7 +11,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import make_case, write_case
+from factories import make_case, write_case
 
 from napari_lesionmix.augment import registry
 from napari_lesionmix.cli import main

@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("nnunetv2", reason="nnU-Net v2 is not installed (pip install 'napari-lesionmix[nnunet]')")
 torch = pytest.importorskip("torch")
 
-from conftest import make_case, write_case  # noqa: E402
+from factories import make_case, write_case  # noqa: E402
 
 from napari_lesionmix.errors import LesionMixError  # noqa: E402
 from napari_lesionmix.integrations import nnunet  # noqa: E402

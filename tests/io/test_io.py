@@ -10,7 +10,7 @@ import os
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import make_affine, make_case, write_case
+from factories import make_affine, make_case, write_case
 
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io import atomic as atomic_mod

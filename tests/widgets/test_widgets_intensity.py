@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import write_case
+from factories import write_case
 
 from napari_lesionmix.augment import registry
 from napari_lesionmix.augment.live import CarveMixPlanes

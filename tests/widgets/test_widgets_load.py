@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import fill_pair, make_case, write_case
+from conftest import fill_pair
+from factories import make_case, write_case
 from napari.utils.notifications import notification_manager
 
 pytestmark = pytest.mark.gui

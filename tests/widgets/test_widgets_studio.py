@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import PLUGIN, load_pair, make_case, write_case
+from conftest import PLUGIN, load_pair
+from factories import make_case, write_case
 from napari.utils.notifications import notification_manager
 
 from napari_lesionmix.widgets.carvemix import position_of_t
