@@ -98,9 +98,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage as ndi
 
-from napari_lesionmix.augment.inpaint import inpaint_telea
 from napari_lesionmix.augment.intensity import map_for
 from napari_lesionmix.augment.lesion_load import (
     DISTRIBUTIONS,
@@ -110,16 +108,19 @@ from napari_lesionmix.augment.lesion_load import (
     voxel_volume_ml,
 )
 from napari_lesionmix.augment.lesionmix_params import MODES, Insertion, LesionMixParams
-from napari_lesionmix.augment.lesions import LesionBank, label_components, tissue_reference
+from napari_lesionmix.augment.lesions import LesionBank, tissue_reference
 from napari_lesionmix.augment.likelihood import (
     LikelihoodMap,
     likelihood_map,
     load_likelihood,
 )
 from napari_lesionmix.augment.load_target import (
+    apply_inpaint,
     check_bank_grid,
     draw_insertions,
     draw_removals,
+    inpaint_region,
+    inpaint_shortfall,
     remaining_note,
 )
 from napari_lesionmix.augment.params import Synthetic
@@ -315,17 +316,6 @@ def sample_lesionmix(
     return params
 
 
-def inpaint_shortfall(host: Case, params: LesionMixParams) -> str | None:
-    """:func:`remaining_note` of inpainting params that missed their target (``None`` otherwise)."""
-    if params.mode != "inpaint" or params.target_reached:
-        return None
-    if params.host_load_ml < params.target_load_ml:
-        return "inpainting only removes lesions and the host load is below the target"
-    comps, n = label_components(host.label, params.connectivity)
-    counts = np.bincount(comps.ravel(), minlength=n + 1)[1:]
-    return remaining_note(np.delete(counts, list(params.removals)) * voxel_volume_ml(host.spacing))
-
-
 # --------------------------------------------------------------------------- apply
 
 
@@ -362,7 +352,7 @@ def lesionmix(
     """
     host.require_label("Host", "LesionMix")
     if params.mode == "inpaint":
-        image, label, mask = _apply_inpaint(host, params)
+        image, label, mask = apply_inpaint(host, params)
     else:
         if params.insertions and bank is None:
             raise LesionMixError("Replaying populate-mode LesionMix params needs the lesion bank.")
@@ -446,34 +436,6 @@ def _apply_populate(host: Case, params: LesionMixParams, bank, brain, timings: d
         for step, dt in clock.items():
             timings[step] = timings.get(step, 0.0) + dt
     return image, label, mask
-
-
-def inpaint_region(host_label: np.ndarray, removals: Sequence[int], connectivity: int, dilate: int):
-    """(removed lesion voxels, voxels to inpaint) for host component indices ``removals``."""
-    comps, n = label_components(host_label, connectivity)
-    bad = [k for k in removals if not 0 <= k < n]
-    if bad:
-        raise LesionMixError(f"The host label has {n} lesion(s); removal index {bad[0]} does not exist.")
-    keep = np.zeros(n + 1, bool)
-    keep[np.asarray(removals, int) + 1] = True
-    removed = keep[comps]
-    region = removed
-    if dilate > 0 and removed.any():
-        # Dilate on the removed lesions' box (plus the rim), not the whole volume.
-        box = ndi.find_objects(removed.view(np.uint8))[0]
-        box = tuple(slice(max(b.start - dilate, 0), min(b.stop + dilate, n)) for b, n in zip(box, removed.shape, strict=True))
-        region = removed.copy()
-        rim = ndi.binary_dilation(removed[box], ndi.generate_binary_structure(3, 1), iterations=int(dilate))
-        region[box] = rim & ((host_label[box] == 0) | removed[box])
-    return removed, region
-
-
-def _apply_inpaint(host: Case, params: LesionMixParams):
-    removed, region = inpaint_region(host.label, params.removals, params.connectivity, params.inpaint_dilate)
-    image = inpaint_telea(host.image, region, params.inpaint_radius, params.inpaint_axes)
-    label = host.label.copy()
-    label[removed] = 0
-    return image, label, region.astype(np.float32)
 
 
 # --------------------------------------------------------------------------- the registered method

@@ -1,7 +1,8 @@
 """How LesionMix reaches a target lesion load: the lesions populate inserts, the lesions inpaint removes.
 
-Both only draw (from the sample's generator); :mod:`~napari_lesionmix.augment.lesionmix`
-applies what they drew.
+The draws only draw (from the sample's generator); :mod:`~napari_lesionmix.augment.lesionmix`
+applies what they drew, inpainting here (:func:`apply_inpaint`: the removed lesions filled by
+Telea's method, :func:`inpaint_region`).
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import ndimage as ndi
 
+from napari_lesionmix.augment.inpaint import inpaint_telea
 from napari_lesionmix.augment.lesion_load import voxel_volume_ml
-from napari_lesionmix.augment.lesionmix_params import Insertion
+from napari_lesionmix.augment.lesionmix_params import Insertion, LesionMixParams
 from napari_lesionmix.augment.lesions import Lesion, label_components
 from napari_lesionmix.augment.likelihood import LikelihoodMap, normalise, positions_from_cdf
 from napari_lesionmix.augment.paste.warp import (
@@ -155,3 +158,42 @@ def draw_insertions(rng, host, bank, likelihood, brain, aug, source_cases, lesio
         n_occupied += n_hard - overlap
         insertions.append(Insertion(lesion.case_id, lesion.index, pos, tf))
     return tuple(insertions), n_occupied * vox_ml, reason, (attempts - len(insertions), outside_brain)
+
+
+def inpaint_shortfall(host: Case, params: LesionMixParams) -> str | None:
+    """:func:`remaining_note` of inpainting params that missed their target (``None`` otherwise)."""
+    if params.mode != "inpaint" or params.target_reached:
+        return None
+    if params.host_load_ml < params.target_load_ml:
+        return "inpainting only removes lesions and the host load is below the target"
+    comps, n = label_components(host.label, params.connectivity)
+    counts = np.bincount(comps.ravel(), minlength=n + 1)[1:]
+    return remaining_note(np.delete(counts, list(params.removals)) * voxel_volume_ml(host.spacing))
+
+
+def inpaint_region(host_label: np.ndarray, removals: Sequence[int], connectivity: int, dilate: int):
+    """(removed lesion voxels, voxels to inpaint) for host component indices ``removals``."""
+    comps, n = label_components(host_label, connectivity)
+    bad = [k for k in removals if not 0 <= k < n]
+    if bad:
+        raise LesionMixError(f"The host label has {n} lesion(s); removal index {bad[0]} does not exist.")
+    keep = np.zeros(n + 1, bool)
+    keep[np.asarray(removals, int) + 1] = True
+    removed = keep[comps]
+    region = removed
+    if dilate > 0 and removed.any():
+        # Dilate on the removed lesions' box (plus the rim), not the whole volume.
+        box = ndi.find_objects(removed.view(np.uint8))[0]
+        box = tuple(slice(max(b.start - dilate, 0), min(b.stop + dilate, n)) for b, n in zip(box, removed.shape, strict=True))
+        region = removed.copy()
+        rim = ndi.binary_dilation(removed[box], ndi.generate_binary_structure(3, 1), iterations=int(dilate))
+        region[box] = rim & ((host_label[box] == 0) | removed[box])
+    return removed, region
+
+
+def apply_inpaint(host: Case, params: LesionMixParams):
+    removed, region = inpaint_region(host.label, params.removals, params.connectivity, params.inpaint_dilate)
+    image = inpaint_telea(host.image, region, params.inpaint_radius, params.inpaint_axes)
+    label = host.label.copy()
+    label[removed] = 0
+    return image, label, region.astype(np.float32)
