@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -347,8 +348,9 @@ def case_id_from_path(path: str | os.PathLike) -> str:
     """The case a file belongs to.
 
     ``/x/sub-01_0000.nii.gz`` -> ``sub-01`` (the file name without NIfTI suffix or channel
-    index); when that is only a modality name (:data:`GENERIC_STEMS`), the parent folder's:
-    ``/x/patient07/flair.nii.gz`` -> ``patient07``, so that two patients' FLAIRs are two cases.
+    index); when that only names a modality (:data:`GENERIC_STEMS`, with processing words but no
+    number: ``Flair_subtrMeanDivStd``), the parent folder's: ``/x/patient07/flair.nii.gz`` ->
+    ``patient07``, so that two patients' FLAIRs are two cases.
     """
     p = Path(path)
     name = p.name
@@ -359,9 +361,19 @@ def case_id_from_path(path: str | os.PathLike) -> str:
     stem, _, tail = name.rpartition("_")
     if stem and len(tail) == 4 and tail.isdigit():
         name = stem
-    if name.lower() in GENERIC_STEMS and p.parent.name not in ("", ".", "/"):
+    if _names_a_modality(name) and p.parent.name not in ("", ".", "/"):
         return p.parent.name
     return name
+
+
+def _names_a_modality(name: str) -> bool:
+    """A file name that names an image kind, not a case: ``flair``, ``Flair_subtrMeanDivStd``, ``t1_brain``.
+
+    Its first word is a :data:`GENERIC_STEMS` entry and no later word holds a digit (``flair_001``
+    is a case).
+    """
+    words = [w for w in re.split(r"[_.\-]", name.lower()) if w]
+    return bool(words) and words[0] in GENERIC_STEMS and not any(ch.isdigit() for w in words[1:] for ch in w)
 
 
 def check_affines(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:

@@ -416,3 +416,16 @@ def test_corrupt_gzip_member_is_named(tmp_path):
     p.write_bytes(bytes(raw))
     with pytest.raises(LesionMixError, match=r"'.*c.nii.gz' is a corrupt or truncated gzip archive"):
         load_image(p)
+
+
+@pytest.mark.parametrize("path, case_id", [
+    ("/d/brats_2013_pat0001_1/Flair_subtrMeanDivStd.nii.gz", "brats_2013_pat0001_1"),  # BraTS' processed FLAIR
+    ("/d/brats_2013_pat0002_1/T1c_subtrMeanDivStd.nii.gz", "brats_2013_pat0002_1"),
+    ("/d/patient07/flair.nii.gz", "patient07"),
+    ("/d/x/flair_001.nii.gz", "flair_001"),  # a number: a case, not a modality
+    ("/d/x/sub-01_0000.nii.gz", "sub-01"),
+])
+def test_a_file_named_after_its_modality_takes_its_folders_case_id(path, case_id):
+    from napari_lesionmix.io.nifti import case_id_from_path
+
+    assert case_id_from_path(path) == case_id
