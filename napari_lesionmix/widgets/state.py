@@ -405,6 +405,8 @@ class StudioSession:
             self.harmonized_pair = (before, synthetic)
         elif self.harmonized_pair is not None and not any(synthetic is x for x in self.harmonized_pair):
             self.harmonized_pair = None
+        if not harmonization and (why := _unchanged(synthetic)):
+            notify_info(f"{why}; it is a copy of the host, not a synthetic case.")  # as the CLI warns
         self.synthetic = synthetic
         self.harmonization = dict(harmonization) if harmonization else None
         if show_layers:
@@ -703,6 +705,15 @@ class StudioSession:
     @property
     def busy(self) -> bool:
         return bool(self._workers)
+
+
+def _unchanged(synthetic: Synthetic) -> str | None:
+    """:func:`~napari_lesionmix.augment.registry.unchanged_host` of a studio sample (``None`` for unknown methods)."""
+    try:
+        method = registry.get_method(synthetic.params.method)
+    except LesionMixError:
+        return None
+    return registry.unchanged_host(method, synthetic.params, synthetic)
 
 
 def _is_small_key(key) -> bool:

@@ -132,3 +132,24 @@ def test_errors_become_notifications(make_napari_viewer_proxy, qtbot):
     assert "No host/donor pair is loaded" in notification_manager.records[-1].message
     cm.swap()
     assert "Load a host/donor pair before swapping" in notification_manager.records[-1].message
+
+
+def test_a_sample_that_equals_its_host_is_said_to(studio, qtbot):  # the module's studio: (viewer, dock, session)
+    """As the CLI warns: a CarveMix lambda that carves nothing leaves a copy of the host, and the studio says so."""
+    import dataclasses
+
+    from napari_lesionmix.augment import registry
+
+    viewer, cm, session = studio
+    qtbot.waitUntil(lambda: session.synthetic is not None and not session.busy, timeout=20000)
+    syn = session.synthetic
+    copy = dataclasses.replace(syn, image=session.host.image.copy(), label=session.host.label.copy(),
+                               mask=np.zeros_like(syn.mask))
+    assert registry.unchanged_host(registry.get_method("carvemix"), copy.params, copy)
+    n = len(notification_manager.records)
+    session.set_synthetic(copy)
+    assert any("it is a copy of the host, not a synthetic case" in str(r.message)
+               for r in notification_manager.records[n:])
+    n = len(notification_manager.records)
+    session.set_synthetic(syn)  # a real sample: no such note
+    assert not any("copy of the host" in str(r.message) for r in notification_manager.records[n:])
