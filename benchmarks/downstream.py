@@ -71,7 +71,7 @@ def ms_like_cases() -> tuple[str, ...]:
 
 def brats_folder(src: Path) -> Path:
     """An nnU-Net raw folder of links to the BraTS cases' FLAIR and labels (under /tmp; nothing is copied)."""
-    cases = sorted(p for p in Path(src).glob("brats_2013_pat*") if p.is_dir())
+    cases = sorted(p for p in Path(src).resolve().glob("brats_2013_pat*") if p.is_dir())  # links need absolute paths
     if len(cases) < 4:
         raise SystemExit(f"'{src}' holds {len(cases)} BraTS case folders; 4 or more are needed.")
     root = Path(tempfile.mkdtemp(prefix="lmx_brats_")) / "Dataset901_BraTSwt"
@@ -94,8 +94,8 @@ def config(args) -> EvalConfig:
         if not args.brats:
             raise SystemExit("--dataset brats needs --brats DIR (the folder of brats_2013_pat* case folders).")
         data = dict(dataset=str(brats_folder(Path(args.brats))), test_fraction=0.5, downsample=2)
-        # Mixup and CutMix refuse multi-class label maps (BraTS labels 1-4), even with label=hard.
-        methods = ("none", "carvemix", "softcp", "lesionmix")
+        # Mixup and CutMix with label=hard keep BraTS' class ids (1-4); soft labels would need binary ones.
+        methods = ("none", "carvemix", "softcp", "lesionmix", "mixup", "cutmix")
     else:
         data = dict(dataset=str(sample_data_dir()), cases=ms_like_cases(), test_cases=("sub-01", "sub-02"))
         methods = ("none", "carvemix", "softcp", "lesionmix", "mixup", "cutmix") + (("carvemix+arhnet",) if full
@@ -109,6 +109,8 @@ def config(args) -> EvalConfig:
         methods = ("none", *ab.pop("methods"))
         options = {**options, **ab.pop("options", {})}
         settings.update(ab)
+    if getattr(args, "methods", None):
+        methods = tuple(args.methods)
     options = {m: o for m, o in options.items() if m in {c.split("+")[0] for c in methods}}
     return EvalConfig(out=args.out, conditions=methods, options=options, workers=args.workers, threads=1,
                       device=args.device, **data, **settings)
@@ -125,6 +127,7 @@ def main() -> int:
     ap.add_argument("--seeds", type=int)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--methods", nargs="+", help="only these conditions (e.g. none mixup cutmix)")
     args = ap.parse_args()
     if args.ablation:
         args.preset = "reduced"
