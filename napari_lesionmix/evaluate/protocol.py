@@ -363,7 +363,7 @@ def make_synthetic(config: EvalConfig, split: Split, condition: str, k: int, see
         # No splits file: evaluation trains on all of the K + N cases and tests on held-out real ones.
         seed=int(seed), workers=1, include_real=False, harmonize=harmonizer, n_folds=0,
         options={method: dict(config.options[method])} if method in config.options else {},
-        dataset_name=f"eval_{condition}_K{k}_seed{seed}",
+        dataset_name=f"eval_{condition.replace('+', '-')}_K{k}_seed{seed}",  # nnU-Net names: no "+"
     )
     if not (out / "dataset.json").is_file():
         export_dataset(cfg)

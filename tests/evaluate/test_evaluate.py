@@ -196,3 +196,14 @@ def test_a_load_choice_keeps_n_of_the_candidates(tiny_run, tmp_path, how):
     ids, info = choose_synthetic(choice, split, 2, 0, out / "synthetic" / "K2_seed0" / "carvemix")
     assert len(ids) == 1 and info["n_candidates"] == 2
     assert info["synthetic_load_ml"] <= info["candidates_load_ml"] + 1e-9 or how == "match"
+
+
+def test_a_harmonized_condition_runs(tmp_path):
+    """``METHOD+HARMONIZER`` exports under a name nnU-Net accepts (a '+' in it was refused)."""
+    from napari_lesionmix.evaluate import run_evaluation
+
+    cfg = EvalConfig(str(sample_data_dir()), str(tmp_path / "report"),
+                     **{**TINY, "conditions": ("none", "carvemix+hm")})
+    report = run_evaluation(cfg)
+    assert sorted(r["condition"] for r in report.runs) == ["carvemix+hm", "none"]
+    assert "| 2 | carvemix+hm |" in (tmp_path / "report" / "summary.md").read_text()
