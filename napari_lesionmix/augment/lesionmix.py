@@ -124,6 +124,7 @@ from napari_lesionmix.augment.load_target import (
     remaining_note,
 )
 from napari_lesionmix.augment.params import Synthetic
+from napari_lesionmix.augment.transforms import apply_intensity
 from napari_lesionmix.augment.paste.warp import (
     LesionAugment,
     LesionTransform,
@@ -131,6 +132,8 @@ from napari_lesionmix.augment.paste.warp import (
     lesion_warp,
     placement_boxes,
     transform_lesion,
+    warp_image,
+    warp_label,
     warp_mask,
 )
 from napari_lesionmix.augment.registry import Inputs, Method, Options, Sources, option, register
@@ -407,21 +410,42 @@ def _apply_populate(host: Case, params: LesionMixParams, bank, brain, timings: d
         if matched is not None and matched.mode != "none":
             # The registry's shared intensity step, per source case (registry.fit_intensity recorded the map).
             lesion = dataclasses.replace(lesion, image=matched.apply(lesion.image))
-        img, hard, lab, warp = transform_lesion(lesion, ins.transform, aug, pad=_soft_pad(params))
-        if params.intensity_match == "median":
-            ratio = [h / r if r != 0 else 1.0 for h, r in zip(params.host_reference, lesion.reference, strict=True)]
-            img *= np.asarray(ratio, np.float32)[:, None, None, None]
+        tf = ins.transform
+        warp = lesion_warp(lesion, tf, pad=_soft_pad(params))
+        hard = warp_mask(lesion, warp, aug)
+        lab = warp_label(lesion, warp, hard)
         host_box, crop_box = placement_boxes(ins.position, warp, host.shape)
         if host_box is None:
             raise LesionMixError(f"Insertion at {ins.position} lies outside host '{host.case_id}' of shape {host.shape}.")
         t1 = time.perf_counter()
         s = blend_weights(hard, params, host.spacing)[crop_box].astype(np.float32)
         t2 = time.perf_counter()
+        if brain is not None:
+            s = s * brain[host_box]
+        # The pasted image only matters where S > 0 (elsewhere Eq. (1) returns the host's value
+        # exactly), unless noise needs the whole crop's sd, the crop is not finite, or a host
+        # voxel is -0.0 (0 * patch + -0.0 keeps the sign of 0 * patch).
+        partial = (not any(op.kind == "noise" for op in tf.intensity)
+                   and bool(np.isfinite(lesion.image).all()))
+        where = None
+        if partial:
+            need = s > 0
+            hreg = image[(slice(None), *host_box)]
+            negzero = (hreg == 0) & np.signbit(hreg)
+            if negzero.any():
+                need |= negzero.any(axis=0)
+            where = np.zeros(warp.shape, bool)
+            where[crop_box] = need
+        img = warp_image(lesion, warp, aug, where)
+        if tf.intensity:
+            img = apply_intensity(img, tf.intensity)
+        if params.intensity_match == "median":
+            ratio = [h / r if r != 0 else 1.0 for h, r in zip(params.host_reference, lesion.reference, strict=True)]
+            img *= np.asarray(ratio, np.float32)[:, None, None, None]
+        t3 = time.perf_counter()
         hard, lab, img = hard[crop_box], lab[crop_box], img[(slice(None), *crop_box)]
         if brain is not None:
-            b = brain[host_box]
-            s = s * b
-            hard = hard & b
+            hard = hard & brain[host_box]
         # Soft-CP Eq. (1): I = S * I_paste + (1 - S) * I_host
         soft_paste(image, mask, host_box, s, img)
         # Soft-CP Eq. (2): Y = Y_host U Y_paste, host values kept where both are lesion.
@@ -430,7 +454,7 @@ def _apply_populate(host: Case, params: LesionMixParams, bank, brain, timings: d
             label = label.astype(lab.dtype)
             lbox = label[host_box]
         np.copyto(lbox, lab.astype(label.dtype), where=hard & (lbox == 0))
-        for step, dt in (("transform", t1 - t0), ("soft mask", t2 - t1), ("blend", time.perf_counter() - t2)):
+        for step, dt in (("transform", t1 - t0 + t3 - t2), ("soft mask", t2 - t1), ("blend", time.perf_counter() - t3)):
             clock[step] += dt
     if timings is not None:
         for step, dt in clock.items():

@@ -102,12 +102,20 @@ def soft_mask_box(
                 for b, g, n in zip(objs[0], margin, m.shape, strict=True))
     sub = m[box]
 
-    # Erosion (k_erode iterations of a unit ball): voxels deeper than k_erode.
-    inside = _edt(sub, spacing) / step
+    # Erosion (k_erode iterations of a unit ball): voxels deeper than k_erode. Only the
+    # mask's own box plus one voxel (background all round it, where the box is not the
+    # array's edge) is needed: every nearest background voxel lies in it.
+    inner = tuple(slice(max(b.start - x.start - 1, 0), min(b.stop - x.start + 1, x.stop - x.start))
+                  for b, x in zip(objs[0], box, strict=True))
+    sub_in = sub[inner]
+    inside_in = _edt(sub_in, spacing) / step
+    inside = np.zeros(sub.shape, inside_in.dtype)
+    inside[inner] = inside_in
     core = inside > k_erode
     # Tiny lesions emptied by the erosion keep their most interior voxels.
     structure = ndi.generate_binary_structure(sub.ndim, sub.ndim)
-    comps, n = ndi.label(sub, structure=structure)
+    comps = np.zeros(sub.shape, np.int32)
+    comps[inner], n = ndi.label(sub_in, structure=structure)
     if n:
         has_core = np.zeros(n + 1, bool)
         has_core[np.unique(comps[core])] = True

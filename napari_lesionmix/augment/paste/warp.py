@@ -131,22 +131,62 @@ class Warp:
         return self.source_center - self.inverse @ self.center
 
     def coords(self) -> np.ndarray:
-        """Source coordinates of every output voxel (elastic warps), computed once."""
+        """Source coordinates of every output voxel, ``(3, *shape)`` float64, computed once.
+
+        Elastic warps: the affine pre-image of ``v + u(v)``. Affine warps: the
+        very numbers ``scipy.ndimage.affine_transform`` computes internally
+        (``((0 + i a0 + j a1) + k a2) + offset`` per row, in float64), so
+        ``map_coordinates`` on them or on any subset of them gives the same
+        bytes as ``affine_transform`` on the whole crop.
+        """
         if self._coords is None:
             grid = np.indices(self.shape, dtype=np.float64)
-            p = self.pad
-            core = (slice(None), *(slice(p, n - p) for n in self.shape))
-            grid[core] += self.disp
-            self._coords = np.tensordot(self.inverse, grid, axes=1) + self.offset()[:, None, None, None]
+            if self.disp is None:
+                inv, off = np.ascontiguousarray(self.inverse, np.float64), self.offset().astype(np.float64)
+                out = np.empty_like(grid)
+                for h in range(3):
+                    c = out[h]
+                    np.multiply(grid[0], inv[h, 0], out=c)
+                    c += 0.0
+                    c += grid[1] * inv[h, 1]
+                    c += grid[2] * inv[h, 2]
+                    c += off[h]
+                self._coords = out
+            else:
+                p = self.pad
+                core = (slice(None), *(slice(p, n - p) for n in self.shape))
+                grid[core] += self.disp
+                self._coords = np.tensordot(self.inverse, grid, axes=1) + self.offset()[:, None, None, None]
         return self._coords
 
     def resample(self, vol: np.ndarray, order: int, mode: str = "constant", cval: float = 0.0) -> np.ndarray:
         if self.inverse is None:
             return pad_to(vol, self.shape, "edge" if mode == "nearest" else "constant")
-        if self.disp is None:  # affine only: no coordinate array needed
+        if self.disp is None and self._coords is None:  # affine only: no coordinate array needed
             return ndi.affine_transform(vol, self.inverse, offset=self.offset(), output_shape=self.shape,
                                         order=order, mode=mode, cval=cval, prefilter=order > 1)
         return ndi.map_coordinates(vol, self.coords(), order=order, mode=mode, cval=cval, prefilter=order > 1)
+
+    def resample_at(self, vol: np.ndarray, where: np.ndarray, order: int, mode: str = "constant",
+                    cval: float = 0.0) -> np.ndarray:
+        """``resample(vol, ...)[where]`` (``where``: bool, ``shape``), computed on those voxels only."""
+        if self.inverse is None:
+            return self.resample(vol, order, mode, cval)[where]
+        pts = self.coords()[:, where]
+        return ndi.map_coordinates(vol, pts, order=order, mode=mode, cval=cval, prefilter=order > 1)
+
+    def reaches(self, box_lo, box_hi) -> np.ndarray:
+        """Output voxels whose source coordinate lies within one voxel of the source box ``[lo, hi]``.
+
+        A superset of the voxels where an order-0/1, constant-mode resampling of
+        a volume that is zero outside that box can be non-zero.
+        """
+        c = self.coords()
+        ok = np.ones(self.shape, bool)
+        for a in range(3):
+            ok &= c[a] > box_lo[a] - 1.001
+            ok &= c[a] < box_hi[a] + 1.001
+        return ok
 
 
 def lesion_warp(lesion: Lesion, tf: LesionTransform, pad: int = 0) -> Warp:
@@ -188,11 +228,69 @@ def pad_to(a: np.ndarray, shape, mode: str) -> np.ndarray:
     return np.pad(a, width, mode=mode)
 
 
+def _mask_box(lesion: Lesion):
+    """Inclusive voxel bounds of the lesion's mask in its crop (cached on the bank lesion)."""
+    key = "_lesionmix_mask_box"
+    box = lesion.__dict__.get(key) if hasattr(lesion, "__dict__") else None
+    if box is None:
+        idx = np.nonzero(lesion.mask)
+        box = (None if idx[0].size == 0 else
+               (np.array([i.min() for i in idx]), np.array([i.max() for i in idx])))
+        try:
+            object.__setattr__(lesion, key, box)
+        except (AttributeError, TypeError):
+            pass
+    return box
+
+
 def warp_mask(lesion: Lesion, warp: Warp, aug: LesionAugment) -> np.ndarray:
-    """The lesion's binary mask resampled on the warp (threshold of linear, or nearest)."""
+    """The lesion's binary mask resampled on the warp (threshold of linear, or nearest).
+
+    Resampled only on the output voxels that can reach the mask (the rest are
+    exactly 0): the same result as resampling the whole crop.
+    """
+    box = _mask_box(lesion) if warp.inverse is not None else None
+    if box is None:
+        if aug.mask_mode == "threshold":
+            return warp.resample(lesion.mask.astype(np.float32), 1) >= 0.5
+        return warp.resample(lesion.mask.view(np.uint8), 0) > 0
+    near = warp.reaches(*box)
+    out = np.zeros(warp.shape, bool)
     if aug.mask_mode == "threshold":
-        return warp.resample(lesion.mask.astype(np.float32), 1) >= 0.5
-    return warp.resample(lesion.mask.view(np.uint8), 0) > 0
+        out[near] = warp.resample_at(lesion.mask.astype(np.float32), near, 1) >= 0.5
+    else:
+        out[near] = warp.resample_at(lesion.mask.view(np.uint8), near, 0) > 0
+    return out
+
+
+def warp_label(lesion: Lesion, warp: Warp, mask: np.ndarray) -> np.ndarray:
+    """The lesion's label on the warped mask: nearest-neighbour values, the most frequent class where they miss."""
+    # Threshold resampling can mark voxels nearest-neighbour labels miss: give them the
+    # lesion's most frequent class, so the label is non-zero exactly on the mask.
+    values = lesion.label[lesion.mask]
+    common = np.bincount(values).argmax() if values.size else 1
+    lab = np.zeros(warp.shape, lesion.label.dtype)
+    if warp.inverse is None:
+        full = warp.resample(lesion.label, 0)
+        lab[mask] = np.where(full[mask] != 0, full[mask], common)
+        return lab
+    v = warp.resample_at(lesion.label, mask, 0)
+    lab[mask] = np.where(v != 0, v, common)
+    return lab
+
+
+def warp_image(lesion: Lesion, warp: Warp, aug: LesionAugment, where: np.ndarray | None = None) -> np.ndarray:
+    """The lesion's image channels resampled on the warp, ``(C, *shape)`` float32.
+
+    ``where`` (bool, ``shape``): resample those voxels only and leave the others 0.
+    """
+    if where is None or warp.inverse is None:
+        return np.stack([warp.resample(ch, aug.image_order, "nearest").astype(np.float32) for ch in lesion.image])
+    out = np.zeros((len(lesion.image), *warp.shape), np.float32)
+    if where.any():
+        for c, ch in enumerate(lesion.image):
+            out[c][where] = warp.resample_at(ch, where, aug.image_order, "nearest").astype(np.float32)
+    return out
 
 
 def transform_lesion(lesion: Lesion, tf: LesionTransform, aug: LesionAugment, pad: int = 0):
@@ -207,13 +305,8 @@ def transform_lesion(lesion: Lesion, tf: LesionTransform, aug: LesionAugment, pa
     """
     warp = lesion_warp(lesion, tf, pad)
     mask = warp_mask(lesion, warp, aug)
-    image = np.stack([warp.resample(ch, aug.image_order, "nearest").astype(np.float32) for ch in lesion.image])
-    lab = warp.resample(lesion.label, 0)
-    # Threshold resampling can mark voxels nearest-neighbour labels miss: give them the
-    # lesion's most frequent class, so the label is non-zero exactly on the mask.
-    values = lesion.label[lesion.mask]
-    common = np.bincount(values).argmax() if values.size else 1
-    lab = np.where(mask, np.where(lab != 0, lab, common), 0).astype(lesion.label.dtype)
+    image = warp_image(lesion, warp, aug)
+    lab = warp_label(lesion, warp, mask)
     if tf.intensity:
         image = apply_intensity(image, tf.intensity)
     return image, mask, lab, warp
