@@ -124,7 +124,6 @@ from napari_lesionmix.augment.load_target import (
     remaining_note,
 )
 from napari_lesionmix.augment.params import Synthetic
-from napari_lesionmix.augment.transforms import apply_intensity
 from napari_lesionmix.augment.paste.warp import (
     LesionAugment,
     LesionTransform,
@@ -144,6 +143,7 @@ from napari_lesionmix.augment.softmask import (
     soft_mask,
     soft_paste,
 )
+from napari_lesionmix.augment.transforms import apply_intensity
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.brain import case_brain
 from napari_lesionmix.io.nifti import Case

@@ -19,7 +19,7 @@ def _reference_soft_mask(mask, a, k_erode, k_dilate, spacing):
         return out
     step = min(spacing)
     margin = [int(math.ceil(k_dilate * step / s)) + 1 for s in spacing]
-    box = tuple(slice(max(b.start - g, 0), min(b.stop + g, n)) for b, g, n in zip(objs[0], margin, m.shape))
+    box = tuple(slice(max(b.start - g, 0), min(b.stop + g, n)) for b, g, n in zip(objs[0], margin, m.shape, strict=True))
     sub = m[box]
     inside = _edt(sub, spacing) / step
     core = inside > k_erode
