@@ -25,6 +25,7 @@ from qtpy.QtGui import QColor, QImage, QPainter
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDockWidget,
     QGridLayout,
     QHBoxLayout,
     QLabel,
@@ -191,37 +192,56 @@ class PreviewWidget(QWidget):
         self.views = {name: PlaneView(name) for name in PLANES}
         grid = QGridLayout()
         grid.setSpacing(2)
-        # 2 x 2: axial | coronal / sagittal | caption, so each view gets half the dock's width.
-        spots = {"axial": (0, 0), "coronal": (0, 1), "sagittal": (2, 0)}
+        # 2 x 2: axial | coronal / sagittal | caption, so each view gets half the dock's width. Each title
+        # sits in one box with its view, so a squeezed dock never draws a title over another view.
+        spots = {"axial": (0, 0), "coronal": (0, 1), "sagittal": (1, 0)}
+        self.titles = {}
         for name in PLANES:
-            r, c = spots[name]
-            title = QLabel(name)
+            cell = QWidget()
+            box = QVBoxLayout(cell)
+            box.setContentsMargins(0, 0, 0, 0)
+            box.setSpacing(1)
+            self.titles[name] = title = QLabel(name)
             title.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            grid.addWidget(title, r, c)
-            grid.addWidget(self.views[name], r + 1, c)
+            title.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+            box.addWidget(title)
+            box.addWidget(self.views[name], 1)
+            grid.addWidget(cell, *spots[name])
             self.views[name].clicked.connect(lambda row, col, n=name: self._on_click(n, row, col))
+        grid.setRowStretch(0, 1)
+        grid.setRowStretch(1, 1)
+        grid.setColumnStretch(0, 1)
+        grid.setColumnStretch(1, 1)
         self.info = QLabel("Load a host/donor pair to see the preview.")
         self.info.setWordWrap(True)
         self.info.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
-        grid.addWidget(self.info, 3, 1)
+        # The caption never sets the grid's height (it lost the views' room before); the views do.
+        self.info.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
+        self.info.setMinimumHeight(0)
+        grid.addWidget(self.info, 1, 1)
         self.setMinimumHeight(240)  # the dock grows the views; the studio must fit 1600x1000
         # QA display: flip and compare host/synthetic, contours or filled overlays, zoom to the lesion.
         self.flip_btn = QPushButton("Flip host/synthetic")
         self.flip_btn.setToolTip("Hide or show the synthetic layer over the host, same slice and contrast")
         self.compare_box = QCheckBox("side by side")
         self.compare_box.setToolTip("Host and synthetic in napari's grid mode: linked slice, zoom and cursor")
-        self.filled_box = QCheckBox("filled overlays")
+        self.filled_box = QCheckBox("filled")
         self.filled_box.setToolTip("Labels filled and the mixing mask tinted, instead of contours")
         self.zoom = QComboBox()
         for z in ZOOMS:
             self.zoom.addItem(f"zoom {z}x", z)
         self.zoom.setToolTip("Preview zoom around the crosshair (the lesion under the cursor)")
+        self.enlarge_btn = QPushButton("Enlarge")
+        self.enlarge_btn.setCheckable(True)
+        self.enlarge_btn.setToolTip("Float the preview in a large window of its own; press again to dock it back")
         row1, row2 = QHBoxLayout(), QHBoxLayout()
         row1.addWidget(self.flip_btn)
         row1.addWidget(self.compare_box)
         row2.addWidget(self.filled_box)
         row2.addWidget(self.zoom)
+        row2.addWidget(self.enlarge_btn)
         layout = QVBoxLayout(self)
+        layout.setSpacing(3)
         layout.addLayout(row1)
         layout.addLayout(row2)
         layout.addLayout(grid, 1)
@@ -231,6 +251,7 @@ class PreviewWidget(QWidget):
         self.stats.setWordWrap(True)
         self.stats_group = Collapsible("Statistics", self.stats, opened=True)
         layout.addWidget(self.stats_group)
+        self.enlarge_btn.toggled.connect(self.set_enlarged)
         self.flip_btn.clicked.connect(self.flip)
         self.compare_box.toggled.connect(self.session.set_compare)
         self.filled_box.toggled.connect(self.session.set_filled)
@@ -305,6 +326,33 @@ class PreviewWidget(QWidget):
         before = pair[0] if pair is not None and syn is pair[1] else None
         s.run_latest(self, segment_statistics, s.host, s.host_brain_mask, syn, before,
                      on_done=lambda rows: self.stats.setText(format_rows(rows)), desc="Statistics")
+
+    #: Size of the enlarged (floating) preview: most of a 1600x1000 screen.
+    ENLARGED = (1000, 820)
+
+    def _dock(self):
+        """The ``QDockWidget`` holding this widget, or ``None`` (not docked)."""
+        w = self.parent()
+        while w is not None and not isinstance(w, QDockWidget):
+            w = w.parent()
+        return w
+
+    def set_enlarged(self, on: bool) -> None:
+        """Float the preview's dock at :attr:`ENLARGED` size (``on``) or put it back in the dock area."""
+        dock = self._dock()
+        if dock is None:
+            return
+        if bool(on) != self.enlarge_btn.isChecked():
+            self.enlarge_btn.setChecked(bool(on))  # re-enters through toggled
+            return
+        self.enlarge_btn.setText("Dock back" if on else "Enlarge")
+        dock.setFloating(bool(on))
+        if on:
+            dock.resize(*self.ENLARGED)
+            screen = dock.screen().availableGeometry() if dock.screen() is not None else None
+            if screen is not None:  # centred on the screen, never past its edges
+                dock.move(screen.x() + max(0, (screen.width() - self.ENLARGED[0]) // 2),
+                          screen.y() + max(0, (screen.height() - self.ENLARGED[1]) // 2))
 
     def flip(self) -> None:
         try:

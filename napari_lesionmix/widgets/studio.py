@@ -65,6 +65,11 @@ def open_studio(viewer: Viewer | None = None, load_sample: bool = True) -> Viewe
     if "CarveMix" in docks:
         docks["CarveMix"].raise_()  # the tab a user starts with once the pair is loaded
     _widen(window, list(docks.values()))
+    # Again once Qt has laid the window out: sizes given before that are overridden by the docks' hints
+    # (the preview got 280 of 880 px and its views 80 px).
+    from qtpy.QtCore import QTimer
+
+    QTimer.singleShot(0, lambda: _widen(window, list(docks.values())))
     load = widgets.get("Load")
     if load is not None and load_sample:
         load.load_sample_pair()
@@ -121,7 +126,7 @@ def fit_dock(dock, widget, title: str) -> None:
 
 
 #: Share of the right column's height the preview gets (the tabbed docks scroll; the views should not).
-PREVIEW_SHARE = 0.55
+PREVIEW_SHARE = 0.6
 
 
 def _widen(window, docks, width: int = 460) -> None:

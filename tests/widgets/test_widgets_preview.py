@@ -143,3 +143,16 @@ def test_statistics_panel_volumes_and_medians(studio, qtbot):
     by = {(r.segment, r.image): r for r in before_rows}
     assert by["pasted lesions", "synthetic, harmonized"].median == pytest.approx(
         1.5 * by["pasted lesions", "synthetic, before"].median, rel=1e-5)
+
+
+def test_enlarge_floats_the_preview_and_dock_back_returns_it(studio, qtbot):
+    viewer, preview, cm, session = studio
+    dock = preview._dock()
+    assert dock is not None and not dock.isFloating()
+    preview.enlarge_btn.click()
+    qtbot.waitUntil(dock.isFloating, timeout=5000)
+    assert preview.enlarge_btn.text() == "Dock back"
+    assert dock.width() >= preview.ENLARGED[0] * 0.9
+    preview.enlarge_btn.click()
+    qtbot.waitUntil(lambda: not dock.isFloating(), timeout=5000)
+    assert preview.enlarge_btn.text() == "Enlarge"
