@@ -531,12 +531,7 @@ class SoftCPMethod(Method):
     Params = SoftCPParams
 
     def prepare(self, sources: Sources, options: SoftCPOptions):
-        def lesions_of(donor: Case) -> DonorLesions:
-            key = ("softcp-lesions", donor.case_id, options.lesion_labels, options.connectivity)
-            return sources.cached(key, lambda: DonorLesions.from_case(donor, options.lesion_labels,
-                                                                       options.connectivity))
-
-        return lesions_of
+        return DonorLesions.loader(sources, options.lesion_labels, options.connectivity)
 
     def sample(self, rng, inputs: Inputs, options: SoftCPOptions, resources) -> SoftCPParams:
         kwargs = options.to_dict()

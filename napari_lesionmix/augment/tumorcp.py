@@ -163,12 +163,7 @@ class TumorCPMethod(Method):
     Params = TumorCPParams
 
     def prepare(self, sources: Sources, options: TumorCPOptions):
-        def lesions_of(donor) -> DonorLesions:
-            key = ("tumorcp-lesions", donor.case_id, options.lesion_labels, options.connectivity)
-            return sources.cached(key, lambda: DonorLesions.from_case(donor, options.lesion_labels,
-                                                                       options.connectivity))
-
-        return lesions_of
+        return DonorLesions.loader(sources, options.lesion_labels, options.connectivity)
 
     def sample(self, rng, inputs: Inputs, o: TumorCPOptions, resources) -> TumorCPParams:
         host, donor = inputs.host, inputs.donor

@@ -76,6 +76,20 @@ class DonorLesions:
             )
         return lesions
 
+    @classmethod
+    def loader(cls, sources, lesion_labels: Sequence[int] = (), connectivity: int = 26):
+        """``donor -> DonorLesions``, found once per donor in ``sources``' cache (a method's ``prepare``).
+
+        Soft-CP and TumorCP share the entries: the same donor, labels and connectivity give the same lesions.
+        """
+        labels, conn = tuple(lesion_labels), int(connectivity)
+
+        def lesions_of(donor: Case) -> DonorLesions:
+            return sources.cached(("donor-lesions", donor.case_id, labels, conn),
+                                  lambda: cls.from_case(donor, labels, conn))
+
+        return lesions_of
+
     def matches(self, params, shape) -> bool:
         return (self.lesion_labels == tuple(params.lesion_labels) and self.connectivity == params.connectivity
                 and tuple(shape) == self.shape)
