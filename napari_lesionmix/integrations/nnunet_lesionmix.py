@@ -193,6 +193,9 @@ def check_patch_options(options) -> None:
                              "map file lies on the raw scans' grid, which nnU-Net's patches are not on.")
     if options.sigma_mm:
         raise LesionMixError("LesionMix in nnU-Net computes no likelihood map, so sigma_mm does not apply.")
+    if options.intensity_match != "none":
+        raise LesionMixError("LesionMix in nnU-Net pastes lesions between cases nnU-Net has already normalised: "
+                             f"intensity_match must be 'none', got '{options.intensity_match}'.")
 
 
 class nnUNetTrainerLesionMixBase(nnUNetTrainerLesionAugment):

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -196,19 +195,51 @@ def _torchvision_imports() -> bool:
     return subprocess.run([sys.executable, "-c", "import torchvision"], capture_output=True).returncode == 0
 
 
+#: nnU-Net's Primus trainers import timm -> torchvision; a torchvision of another torch build fails there.
+PRIMUS = "nnunetv2.training.nnUNetTrainer.primus.primus_trainers"
+
+
+def _entry(import_line: str) -> str:
+    """``import_line`` as nnU-Net runs it, with only the Primus module stood in for when torchvision cannot load."""
+    if _torchvision_imports():
+        return import_line
+    # nnUNetv2_train's trainer search imports every module nnU-Net ships; its Primus trainers need timm ->
+    # torchvision, which here does not match torch ('operator torchvision::nms does not exist'). Only that
+    # module is stood in for; the search, the extTrainer lookup and the training are nnU-Net's own.
+    return f"import sys, types\nsys.modules[{PRIMUS!r}] = types.ModuleType('primus_stub')\n{import_line}"
+
+
 def _nnunetv2_train(trainer: str) -> list[str]:
     """``nnUNetv2_train DATASET 3d_fullres 0 -tr TRAINER -device cpu`` (nnU-Net's entry point, run as a script)."""
-    entry = "from nnunetv2.run.run_training import run_training_entry as main"
-    if not _torchvision_imports():
-        # nnUNetv2_train's trainer search imports every module nnU-Net ships; its Primus trainers need timm ->
-        # torchvision, which here does not match torch ('operator torchvision::nms does not exist'). Only that
-        # module is stood in for; the search, the extTrainer lookup and the training are nnU-Net's own.
-        entry = textwrap.dedent("""\
-            import sys, types
-            sys.modules['nnunetv2.training.nnUNetTrainer.primus.primus_trainers'] = types.ModuleType('primus_stub')
-            from nnunetv2.run.run_training import run_training_entry as main""")
+    entry = _entry("from nnunetv2.run.run_training import run_training_entry as main")
     return [sys.executable, "-c", f"{entry}\nimport sys; sys.argv[0] = 'nnUNetv2_train'; sys.exit(main())",
             str(DATASET_ID), "3d_fullres", "0", "-tr", trainer, "-device", "cpu"]
+
+
+def test_torchvision_matches_torch():
+    """The README's install gives a torchvision that loads beside torch, so nnU-Net's search needs no stand-in."""
+    if not _torchvision_imports():
+        err = subprocess.run([sys.executable, "-c", "import torchvision"], capture_output=True, text=True).stderr
+        pytest.skip(f"torchvision does not load beside torch {torch.__version__} here ({err.strip().splitlines()[-1]}"
+                    "); the -tr runs stand in for nnU-Net's Primus module. Install the pair as the README says.")
+    proc = subprocess.run([sys.executable, "-c", f"import importlib; importlib.import_module({PRIMUS!r})"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_nnunet_trainer_search_finds_every_trainer():
+    """nnU-Net's own search (its package first, then ``nnUNet_extTrainer``) finds each trainer as our class."""
+    code = _entry("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as find") + (
+        "\nfrom napari_lesionmix.integrations import nnunet\n"
+        "for name, cls in nnunet.TRAINERS.items():\n"
+        "    got = find(name)\n"
+        "    assert (got.__module__, got.__qualname__) == (cls.__module__, cls.__qualname__), (name, got)\n"
+        "print(len(nnunet.TRAINERS))")
+    env = {**os.environ, "nnUNet_extTrainer": nnunet.TRAINER_DIR,
+           "PYTHONPATH": os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == str(len(nnunet.TRAINERS))
 
 
 def test_plain_nnunetv2_train_runs_on_an_export(tiny_nnunet):

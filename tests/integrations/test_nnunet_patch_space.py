@@ -143,3 +143,46 @@ def test_lesionmix_patch_options_that_need_the_raw_grid_are_refused(fake_cases):
     with pytest.raises(LesionMixError, match="no training case"):
         FoldLesions("unused", [], fake_cases, SPACING)
     assert {"nnUNetTrainerLesionMix", "nnUNetTrainerLesionMix_smoke"} <= set(nnunet.TRAINERS)
+
+
+def _worker_draws(transform, want=2, max_batches=400) -> dict:
+    """``{(worker, patch number): image bytes}`` from two real batchgenerators worker processes (as nnU-Net runs)."""
+    from batchgenerators.dataloading.data_loader import DataLoader
+    from batchgenerators.dataloading.nondet_multi_threaded_augmenter import (
+        NonDetMultiThreadedAugmenter,
+    )
+    from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+
+    class PatchLoader(DataLoader):
+        def __init__(self, transforms):
+            super().__init__(None, 1, 1, infinite=True)
+            self.transforms, self.n = transforms, 0
+
+        def generate_train_batch(self):
+            image, seg = _patch()
+            self.n += 1
+            return {"key": (self.thread_id, self.n), "image": self.transforms(image=image, segmentation=seg)["image"]}
+
+    loader = nnunet.worker_aware_loader(PatchLoader)(ComposeTransforms([transform]))
+    augmenter = NonDetMultiThreadedAugmenter(loader, None, num_processes=2, num_cached=2, seeds=None)
+    got: dict = {}
+    try:
+        for _ in range(max_batches):  # until both workers have made their first `want` patches
+            batch = next(augmenter)
+            got[tuple(batch["key"])] = batch["image"].numpy().tobytes()
+            if all((w, n) in got for w in (0, 1) for n in range(1, want + 1)):
+                break
+    finally:
+        augmenter._finish()
+    return {k: v for k, v in got.items() if k[1] <= want}
+
+
+def test_worker_processes_repeat_their_draws_from_one_run_to_the_next(fake_cases):
+    donors = nnunet.DonorPatches("unused", ["c1", "c2"], fake_cases)
+    first, second = (_worker_draws(nnunet.OnlineLesionTransform("carvemix", {}, 1.0, 7, donors, SPACING))
+                     for _ in range(2))
+    assert sorted(first) == sorted(second) == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    assert first == second  # each worker's draws are a function of (seed, worker, patch)
+    assert first[(0, 1)] != first[(1, 1)]  # and the two workers do not repeat each other
+    other = _worker_draws(nnunet.OnlineLesionTransform("carvemix", {}, 1.0, 8, donors, SPACING))
+    assert other[(0, 1)] != first[(0, 1)] and other[(1, 1)] != first[(1, 1)]
