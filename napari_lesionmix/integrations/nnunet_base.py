@@ -194,9 +194,16 @@ class nnUNetTrainerLesionAugment(nnUNetTrainer):
         original = trainer_module.nnUNetDataLoader
         trainer_module.nnUNetDataLoader = worker_aware_loader(original)
         try:
-            return super().get_dataloaders()
+            loaders = super().get_dataloaders()
         finally:
             trainer_module.nnUNetDataLoader = original
+        loader = getattr(loaders[0], "generator", getattr(loaders[0], "data_loader", None))
+        numbered = type(loader).__name__.startswith("WorkerAware")
+        self.print_to_log_file(f"LesionMix: {type(loaders[0]).__name__} over {type(loader).__name__}: "
+                               + ("each worker's draws keyed by its number" if numbered else
+                                  "this nnU-Net builds its loader elsewhere; workers keyed by process id "
+                                  "(not repeatable from run to run)"))
+        return loaders
 
     def get_training_transforms(self, patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes,
                                 do_dummy_2d_data_aug, use_mask_for_norm=None, is_cascaded=False,

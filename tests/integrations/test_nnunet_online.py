@@ -174,8 +174,9 @@ def _assert_model_carries_the_export(env, fold_dir):
 def test_lesionmix_trainer_runs_through_nnunetv2_train(tiny_nnunet):
     """``nnUNetv2_train -tr nnUNetTrainerLesionMix_smoke`` (nnU-Net's own command and trainer search)."""
     env, _ = tiny_nnunet
+    # Two data-augmentation worker processes (nnU-Net's NonDetMultiThreadedAugmenter), numbered for the draws.
     env = {**env, "nnUNet_extTrainer": nnunet.TRAINER_DIR, "LESIONMIX_PROB": "1", "LESIONMIX_SEED": "0",
-           "LESIONMIX_OPTIONS": '{"mode": "populate", "load_dist": "high"}'}
+           "LESIONMIX_OPTIONS": '{"mode": "populate", "load_dist": "high"}', "nnUNet_n_proc_DA": "2"}
     proc = subprocess.run(_nnunetv2_train("nnUNetTrainerLesionMix_smoke"), env=env, capture_output=True, text=True,
                           timeout=600)
     out = _fold_dir(env, "nnUNetTrainerLesionMix_smoke")
@@ -188,6 +189,8 @@ def test_lesionmix_trainer_runs_through_nnunetv2_train(tiny_nnunet):
     assert record["donors"] == sorted(splits[0]["train"]) and not set(record["donors"]) & set(splits[0]["val"])
     assert record["lesions"] > 0 and sorted(record["case_loads_ml"]) == record["donors"]
     assert _changed(out, "LesionMix") >= 1
+    log = "".join(open(os.path.join(out, f)).read() for f in os.listdir(out) if f.startswith("training_log"))
+    assert "NonDetMultiThreadedAugmenter over WorkerAwarennUNetDataLoader: each worker's draws keyed" in log
     _assert_model_carries_the_export(env, out)
 
 
