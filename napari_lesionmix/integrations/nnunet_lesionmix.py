@@ -132,7 +132,7 @@ class LesionMixPatchTransform(PatchTransform):
     Parameters
     ----------
     options : LesionMixOptions or dict
-        LesionMix's options (``likelihood`` and ``sigma_mm`` do not apply here).
+        LesionMix's options (``likelihood``, ``sigma_mm`` and ``intensity_match`` do not apply here).
     prob : float
         Probability that a patch is augmented.
     seed : int
