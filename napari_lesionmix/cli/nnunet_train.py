@@ -1,5 +1,8 @@
 """``lesionmix nnunet-train``: nnU-Net v2 training with a method applied online, per training patch.
 
+``LESIONMIX_SEED`` (``--seed``) makes the method's draws the same in every data-augmentation
+worker from one run to the next (:func:`~napari_lesionmix.integrations.nnunet.patch_streams`).
+
 It runs nnU-Net's own training (its trainer, checkpoints, final validation) with the
 trainer class of :mod:`napari_lesionmix.integrations.nnunet` given directly, so nnU-Net's
 trainer search (which imports every trainer module nnU-Net ships, some of them needing
@@ -17,16 +20,18 @@ import os
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "nnunet-train",
-        help="train nnU-Net v2 with CarveMix, Soft-CP, Mixup or CutMix applied online to its training patches",
+        help="train nnU-Net v2 with CarveMix, Soft-CP, TumorCP, Mixup, CutMix or LesionMix applied online to its "
+        "training patches",
         description="Runs nnU-Net v2's training of DATASET CONFIG FOLD (as nnUNetv2_train) with the method first "
         "in nnU-Net's training transforms: each training patch is, with probability --prob, mixed with a patch "
-        "of another training case of the same fold (validation cases never donate). Needs nnUNet_preprocessed "
-        "and nnUNet_results, as nnUNetv2_train does.",
+        "of another training case of the same fold (LesionMix: populated or inpainted with lesions of the fold's "
+        "training cases); validation cases never donate. Needs nnUNet_preprocessed and nnUNet_results, as "
+        "nnUNetv2_train does.",
     )
     p.add_argument("dataset", nargs="?", metavar="DATASET", help="dataset id or DatasetXXX_Name")
     p.add_argument("configuration", nargs="?", metavar="CONFIG", help="a 3d configuration, e.g. 3d_fullres")
     p.add_argument("fold", nargs="?", metavar="FOLD", help="fold number (or 'all')")
-    p.add_argument("--method", default="carvemix", help="carvemix, softcp, mixup or cutmix (default carvemix)")
+    p.add_argument("--method", default="carvemix", help="carvemix, softcp, tumorcp, mixup, cutmix or lesionmix (default carvemix)")
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                    help="a method option, repeatable, e.g. per_lesion=true or label=hard (the method command's "
                    "flags with _ for -)")
@@ -82,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
 
     name = nnunet.trainer_class_name(method.label) + ("_smoke" if args.smoke else "")
     if name not in nnunet.TRAINERS:
-        raise LesionMixError(f"{method.label} has no nnU-Net trainer (it does not mix a donor into a host patch).")
+        raise LesionMixError(f"{method.label} has no nnU-Net trainer; these do: "
+                             f"{', '.join(sorted(n for n in nnunet.TRAINERS if not n.endswith('_smoke')))}.")
     nnunet.settings_from_env(method.name)  # a bad option fails here, before nnU-Net starts
     return train(nnunet.TRAINERS[name], args.dataset, args.configuration, args.fold, args.plans, args.device,
                  args.continue_training)

@@ -61,3 +61,50 @@ def environment() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+#: The namespaced key of ``dataset.json`` holding :func:`export_summary` (nnU-Net reads only its own keys and
+#: copies the file into every trained model's folder, so the model carries where its training data came from).
+DATASET_JSON_KEY = "napari_lesionmix"
+
+
+def export_summary(config, plan, records: dict[str, dict], manifest_path) -> dict:
+    """What made an export, in a few lines: methods, options, seed, sources, manifest hash, versions.
+
+    Parameters
+    ----------
+    config : ExportConfig
+        The export's settings.
+    plan : ExportPlan
+        Its checked plan (source cases, hold-out).
+    records : dict
+        The manifest's records by case id.
+    manifest_path : path
+        The written ``manifest.jsonl`` (hashed as it is on disk).
+
+    Returns
+    -------
+    dict
+        JSON-serialisable; the same for 1 and N workers (no run-only setting in it).
+    """
+    h = hashlib.sha256(Path(manifest_path).read_bytes()).hexdigest()
+    by_method: dict[str, int] = {}
+    for rec in records.values():
+        by_method[str(rec.get("method"))] = by_method.get(str(rec.get("method")), 0) + 1
+    used = sorted({s for rec in records.values() if rec.get("method") != "real" for s in rec.get("sources", ())})
+    return {
+        "version": napari_lesionmix.__version__,
+        "code": code_fingerprint(),
+        "methods": [[m, float(w)] for m, w in config.methods],
+        "options": config.options,
+        "seed": int(config.seed),
+        "n_synthetic": int(config.n),
+        "cases_by_method": dict(sorted(by_method.items())),
+        "harmonize": config.harmonize,
+        "source_dataset": os.fspath(Path(config.dataset).resolve()),
+        "source_fingerprint": source_fingerprint(plan),
+        "source_cases_used": used,
+        "holdout": list(plan.holdout_ids),
+        "manifest": Path(manifest_path).name,
+        "manifest_sha256": h,
+    }

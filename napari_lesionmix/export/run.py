@@ -254,6 +254,7 @@ def export_dataset(
         (without ``overwrite``), a full disk, an unavailable method, or a
         failed integrity check.
     """
+    from napari_lesionmix.export.provenance import DATASET_JSON_KEY, export_summary
     from napari_lesionmix.export.runners import run_tasks
     from napari_lesionmix.export.writer import (
         Manifest,
@@ -312,6 +313,7 @@ def export_dataset(
         (out / "splits_final.json").unlink(missing_ok=True)
     n_channels = max((int(r.get("channels", 1)) for r in records.values()), default=1)
     meta = dataset_json(plan, len(records), n_channels)
+    meta[DATASET_JSON_KEY] = export_summary(config, plan, records, manifest.path)
     values = sorted({v for r in records.values() for v in r.get("label_values", [])})
     declared = set(meta["labels"].values()) if all(isinstance(v, int) for v in meta["labels"].values()) else set()
     for v in values:

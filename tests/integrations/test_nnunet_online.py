@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -94,7 +93,6 @@ def test_settings_from_env_are_checked():
     for bad in ({"LESIONMIX_OPTIONS": "[1]"}, {"LESIONMIX_PROB": "2"}, {"LESIONMIX_OPTIONS": '{"nope": 1}'}):
         with pytest.raises(LesionMixError):
             nnunet.settings_from_env("carvemix", bad)
-    assert "nnUNetTrainerLesionMix" not in nnunet.TRAINERS  # its map and bank live on the raw grid
 
 
 # ----------------------------------------------------------------------------- real nnU-Net runs
@@ -145,29 +143,114 @@ def test_lesionmix_nnunet_train_runs_carvemix_online(tiny_nnunet):
                                           "splits_final.json")).read())
     assert record["donors"] == sorted(splits[0]["train"])  # the fold's training cases, no validation case
     assert not set(record["donors"]) & set(splits[0]["val"])
+    assert _changed(out, "CarveMix") >= nnunet.SMOKE_ITERATIONS[0]
+    _assert_model_carries_the_export(env, out)
+
+
+def _changed(fold_dir, label) -> int:
+    """Patches the method changed, from the last LesionMix line of the training log."""
+    log = "".join(open(os.path.join(fold_dir, f)).read() for f in os.listdir(fold_dir) if f.startswith("training_log"))
+    changed = [int(line.split("changed ")[1].split()[0]) for line in log.splitlines() if f"{label} changed" in line]
+    assert changed, log[-2000:]
+    return changed[-1]
+
+
+def _assert_model_carries_the_export(env, fold_dir):
+    """The trained model's folder has the export's summary (dataset.json) and its manifest, hash checked."""
+    import hashlib
+
+    from napari_lesionmix.export.provenance import DATASET_JSON_KEY
+
+    model = os.path.dirname(fold_dir)
+    summary = json.loads(open(os.path.join(model, "dataset.json")).read())[DATASET_JSON_KEY]
+    assert summary["seed"] == 0 and summary["methods"] == [["carvemix", 1.0]]
+    assert summary["cases_by_method"] == {"carvemix": 2, "real": 6} and summary["source_cases_used"]
+    manifest = open(os.path.join(model, nnunet.MANIFEST_COPY), "rb").read()
+    assert hashlib.sha256(manifest).hexdigest() == summary["manifest_sha256"]
+    raw = os.path.join(env["nnUNet_raw"], f"Dataset{DATASET_ID}_Tiny", "manifest.jsonl")
+    assert manifest == open(raw, "rb").read()
+
+
+def test_lesionmix_trainer_runs_through_nnunetv2_train(tiny_nnunet):
+    """``nnUNetv2_train -tr nnUNetTrainerLesionMix_smoke`` (nnU-Net's own command and trainer search)."""
+    env, _ = tiny_nnunet
+    # Two data-augmentation worker processes (nnU-Net's NonDetMultiThreadedAugmenter), numbered for the draws.
+    env = {**env, "nnUNet_extTrainer": nnunet.TRAINER_DIR, "LESIONMIX_PROB": "1", "LESIONMIX_SEED": "0",
+           "LESIONMIX_OPTIONS": '{"mode": "populate", "load_dist": "high"}', "nnUNet_n_proc_DA": "2"}
+    proc = subprocess.run(_nnunetv2_train("nnUNetTrainerLesionMix_smoke"), env=env, capture_output=True, text=True,
+                          timeout=600)
+    out = _fold_dir(env, "nnUNetTrainerLesionMix_smoke")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert os.path.isfile(os.path.join(out, "checkpoint_final.pth"))
+    record = json.loads(open(os.path.join(out, "lesionmix_online.json")).read())
+    splits = json.loads(open(os.path.join(env["nnUNet_preprocessed"], f"Dataset{DATASET_ID}_Tiny",
+                                          "splits_final.json")).read())
+    assert record["method"] == "lesionmix" and record["options"]["load_dist"] == "high"
+    assert record["donors"] == sorted(splits[0]["train"]) and not set(record["donors"]) & set(splits[0]["val"])
+    assert record["lesions"] > 0 and sorted(record["case_loads_ml"]) == record["donors"]
+    assert _changed(out, "LesionMix") >= 1
     log = "".join(open(os.path.join(out, f)).read() for f in os.listdir(out) if f.startswith("training_log"))
-    changed = [int(line.split("changed ")[1].split()[0]) for line in log.splitlines() if "CarveMix changed" in line]
-    assert changed and changed[-1] >= nnunet.SMOKE_ITERATIONS[0], log[-2000:]
+    assert "NonDetMultiThreadedAugmenter over WorkerAwarennUNetDataLoader: each worker's draws keyed" in log
+    _assert_model_carries_the_export(env, out)
 
 
 def _torchvision_imports() -> bool:
     return subprocess.run([sys.executable, "-c", "import torchvision"], capture_output=True).returncode == 0
 
 
-def test_plain_nnunetv2_train_runs_on_an_export(tiny_nnunet, tmp_path):
+#: nnU-Net's Primus trainers import timm -> torchvision; a torchvision of another torch build fails there.
+PRIMUS = "nnunetv2.training.nnUNetTrainer.primus.primus_trainers"
+
+
+def _entry(import_line: str) -> str:
+    """``import_line`` as nnU-Net runs it, with only the Primus module stood in for when torchvision cannot load."""
+    if _torchvision_imports():
+        return import_line
+    # nnUNetv2_train's trainer search imports every module nnU-Net ships; its Primus trainers need timm ->
+    # torchvision, which here does not match torch ('operator torchvision::nms does not exist'). Only that
+    # module is stood in for; the search, the extTrainer lookup and the training are nnU-Net's own.
+    return f"import sys, types\nsys.modules[{PRIMUS!r}] = types.ModuleType('primus_stub')\n{import_line}"
+
+
+def _nnunetv2_train(trainer: str) -> list[str]:
+    """``nnUNetv2_train DATASET 3d_fullres 0 -tr TRAINER -device cpu`` (nnU-Net's entry point, run as a script)."""
+    entry = _entry("from nnunetv2.run.run_training import run_training_entry as main")
+    return [sys.executable, "-c", f"{entry}\nimport sys; sys.argv[0] = 'nnUNetv2_train'; sys.exit(main())",
+            str(DATASET_ID), "3d_fullres", "0", "-tr", trainer, "-device", "cpu"]
+
+
+def test_torchvision_matches_torch():
+    """The README's install gives a torchvision that loads beside torch, so nnU-Net's search needs no stand-in."""
+    if not _torchvision_imports():
+        err = subprocess.run([sys.executable, "-c", "import torchvision"], capture_output=True, text=True).stderr
+        pytest.skip(f"torchvision does not load beside torch {torch.__version__} here ({err.strip().splitlines()[-1]}"
+                    "); the -tr runs stand in for nnU-Net's Primus module. Install the pair as the README says.")
+    proc = subprocess.run([sys.executable, "-c", f"import importlib; importlib.import_module({PRIMUS!r})"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_nnunet_trainer_search_finds_every_trainer():
+    """nnU-Net's own search (its package first, then ``nnUNet_extTrainer``) finds each trainer as our class."""
+    code = _entry("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as find") + (
+        "\nfrom napari_lesionmix.integrations import nnunet\n"
+        "for name, cls in nnunet.TRAINERS.items():\n"
+        "    got = find(name)\n"
+        "    assert (got.__module__, got.__qualname__) == (cls.__module__, cls.__qualname__), (name, got)\n"
+        "print(len(nnunet.TRAINERS))")
+    env = {**os.environ, "nnUNet_extTrainer": nnunet.TRAINER_DIR,
+           "PYTHONPATH": os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == str(len(nnunet.TRAINERS))
+
+
+def test_plain_nnunetv2_train_runs_on_an_export(tiny_nnunet):
     env, _ = tiny_nnunet
     env = {**env, "nnUNet_extTrainer": nnunet.TRAINER_DIR}
-    entry = "from nnunetv2.run.run_training import run_training_entry as main"
-    if not _torchvision_imports():
-        # nnUNetv2_train's trainer search imports every module nnU-Net ships; its Primus trainers need timm ->
-        # torchvision, which here does not match torch ('operator torchvision::nms does not exist'). Only that
-        # module is stood in for; the search, the extTrainer lookup and the training are nnU-Net's own.
-        entry = textwrap.dedent("""\
-            import sys, types
-            sys.modules['nnunetv2.training.nnUNetTrainer.primus.primus_trainers'] = types.ModuleType('primus_stub')
-            from nnunetv2.run.run_training import run_training_entry as main""")
-    cmd = [sys.executable, "-c", f"{entry}\nimport sys; sys.argv[0] = 'nnUNetv2_train'; sys.exit(main())",
-           str(DATASET_ID), "3d_fullres", "0", "-tr", "nnUNetTrainer_smoke", "-device", "cpu"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(_nnunetv2_train("nnUNetTrainer_smoke"), env=env, capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert os.path.isfile(os.path.join(_fold_dir(env, "nnUNetTrainer_smoke"), "checkpoint_final.pth"))
+    out = _fold_dir(env, "nnUNetTrainer_smoke")
+    assert os.path.isfile(os.path.join(out, "checkpoint_final.pth"))
+    _assert_model_carries_the_export(env, out)
