@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from napari_lesionmix import __version__
-from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.errors import Cancelled, LesionMixError
 from napari_lesionmix.harmonize import losses
 from napari_lesionmix.harmonize.checkpoint import load_checkpoint, load_state, save_checkpoint, slim
 from napari_lesionmix.harmonize.config import TrainConfig
@@ -131,13 +131,18 @@ def cross_subject_pastes_of(cases: Sequence[TrainingCase], seed: int) -> list:
     return cross_subject_pastes([c.as_case() for c in cases], None, CROSS_SHIFTS, ("carvemix",), seed)
 
 
-def cross_subject_errors(generator: Generator, pastes: Sequence, config: TrainConfig, device) -> dict[str, float]:
-    """Mean and max contrast error |log(c / c_host lesions)| of ``generator`` on ``pastes``."""
+def cross_subject_errors(generator: Generator, pastes: Sequence, config: TrainConfig, device, *,
+                         should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
+    """Mean and max contrast error |log(c / c_host lesions)| of ``generator`` on ``pastes``.
+
+    ``should_stop()`` is polled before every batch of patches; once true it raises
+    :class:`~napari_lesionmix.errors.Cancelled` (a whole-volume paste can take seconds).
+    """
     from napari_lesionmix.harmonize.inference import harmonize_anchored
 
     spec = normalisation_spec(config.normalisation)
     errs = [p.error(harmonize_anchored(generator, p.image, np.asarray(p.mask, np.float32), p.label, config.anchor,
-                                       config.patch_size, spec, device)) for p in pastes]
+                                       config.patch_size, spec, device, should_stop=should_stop)) for p in pastes]
     raw = [p.error(p.image) for p in pastes]
     return {"contrast_error_mean": float(np.mean(errs)), "contrast_error_max": float(np.max(errs)),
             "composite_contrast_error_mean": float(np.mean(raw))}
@@ -154,14 +159,22 @@ def validation_pairs(cases: Sequence[TrainingCase], config: TrainConfig) -> list
 
 
 @torch.no_grad()
-def evaluate(generator: Generator, pairs: Sequence[dict], device, batch_size: int = 4) -> dict[str, float]:
-    """Mean MAE, fMAE, PSNR, fPSNR over patches, for ARHNet and for the unharmonized composite."""
+def evaluate(generator: Generator, pairs: Sequence[dict], device, batch_size: int = 4, *,
+             should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
+    """Mean MAE, fMAE, PSNR, fPSNR over patches, for ARHNet and for the unharmonized composite.
+
+    ``should_stop()`` is polled before every batch; once true it raises
+    :class:`~napari_lesionmix.errors.Cancelled` (the generator's mode restored).
+    """
     if not pairs:
         return {}
     was_training = generator.training
     generator.eval()
     rows, base = [], []
     for b0 in range(0, len(pairs), batch_size):
+        if should_stop is not None and should_stop():
+            generator.train(was_training)
+            raise Cancelled(f"Validation cancelled after {b0} of {len(pairs)} patch(es).")
         chunk = pairs[b0:b0 + batch_size]
         comp = torch.from_numpy(np.stack([p["composite"] for p in chunk])).to(device)
         mask = torch.from_numpy(np.stack([p["mask"] for p in chunk])).to(device)
@@ -195,12 +208,17 @@ def train_harmonizer(
     config : TrainConfig
     callback : callable, optional
         Called after every step with ``{"epoch", "epochs", "step", "n_steps",
-        "global_step", "loss_g", "loss_d", "l1", "btv", "adv"}`` and after
+        "global_step", "loss_g", "loss_d", "l1", "btv", "adv", "elapsed"}``
+        (``elapsed``: seconds since the run started, for an ETA) and after
         every validation with the same keys of the epoch's means plus
         ``"val": {"mae", "fmae", "psnr", "fpsnr", "composite_*"}``.
     should_stop : callable, optional
-        Polled before every step; when it returns True the run saves what it
-        has (the interrupted epoch is redone on resume) and returns.
+        Polled while the run prepares, before every step and between its
+        discriminator and generator updates, and between the batches of a
+        validation (so a Stop takes effect within about one forward pass); when
+        it returns True the run saves what it has (an interrupted epoch is redone
+        on resume; one whose validation was interrupted counts as done, without
+        that validation) and returns.
     resume : bool
         Continue from ``out_path`` when it exists (its config must match).
     log : callable, optional
@@ -280,8 +298,12 @@ def train_harmonizer(
         saved_epoch = start_epoch
         say(f"resuming from epoch {start_epoch} of {config.epochs}")
 
-    val_pairs = validation_pairs(val_cases, config)
-    pastes = cross_subject_pastes_of(val_cases, config.seed) if config.cross_val_every else []
+    def stop() -> bool:
+        return should_stop is not None and bool(should_stop())
+
+    # Each preparation can take seconds at 1 mm; a Stop meanwhile skips the rest (the first step stops the run).
+    val_pairs = [] if stop() else validation_pairs(val_cases, config)
+    pastes = cross_subject_pastes_of(val_cases, config.seed) if config.cross_val_every and not stop() else []
     domain = summarise_domain([c.domain for c in train_cases])
     amp_dtype = None
     if config.amp and device.type == "cuda":
@@ -337,7 +359,7 @@ def train_harmonizer(
         sums = {"loss_g": 0.0, "loss_d": 0.0, "l1": 0.0, "btv": 0.0, "adv": 0.0}
         done = 0
         for step in range(n_steps):
-            if should_stop is not None and should_stop():
+            if stop():
                 stopped = True
                 break
             if config.lr_decay == "cosine":
@@ -362,6 +384,9 @@ def train_harmonizer(
                 opt_d.zero_grad(set_to_none=True)
                 scaler.scale(loss_d).backward()
                 scaler.step(opt_d)
+                if stop():  # a step of D and G can take seconds on a CPU: stop between the two
+                    stopped = True
+                    break
 
             with autocast():
                 fake = gen(comp, mask, flag)
@@ -385,7 +410,8 @@ def train_harmonizer(
             done += 1
             if callback is not None:
                 callback({"epoch": epoch + 1, "epochs": config.epochs, "step": step + 1, "n_steps": n_steps,
-                          "global_step": epoch * n_steps + step + 1, **values})
+                          "global_step": epoch * n_steps + step + 1, **values,
+                          "elapsed": time.perf_counter() - t0})
         if stopped:
             snapshot(epoch)
             break
@@ -394,20 +420,27 @@ def train_harmonizer(
         means = {k: v / max(done, 1) for k, v in sums.items()}
         record: dict[str, Any] = {"epoch": epoch + 1, **means}
         if val_pairs and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
-            last_val = evaluate(gen, val_pairs, device)
-            n_val_done = sum(1 for h in history if "val" in h)
-            if pastes and (n_val_done % config.cross_val_every == 0 or epoch + 1 == config.epochs):
-                last_val.update(cross_subject_errors(gen, pastes, config, device))
-            bad = [k for k, v in last_val.items() if not math.isfinite(v)]
-            if bad:
-                raise diverged(f"validation {bad[0]} is {last_val[bad[0]]}", epoch)
-            metric, eligible = best_rule(config, last_val)
-            if best["metric"] not in (None, metric):
-                best = {"score": math.inf, "epoch": 0, "metric": None}
-            if eligible and last_val[metric] < best["score"]:
-                best = {"score": float(last_val[metric]), "epoch": epoch + 1, "metric": metric}
-                record["is_best"] = True
-            record["val"] = last_val
+            val_before = last_val
+            try:
+                last_val = evaluate(gen, val_pairs, device, should_stop=should_stop)
+                n_val_done = sum(1 for h in history if "val" in h)
+                if pastes and (n_val_done % config.cross_val_every == 0 or epoch + 1 == config.epochs):
+                    last_val.update(cross_subject_errors(gen, pastes, config, device, should_stop=should_stop))
+            except Cancelled:
+                # Stopped while validating: the epoch's training is whole, so it counts as done, without
+                # its validation (a resume goes on from the next epoch exactly as an uninterrupted run).
+                last_val, stopped = val_before, True
+            else:
+                bad = [k for k, v in last_val.items() if not math.isfinite(v)]
+                if bad:
+                    raise diverged(f"validation {bad[0]} is {last_val[bad[0]]}", epoch)
+                metric, eligible = best_rule(config, last_val)
+                if best["metric"] not in (None, metric):
+                    best = {"score": math.inf, "epoch": 0, "metric": None}
+                if eligible and last_val[metric] < best["score"]:
+                    best = {"score": float(last_val[metric]), "epoch": epoch + 1, "metric": metric}
+                    record["is_best"] = True
+                record["val"] = last_val
         record["best"] = dict(best)
         history.append(record)
         if record.get("is_best"):
@@ -423,6 +456,8 @@ def train_harmonizer(
         if callback is not None and "val" in record:
             callback({"epochs": config.epochs, "step": n_steps, "n_steps": n_steps,
                       "global_step": (epoch + 1) * n_steps, **record})
+        if stopped:
+            break
     epochs_done = len(history)
     return {"out": out_path, "epochs_done": epochs_done, "stopped": stopped, "val": last_val,
             "history": history, "seconds": time.perf_counter() - t0, "config": config,
