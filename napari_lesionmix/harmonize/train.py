@@ -96,6 +96,26 @@ def _resume_settings(saved: TrainConfig, config: TrainConfig, where: str) -> Non
                              "settings (or train anew with --overwrite).")
 
 
+def _stop_hooks(modules, stop: Callable[[], bool]) -> list:
+    """Hooks raising :class:`Cancelled` once ``stop()`` is true: before every leaf layer's forward
+    pass and whenever a parameter's gradient is computed (the backward pass, layer by layer).
+
+    They read and change nothing, so a run that is not stopped computes exactly what it would without
+    them; the caller removes them (``handle.remove()``).
+    """
+    def check(*_):
+        if stop():
+            raise Cancelled("Training stopped.")
+
+    handles = []
+    for module in modules:
+        for layer in module.modules():
+            if not any(True for _ in layer.children()):
+                handles.append(layer.register_forward_pre_hook(check))
+        handles += [p.register_hook(check) for p in module.parameters() if p.requires_grad]
+    return handles
+
+
 def _finite(modules) -> bool:
     return all(bool(torch.isfinite(p).all()) for m in modules for p in m.parameters())
 
@@ -227,14 +247,20 @@ def train_harmonizer(
     Returns
     -------
     dict
-        ``{"out", "epochs_done", "stopped", "val", "history", "seconds"}``.
+        ``{"out", "epochs_done", "stopped", "val", "history", "seconds"}``; ``out`` is None
+        when a stop came while the cases were loading (nothing was written).
     """
     config = config or TrainConfig()
     say = log or (lambda msg: None)
     out_path = Path(out_path)
     check_out_not_input(dataset, out_path)
     device = resolve_device(config.device)
-    cases = load_training_cases(dataset, log=say, normalisation=config.normalisation)
+    t0 = time.perf_counter()
+    try:
+        cases = load_training_cases(dataset, log=say, normalisation=config.normalisation, should_stop=should_stop)
+    except Cancelled:  # stopped before anything was trained: nothing is written
+        return {"out": None, "epochs_done": 0, "stopped": True, "val": {}, "history": [],
+                "seconds": time.perf_counter() - t0, "config": config, "best": None, "best_path": None}
     if config.val_cases is None and config.n_val > len(cases) - 1:
         # split_cases keeps one case for training: say so rather than hold out fewer in silence.
         say(f"n_val {config.n_val} would hold out all {len(cases)} case(s) with lesions; "
@@ -321,7 +347,6 @@ def train_harmonizer(
     n_steps = max(1, math.ceil(len(train_cases) * config.patches_per_case / config.batch_size))
     use_adv = config.lambda_adv > 0
     stopped = False
-    t0 = time.perf_counter()
     last_val = history[-1].get("val", {}) if history else {}
 
     def diverged(what: str, epoch: int) -> Diverged:
@@ -352,6 +377,49 @@ def train_harmonizer(
         }, out_path)
         saved_epoch = epochs_done
 
+    def train_step(rng, epoch: int, step: int) -> dict[str, float]:
+        """One update of D (Eq. 3), then of G (Eq. 6); the step's losses."""
+        if config.lr_decay == "cosine":
+            f = cosine_factor(schedule, epoch, step, n_steps)
+            for opt, lr in ((opt_g, config.lr_g), (opt_d, config.lr_d)):
+                for group in opt.param_groups:
+                    group["lr"] = lr * f
+        batch = make_batch(rng, train_cases, config.batch_size, config.patch_size, config.alpha_range,
+                           config.lam_range, config.gain_range, config.anchor)
+        real = torch.from_numpy(batch["real"]).to(device)
+        comp = torch.from_numpy(batch["composite"]).to(device)
+        mask = torch.from_numpy(batch["mask"]).to(device)
+        flag = torch.from_numpy(batch["anchored"]).to(device)
+        band = losses.boundary_band(mask, config.model.boundary_width)
+
+        loss_d = torch.zeros((), device=device)
+        if use_adv:
+            with torch.no_grad(), autocast():
+                fake = gen(comp, mask, flag)
+            with autocast():
+                loss_d = losses.d_hinge_loss(disc(real, comp, mask), disc(fake, comp, mask))  # Eq. 3
+            opt_d.zero_grad(set_to_none=True)
+            scaler.scale(loss_d).backward()
+            scaler.step(opt_d)
+
+        with autocast():
+            fake = gen(comp, mask, flag)
+            l1 = losses.reconstruction_loss(fake.float(), real)                          # Eq. 2
+            btv = losses.btv_loss(fake.float(), band)                                    # Eq. 5
+            adv = losses.g_hinge_loss(disc(fake, comp, mask)) if use_adv else torch.zeros((), device=device)  # Eq. 4
+            loss_g = config.lambda_rec * l1 + config.lambda_btv * btv + config.lambda_adv * adv  # Eq. 6
+        opt_g.zero_grad(set_to_none=True)
+        scaler.scale(loss_g).backward()
+        scaler.step(opt_g)
+        scaler.update()
+        if use_adv:
+            disc.zero_grad(set_to_none=True)  # G's step must not leave gradients in D
+
+        return {"loss_g": loss_g.item(), "loss_d": loss_d.item(), "l1": l1.item(), "btv": btv.item(), "adv": adv.item()}
+
+    # A step takes seconds on a loaded CPU (G's backward alone 5-12 s at batch 16, patch 24): Stop is
+    # polled inside every layer's forward and backward pass as well, not only between steps.
+    hooks = _stop_hooks((gen, disc), stop) if should_stop is not None else []
     gen.train()
     disc.train()
     for epoch in range(start_epoch, config.epochs):
@@ -362,46 +430,11 @@ def train_harmonizer(
             if stop():
                 stopped = True
                 break
-            if config.lr_decay == "cosine":
-                f = cosine_factor(schedule, epoch, step, n_steps)
-                for opt, lr in ((opt_g, config.lr_g), (opt_d, config.lr_d)):
-                    for group in opt.param_groups:
-                        group["lr"] = lr * f
-            batch = make_batch(rng, train_cases, config.batch_size, config.patch_size, config.alpha_range,
-                               config.lam_range, config.gain_range, config.anchor)
-            real = torch.from_numpy(batch["real"]).to(device)
-            comp = torch.from_numpy(batch["composite"]).to(device)
-            mask = torch.from_numpy(batch["mask"]).to(device)
-            flag = torch.from_numpy(batch["anchored"]).to(device)
-            band = losses.boundary_band(mask, config.model.boundary_width)
-
-            loss_d = torch.zeros((), device=device)
-            if use_adv:
-                with torch.no_grad(), autocast():
-                    fake = gen(comp, mask, flag)
-                with autocast():
-                    loss_d = losses.d_hinge_loss(disc(real, comp, mask), disc(fake, comp, mask))  # Eq. 3
-                opt_d.zero_grad(set_to_none=True)
-                scaler.scale(loss_d).backward()
-                scaler.step(opt_d)
-                if stop():  # a step of D and G can take seconds on a CPU: stop between the two
-                    stopped = True
-                    break
-
-            with autocast():
-                fake = gen(comp, mask, flag)
-                l1 = losses.reconstruction_loss(fake.float(), real)                          # Eq. 2
-                btv = losses.btv_loss(fake.float(), band)                                    # Eq. 5
-                adv = losses.g_hinge_loss(disc(fake, comp, mask)) if use_adv else torch.zeros((), device=device)  # Eq. 4
-                loss_g = config.lambda_rec * l1 + config.lambda_btv * btv + config.lambda_adv * adv  # Eq. 6
-            opt_g.zero_grad(set_to_none=True)
-            scaler.scale(loss_g).backward()
-            scaler.step(opt_g)
-            scaler.update()
-            if use_adv:
-                disc.zero_grad(set_to_none=True)  # G's step must not leave gradients in D
-
-            values = {"loss_g": loss_g.item(), "loss_d": loss_d.item(), "l1": l1.item(), "btv": btv.item(), "adv": adv.item()}
+            try:
+                values = train_step(rng, epoch, step)
+            except Cancelled:  # Stop pressed inside a forward or backward pass (_stop_hooks)
+                stopped = True
+                break
             bad = [k for k, v in values.items() if not math.isfinite(v)]
             if bad:
                 raise diverged(f"{bad[0]} is {values[bad[0]]} at step {step + 1}", epoch)
@@ -458,6 +491,8 @@ def train_harmonizer(
                       "global_step": (epoch + 1) * n_steps, **record})
         if stopped:
             break
+    for h in hooks:
+        h.remove()
     epochs_done = len(history)
     return {"out": out_path, "epochs_done": epochs_done, "stopped": stopped, "val": last_val,
             "history": history, "seconds": time.perf_counter() - t0, "config": config,

@@ -257,3 +257,30 @@ def test_stop_inside_validation_keeps_the_epoch_without_its_validation(tmp_path,
     assert not [e for e in events if "val" in e]  # no validation reported
     state = load_checkpoint(tmp_path / "v.pt")
     assert state["epoch"] == 1 and "val" not in state["history"][0]
+
+
+def test_stop_is_polled_inside_a_step_and_changes_nothing_until_pressed(tmp_path, cases):
+    cfg = CFG.replace(epochs=1)
+    plain = train_harmonizer(cases, tmp_path / "plain.pt", cfg)
+    polls, at_step = [], []
+    watched = train_harmonizer(cases, tmp_path / "watched.pt", cfg, callback=lambda r: at_step.append(len(polls)),
+                               should_stop=lambda: polls.append(1) is not None)
+    assert not plain["stopped"] and not watched["stopped"]
+    a, b = load_checkpoint(tmp_path / "plain.pt")["generator"], load_checkpoint(tmp_path / "watched.pt")["generator"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # polling alone changes no weight
+    per_step = at_step[1] - at_step[0]
+    assert per_step > 20  # every layer's forward and backward pass, not once a step
+    # Pressed halfway through the second step: that step never reports, the run saves and returns.
+    n, steps = [0], []
+
+    def stop():
+        n[0] += 1
+        return n[0] > at_step[0] + per_step // 2
+
+    res = train_harmonizer(cases, tmp_path / "s.pt", cfg, callback=steps.append, should_stop=stop)
+    assert res["stopped"] and len(steps) == 1 and load_checkpoint(tmp_path / "s.pt")["epoch"] == 0
+
+
+def test_stop_while_loading_writes_nothing(tmp_path, cases):
+    res = train_harmonizer(cases, tmp_path / "n.pt", CFG, should_stop=lambda: True)
+    assert res["stopped"] and res["out"] is None and not (tmp_path / "n.pt").exists()
