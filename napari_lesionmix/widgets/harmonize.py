@@ -212,7 +212,10 @@ class HarmonizeWidget(TrainingMixin, QWidget):
             label = QLabel(text)
             label.setToolTip(w.toolTip())
             grid.addWidget(label, k // 2, 2 * (k % 2))
-            grid.addWidget(w, k // 2, 2 * (k % 2) + 1)
+            if w is self.train_seed:  # the widest box (ten digits) spans the row instead of widening a column
+                grid.addWidget(w, k // 2, 1, 1, 3, Qt.AlignmentFlag.AlignLeft)
+            else:
+                grid.addWidget(w, k // 2, 2 * (k % 2) + 1)
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(3, 1)
         grid.setHorizontalSpacing(4)
@@ -253,6 +256,13 @@ class HarmonizeWidget(TrainingMixin, QWidget):
         self._sync_controls()
 
     # -- helpers -------------------------------------------------------------------
+    def showEvent(self, event):  # noqa: N802 (Qt API)
+        # Spinboxes' size hints grow with napari's stylesheet, applied after the layout first measured
+        # them (the grid cut the seed box to 135 of its 144 px): pin each to its hint once styled.
+        for spin in self.findChildren(QSpinBox):
+            spin.setMinimumWidth(spin.minimumSizeHint().width())
+        super().showEvent(event)
+
     def _sync_controls(self) -> None:
         self.checkpoint.setEnabled(self.method.currentData() == "file")
 
@@ -340,13 +350,13 @@ class HarmonizeWidget(TrainingMixin, QWidget):
                     image = h.harmonize(syn.image, syn.mask, progress=_report, label=syn.label, spacing=spacing,
                                         should_stop=cancel.is_set)
                 except Cancelled as exc:
-                    return exc  # not an error: _done says so and changes nothing
+                    return str(exc)  # not an error (superqt raises a returned exception): _done says so
             note = next((str(w.message) for w in caught if issubclass(w.category, OutOfDomainWarning)), None)
             used = str(getattr(h, "device", "cpu"))
             return image, h.params(), used, note
 
         def _done(result):
-            if isinstance(result, Cancelled):
+            if isinstance(result, str):  # cancelled: nothing changes
                 if self._stop_pressed is not None:
                     self.cancel_seconds = time.perf_counter() - self._stop_pressed
                 took = "" if self.cancel_seconds is None else f" (it stopped {self.cancel_seconds:.1f} s after Cancel)"
@@ -384,7 +394,7 @@ class HarmonizeWidget(TrainingMixin, QWidget):
 
     def cancel(self) -> None:
         """Stop the running harmonization at its next batch of patches (or component); nothing changes."""
-        if not self.cancel_btn.isVisible():
+        if self.cancel_btn.isHidden():  # nothing running (hidden, not merely off screen)
             return
         self._cancel.set()
         self._stop_pressed = time.perf_counter()
