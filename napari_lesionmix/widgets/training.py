@@ -161,6 +161,9 @@ class TrainingMixin:
         self.progress.setRange(0, 0)
         self.progress.setFormat("loading the cases...")
         self._ok(f"Training on '{root}'...")
+        area = getattr(self, "scroll_area", None)
+        if area is not None:  # the bar sits below the fold of a 1600x1000 studio: bring it into view
+            area.ensureWidgetVisible(self.progress)
         events = self._events
 
         def _log(msg: str) -> None:
