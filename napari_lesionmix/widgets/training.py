@@ -37,7 +37,7 @@ class LossCurve(QWidget):
         self.setMinimumHeight(110)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.points: list[dict] = []  # step records
-        self.val: list[dict] = []     # validation records
+        self.val: list[dict] = []  # validation records
 
     def clear(self) -> None:
         self.points, self.val = [], []
@@ -65,8 +65,10 @@ class LossCurve(QWidget):
         hi = hi if hi > lo else lo + 1.0
 
         def xy(step, v):
-            return QPointF(left + (step - x0) / (x1 - x0) * (right - left),
-                           bottom - (np.log10(max(v, 1e-6)) - lo) / (hi - lo) * (bottom - top))
+            return QPointF(
+                left + (step - x0) / (x1 - x0) * (right - left),
+                bottom - (np.log10(max(v, 1e-6)) - lo) / (hi - lo) * (bottom - top),
+            )
 
         for j, (_name, colour) in enumerate(self.SERIES):
             p.setPen(QPen(colour, 2))
@@ -111,10 +113,15 @@ class TrainingMixin:
         """The dock's settings over the shipped checkpoint's CPU recipe (``TrainConfig.cpu_recipe``)."""
         from napari_lesionmix.harmonize import TrainConfig
 
-        return TrainConfig.cpu_recipe(epochs=int(self.epochs.value()), batch_size=int(self.batch.value()),
-                                      patch_size=int(self.patch.value()), patches_per_case=int(self.per_case.value()),
-                                      seed=int(self.train_seed.value()), device=self.device.currentText(),
-                                      val_every=max(1, min(8, int(self.epochs.value()) // 3)))
+        return TrainConfig.cpu_recipe(
+            epochs=int(self.epochs.value()),
+            batch_size=int(self.batch.value()),
+            patch_size=int(self.patch.value()),
+            patches_per_case=int(self.per_case.value()),
+            seed=int(self.train_seed.value()),
+            device=self.device.currentText(),
+            val_every=max(1, min(8, int(self.epochs.value()) // 3)),
+        )
 
     def _show_training_set(self, *_) -> None:
         ds, why = self.session.source_dataset()
@@ -162,7 +169,8 @@ class TrainingMixin:
         self.progress.setFormat("loading the cases...")
         self._ok(f"Training on '{root}'...")
         area = getattr(self, "scroll_area", None)
-        if area is not None:  # the bar sits below the fold of a 1600x1000 studio: bring it into view
+        # The bar sits below the fold of a 1600x1000 studio: bring it into view.
+        if area is not None:
             area.ensureWidgetVisible(self.progress)
         events = self._events
 
@@ -181,7 +189,11 @@ class TrainingMixin:
         def _done(result):
             _finish()
             self.train_result = result
-            took = "" if self.stop_seconds is None else f" (it stopped {self.stop_seconds:.1f} s after Stop)"
+            took = (
+                ""
+                if self.stop_seconds is None
+                else f" (it stopped {self.stop_seconds:.1f} s after Stop)"
+            )
             if result["out"] is None:
                 self.progress.setRange(0, 1)
                 self.progress.setFormat("stopped before training")
@@ -192,15 +204,22 @@ class TrainingMixin:
             self.method.setCurrentIndex(self.method.findData("file"))
             val = result.get("val") or {}
             what = "stopped" if result["stopped"] else "finished"
-            extra = f"; validation fMAE {val['fmae']:.4f} (composite {val.get('composite_fmae', float('nan')):.4f})" \
-                if "fmae" in val else ""
+            extra = (
+                f"; validation fMAE {val['fmae']:.4f} (composite {val.get('composite_fmae', float('nan')):.4f})"
+                if "fmae" in val
+                else ""
+            )
             if "contrast_error_mean" in val:
                 extra += f", cross-subject contrast error {val['contrast_error_mean']:.3f}"
             if result.get("best_path"):
                 extra += f"; best (epoch {result['best']['epoch']}) kept in '{result['best_path']}'"
-            self.progress.setFormat(f"{what} · {result['epochs_done']} epoch(s) in {format_duration(result['seconds'])}")
-            self._ok(f"Training {what} after {result['epochs_done']} epoch(s) in {result['seconds']:.1f} s on "
-                     f"{self.device_used or '?'}{extra}{took}; checkpoint '{result['out']}'.")
+            self.progress.setFormat(
+                f"{what} · {result['epochs_done']} epoch(s) in {format_duration(result['seconds'])}"
+            )
+            self._ok(
+                f"Training {what} after {result['epochs_done']} epoch(s) in {result['seconds']:.1f} s on "
+                f"{self.device_used or '?'}{extra}{took}; checkpoint '{result['out']}'."
+            )
 
         def _failed(exc):
             _finish()
@@ -208,9 +227,19 @@ class TrainingMixin:
             self._error(exc)
 
         self._timer.start()
-        self.session.run(train_harmonizer, root, out, config, callback=events.append,
-                         should_stop=self._stop.is_set, log=_log, on_done=_done, on_error=_failed,
-                         desc="Harmonize: training ARHNet", owner=self)
+        self.session.run(
+            train_harmonizer,
+            root,
+            out,
+            config,
+            callback=events.append,
+            should_stop=self._stop.is_set,
+            log=_log,
+            on_done=_done,
+            on_error=_failed,
+            desc="Harmonize: training ARHNet",
+            owner=self,
+        )
 
     def stop(self) -> None:
         """Ask the training run to stop (within a layer's forward or backward pass; it saves what it has)."""
@@ -227,14 +256,15 @@ class TrainingMixin:
             if "log" in rec:
                 msg = rec["log"]
                 if msg.startswith("device "):
-                    self.device_used = msg.split(";")[0][len("device "):]
+                    self.device_used = msg.split(";")[0][len("device ") :]
                     self.device_label.setText(f"device used: {self.device_used}")
                 continue
             self.curve.add(rec)
             total = int(rec["epochs"]) * int(rec["n_steps"])
             self.progress.setRange(0, total)
             self.progress.setValue(min(int(rec["global_step"]), total))
-            if "elapsed" in rec:  # a step: the ETA from the measured step times (validations included)
+            # A step: the ETA from the measured step times (validations included).
+            if "elapsed" in rec:
                 if self._train_eta is None:
                     self._train_eta = Eta(total)
                 self._train_eta.update(int(rec["global_step"]), now=float(rec["elapsed"]))
