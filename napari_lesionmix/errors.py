@@ -15,3 +15,7 @@ class LesionMixError(ValueError):
 
 class LesionMixWarning(UserWarning):
     """Something the user should know that does not stop the work (one sentence, printed once)."""
+
+
+class Cancelled(LesionMixError):
+    """Long work stopped at the user's request (Cancel, Stop); what it would have changed is left as it was."""

@@ -28,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (made whole or not at all)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier result in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (patches for ARHNet, components for hm)")
     p.set_defaults(func=run)
 
 
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from napari_lesionmix import __version__
+    from napari_lesionmix.cli._common import ProgressBar
     from napari_lesionmix.errors import LesionMixError
     from napari_lesionmix.harmonize import OutOfDomainWarning, load_harmonizer
     from napari_lesionmix.io.atomic import atomic_folder, check_output, write_json_atomic
@@ -88,9 +90,10 @@ def run(args: argparse.Namespace) -> int:
         print("harmonize: note: without --label ARHNet cannot read the host's own lesions and infers the pasted "
               "lesions' level itself; pass the synthetic label to anchor it.", file=sys.stderr)
     t0 = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
+    unit = "patch" if harmonizer.method == "arhnet" else "step"
+    with warnings.catch_warnings(record=True) as caught, ProgressBar("harmonize", unit, not args.no_progress) as bar:
         warnings.simplefilter("always", OutOfDomainWarning)
-        out = harmonizer.harmonize(image, mask, label=label, spacing=voxel_spacing(img.affine))
+        out = harmonizer.harmonize(image, mask, progress=bar, label=label, spacing=voxel_spacing(img.affine))
     seconds = time.perf_counter() - t0
     for w in caught:
         if issubclass(w.category, OutOfDomainWarning):

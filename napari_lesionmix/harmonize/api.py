@@ -14,6 +14,7 @@ import numpy as np
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.harmonize import baselines
 from napari_lesionmix.harmonize.device import require_torch
+from napari_lesionmix.harmonize.progress import checked_progress
 
 METHODS = ("arhnet", "composite", "hm", "hm-ring")
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "arhnet_sample.pt"
@@ -39,8 +40,8 @@ class CompositeHarmonizer:
 
     def harmonize(self, image: np.ndarray, mask: np.ndarray,
                   progress: Callable[[int, int], None] | None = None, label: np.ndarray | None = None,
-                  spacing=None) -> np.ndarray:
-        return baselines.composite(image, mask, progress=progress)
+                  spacing=None, *, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
+        return baselines.composite(image, mask, progress=checked_progress(progress, should_stop))
 
 
 class HistogramHarmonizer:
@@ -58,7 +59,9 @@ class HistogramHarmonizer:
 
     def harmonize(self, image: np.ndarray, mask: np.ndarray,
                   progress: Callable[[int, int], None] | None = None, label: np.ndarray | None = None,
-                  spacing=None) -> np.ndarray:
+                  spacing=None, *, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
+        # Cancel per component: the baselines report each one done and take no flag of their own.
+        progress = checked_progress(progress, should_stop)
         if self.reference == "ring":
             return baselines.histogram_matching(image, mask, self.ring_width, self.connectivity, progress=progress)
         return baselines.histogram_matching_lesions(image, mask, label, self.ring_width, self.connectivity,
@@ -71,7 +74,7 @@ _CACHE_SIZE = 2
 
 
 def load_harmonizer(method_or_path: str | os.PathLike = "arhnet", device: str = "auto", **kwargs):
-    """A harmonizer object with ``.harmonize(image, mask, progress=None)`` and ``.params()``.
+    """A harmonizer object with ``.harmonize(image, mask, progress=None, *, should_stop=None)`` and ``.params()``.
 
     Parameters
     ----------
@@ -167,6 +170,8 @@ def harmonize(
     progress: Callable[[int, int], None] | None = None,
     label: np.ndarray | None = None,
     spacing=None,
+    *,
+    should_stop: Callable[[], bool] | None = None,
 ) -> np.ndarray:
     """Harmonize a synthetic image inside its mask.
 
@@ -179,6 +184,7 @@ def harmonize(
     method : "arhnet", "composite", "hm", "hm-ring" or a checkpoint path
     device : {"auto", "cuda", "mps", "cpu"}
     progress : callable(done, total), optional
+        Called after each unit of work: a batch of patches (ARHNet), a component (HM).
     label : ndarray, shape (I, J, K), optional
         The synthetic label, which tells pasted lesions (label inside the mask)
         from the host's own (label outside it): ``"hm"`` matches the former to
@@ -188,6 +194,10 @@ def harmonize(
     spacing : tuple of float, optional
         Voxel size in mm: ARHNet warns (``OutOfDomainWarning``) when it, or the
         image's normalised intensities, lie far outside its training data.
+    should_stop : callable() -> bool, optional
+        Polled between units of work (the studio's Cancel); once it returns True the
+        run raises :class:`~napari_lesionmix.errors.Cancelled` and returns nothing
+        (the input arrays are never written to).
 
     Returns
     -------
@@ -204,4 +214,5 @@ def harmonize(
     >>> bool(np.array_equal(out[:, ~m], img[:, ~m]))
     True
     """
-    return _cached_harmonizer(method, device).harmonize(image, mask, progress=progress, label=label, spacing=spacing)
+    return _cached_harmonizer(method, device).harmonize(image, mask, progress=progress, label=label, spacing=spacing,
+                                                        should_stop=should_stop)

@@ -263,13 +263,16 @@ class TrainingCase:
 
 
 def load_training_cases(dataset: str | os.PathLike | Sequence, log=None,
-                        normalisation: str = "robust") -> list[TrainingCase]:
+                        normalisation: str = "robust", *, should_stop=None) -> list[TrainingCase]:
     """Load every labelled case with at least one lesion voxel from a dataset folder.
 
     ``dataset`` is a folder (any layout :func:`~napari_lesionmix.io.dataset.discover_dataset`
     knows), or a list of :class:`~napari_lesionmix.io.nifti.Case` objects.
-    Cases without lesions are skipped (reported through ``log``).
+    Cases without lesions are skipped (reported through ``log``). ``should_stop()``,
+    polled before each case (about a second each at 1 mm), raises
+    :class:`~napari_lesionmix.errors.Cancelled` once true.
     """
+    from napari_lesionmix.errors import Cancelled
     from napari_lesionmix.io.dataset import discover_dataset
 
     if isinstance(dataset, (str, os.PathLike)):
@@ -281,7 +284,12 @@ def load_training_cases(dataset: str | os.PathLike | Sequence, log=None,
         where = "the given cases"
     out: list[TrainingCase] = []
     n_channels = None
-    for case in cases:
+    while True:
+        if should_stop is not None and should_stop():
+            raise Cancelled(f"Loading the training cases of {where} was stopped.")
+        case = next(cases, None)
+        if case is None:
+            break
         if case.label is None or not np.any(case.label > 0):
             if log:
                 log(f"skipping case '{case.case_id}': no lesion voxels")

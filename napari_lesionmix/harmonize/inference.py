@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.errors import Cancelled, LesionMixError
 from napari_lesionmix.harmonize.anchor import anchor_to_host_lesions, check_anchor
 from napari_lesionmix.harmonize.baselines import check_image_mask, output_array
 from napari_lesionmix.harmonize.checkpoint import build_generator, load_checkpoint
@@ -140,13 +140,16 @@ class ARHNetHarmonizer:
 
     def harmonize(self, image: np.ndarray, mask: np.ndarray,
                   progress: Callable[[int, int], None] | None = None, label: np.ndarray | None = None,
-                  spacing=None) -> np.ndarray:
+                  spacing=None, *, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
         """Harmonize ``image`` (C, I, J, K) inside ``mask`` (I, J, K); see the module docstring.
 
         ``label`` (the synthetic label map) lets a checkpoint trained with
         host-lesion anchoring anchor the pasted lesions to the host's own
         (:mod:`.anchor`); without it the generator works alone. ``spacing`` (mm)
         only feeds the out-of-domain check, which warns with :class:`OutOfDomainWarning`.
+        ``progress(done, total)`` counts patches; ``should_stop()`` is polled before
+        every batch of patches and, once true, raises :class:`~napari_lesionmix.errors.Cancelled`
+        (the input arrays are never written to).
         """
         image, m = check_image_mask(image, mask)
         if image.shape[0] != self.in_channels:
@@ -161,12 +164,14 @@ class ARHNetHarmonizer:
 
                 warnings.warn(msg, OutOfDomainWarning, stacklevel=2)
         return harmonize_anchored(self.generator, image, m, label, self.anchor, self.patch_size, self.normalisation,
-                                  self.device, self.batch_size, self.margin, self.overlap, progress)
+                                  self.device, self.batch_size, self.margin, self.overlap, progress,
+                                  should_stop=should_stop)
 
 
 def harmonize_anchored(generator, image: np.ndarray, m: np.ndarray, label: np.ndarray | None, anchor: str,
                        patch_size: int, normalisation: dict | None, device, batch_size: int = 4, margin: int = 4,
-                       overlap: int | None = None, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                       overlap: int | None = None, progress: Callable[[int, int], None] | None = None, *,
+                       should_stop: Callable[[], bool] | None = None) -> np.ndarray:
     """ARHNet with host-lesion anchoring (:mod:`.anchor`): anchor, generate, keep the anchored level.
 
     With ``anchor="host-lesions"``, a ``label`` and host lesions to read, the
@@ -174,11 +179,11 @@ def harmonize_anchored(generator, image: np.ndarray, m: np.ndarray, label: np.nd
     (its anchor channel) and harmonizes, and its output's pasted median is set
     back to that level (one more gain, usually within a few per cent of 1): the
     host's lesions set the level, the generator the boundary and texture.
-    Otherwise this is :func:`harmonize_volume` of the input as it is.
+    Otherwise this is :func:`harmonize_volume` of the input as it is (``should_stop``: there).
     """
     anchored, gains = anchor_to_host_lesions(image, m, label, anchor)
     out = harmonize_volume(generator, anchored, m, patch_size, normalisation, device, batch_size, margin, overlap,
-                           progress, anchored=gains[0] is not None)
+                           progress, anchored=gains[0] is not None, should_stop=should_stop)
     if gains[0] is not None:
         out, _ = anchor_to_host_lesions(out, m, label, anchor)
     return out
@@ -187,11 +192,14 @@ def harmonize_anchored(generator, image: np.ndarray, m: np.ndarray, label: np.nd
 @torch.no_grad()
 def harmonize_volume(generator, image: np.ndarray, m: np.ndarray, patch_size: int, normalisation: dict | None,
                      device, batch_size: int = 4, margin: int = 4, overlap: int | None = None,
-                     progress: Callable[[int, int], None] | None = None, anchored: bool = False) -> np.ndarray:
+                     progress: Callable[[int, int], None] | None = None, anchored: bool = False, *,
+                     should_stop: Callable[[], bool] | None = None) -> np.ndarray:
     """Whole-volume ARHNet on a checked ``image`` (C, I, J, K) and float mask ``m`` (the module docstring).
 
     ``anchored``: the paste's level was set from the host's lesions (:mod:`.anchor`);
-    fed to a generator with an anchor channel, ignored by one without.
+    fed to a generator with an anchor channel, ignored by one without. ``should_stop()``,
+    polled before every batch of patches, raises :class:`~napari_lesionmix.errors.Cancelled`
+    when true (the generator's train/eval mode restored, nothing returned).
     """
     out = output_array(image)
     fg = m > 0
@@ -209,6 +217,9 @@ def harmonize_volume(generator, image: np.ndarray, m: np.ndarray, patch_size: in
     tent = _tent(p)
     total = len(plan)
     for b0 in range(0, total, batch_size):
+        if should_stop is not None and should_stop():
+            generator.train(was_training)
+            raise Cancelled(f"Harmonization cancelled after {b0} of {total} patch(es); nothing was changed.")
         chunk = plan[b0:b0 + batch_size]
         x = np.stack([crop(scaled, o, p) for _, o in chunk])
         mm = np.stack([crop(m, o, p)[None] for _, o in chunk])

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from napari_lesionmix import __version__
-from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.errors import Cancelled, LesionMixError
 from napari_lesionmix.harmonize import losses
 from napari_lesionmix.harmonize.checkpoint import load_checkpoint, load_state, save_checkpoint, slim
 from napari_lesionmix.harmonize.config import TrainConfig
@@ -96,6 +96,26 @@ def _resume_settings(saved: TrainConfig, config: TrainConfig, where: str) -> Non
                              "settings (or train anew with --overwrite).")
 
 
+def _stop_hooks(modules, stop: Callable[[], bool]) -> list:
+    """Hooks raising :class:`Cancelled` once ``stop()`` is true: before every leaf layer's forward
+    pass and whenever a parameter's gradient is computed (the backward pass, layer by layer).
+
+    They read and change nothing, so a run that is not stopped computes exactly what it would without
+    them; the caller removes them (``handle.remove()``).
+    """
+    def check(*_):
+        if stop():
+            raise Cancelled("Training stopped.")
+
+    handles = []
+    for module in modules:
+        for layer in module.modules():
+            if not any(True for _ in layer.children()):
+                handles.append(layer.register_forward_pre_hook(check))
+        handles += [p.register_hook(check) for p in module.parameters() if p.requires_grad]
+    return handles
+
+
 def _finite(modules) -> bool:
     return all(bool(torch.isfinite(p).all()) for m in modules for p in m.parameters())
 
@@ -131,13 +151,18 @@ def cross_subject_pastes_of(cases: Sequence[TrainingCase], seed: int) -> list:
     return cross_subject_pastes([c.as_case() for c in cases], None, CROSS_SHIFTS, ("carvemix",), seed)
 
 
-def cross_subject_errors(generator: Generator, pastes: Sequence, config: TrainConfig, device) -> dict[str, float]:
-    """Mean and max contrast error |log(c / c_host lesions)| of ``generator`` on ``pastes``."""
+def cross_subject_errors(generator: Generator, pastes: Sequence, config: TrainConfig, device, *,
+                         should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
+    """Mean and max contrast error |log(c / c_host lesions)| of ``generator`` on ``pastes``.
+
+    ``should_stop()`` is polled before every batch of patches; once true it raises
+    :class:`~napari_lesionmix.errors.Cancelled` (a whole-volume paste can take seconds).
+    """
     from napari_lesionmix.harmonize.inference import harmonize_anchored
 
     spec = normalisation_spec(config.normalisation)
     errs = [p.error(harmonize_anchored(generator, p.image, np.asarray(p.mask, np.float32), p.label, config.anchor,
-                                       config.patch_size, spec, device)) for p in pastes]
+                                       config.patch_size, spec, device, should_stop=should_stop)) for p in pastes]
     raw = [p.error(p.image) for p in pastes]
     return {"contrast_error_mean": float(np.mean(errs)), "contrast_error_max": float(np.max(errs)),
             "composite_contrast_error_mean": float(np.mean(raw))}
@@ -154,14 +179,22 @@ def validation_pairs(cases: Sequence[TrainingCase], config: TrainConfig) -> list
 
 
 @torch.no_grad()
-def evaluate(generator: Generator, pairs: Sequence[dict], device, batch_size: int = 4) -> dict[str, float]:
-    """Mean MAE, fMAE, PSNR, fPSNR over patches, for ARHNet and for the unharmonized composite."""
+def evaluate(generator: Generator, pairs: Sequence[dict], device, batch_size: int = 4, *,
+             should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
+    """Mean MAE, fMAE, PSNR, fPSNR over patches, for ARHNet and for the unharmonized composite.
+
+    ``should_stop()`` is polled before every batch; once true it raises
+    :class:`~napari_lesionmix.errors.Cancelled` (the generator's mode restored).
+    """
     if not pairs:
         return {}
     was_training = generator.training
     generator.eval()
     rows, base = [], []
     for b0 in range(0, len(pairs), batch_size):
+        if should_stop is not None and should_stop():
+            generator.train(was_training)
+            raise Cancelled(f"Validation cancelled after {b0} of {len(pairs)} patch(es).")
         chunk = pairs[b0:b0 + batch_size]
         comp = torch.from_numpy(np.stack([p["composite"] for p in chunk])).to(device)
         mask = torch.from_numpy(np.stack([p["mask"] for p in chunk])).to(device)
@@ -195,12 +228,17 @@ def train_harmonizer(
     config : TrainConfig
     callback : callable, optional
         Called after every step with ``{"epoch", "epochs", "step", "n_steps",
-        "global_step", "loss_g", "loss_d", "l1", "btv", "adv"}`` and after
+        "global_step", "loss_g", "loss_d", "l1", "btv", "adv", "elapsed"}``
+        (``elapsed``: seconds since the run started, for an ETA) and after
         every validation with the same keys of the epoch's means plus
         ``"val": {"mae", "fmae", "psnr", "fpsnr", "composite_*"}``.
     should_stop : callable, optional
-        Polled before every step; when it returns True the run saves what it
-        has (the interrupted epoch is redone on resume) and returns.
+        Polled while the run prepares, before every step and between its
+        discriminator and generator updates, and between the batches of a
+        validation (so a Stop takes effect within about one forward pass); when
+        it returns True the run saves what it has (an interrupted epoch is redone
+        on resume; one whose validation was interrupted counts as done, without
+        that validation) and returns.
     resume : bool
         Continue from ``out_path`` when it exists (its config must match).
     log : callable, optional
@@ -209,14 +247,20 @@ def train_harmonizer(
     Returns
     -------
     dict
-        ``{"out", "epochs_done", "stopped", "val", "history", "seconds"}``.
+        ``{"out", "epochs_done", "stopped", "val", "history", "seconds"}``; ``out`` is None
+        when a stop came while the cases were loading (nothing was written).
     """
     config = config or TrainConfig()
     say = log or (lambda msg: None)
     out_path = Path(out_path)
     check_out_not_input(dataset, out_path)
     device = resolve_device(config.device)
-    cases = load_training_cases(dataset, log=say, normalisation=config.normalisation)
+    t0 = time.perf_counter()
+    try:
+        cases = load_training_cases(dataset, log=say, normalisation=config.normalisation, should_stop=should_stop)
+    except Cancelled:  # stopped before anything was trained: nothing is written
+        return {"out": None, "epochs_done": 0, "stopped": True, "val": {}, "history": [],
+                "seconds": time.perf_counter() - t0, "config": config, "best": None, "best_path": None}
     if config.val_cases is None and config.n_val > len(cases) - 1:
         # split_cases keeps one case for training: say so rather than hold out fewer in silence.
         say(f"n_val {config.n_val} would hold out all {len(cases)} case(s) with lesions; "
@@ -280,8 +324,12 @@ def train_harmonizer(
         saved_epoch = start_epoch
         say(f"resuming from epoch {start_epoch} of {config.epochs}")
 
-    val_pairs = validation_pairs(val_cases, config)
-    pastes = cross_subject_pastes_of(val_cases, config.seed) if config.cross_val_every else []
+    def stop() -> bool:
+        return should_stop is not None and bool(should_stop())
+
+    # Each preparation can take seconds at 1 mm; a Stop meanwhile skips the rest (the first step stops the run).
+    val_pairs = [] if stop() else validation_pairs(val_cases, config)
+    pastes = cross_subject_pastes_of(val_cases, config.seed) if config.cross_val_every and not stop() else []
     domain = summarise_domain([c.domain for c in train_cases])
     amp_dtype = None
     if config.amp and device.type == "cuda":
@@ -299,7 +347,6 @@ def train_harmonizer(
     n_steps = max(1, math.ceil(len(train_cases) * config.patches_per_case / config.batch_size))
     use_adv = config.lambda_adv > 0
     stopped = False
-    t0 = time.perf_counter()
     last_val = history[-1].get("val", {}) if history else {}
 
     def diverged(what: str, epoch: int) -> Diverged:
@@ -330,6 +377,49 @@ def train_harmonizer(
         }, out_path)
         saved_epoch = epochs_done
 
+    def train_step(rng, epoch: int, step: int) -> dict[str, float]:
+        """One update of D (Eq. 3), then of G (Eq. 6); the step's losses."""
+        if config.lr_decay == "cosine":
+            f = cosine_factor(schedule, epoch, step, n_steps)
+            for opt, lr in ((opt_g, config.lr_g), (opt_d, config.lr_d)):
+                for group in opt.param_groups:
+                    group["lr"] = lr * f
+        batch = make_batch(rng, train_cases, config.batch_size, config.patch_size, config.alpha_range,
+                           config.lam_range, config.gain_range, config.anchor)
+        real = torch.from_numpy(batch["real"]).to(device)
+        comp = torch.from_numpy(batch["composite"]).to(device)
+        mask = torch.from_numpy(batch["mask"]).to(device)
+        flag = torch.from_numpy(batch["anchored"]).to(device)
+        band = losses.boundary_band(mask, config.model.boundary_width)
+
+        loss_d = torch.zeros((), device=device)
+        if use_adv:
+            with torch.no_grad(), autocast():
+                fake = gen(comp, mask, flag)
+            with autocast():
+                loss_d = losses.d_hinge_loss(disc(real, comp, mask), disc(fake, comp, mask))  # Eq. 3
+            opt_d.zero_grad(set_to_none=True)
+            scaler.scale(loss_d).backward()
+            scaler.step(opt_d)
+
+        with autocast():
+            fake = gen(comp, mask, flag)
+            l1 = losses.reconstruction_loss(fake.float(), real)                          # Eq. 2
+            btv = losses.btv_loss(fake.float(), band)                                    # Eq. 5
+            adv = losses.g_hinge_loss(disc(fake, comp, mask)) if use_adv else torch.zeros((), device=device)  # Eq. 4
+            loss_g = config.lambda_rec * l1 + config.lambda_btv * btv + config.lambda_adv * adv  # Eq. 6
+        opt_g.zero_grad(set_to_none=True)
+        scaler.scale(loss_g).backward()
+        scaler.step(opt_g)
+        scaler.update()
+        if use_adv:
+            disc.zero_grad(set_to_none=True)  # G's step must not leave gradients in D
+
+        return {"loss_g": loss_g.item(), "loss_d": loss_d.item(), "l1": l1.item(), "btv": btv.item(), "adv": adv.item()}
+
+    # A step takes seconds on a loaded CPU (G's backward alone 5-12 s at batch 16, patch 24): Stop is
+    # polled inside every layer's forward and backward pass as well, not only between steps.
+    hooks = _stop_hooks((gen, disc), stop) if should_stop is not None else []
     gen.train()
     disc.train()
     for epoch in range(start_epoch, config.epochs):
@@ -337,46 +427,14 @@ def train_harmonizer(
         sums = {"loss_g": 0.0, "loss_d": 0.0, "l1": 0.0, "btv": 0.0, "adv": 0.0}
         done = 0
         for step in range(n_steps):
-            if should_stop is not None and should_stop():
+            if stop():
                 stopped = True
                 break
-            if config.lr_decay == "cosine":
-                f = cosine_factor(schedule, epoch, step, n_steps)
-                for opt, lr in ((opt_g, config.lr_g), (opt_d, config.lr_d)):
-                    for group in opt.param_groups:
-                        group["lr"] = lr * f
-            batch = make_batch(rng, train_cases, config.batch_size, config.patch_size, config.alpha_range,
-                               config.lam_range, config.gain_range, config.anchor)
-            real = torch.from_numpy(batch["real"]).to(device)
-            comp = torch.from_numpy(batch["composite"]).to(device)
-            mask = torch.from_numpy(batch["mask"]).to(device)
-            flag = torch.from_numpy(batch["anchored"]).to(device)
-            band = losses.boundary_band(mask, config.model.boundary_width)
-
-            loss_d = torch.zeros((), device=device)
-            if use_adv:
-                with torch.no_grad(), autocast():
-                    fake = gen(comp, mask, flag)
-                with autocast():
-                    loss_d = losses.d_hinge_loss(disc(real, comp, mask), disc(fake, comp, mask))  # Eq. 3
-                opt_d.zero_grad(set_to_none=True)
-                scaler.scale(loss_d).backward()
-                scaler.step(opt_d)
-
-            with autocast():
-                fake = gen(comp, mask, flag)
-                l1 = losses.reconstruction_loss(fake.float(), real)                          # Eq. 2
-                btv = losses.btv_loss(fake.float(), band)                                    # Eq. 5
-                adv = losses.g_hinge_loss(disc(fake, comp, mask)) if use_adv else torch.zeros((), device=device)  # Eq. 4
-                loss_g = config.lambda_rec * l1 + config.lambda_btv * btv + config.lambda_adv * adv  # Eq. 6
-            opt_g.zero_grad(set_to_none=True)
-            scaler.scale(loss_g).backward()
-            scaler.step(opt_g)
-            scaler.update()
-            if use_adv:
-                disc.zero_grad(set_to_none=True)  # G's step must not leave gradients in D
-
-            values = {"loss_g": loss_g.item(), "loss_d": loss_d.item(), "l1": l1.item(), "btv": btv.item(), "adv": adv.item()}
+            try:
+                values = train_step(rng, epoch, step)
+            except Cancelled:  # Stop pressed inside a forward or backward pass (_stop_hooks)
+                stopped = True
+                break
             bad = [k for k, v in values.items() if not math.isfinite(v)]
             if bad:
                 raise diverged(f"{bad[0]} is {values[bad[0]]} at step {step + 1}", epoch)
@@ -385,7 +443,8 @@ def train_harmonizer(
             done += 1
             if callback is not None:
                 callback({"epoch": epoch + 1, "epochs": config.epochs, "step": step + 1, "n_steps": n_steps,
-                          "global_step": epoch * n_steps + step + 1, **values})
+                          "global_step": epoch * n_steps + step + 1, **values,
+                          "elapsed": time.perf_counter() - t0})
         if stopped:
             snapshot(epoch)
             break
@@ -394,20 +453,27 @@ def train_harmonizer(
         means = {k: v / max(done, 1) for k, v in sums.items()}
         record: dict[str, Any] = {"epoch": epoch + 1, **means}
         if val_pairs and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
-            last_val = evaluate(gen, val_pairs, device)
-            n_val_done = sum(1 for h in history if "val" in h)
-            if pastes and (n_val_done % config.cross_val_every == 0 or epoch + 1 == config.epochs):
-                last_val.update(cross_subject_errors(gen, pastes, config, device))
-            bad = [k for k, v in last_val.items() if not math.isfinite(v)]
-            if bad:
-                raise diverged(f"validation {bad[0]} is {last_val[bad[0]]}", epoch)
-            metric, eligible = best_rule(config, last_val)
-            if best["metric"] not in (None, metric):
-                best = {"score": math.inf, "epoch": 0, "metric": None}
-            if eligible and last_val[metric] < best["score"]:
-                best = {"score": float(last_val[metric]), "epoch": epoch + 1, "metric": metric}
-                record["is_best"] = True
-            record["val"] = last_val
+            val_before = last_val
+            try:
+                last_val = evaluate(gen, val_pairs, device, should_stop=should_stop)
+                n_val_done = sum(1 for h in history if "val" in h)
+                if pastes and (n_val_done % config.cross_val_every == 0 or epoch + 1 == config.epochs):
+                    last_val.update(cross_subject_errors(gen, pastes, config, device, should_stop=should_stop))
+            except Cancelled:
+                # Stopped while validating: the epoch's training is whole, so it counts as done, without
+                # its validation (a resume goes on from the next epoch exactly as an uninterrupted run).
+                last_val, stopped = val_before, True
+            else:
+                bad = [k for k, v in last_val.items() if not math.isfinite(v)]
+                if bad:
+                    raise diverged(f"validation {bad[0]} is {last_val[bad[0]]}", epoch)
+                metric, eligible = best_rule(config, last_val)
+                if best["metric"] not in (None, metric):
+                    best = {"score": math.inf, "epoch": 0, "metric": None}
+                if eligible and last_val[metric] < best["score"]:
+                    best = {"score": float(last_val[metric]), "epoch": epoch + 1, "metric": metric}
+                    record["is_best"] = True
+                record["val"] = last_val
         record["best"] = dict(best)
         history.append(record)
         if record.get("is_best"):
@@ -423,6 +489,10 @@ def train_harmonizer(
         if callback is not None and "val" in record:
             callback({"epochs": config.epochs, "step": n_steps, "n_steps": n_steps,
                       "global_step": (epoch + 1) * n_steps, **record})
+        if stopped:
+            break
+    for h in hooks:
+        h.remove()
     epochs_done = len(history)
     return {"out": out_path, "epochs_done": epochs_done, "stopped": stopped, "val": last_val,
             "history": history, "seconds": time.perf_counter() - t0, "config": config,

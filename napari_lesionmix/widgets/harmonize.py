@@ -7,13 +7,14 @@ becomes the session's synthetic (same label, mask and params: the method's
 params still replay the unharmonized sample; the harmonizer's settings are
 shown in the status line), and "Show before" swaps the ``synthetic`` layer's
 data (and the preview) between the unharmonized and harmonized image.
+While it runs, the dock's bar counts patches (ARHNet) or components (HM) with
+the time left, and "Cancel" stops it at the next batch: the synthetic case and
+its layers stay as they were.
 
-Training runs :func:`~napari_lesionmix.harmonize.train_harmonizer` on the
-dataset the user loaded (the scanned folder, the loaded pair's folder, or the sample data
-only when the sample pair is loaded; otherwise the button says what to load) in a worker; its per-step loss
-dicts arrive through the callback and are drawn as they come (a timer in the
-GUI thread drains them), and "Stop" ends the run through ``should_stop``
-(the checkpoint keeps what was trained).
+Training (:mod:`napari_lesionmix.widgets.training`) runs on the dataset the user
+loaded (the scanned folder, the loaded pair's folder, or the sample data only
+when the sample pair is loaded; otherwise the button says what to load), with
+an ETA and a Stop that takes effect within a layer's pass.
 """
 
 from __future__ import annotations
@@ -21,31 +22,33 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import QPointF, Qt, QTimer
-from qtpy.QtGui import QColor, QPainter, QPen
+from qtpy.QtCore import QObject, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
-    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from napari_lesionmix.augment.params import Synthetic
-from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.errors import Cancelled, LesionMixError
+from napari_lesionmix.harmonize.progress import Eta
 from napari_lesionmix.io.display import VolumePlanes
 from napari_lesionmix.widgets.controls import PathField, WorkIndicator, make_scrollable
 from napari_lesionmix.widgets.state import bind, get_session, notify_error
+from napari_lesionmix.widgets.training import LossCurve, TrainingMixin
 
 METHODS = (("ARHNet (shipped checkpoint)", "arhnet"), ("ARHNet (checkpoint file)", "file"),
            ("Composite (no harmonization)", "composite"), ("Histogram matching to host lesions (HM)", "hm"),
@@ -53,6 +56,14 @@ METHODS = (("ARHNet (shipped checkpoint)", "arhnet"), ("ARHNet (checkpoint file)
 DEVICES = ("auto", "cuda", "mps", "cpu")
 #: Milliseconds between two drains of the training callback's queue.
 POLL_MS = 100
+#: The widest the dock's content may need (issue 22: no dock wider than 460 px at 1600x1000).
+MAX_WIDTH = 440
+
+
+class _Relay(QObject):
+    """Carries ``progress(done, total)`` from the worker thread to the GUI thread (a queued signal)."""
+
+    progressed = Signal(int, int)
 
 
 def notify_warning(message: str) -> None:
@@ -81,83 +92,6 @@ def window_with_lesion(window: tuple[float, float], images, mask: np.ndarray,
     return lo, (hi if hi > lo else lo + 1.0)
 
 
-class LossCurve(QWidget):
-    """Generator and discriminator losses per step (log scale), validation marks (fMAE, and the
-    cross-subject contrast error as green dots on a linear 0-1 axis when the run scores it)."""
-
-    SERIES = (("loss_g", QColor(255, 150, 60)), ("loss_d", QColor(80, 160, 255)))
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.setMinimumHeight(110)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.points: list[dict] = []  # step records
-        self.val: list[dict] = []     # validation records
-
-    def clear(self) -> None:
-        self.points, self.val = [], []
-        self.update()
-
-    def add(self, rec: dict) -> None:
-        (self.val if "val" in rec else self.points).append(rec)
-        self.update()
-
-    def paintEvent(self, event):  # noqa: N802 (Qt API)
-        p = QPainter(self)
-        w, h = self.width(), self.height()
-        p.fillRect(0, 0, w, h, QColor(38, 41, 48))
-        p.setPen(QPen(QColor(200, 200, 200)))
-        if not self.points:
-            p.drawText(6, 16, "loss curve: train to see it")
-            p.end()
-            return
-        steps = np.array([r["global_step"] for r in self.points], float)
-        top, bottom, left, right = 16, h - 14, 4, w - 4
-        x0, x1 = steps.min(), max(steps.max(), steps.min() + 1)
-        vals = np.array([[max(float(r[k]), 1e-6) for k, _ in self.SERIES] for r in self.points])
-        logs = np.log10(vals)
-        lo, hi = float(logs.min()), float(logs.max())
-        hi = hi if hi > lo else lo + 1.0
-
-        def xy(step, v):
-            return QPointF(left + (step - x0) / (x1 - x0) * (right - left),
-                           bottom - (np.log10(max(v, 1e-6)) - lo) / (hi - lo) * (bottom - top))
-
-        for j, (_name, colour) in enumerate(self.SERIES):
-            p.setPen(QPen(colour, 2))
-            pts = [xy(s, v) for s, v in zip(steps, vals[:, j], strict=True)]
-            if len(pts) == 1:
-                p.drawEllipse(pts[0], 2, 2)
-            for a, b in zip(pts[:-1], pts[1:], strict=True):
-                p.drawLine(a, b)
-        p.setPen(QPen(QColor(110, 210, 110), 1, Qt.PenStyle.DashLine))
-        for r in self.val:
-            x = xy(r["global_step"], 1.0).x()
-            p.drawLine(QPointF(x, top), QPointF(x, bottom))
-        p.setPen(QPen(QColor(110, 210, 110), 2))
-        p.setBrush(QColor(110, 210, 110))
-        for r in self.val:
-            e = r["val"].get("contrast_error_mean")
-            if e is not None and np.isfinite(e):
-                x = xy(r["global_step"], 1.0).x()
-                p.drawEllipse(QPointF(x, bottom - min(float(e), 1.0) * (bottom - top)), 3, 3)
-        last = self.points[-1]
-        p.setPen(QPen(QColor(255, 150, 60)))
-        p.drawText(4, 12, f"G {last['loss_g']:.3g}")
-        p.setPen(QPen(QColor(80, 160, 255)))
-        p.drawText(84, 12, f"D {last['loss_d']:.3g}")
-        p.setPen(QPen(QColor(200, 200, 200)))
-        text = f"step {int(last['global_step'])}"
-        if self.val:
-            v = self.val[-1]["val"]
-            text += f"   val fMAE {v.get('fmae', float('nan')):.4f}"
-            if "contrast_error_mean" in v:
-                text += f"   contrast err {v['contrast_error_mean']:.3f}"
-        p.drawText(164, 12, text)
-        p.drawText(4, h - 2, "log loss vs step")
-        p.end()
-
-
 CHECKPOINT_FILTER = "PyTorch checkpoint (*.pt *.pth *.ckpt)"
 
 
@@ -168,7 +102,7 @@ def _int_spin(lo, hi, value) -> QSpinBox:
     return s
 
 
-class HarmonizeWidget(QWidget):
+class HarmonizeWidget(TrainingMixin, QWidget):
     """Harmonize dock widget (Plugins > LesionMix > Harmonize)."""
 
     def __init__(self, napari_viewer, parent=None):
@@ -180,19 +114,36 @@ class HarmonizeWidget(QWidget):
         self._harmonizers: dict = {}
         self._events: list[dict] = []  # filled by the training thread, drained by the timer
         self._stop = threading.Event()
+        self._cancel = threading.Event()  # replaced by a fresh one for every harmonization
+        self._eta: Eta | None = None       # the running harmonization's, then the training's
+        self._train_eta: Eta | None = None
+        self._stop_pressed: float | None = None
+        self._train_stop_pressed: float | None = None
+        #: Seconds from the last Cancel / Stop press to the end of the work (None: not pressed).
+        self.cancel_seconds: float | None = None
+        self.stop_seconds: float | None = None
         self.training = False
         self.train_result: dict | None = None
+        self._relay = _Relay(self)
+        self._relay.progressed.connect(self._on_progress)
 
         # harmonize
         self.method = QComboBox()
         for text, key in METHODS:
             self.method.addItem(text, key)
+            self.method.setItemData(self.method.count() - 1, text, Qt.ItemDataRole.ToolTipRole)
+        # Sized to 22 characters, not to the longest entry (that made the dock 491 px wide); the list shows all.
+        self.method.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.method.setMinimumContentsLength(22)
         self.checkpoint = PathField("checkpoint (.pt) for 'ARHNet (checkpoint file)'", caption="Checkpoint",
                                     file_filter=CHECKPOINT_FILTER)
         self.device = QComboBox()
         self.device.addItems(DEVICES)
         self.device_label = QLabel("device used: -")
         self.harmonize_btn = QPushButton("Harmonize")
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setToolTip("Stop the harmonization at the next batch of patches; the synthetic stays as it was")
+        self.cancel_btn.setVisible(False)
         self.toggle_btn = QPushButton("Show before")
         self.toggle_btn.setCheckable(True)
         self.toggle_btn.setEnabled(False)
@@ -209,9 +160,14 @@ class HarmonizeWidget(QWidget):
         brow.addWidget(self.harmonize_btn)
         brow.addWidget(self.toggle_btn)
         hf.addRow(brow)
-        # Harmonizing takes seconds (ARHNet on a CPU): a bar here, the button off until it is done.
+        # Harmonizing takes seconds to a minute (ARHNet at 1 mm on a CPU): a bar here counting patches with
+        # the time left, Cancel beside it, the buttons off until it is done.
         self.work = WorkIndicator()
-        hf.addRow(self.work)
+        self.work.setMaximumHeight(18)
+        wrow = QHBoxLayout()
+        wrow.addWidget(self.work, 1)
+        wrow.addWidget(self.cancel_btn)
+        hf.addRow(wrow)
 
         # checkpoint files
         self.load_btn = QPushButton("Load checkpoint...")
@@ -243,19 +199,27 @@ class HarmonizeWidget(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.curve = LossCurve()
+        self.per_case.setToolTip("Training patches drawn per case and epoch")
+        self.progress.setFormat("not training")
         tb = QGroupBox("Train ARHNet on your data")
         tf = QFormLayout(tb)
         tf.addRow(self.train_on)
-        r1 = QHBoxLayout()
-        for text, w in (("epochs", self.epochs), ("batch", self.batch), ("patch", self.patch)):
-            r1.addWidget(QLabel(text))
-            r1.addWidget(w, 1)
-        tf.addRow(r1)
-        r2 = QHBoxLayout()
-        for text, w in (("patches/case", self.per_case), ("seed", self.train_seed)):
-            r2.addWidget(QLabel(text))
-            r2.addWidget(w, 1)
-        tf.addRow(r2)
+        # Two label/spinbox pairs a row (three spinboxes side by side were cut to 90 of their 132 px).
+        grid = QGridLayout()
+        spins = (("epochs", self.epochs), ("batch", self.batch), ("patch", self.patch),
+                 ("per case", self.per_case), ("seed", self.train_seed))
+        for k, (text, w) in enumerate(spins):
+            label = QLabel(text)
+            label.setToolTip(w.toolTip())
+            grid.addWidget(label, k // 2, 2 * (k % 2))
+            if w is self.train_seed:  # the widest box (ten digits) spans the row instead of widening a column
+                grid.addWidget(w, k // 2, 1, 1, 3, Qt.AlignmentFlag.AlignLeft)
+            else:
+                grid.addWidget(w, k // 2, 2 * (k % 2) + 1)
+        grid.setColumnStretch(1, 1)
+        grid.setColumnStretch(3, 1)
+        grid.setHorizontalSpacing(4)
+        tf.addRow(grid)
         tf.addRow("save to", self.train_out)
         trow = QHBoxLayout()
         trow.addWidget(self.train_btn)
@@ -278,6 +242,7 @@ class HarmonizeWidget(QWidget):
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self._drain)
         self.harmonize_btn.clicked.connect(self.harmonize)
+        self.cancel_btn.clicked.connect(self.cancel)
         self.toggle_btn.toggled.connect(self.show_before)
         self.load_btn.clicked.connect(self._pick_checkpoint)
         self.save_btn.clicked.connect(self._pick_save)
@@ -291,6 +256,13 @@ class HarmonizeWidget(QWidget):
         self._sync_controls()
 
     # -- helpers -------------------------------------------------------------------
+    def showEvent(self, event):  # noqa: N802 (Qt API)
+        # Spinboxes' size hints grow with napari's stylesheet, applied after the layout first measured
+        # them (the grid cut the seed box to 135 of its 144 px): pin each to its hint once styled.
+        for spin in self.findChildren(QSpinBox):
+            spin.setMinimumWidth(spin.minimumSizeHint().width())
+        super().showEvent(event)
+
     def _sync_controls(self) -> None:
         self.checkpoint.setEnabled(self.method.currentData() == "file")
 
@@ -356,6 +328,15 @@ class HarmonizeWidget(QWidget):
         self._ok(f"Harmonizing with {self.method.currentText()}...")
 
         spacing = s.host.spacing if s.host is not None else None
+        cancel = self._cancel = threading.Event()  # a fresh flag: an earlier run's Cancel never stops this one
+        relay = self._relay
+        self._eta, self.cancel_seconds, self._stop_pressed = None, None, None
+
+        def _report(done: int, total: int) -> None:
+            try:
+                relay.progressed.emit(done, total)
+            except RuntimeError:  # the dock was closed (its Qt objects are gone): nobody waits for the result
+                cancel.set()
 
         def _work():
             import warnings
@@ -365,12 +346,22 @@ class HarmonizeWidget(QWidget):
             h = self._harmonizer(spec, device)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", OutOfDomainWarning)
-                image = h.harmonize(syn.image, syn.mask, label=syn.label, spacing=spacing)
+                try:
+                    image = h.harmonize(syn.image, syn.mask, progress=_report, label=syn.label, spacing=spacing,
+                                        should_stop=cancel.is_set)
+                except Cancelled as exc:
+                    return str(exc)  # not an error (superqt raises a returned exception): _done says so
             note = next((str(w.message) for w in caught if issubclass(w.category, OutOfDomainWarning)), None)
             used = str(getattr(h, "device", "cpu"))
             return image, h.params(), used, note
 
         def _done(result):
+            if isinstance(result, str):  # cancelled: nothing changes
+                if self._stop_pressed is not None:
+                    self.cancel_seconds = time.perf_counter() - self._stop_pressed
+                took = "" if self.cancel_seconds is None else f" (it stopped {self.cancel_seconds:.1f} s after Cancel)"
+                self._ok(f"{result}{took} The synthetic case is as it was.")
+                return
             image, params, used, note = result
             if s.synthetic is not syn and s.synthetic is not self.after:
                 return  # a newer sample replaced it meanwhile
@@ -393,8 +384,39 @@ class HarmonizeWidget(QWidget):
             if note:
                 notify_warning(note)
 
-        s.run(_work, on_done=_done, on_error=self._error, desc="Harmonize", owner=self,
-              track=lambda worker: self.work.track(worker, self.harmonize_btn, self.load_btn))
+        def _track(worker) -> None:
+            self.work.track(worker, self.harmonize_btn, self.load_btn)
+            self.cancel_btn.setEnabled(True)
+            self.cancel_btn.setVisible(True)
+            worker.finished.connect(self._harmonize_finished)
+
+        s.run(_work, on_done=_done, on_error=self._error, desc="Harmonize", owner=self, track=_track)
+
+    def cancel(self) -> None:
+        """Stop the running harmonization at its next batch of patches (or component); nothing changes."""
+        if self.cancel_btn.isHidden():  # nothing running (hidden, not merely off screen)
+            return
+        self._cancel.set()
+        self._stop_pressed = time.perf_counter()
+        self.cancel_btn.setEnabled(False)
+        self._ok("Cancelling after the current batch of patches...")
+
+    def _on_progress(self, done: int, total: int) -> None:
+        """A harmonization's ``progress(done, total)``, arrived in the GUI thread: the bar and the time left."""
+        if self._eta is None or self._eta.total != total:
+            self._eta = Eta(total)
+        self._eta.update(done)
+        self.work.setRange(0, max(total, 1))
+        self.work.setValue(min(done, total))
+        self.work.setTextVisible(True)
+        self.work.setFormat(f"{done}/{total} · {self._eta.text()}")
+        self.work.setVisible(True)  # counted work shows at once
+
+    def _harmonize_finished(self, *_) -> None:
+        self._stop_pressed = None
+        self.cancel_btn.setVisible(False)
+        self.work.setRange(0, 0)  # back to the busy bar for the next (uncounted) work
+        self.work.setTextVisible(False)
 
     def show_before(self, before: bool) -> None:
         """Show the unharmonized (``True``) or harmonized image in the synthetic layer and preview."""
@@ -470,116 +492,3 @@ class HarmonizeWidget(QWidget):
             return None
         self._ok(f"Saved the checkpoint to '{out}'.")
         return out
-
-    # -- training ------------------------------------------------------------------
-    def train_config(self):
-        """The dock's settings over the shipped checkpoint's CPU recipe (``TrainConfig.cpu_recipe``)."""
-        from napari_lesionmix.harmonize import TrainConfig
-
-        return TrainConfig.cpu_recipe(epochs=int(self.epochs.value()), batch_size=int(self.batch.value()),
-                                      patch_size=int(self.patch.value()), patches_per_case=int(self.per_case.value()),
-                                      seed=int(self.train_seed.value()), device=self.device.currentText(),
-                                      val_every=max(1, min(8, int(self.epochs.value()) // 3)))
-
-    def _show_training_set(self, *_) -> None:
-        ds, why = self.session.source_dataset()
-        if ds is not None:
-            self.train_on.setText(f"Trains on {why}.")
-        else:
-            self.train_on.setText(why)
-        if not self.training:
-            self.train_btn.setEnabled(ds is not None)
-        self.train_btn.setToolTip("" if ds is not None else why)
-
-    def _dataset_root(self) -> str:
-        """The training set: what the user loaded (:meth:`StudioSession.source_dataset`)."""
-        ds, why = self.session.source_dataset()
-        if ds is None:
-            raise LesionMixError(why)
-        return ds.root
-
-    def train(self) -> None:
-        """Train ARHNet on the dataset in a worker; losses are drawn as they arrive."""
-        from napari_lesionmix.harmonize import train_harmonizer
-
-        if self.training:
-            notify_error("A training run is already going; stop it first.")
-            return
-        try:
-            config = self.train_config()
-            root = self._dataset_root()
-            out = self.train_out.text()
-            if not out:
-                raise LesionMixError("Choose where to save the trained checkpoint.")
-        except LesionMixError as exc:
-            notify_error(str(exc))
-            self._error(exc)
-            return
-        self._stop.clear()
-        self._events = []
-        self.curve.clear()
-        self.train_result = None
-        self.training = True
-        self.train_btn.setEnabled(False)
-        self.stop_btn.setEnabled(True)
-        self.progress.setRange(0, 0)
-        self._ok(f"Training on '{root}'...")
-        events = self._events
-
-        def _log(msg: str) -> None:
-            events.append({"log": msg})
-
-        def _finish(*_):
-            self._drain()
-            self._timer.stop()
-            self.training = False
-            self._show_training_set()
-            self.stop_btn.setEnabled(False)
-
-        def _done(result):
-            _finish()
-            self.train_result = result
-            self._harmonizers = {}
-            self.checkpoint.setText(os.fspath(result["out"]))
-            self.method.setCurrentIndex([k for _, k in METHODS].index("file"))
-            val = result.get("val") or {}
-            what = "stopped" if result["stopped"] else "finished"
-            extra = f"; validation fMAE {val['fmae']:.4f} (composite {val.get('composite_fmae', float('nan')):.4f})" \
-                if "fmae" in val else ""
-            if "contrast_error_mean" in val:
-                extra += f", cross-subject contrast error {val['contrast_error_mean']:.3f}"
-            if result.get("best_path"):
-                extra += f"; best (epoch {result['best']['epoch']}) kept in '{result['best_path']}'"
-            self._ok(f"Training {what} after {result['epochs_done']} epoch(s) in {result['seconds']:.1f} s on "
-                     f"{self.device_used or '?'}{extra}; checkpoint '{result['out']}'.")
-
-        def _failed(exc):
-            _finish()
-            self.progress.setRange(0, 1)
-            self._error(exc)
-
-        self._timer.start()
-        self.session.run(train_harmonizer, root, out, config, callback=events.append,
-                         should_stop=self._stop.is_set, log=_log, on_done=_done, on_error=_failed,
-                         desc="Harmonize: training ARHNet", owner=self)
-
-    def stop(self) -> None:
-        """Ask the training run to stop before its next step (it saves what it has)."""
-        self._stop.set()
-        self.status.setText("Stopping after the current step...")
-
-    def _drain(self) -> None:
-        """Move the training callback's records into the curve and the progress bar (GUI thread)."""
-        events, n = self._events, len(self._events)
-        batch, self._events[:n] = events[:n], []
-        for rec in batch:
-            if "log" in rec:
-                msg = rec["log"]
-                if msg.startswith("device "):
-                    self.device_used = msg.split(";")[0][len("device "):]
-                    self.device_label.setText(f"device used: {self.device_used}")
-                continue
-            self.curve.add(rec)
-            total = int(rec["epochs"]) * int(rec["n_steps"])
-            self.progress.setRange(0, total)
-            self.progress.setValue(min(int(rec["global_step"]), total))

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
 from napari_lesionmix.cli import main  # noqa: E402
-from napari_lesionmix.errors import LesionMixError  # noqa: E402
+from napari_lesionmix.errors import Cancelled, LesionMixError  # noqa: E402
 from napari_lesionmix.harmonize import (  # noqa: E402
     SHIPPED_CHECKPOINT,
     ModelConfig,
@@ -267,3 +267,19 @@ def test_train_harmonizer_keeps_an_existing_checkpoint(tmp_path, tiny_ckpt, caps
     before = tiny_ckpt.read_bytes()
     assert main(["train-harmonizer", "--dataset", str(tmp_path), "--out", str(tiny_ckpt)]) == 2
     assert "Checkpoint '" in capsys.readouterr().err and tiny_ckpt.read_bytes() == before
+
+
+def test_arhnet_cancel_stops_between_patches_and_changes_nothing(volume, tiny_ckpt):
+    img, mask = volume
+    original = img.copy()
+    h = load_harmonizer(tiny_ckpt, device="cpu", batch_size=1)
+    total = len(plan_patches(mask, h.patch_size, h.margin)[1])
+    assert total >= 4
+    calls = []
+    with pytest.raises(Cancelled, match=f"after 2 of {total} patch"):
+        h.harmonize(img, mask, progress=lambda d, t: calls.append(d), should_stop=lambda: len(calls) >= 2)
+    assert calls == [1, 2] and np.array_equal(img, original)
+    assert not h.generator.training  # its mode restored
+    # Without a stop the same harmonizer still runs to the end.
+    out = h.harmonize(img, mask, should_stop=lambda: False)
+    assert not np.array_equal(out[:, mask], img[:, mask])

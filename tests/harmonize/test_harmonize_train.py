@@ -219,3 +219,68 @@ def test_cosine_schedule_decays_to_zero_and_resumes_exactly(tmp_path, cases):
     assert res["epochs_done"] == 3 and extended["epoch"] == 3
     assert extended["schedule"] == [[0, 2], [2, 3]] and extended["extensions"] == [{"from_epochs": 2, "to_epochs": 3}]
     assert extended["train_config"]["epochs"] == 3
+
+
+def test_step_records_carry_elapsed_seconds(tmp_path, cases):
+    events = []
+    train_harmonizer(cases, tmp_path / "e.pt", CFG.replace(epochs=1), callback=events.append)
+    elapsed = [e["elapsed"] for e in events if "val" not in e]
+    assert elapsed and all(b >= a >= 0 for a, b in zip(elapsed, elapsed[1:], strict=False))
+
+
+@pytest.mark.parametrize("where", ["validation", "cross-subject"])
+def test_stop_inside_validation_keeps_the_epoch_without_its_validation(tmp_path, cases, monkeypatch, where):
+    """A Stop while validating (whole-volume pastes take seconds at 1 mm) ends the run there."""
+    import napari_lesionmix.harmonize.inference as inference
+    import napari_lesionmix.harmonize.train as train
+
+    flag, events = [False], []
+    if where == "validation":
+        def cb(rec):  # after the epoch's last step the next poll is the validation's first batch
+            events.append(rec)
+            flag[0] = rec.get("step") == rec["n_steps"]
+    else:
+        real = inference.harmonize_anchored
+
+        def harmonize_anchored(*args, **kwargs):
+            flag[0] = True  # pressed while the first cross-subject paste is harmonized
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(inference, "harmonize_anchored", harmonize_anchored)
+        cb = events.append
+    evaluated = []
+    real_evaluate = train.evaluate
+    monkeypatch.setattr(train, "evaluate", lambda *a, **k: evaluated.append(1) or real_evaluate(*a, **k))
+    cfg = CFG.replace(n_val=2 if where == "cross-subject" else 1, cross_val_every=1)
+    res = train_harmonizer(cases, tmp_path / "v.pt", cfg, callback=cb, should_stop=lambda: flag[0])
+    assert res["stopped"] and res["epochs_done"] == 1 and evaluated
+    assert not [e for e in events if "val" in e]  # no validation reported
+    state = load_checkpoint(tmp_path / "v.pt")
+    assert state["epoch"] == 1 and "val" not in state["history"][0]
+
+
+def test_stop_is_polled_inside_a_step_and_changes_nothing_until_pressed(tmp_path, cases):
+    cfg = CFG.replace(epochs=1)
+    plain = train_harmonizer(cases, tmp_path / "plain.pt", cfg)
+    polls, at_step = [], []
+    watched = train_harmonizer(cases, tmp_path / "watched.pt", cfg, callback=lambda r: at_step.append(len(polls)),
+                               should_stop=lambda: polls.append(1) is not None)
+    assert not plain["stopped"] and not watched["stopped"]
+    a, b = load_checkpoint(tmp_path / "plain.pt")["generator"], load_checkpoint(tmp_path / "watched.pt")["generator"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # polling alone changes no weight
+    per_step = at_step[1] - at_step[0]
+    assert per_step > 20  # every layer's forward and backward pass, not once a step
+    # Pressed halfway through the second step: that step never reports, the run saves and returns.
+    n, steps = [0], []
+
+    def stop():
+        n[0] += 1
+        return n[0] > at_step[0] + per_step // 2
+
+    res = train_harmonizer(cases, tmp_path / "s.pt", cfg, callback=steps.append, should_stop=stop)
+    assert res["stopped"] and len(steps) == 1 and load_checkpoint(tmp_path / "s.pt")["epoch"] == 0
+
+
+def test_stop_while_loading_writes_nothing(tmp_path, cases):
+    res = train_harmonizer(cases, tmp_path / "n.pt", CFG, should_stop=lambda: True)
+    assert res["stopped"] and res["out"] is None and not (tmp_path / "n.pt").exists()

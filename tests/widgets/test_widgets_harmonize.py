@@ -1,8 +1,10 @@
-"""Harmonize widget under Xvfb: HM / shipped ARHNet, before/after, corrupt checkpoint, tiny training."""
+"""Harmonize widget under Xvfb: HM / shipped ARHNet, before/after, corrupt checkpoint, tiny training,
+Cancel and Stop on work made slow enough to tell, the dock's width at 1600x1000."""
 
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ import napari_lesionmix.harmonize as harmonize_pkg
 from napari_lesionmix.augment.carvemix import CarveMixParams, carvemix
 from napari_lesionmix.harmonize import SHIPPED_CHECKPOINT, harmonize
 from napari_lesionmix.widgets.harmonize import HarmonizeWidget, window_with_lesion
+from napari_lesionmix.widgets.state import get_session
 
 pytestmark = pytest.mark.gui
 
@@ -142,6 +145,8 @@ def test_tiny_training_draws_the_loss_curve_and_stops(studio, qtbot, tmp_path, m
     assert w.training and w.stop_btn.isEnabled() and not w.train_btn.isEnabled()
     qtbot.waitUntil(lambda: second_step.is_set() and len(w.curve.points) >= 2, timeout=60000)
     assert total_steps[0] > 2  # a step is left for the stop to skip
+    # The bar says where the run is and, from the measured step times, how long it has left.
+    assert w.progress.format().startswith("epoch 1/1 · ") and w.progress.format().endswith(" left")
     w.stop_btn.click()
     clicked.set()
     qtbot.waitUntil(lambda: w.train_result is not None and not session.busy, timeout=60000)
@@ -217,3 +222,141 @@ def test_window_with_lesion_only_grows():
     assert window_with_lesion((0.0, 100.0), [img], m) == (0.0, 500.0)
     assert window_with_lesion((0.0, 900.0), [img], m) == (0.0, 900.0)  # never narrowed
     assert window_with_lesion((0.0, 100.0), [img], np.zeros_like(m)) == (0.0, 100.0)
+
+
+class _Gated:
+    """A harmonizer whose first progress report waits until the test has pressed Cancel."""
+
+    def __init__(self, inner, reported, clicked, reports):
+        self.inner, self.reported, self.clicked, self.reports = inner, reported, clicked, reports
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def harmonize(self, *args, progress, **kwargs):
+        def report(done, total):
+            progress(done, total)
+            self.reports.append((done, total))
+            self.reported.set()
+            self.clicked.wait(60)
+
+        return self.inner.harmonize(*args, progress=report, **kwargs)
+
+
+@pytest.mark.skipif(not SHIPPED_CHECKPOINT.is_file(),
+                    reason="the shipped checkpoint napari_lesionmix/harmonize/weights/arhnet_sample.pt is not built yet")
+def test_cancel_mid_harmonization_changes_nothing(studio, qtbot, monkeypatch, request):
+    viewer, w, session = studio
+    before, shown = session.synthetic, session.layer("synthetic_image").data.copy()
+    reported, clicked, reports = threading.Event(), threading.Event(), []
+    request.addfinalizer(clicked.set)  # a failed test must not leave the worker waiting
+    load = w._harmonizer
+    monkeypatch.setattr(w, "_harmonizer", lambda spec, device: _Gated(load(spec, device), reported, clicked, reports))
+    _method(w, "arhnet")
+    w.device.setCurrentText("cpu")
+    assert w.cancel_btn.isHidden()
+    w.harmonize_btn.click()
+    assert not w.cancel_btn.isHidden() and w.cancel_btn.isEnabled()
+    # The first batch is done: the bar counts patches with the time left (shown in the GUI thread).
+    qtbot.waitUntil(lambda: reported.is_set() and w.work.value() == reports[0][0], timeout=30000)
+    done, total = reports[0]
+    assert done < total, "the sample synthetic needs more than one batch of patches to cancel between"
+    assert w.work.format().startswith(f"{done}/{total} · ") and not w.work.isHidden()
+    w.cancel_btn.click()
+    clicked.set()
+    qtbot.waitUntil(lambda: not session.busy and w.cancel_btn.isHidden(), timeout=30000)
+    assert len(reports) == 1  # stopped before the second batch
+    assert "cancelled after" in w.status.text() and "as it was" in w.status.text()
+    assert session.synthetic is before and w.after is None and not w.toggle_btn.isEnabled()
+    np.testing.assert_array_equal(session.layer("synthetic_image").data, shown)
+    assert session.harmonization is None or not session.harmonization  # no harmonization recorded
+    assert w.cancel_seconds is not None and w.cancel_seconds <= 2.0
+    assert w.harmonize_btn.isEnabled()
+    # A Cancel does not outlive its run: the next one harmonizes to the end.
+    monkeypatch.setattr(w, "_harmonizer", load)
+    w.harmonize_btn.click()
+    qtbot.waitUntil(lambda: w.after is not None and not session.busy, timeout=30000)
+    assert session.synthetic is w.after
+
+
+def test_training_stop_ends_the_run_within_two_seconds(studio, qtbot, tmp_path, monkeypatch, request):
+    """From the second step on, the generator's forward pass runs until stopped (many short layers,
+    as a slow 1 mm step on a CPU is): the run must end within 2 s of Stop, mid-step."""
+    import torch
+
+    import napari_lesionmix.harmonize.train as train_mod
+
+    viewer, w, session = studio
+    slow, released, entered = threading.Event(), threading.Event(), threading.Event()
+    request.addfinalizer(released.set)
+
+    class Tick(torch.nn.Module):  # one short layer: the stop hooks poll before each call
+        def forward(self, x):
+            entered.set()
+            released.wait(0.02)
+            return x
+
+    class SlowGenerator(train_mod.Generator):
+        def __init__(self, config):
+            super().__init__(config)
+            self.tick = Tick()
+
+        def forward(self, *args, **kwargs):
+            out = super().forward(*args, **kwargs)
+            while slow.is_set() and not released.is_set():
+                out = self.tick(out)
+            return out
+
+    monkeypatch.setattr(train_mod, "Generator", SlowGenerator)
+    train = harmonize_pkg.train_harmonizer
+
+    def slow_after_the_first_step(*args, callback, **kwargs):
+        def cb(rec):
+            callback(rec)
+            slow.set()
+
+        return train(*args, callback=cb, **kwargs)
+
+    monkeypatch.setattr(harmonize_pkg, "train_harmonizer", slow_after_the_first_step)
+    w.epochs.setValue(3)
+    w.batch.setValue(2)
+    w.patch.setValue(16)
+    w.per_case.setValue(1)
+    w.device.setCurrentText("cpu")
+    out = tmp_path / "slow.pt"
+    w.train_out.setText(str(out))
+    w.train_btn.click()
+    qtbot.waitUntil(lambda: entered.is_set() and len(w.curve.points) == 1, timeout=60000)
+    assert w.progress.format().startswith("epoch 1/3 · ")
+    pressed = time.perf_counter()
+    w.stop_btn.click()
+    qtbot.waitUntil(lambda: w.train_result is not None, timeout=10000)
+    assert time.perf_counter() - pressed <= 2.0 and w.stop_seconds <= 2.0
+    assert not released.is_set()  # the step never ended by itself: the Stop ended it
+    assert w.train_result["stopped"] and out.is_file() and len(w.curve.points) == 1
+    assert f"{w.stop_seconds:.1f} s after Stop" in w.status.text()
+    qtbot.waitUntil(lambda: not session.busy and w.train_btn.isEnabled(), timeout=10000)
+
+
+def test_the_dock_fits_460_px_at_1600x1000(make_napari_viewer, qtbot):
+    """Issue 22: the Harmonize dock was 491 px wide (a horizontal scrollbar, spinboxes cut to 90 of 132 px)."""
+    from qtpy.QtWidgets import QApplication, QComboBox, QSpinBox
+
+    from napari_lesionmix.widgets.studio import open_studio
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1600, 1000)
+    open_studio(viewer, load_sample=False)
+    w = viewer.window.dock_widgets["Harmonize (napari-lesionmix)"]
+    w.parent().raise_()
+    qtbot.waitUntil(lambda: w.isVisible() and w.scroll_area.viewport().width() > 100, timeout=10000)
+    QApplication.processEvents()
+    area = w.scroll_area
+    body = area.widget()
+    assert w.parent().width() <= 460
+    assert body.minimumSizeHint().width() <= area.viewport().width(), (body.minimumSizeHint(), area.viewport().size())
+    qtbot.waitUntil(lambda: body.width() <= area.viewport().width(), timeout=5000)
+    assert not area.horizontalScrollBar().isVisible()
+    for box in (*body.findChildren(QSpinBox), *body.findChildren(QComboBox)):
+        assert box.width() >= box.minimumSizeHint().width(), (box, box.width(), box.minimumSizeHint())
+    qtbot.waitUntil(lambda: not get_session(viewer).busy, timeout=30000)  # the docks' start-up work
