@@ -4,10 +4,14 @@ The ARHNet paper (Sec. 3.2.1, Table 1) scores harmonization by restoring a lesio
 *of the same scan* after the Eq. 1 perturbation. Users paste lesions from *another*
 scan, often of another gain. Here that task is scored directly:
 
-    contrast  c(R) = median(I inside R) / median(I over the host's normal brain)
+    contrast  c(R) = (median(I inside R) - b) / (median(I over the host's normal brain) - b)
     error       e  = | log( c(pasted region after harmonization) / c(host's own lesions) ) |
 
 so ``e = log(1.15) = 0.140`` is "within 15 %" of the host's own lesion contrast.
+``b`` is the host's zero-signal level, its background (:func:`~napari_lesionmix.io.brain.background_level`):
+0 for a skull-stripped scan with an exact-zero background, the constant background of a z-scored scan
+(BraTS: about -0.5 to -5), where the normal brain's median is near 0 and a plain ratio is undefined.
+Measured from ``b`` the contrast is the same for a scan and its z-score.
 Normal brain = brain mask (or the estimated brain, :mod:`napari_lesionmix.io.brain`) minus every lesion and minus
 the mixing mask. Pastes are made with the augment package's public functions:
 CarveMix at lambda = 0 (the ROI is exactly the donor's lesion mask) and Soft-CP.
@@ -26,22 +30,29 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_lesionmix.errors import LesionMixError
-from napari_lesionmix.io.brain import case_brain
+from napari_lesionmix.io.brain import background_level, case_brain
 
 WITHIN_15_PERCENT = math.log(1.15)
 SHIFTS = ("as is", "donor x0.6", "donor x1.7", "donor bias", "host outlier")
 
 
-def contrast(image: np.ndarray, region: np.ndarray, normal: np.ndarray, channel: int = 0) -> float:
-    """``median(image[region]) / median(image[normal])`` of one channel of a ``(C, I, J, K)`` image."""
+def contrast(image: np.ndarray, region: np.ndarray, normal: np.ndarray, channel: int = 0,
+             zero: float = 0.0) -> float:
+    """``(median(image[region]) - zero) / (median(image[normal]) - zero)`` of one channel of a ``(C, I, J, K)`` image.
+
+    ``zero`` is the intensity of no signal (the background level), so a z-scored scan, whose normal
+    brain has a median near 0, has the contrast of the scan it was made from.
+    """
     region = np.asarray(region, bool)
     normal = np.asarray(normal, bool)
     if not region.any() or not normal.any():
         raise LesionMixError("Contrast needs a non-empty region and a non-empty normal-brain reference.")
-    ref = float(np.median(image[channel][normal]))
+    ref = float(np.median(image[channel][normal])) - zero
     if ref <= 0:
-        raise LesionMixError("The median of the normal brain is not positive; contrast is undefined.")
-    return float(np.median(image[channel][region])) / ref
+        raise LesionMixError(
+            f"The normal brain's median is not above the background level ({zero:g}); contrast is undefined."
+        )
+    return (float(np.median(image[channel][region])) - zero) / ref
 
 
 def contrast_error(c: float, c_ref: float) -> float:
@@ -107,14 +118,15 @@ class Paste:
     host_lesions: np.ndarray
     normal: np.ndarray
     spacing: tuple[float, float, float]
+    zero: float = 0.0  # the host's background level: contrast is measured from it
 
     @property
     def host_contrast(self) -> float:
-        return contrast(self.image, self.host_lesions, self.normal)
+        return contrast(self.image, self.host_lesions, self.normal, zero=self.zero)
 
     def error(self, harmonized: np.ndarray) -> float:
         """Contrast error of the pasted region of ``harmonized`` against the host's own lesions."""
-        return contrast_error(contrast(harmonized, self.region, self.normal), self.host_contrast)
+        return contrast_error(contrast(harmonized, self.region, self.normal, zero=self.zero), self.host_contrast)
 
 
 def _finish(name, host, brain, image, mask, label) -> Paste:
@@ -129,7 +141,11 @@ def _finish(name, host, brain, image, mask, label) -> Paste:
     normal = brain & ~ndi.binary_dilation((host.label > 0) | fg | (label > 0), iterations=1)
     if not host_les.any():
         raise LesionMixError(f"Host '{host.case_id}' keeps no lesion of its own after the paste; no reference contrast.")
-    return Paste(name, image, np.asarray(mask), label, region, host_les, normal, host.spacing)
+    # Contrast from the host's zero signal: its background, unless that lies above the normal brain (no background).
+    zero = background_level(np.asarray(host.image[0], np.float32))
+    if not normal.any() or zero >= float(np.median(host.image[0][normal])):
+        zero = 0.0
+    return Paste(name, image, np.asarray(mask), label, region, host_les, normal, host.spacing, zero)
 
 
 def carvemix_paste(host, donor, brain: np.ndarray | None = None, name: str = "") -> Paste:

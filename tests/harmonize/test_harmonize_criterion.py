@@ -145,6 +145,24 @@ def test_carvemix_paste_measures_the_donor_gain():
                                         "CarveMix h->d as is", "CarveMix h->d donor x0.6"]
 
 
+def test_criterion_of_a_z_scored_scan_is_the_scan_s_own():
+    """BraTS-style z-scores: normal brain near 0, background a negative constant; contrast from the background."""
+    def skull_stripped(seed, cid):
+        case = make_case(seed=seed, case_id=cid, shape=(32, 32, 24))
+        _, inside = brain_like(shape=(32, 32, 24))
+        return dataclasses.replace(case, image=np.where(inside, case.image, 0).astype(np.float32),
+                                   label=(case.label * inside).astype(case.label.dtype))
+
+    host, donor = skull_stripped(1, "h"), skull_stripped(2, "d")
+    z_score = lambda c: dataclasses.replace(c, image=((c.image - 110.0) / 20.0).astype(np.float32))  # noqa: E731
+    raw = carvemix_paste(host, shift_case(donor, "x1.7"))
+    z = carvemix_paste(z_score(host), z_score(shift_case(donor, "x1.7")))
+    assert np.median(z.image[0][z.normal]) < 0 and z.zero == pytest.approx(-5.5)  # a plain ratio is undefined
+    assert raw.zero == 0.0
+    assert z.host_contrast == pytest.approx(raw.host_contrast, rel=1e-4)
+    assert z.error(z.image) == pytest.approx(raw.error(raw.image), rel=1e-3) and raw.error(raw.image) > 0.3
+
+
 # -- HM as the paper describes it -----------------------------------------------------------------
 
 def test_hm_matches_pasted_lesions_to_the_host_lesions():
