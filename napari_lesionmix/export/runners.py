@@ -98,7 +98,8 @@ def run_task(plan, task: Task) -> dict[str, Any]:
                # the cases used: after a redraw they are not the assigned ones
                "donor": getattr(syn.params, "donor_id", a.donor_id),
                "params": syn.params.to_dict(),
-               "harmonize": h.params() if h is not None and hasattr(h, "params") else plan.config.harmonize,
+               "harmonize": h.params(spacing=host.spacing) if h is not None and hasattr(h, "params")
+               else plan.config.harmonize,
                "channels": int(syn.image.shape[0]), "label_values": _values(syn.label)}
         if result.redraws:
             rec["redrawn"] = list(result.redraws)
