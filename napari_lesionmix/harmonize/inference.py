@@ -272,11 +272,10 @@ def harmonize_volume(generator, image: np.ndarray, m: np.ndarray, patch_size: in
             progress(1, 1)
         return out
     scaled, lo, hi = normalise(image, normalisation)
-    ran_at = resample.run_spacing(spacing, trained_spacing)
     g = None
-    if ran_at is not None and tuple(ran_at) != tuple(float(s) for s in spacing):
-        g = _difference_on_model_grid(generator, scaled, m, fg, spacing, ran_at, patch_size, device, batch_size,
-                                      margin, overlap, progress, anchored)
+    if resample.resamples(spacing, trained_spacing):
+        g = _difference_on_model_grid(generator, scaled, m, fg, spacing, trained_spacing, patch_size, device,
+                                      batch_size, margin, overlap, progress, anchored)
     if g is None:
         g = difference_field(generator, scaled, m, patch_size, device, batch_size, margin, overlap, progress,
                              anchored)[:, fg]

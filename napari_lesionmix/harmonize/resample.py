@@ -55,16 +55,29 @@ def model_spacing(domain: dict | None) -> tuple[float, float, float] | None:
 
 
 def run_spacing(spacing: Sequence[float] | None, trained: Sequence[float] | None) -> tuple[float, ...] | None:
-    """The spacing inference runs at for an input of ``spacing``: ``trained`` unless within the tolerance.
+    """The spacing inference runs at for an input of ``spacing``: ``trained`` when :func:`resamples`, else ``spacing``.
 
     ``None`` when the input's spacing is unknown (the model then runs on the native grid, whatever it is).
     """
     if spacing is None:
         return None
+    if resamples(spacing, trained):
+        return tuple(float(t) for t in trained)
+    return tuple(float(s) for s in spacing)
+
+
+def resamples(spacing: Sequence[float] | None, trained: Sequence[float] | None) -> bool:
+    """Whether an input of ``spacing`` is harmonized on the model's grid of ``trained`` spacing.
+
+    Not when either is unknown, when ``spacing`` is not three positive finite
+    sizes (nothing to resample from), or when it is within :data:`SPACING_TOLERANCE`.
+    """
+    if spacing is None or trained is None:
+        return False
     native = tuple(float(s) for s in spacing)
-    if trained is None or needs_no_resampling(native, trained):
-        return native
-    return tuple(float(t) for t in trained)
+    if len(native) != 3 or not all(math.isfinite(s) and s > 0 for s in native):
+        return False
+    return not needs_no_resampling(native, trained)
 
 
 def needs_no_resampling(spacing: Sequence[float], trained: Sequence[float]) -> bool:

@@ -87,16 +87,28 @@ def test_a_model_voxel_is_the_mean_of_its_native_block_and_back_is_linear():
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-def test_the_model_grid_gives_the_native_result_for_a_grid_free_generator(one_mm):
-    """A constant difference map survives crop, resampling and the nearest extension exactly: the plumbing is right."""
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (1.0, 0.5, 3.0)])
+def test_the_model_grid_gives_the_native_result_for_a_grid_free_generator(one_mm, spacing):
+    """A constant difference map survives crop, resampling and the nearest extension exactly: the plumbing is right.
+
+    Also anisotropic, with one axis finer and one coarser than the model's (down- and upsampling at once).
+    """
     img, mask = one_mm
     m = mask.astype(np.float32)
     native, coarse = ConstantGenerator(0.1), ConstantGenerator(0.1)
     a = harmonize_volume(native, img, m, 16, None, "cpu")
-    b = harmonize_volume(coarse, img, m, 16, None, "cpu", spacing=(1.0, 1.0, 1.0), trained_spacing=(2.0, 2.0, 2.0))
+    b = harmonize_volume(coarse, img, m, 16, None, "cpu", spacing=spacing, trained_spacing=(2.0, 2.0, 2.0))
     np.testing.assert_allclose(a, b, rtol=1e-6)
     assert not np.array_equal(a, img) and np.array_equal(b[:, ~mask], img[:, ~mask])
-    assert coarse.voxels * 4 <= native.voxels  # the generator saw at most a quarter of the voxels
+    if spacing == (1.0, 1.0, 1.0):
+        assert coarse.voxels * 4 <= native.voxels  # the generator saw at most a quarter of the voxels
+
+
+def test_a_spacing_that_cannot_be_resampled_from_runs_natively():
+    for bad in [(1.0, float("nan"), 1.0), (0.0, 1.0, 1.0), (-1.0, 1.0, 1.0), (1.0, 1.0)]:
+        assert not resample.resamples(bad, (2.0, 2.0, 2.0))
+        assert resample.run_spacing(bad, (2.0, 2.0, 2.0)) != (2.0, 2.0, 2.0)
+    assert resample.resamples((1.0, 1.0, 1.0), (2.0, 2.0, 2.0)) and not resample.resamples(None, (2.0, 2.0, 2.0))
 
 
 def test_arhnet_runs_at_its_training_spacing_and_records_it(tmp_path, one_mm):
