@@ -151,8 +151,12 @@ class ARHNetHarmonizer:
         return out
 
     def domain_warning(self, image: np.ndarray, spacing=None, mask: np.ndarray | None = None) -> str | None:
-        """One sentence when ``image`` (outside ``mask``; ``spacing`` in mm) lies far outside the training data."""
-        return domain_warning(self.domain, np.asarray(image, np.float32), spacing,
+        """One sentence when ``image`` (outside ``mask``; ``spacing`` in mm) lies far outside the training data.
+
+        The spacing checked is the one the generator runs at (:meth:`run_spacing`): an input it
+        resamples to its training spacing is not off its domain for that.
+        """
+        return domain_warning(self.domain, np.asarray(image, np.float32), self.run_spacing(spacing),
                               exclude=None if mask is None else np.asarray(mask) > 0)
 
     def harmonize(self, image: np.ndarray, mask: np.ndarray,
@@ -171,10 +175,9 @@ class ARHNetHarmonizer:
                 f"Checkpoint '{os.fspath(self.path)}' was trained on {self.in_channels} channel(s) "
                 f"but the image has {image.shape[0]}."
             )
-        ran_at = self.run_spacing(spacing)
         if m.any():
             # Run on the model's grid, the spacing is no longer off its domain; the intensities still may be.
-            msg = self.domain_warning(image, ran_at, m)
+            msg = self.domain_warning(image, spacing, m)
             if msg:
                 import warnings
 
