@@ -134,3 +134,37 @@ def test_a_checkpoint_without_a_recorded_spacing_runs_natively_and_still_warns_n
     assert h.trained_spacing is None
     assert np.array_equal(h.harmonize(img, mask, spacing=(1.0, 1.0, 1.0)), h.harmonize(img, mask))
     assert h.params(spacing=(1.0, 1.0, 1.0))["ran_at_spacing"] == [1.0, 1.0, 1.0]
+
+
+def test_export_harmonizes_at_the_training_spacing_as_the_library_does(tmp_path):
+    """An export of 1 mm cases with a 2 mm checkpoint: each sample is the library's ``harmonize`` of the
+    unharmonized sample with the host's spacing, and the manifest says where the generator ran."""
+    import json
+    import os
+
+    from factories import make_case, write_case
+
+    from napari_lesionmix.export import ExportConfig, export_dataset
+    from napari_lesionmix.export.context import ExportContext, make_sample
+    from napari_lesionmix.export.plan import make_plan
+    from napari_lesionmix.io.nifti import load_case
+
+    src = tmp_path / "src"
+    for k in range(3):
+        write_case(make_case(seed=70 + k, n_lesions=2, case_id=f"c{k}", shape=(40, 36, 32), spacing=(1.0, 1.0, 1.0)),
+                   src)
+    ck = _checkpoint(tmp_path / "ck.pt")
+    config = ExportConfig(os.fspath(src), os.fspath(tmp_path / "out"), n=2, seed=0, n_folds=0, harmonize=os.fspath(ck),
+                          harmonize_device="cpu")
+    export_dataset(config)
+    lines = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    assert all(r["harmonize"]["ran_at_spacing"] == [2.0, 2.0, 2.0] for r in lines)
+    plain = ExportContext(make_plan(ExportConfig(os.fspath(src), os.fspath(tmp_path / "o2"), n=2, seed=0, n_folds=0)))
+    h = load_harmonizer(ck, device="cpu")
+    for r in lines:
+        _, made = make_sample(plain, r["index"])
+        syn = made.synthetic
+        want = h.harmonize(syn.image, syn.mask, label=syn.label, spacing=made.host.spacing)
+        got = load_case([tmp_path / "out" / "imagesTr" / f"{r['id']}_0000.nii.gz"],
+                        tmp_path / "out" / "labelsTr" / f"{r['id']}.nii.gz").image
+        np.testing.assert_array_equal(got, want.astype(np.float32))
