@@ -54,7 +54,9 @@ def model_spacing(domain: dict | None) -> tuple[float, float, float] | None:
     return tuple(float(v) for v in np.sqrt(lo * hi))
 
 
-def run_spacing(spacing: Sequence[float] | None, trained: Sequence[float] | None) -> tuple[float, ...] | None:
+def run_spacing(
+    spacing: Sequence[float] | None, trained: Sequence[float] | None
+) -> tuple[float, ...] | None:
     """The spacing inference runs at for an input of ``spacing``: ``trained`` when :func:`resamples`, else ``spacing``.
 
     ``None`` when the input's spacing is unknown (the model then runs on the native grid, whatever it is).
@@ -101,18 +103,29 @@ def model_shape(shape: Sequence[int], factors: Sequence[float]) -> tuple[int, in
     return tuple(max(1, math.ceil(n / f)) for n, f in zip(shape, factors, strict=True))
 
 
-def to_model_grid(volume: np.ndarray, factors: Sequence[float], out_shape: Sequence[int]) -> np.ndarray:
+def to_model_grid(
+    volume: np.ndarray, factors: Sequence[float], out_shape: Sequence[int]
+) -> np.ndarray:
     """Resample a native box (``(C, I, J, K)`` or ``(I, J, K)``) to the model grid (module docstring)."""
     if volume.ndim == 4:
         return np.stack([to_model_grid(ch, factors, out_shape) for ch in volume])
     v = np.asarray(volume, np.float32)
     for axis, f in enumerate(factors):
         width = int(round(f)) - 1
-        if width >= 2:  # linear sampling averages two native voxels; wider model voxels need a box first
+        if (
+            width >= 2
+        ):  # linear sampling averages two native voxels; wider model voxels need a box first
             v = ndi.uniform_filter1d(v, width, axis=axis, mode="nearest")
     offset = [0.5 * f - 0.5 for f in factors]
-    return ndi.affine_transform(v, np.asarray(factors, np.float64), offset=offset, output_shape=tuple(out_shape),
-                                order=1, mode="nearest", prefilter=False).astype(np.float32)
+    return ndi.affine_transform(
+        v,
+        np.asarray(factors, np.float64),
+        offset=offset,
+        output_shape=tuple(out_shape),
+        order=1,
+        mode="nearest",
+        prefilter=False,
+    ).astype(np.float32)
 
 
 def at_native_voxels(volume: np.ndarray, factors: Sequence[float], where: np.ndarray) -> np.ndarray:
@@ -122,8 +135,14 @@ def at_native_voxels(volume: np.ndarray, factors: Sequence[float], where: np.nda
     """
     idx = np.nonzero(where)
     coords = np.stack([(i + 0.5) / f - 0.5 for i, f in zip(idx, factors, strict=True)])
-    return np.stack([ndi.map_coordinates(np.asarray(ch, np.float32), coords, order=1, mode="nearest",
-                                         prefilter=False) for ch in volume]).astype(np.float32)
+    return np.stack(
+        [
+            ndi.map_coordinates(
+                np.asarray(ch, np.float32), coords, order=1, mode="nearest", prefilter=False
+            )
+            for ch in volume
+        ]
+    ).astype(np.float32)
 
 
 def extend_nearest(field: np.ndarray, where: np.ndarray) -> np.ndarray:

@@ -34,13 +34,17 @@ def test_a_serial_record_comes_only_once_its_files_are_in_place(tiny_dataset, tm
     prepare_output(out, {}, False)
     seen = []
     for rec in runners.run_serial(plan, [("syn", i) for i in range(5)]):
-        assert all((out / rel).is_file() for rel in rec["files"])  # a manifest line never precedes its files
+        assert all(
+            (out / rel).is_file() for rel in rec["files"]
+        )  # a manifest line never precedes its files
         assert all(writer.sha256(out / rel) == digest for rel, digest in rec["files"].items())
         seen.append(rec["index"])
     assert seen == [0, 1, 2, 3, 4]
 
 
-def test_a_failed_write_stops_the_export_with_the_cases_before_it_recorded(tiny_dataset, tmp_path, monkeypatch):
+def test_a_failed_write_stops_the_export_with_the_cases_before_it_recorded(
+    tiny_dataset, tmp_path, monkeypatch
+):
     out = tmp_path / "out"
     real = writer.commit_case
     calls = []
@@ -62,7 +66,9 @@ def test_a_failed_write_stops_the_export_with_the_cases_before_it_recorded(tiny_
     assert report.complete and report.n_skipped == 2 and report.n_written == 3
 
 
-def test_a_manifest_line_that_cannot_be_written_fails_the_export(tiny_dataset, tmp_path, monkeypatch):
+def test_a_manifest_line_that_cannot_be_written_fails_the_export(
+    tiny_dataset, tmp_path, monkeypatch
+):
     out = tmp_path / "out"
     real = writer.Manifest.append
     lines = []
@@ -70,7 +76,9 @@ def test_a_manifest_line_that_cannot_be_written_fails_the_export(tiny_dataset, t
     def fail_second(self, record):
         lines.append(record["id"])
         if len(lines) == 2:
-            raise LesionMixError(f"Could not write '{self.path}': the disk is full (nothing was overwritten).")
+            raise LesionMixError(
+                f"Could not write '{self.path}': the disk is full (nothing was overwritten)."
+            )
         real(self, record)
 
     monkeypatch.setattr(writer.Manifest, "append", fail_second)
