@@ -3,19 +3,28 @@
 Run: ``python benchmarks/export_throughput.py [--n 200] [--workers 1 2] [--gzip isal zlib] [--rounds 3]``
 
 For each worker count and gzip encoder, ``export_dataset`` writes N CarveMix
-cases of the shipped sample subjects (99x117x95, 2 mm) end to end: planning,
-loading the sources, the CarveMix samples, atomic writes with fsync,
-checksums, the manifest and the final integrity check. The baseline, timed in
-the same run, writes the same number of volumes (one image and one label per
-case, the same dtypes) with plain ``nibabel.save`` in one process and with no
-computation at all. A shared machine drifts, so every export is timed between
-two baselines (their mean is its reference) and the whole comparison is
-repeated ``--rounds`` times; the median ratio is the result.
+cases of the shipped sample subjects (99x117x95, 2 mm) with the default
+options (``intensity_match=brain-linear``) end to end: planning, loading the
+sources, the brain estimates, the intensity maps, the CarveMix samples, atomic
+writes with fsync, checksums, the manifest and the final integrity check.
+
+The baseline writes *the export's own output volumes* with plain
+``nibabel.save`` (zlib level 1) in one process and with no computation at
+all: before timing, one untimed export of the same settings is made and its
+first ``min(N, 40)`` images and labels are read back into memory with their
+on-disk dtypes, in C order as the export holds them (the baseline cycles through them for its N cases: all 200
+would hold 1.1 GB). Those are float32 images
+(a brain-linear paste has fractional values) and uint8 labels; an earlier
+version of this script wrote the sources' int16 images instead, a cheaper file
+than the export writes. A shared machine drifts, so every export is timed
+between two baselines (their mean is its reference) and the whole comparison
+is repeated ``--rounds`` times; the median ratio is the result.
 
 ``--gzip zlib`` compresses exactly as nibabel does (zlib level 1), so its
 ratio measures what the export adds to writing the files; the default
 ``isal`` encoder writes the same voxels as standard gzip several times
-faster. Goal (design section 6): export rate >= 0.8 of the baseline rate.
+faster. Bar (issue 27): with the default options (``isal``) and 1 worker, an
+export rate >= 1.0 x the baseline rate (design section 6 asks >= 0.8).
 Printed too: the peak resident memory of each worker and the CPU time per
 case of both sides (less inflated by other load on the machine than wall time).
 The process keeps freed heap between cases as ``lesionmix export`` and every
@@ -41,7 +50,8 @@ import numpy as np  # noqa: E402
 
 from napari_lesionmix.export import ExportConfig, export_dataset  # noqa: E402
 from napari_lesionmix.export.runners import keep_freed_memory  # noqa: E402
-from napari_lesionmix.sample_data import sample_data_dir, sample_dataset  # noqa: E402
+from napari_lesionmix.io.nifti import DEFAULT_GZIP  # noqa: E402
+from napari_lesionmix.sample_data import sample_data_dir  # noqa: E402
 
 
 def cpu_seconds() -> float:
@@ -50,14 +60,33 @@ def cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime
 
 
-def baseline(cases, n: int, folder: Path) -> tuple[float, float]:
+def export_volumes(n: int, folder: Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(image, label, affine) of each case of one untimed default export, read back with on-disk dtypes."""
+    cfg = ExportConfig(os.fspath(sample_data_dir()), os.fspath(folder), n=n, seed=0, workers=1)
+    export_dataset(cfg)
+    volumes = []
+    for lpath in sorted((folder / "labelsTr").glob("*.nii.gz")):
+        case_id = lpath.name[: -len(".nii.gz")]
+        img = nib.load(folder / "imagesTr" / f"{case_id}_0000.nii.gz")
+        lab = nib.load(lpath)
+        # C order, as the export holds its arrays (nibabel reads Fortran order, which it writes without a copy).
+        volumes.append((np.ascontiguousarray(img.dataobj), np.ascontiguousarray(lab.dataobj), img.affine))
+    shutil.rmtree(folder)
+    return volumes
+
+
+#: Most export cases the baseline holds in memory (it cycles through them).
+BASELINE_VOLUMES = 40
+
+
+def baseline(volumes, n: int, folder: Path) -> tuple[float, float]:
     """(cases per minute, CPU s per case) for writing N (image, label) pairs with nibabel.save."""
     folder.mkdir()
     t0, c0 = time.perf_counter(), cpu_seconds()
     for i in range(n):
-        c = cases[i % len(cases)]
-        nib.save(nib.Nifti1Image(c.image[0].astype(c.image_dtype), c.affine), folder / f"b{i:06d}_0000.nii.gz")
-        nib.save(nib.Nifti1Image(c.label.astype(np.uint8), c.affine), folder / f"b{i:06d}.nii.gz")
+        image, label, affine = volumes[i % len(volumes)]
+        nib.save(nib.Nifti1Image(image, affine), folder / f"b{i:06d}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(label, affine), folder / f"b{i:06d}.nii.gz")
     dt = time.perf_counter() - t0
     rate, cpu = 60.0 * n / dt, (cpu_seconds() - c0) / n
     shutil.rmtree(folder)
@@ -78,6 +107,16 @@ def export(n: int, workers: int, codec: str, out: Path) -> tuple[float, float, d
     return 60.0 * n / dt, cpu, report.peak_rss_mb
 
 
+#: The bar of issue 27: the default options (isal) with 1 worker at least as fast as nibabel.save.
+BAR = 1.0
+
+
+def bar_verdict(ratio: float, workers: int, codec: str) -> str:
+    """Whether a ratio meets the bar (1.0 x for 1 worker and the default codec; design's 0.8 x otherwise)."""
+    bar = BAR if workers == 1 and codec == DEFAULT_GZIP else 0.8
+    return f"{'meets' if ratio >= bar else 'below'} the {bar:.1f} x bar"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200, help="cases per measurement (default 200)")
@@ -89,18 +128,20 @@ def main() -> None:
     # heap for the next case. The baseline runs in this same process, under the same allocator.
     tuned = keep_freed_memory()
     work = Path(tempfile.mkdtemp(prefix="lmx_bench_"))
-    cases = [rec.load() for rec in sample_dataset().cases]
+    volumes = export_volumes(min(args.n, BASELINE_VOLUMES), work / "volumes")
+    dtypes = sorted({f"{v[0].dtype}/{v[1].dtype}" for v in volumes})
     print(f"{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f}; n = {args.n} cases per run, "
-          f"{args.rounds} round(s); freed heap kept (glibc mallopt): {tuned}")
+          f"{args.rounds} round(s); freed heap kept (glibc mallopt): {tuned}; baseline volumes (image/label "
+          f"dtype): {', '.join(dtypes)}")
     runs = [(w, g) for g in args.gzip for w in args.workers]
     results: dict = {run: [] for run in runs}
     k = 0
     try:
         for _ in range(args.rounds):
             for w, g in runs:
-                b1, bc1 = baseline(cases, args.n, work / f"b{k}")
+                b1, bc1 = baseline(volumes, args.n, work / f"b{k}")
                 rate, cpu, rss = export(args.n, w, g, work / f"e{k}")
-                b2, bc2 = baseline(cases, args.n, work / f"b{k + 1}")
+                b2, bc2 = baseline(volumes, args.n, work / f"b{k + 1}")
                 k += 2
                 base = 0.5 * (b1 + b2)
                 results[(w, g)].append((rate / base, rate, base, cpu, 0.5 * (bc1 + bc2), rss))
@@ -111,7 +152,7 @@ def main() -> None:
             mem = ", ".join(f"{v:.0f}" for v in mid[5].values()) or "-"
             print(f"export carvemix, {w} worker(s), gzip {g}: {mid[1]:.0f} cases/min vs nibabel.save "
                   f"{mid[2]:.0f} = {ratio:.2f} x baseline (rounds: {', '.join(f'{r:.2f}' for r in ratios)}; "
-                  f"{'meets' if ratio >= 0.8 else 'below'} the 0.8 goal)")
+                  f"{bar_verdict(ratio, w, g)})")
             print(f"  CPU per case: export {1000 * mid[3]:.1f} ms vs nibabel.save {1000 * mid[4]:.1f} ms; "
                   f"peak RSS per worker MiB: {mem}")
     finally:

@@ -17,9 +17,19 @@ the lesions (the paper's metrics). Then the generator's size and the time of
 one 64^3 patch on the CPU (and on CUDA where present), and training
 iterations per second at batch 16.
 
+3. ``--one-mm``: parts 1 and 2 on the held-out subjects resampled to 1 mm
+(197 x 233 x 189, ``benchmarks/_volumes.load_1mm``), where the shipped 2 mm
+model runs on its own grid (``napari_lesionmix.harmonize.resample``); the same
+criterion must hold there. Part ``cli``: ``lesionmix harmonize`` end to end
+(read, harmonize, write) on a 1 mm CarveMix sample with ARHNet and with
+``--method composite``, timed in the same process; printed: the ratio of
+ARHNet's time to the composite's, and ARHNet's time on the native grid
+(the input's spacing withheld) for reference.
+
 Usage::
 
     python benchmarks/harmonization.py [--model PATH] [--trials 4] [--threads 1] [--dataset DIR [--cases ID ...]]
+                                       [--one-mm] [--parts cross,paper,speed,cli]
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from napari_lesionmix.harmonize import OutOfDomainWarning, load_harmonizer  # noqa: E402
 from napari_lesionmix.harmonize.anchor import anchor_to_host_lesions  # noqa: E402
@@ -70,10 +81,18 @@ def methods_for(model: str) -> dict:
     return methods
 
 
-def cross_subject(model: str, case_ids: list[str], ds) -> dict[str, list[float]]:
+def held_out(case_ids: list[str], ds, one_mm: bool) -> tuple[list, list]:
+    """The held-out cases and their brain masks (resampled to 1 mm with ``one_mm``)."""
+    if one_mm:
+        from _volumes import load_1mm, load_1mm_brain_mask
+
+        return [load_1mm(c) for c in case_ids], [load_1mm_brain_mask(c) for c in case_ids]
+    return [ds[c].load() for c in case_ids], [ds[c].load_brain_mask() for c in case_ids]
+
+
+def cross_subject(model: str, case_ids: list[str], ds, one_mm: bool = False) -> dict[str, list[float]]:
     """Contrast error per cross-subject paste and method; prints one row per paste."""
-    cases = [ds[c].load() for c in case_ids]
-    brains = [ds[c].load_brain_mask() for c in case_ids]
+    cases, brains = held_out(case_ids, ds, one_mm)
     pastes = cross_subject_pastes(cases, brains, seed=BENCH_SEED)
     methods = methods_for(model)
     errors: dict[str, list[float]] = {name: [] for name in methods}
@@ -107,12 +126,11 @@ def cross_subject(model: str, case_ids: list[str], ds) -> dict[str, list[float]]
     return errors
 
 
-def quality(model: str, case_ids: list[str], trials: int, ds) -> dict[str, list[dict]]:
+def quality(model: str, case_ids: list[str], trials: int, ds, one_mm: bool = False) -> dict[str, list[dict]]:
     methods = methods_for(model)
     rows: dict[str, list[dict]] = {name: [] for name in methods}
     times = {name: 0.0 for name in methods}
-    for ci, cid in enumerate(case_ids):
-        case = ds[cid].load()
+    for ci, case in enumerate(held_out(case_ids, ds, one_mm)[0]):
         mask = case.label > 0
         real, _, _ = minmax_scale(case.image)
         for t in range(trials):
@@ -120,7 +138,7 @@ def quality(model: str, case_ids: list[str], trials: int, ds) -> dict[str, list[
             composite = perturb(real, mask, alpha, lam)
             for name, h in methods.items():
                 t0 = time.perf_counter()
-                out = h.harmonize(composite, mask)
+                out = h.harmonize(composite, mask, spacing=case.spacing)
                 times[name] += time.perf_counter() - t0
                 assert np.array_equal(out[:, ~mask], composite[:, ~mask])
                 rows[name].append(all_metrics(out, real, np.broadcast_to(mask, out.shape)))
@@ -132,6 +150,61 @@ def quality(model: str, case_ids: list[str], trials: int, ds) -> dict[str, list[
         m = {k: float(np.mean([x[k] for x in r])) for k in r[0]}
         print(f"{name:<16}{m['mae']:>10.5f}{m['fmae']:>9.4f}{m['psnr']:>9.2f}{m['fpsnr']:>9.2f}{times[name] / n:>10.2f}")
     return rows
+
+
+def cli_speed(model: str, case_ids: list[str], ds, reps: int = 3) -> float:
+    """``lesionmix harmonize`` on a 1 mm CarveMix sample: ARHNet's time over the composite's (printed)."""
+    import tempfile
+
+    import nibabel as nib
+
+    from napari_lesionmix.cli import main as cli_main
+    from napari_lesionmix.harmonize import inference
+
+    cases, brains = held_out(case_ids, ds, one_mm=True)
+    paste = next(p for p in cross_subject_pastes(cases, brains, shifts=("as is",), methods=("carvemix",)))
+    host = cases[0]
+    with tempfile.TemporaryDirectory(prefix="lmx_harm_") as tmp:
+        d = Path(tmp)
+        nib.save(nib.Nifti1Image(paste.image[0].astype(np.float32), host.affine), d / "image.nii.gz")
+        nib.save(nib.Nifti1Image(np.asarray(paste.mask, np.float32), host.affine), d / "mask.nii.gz")
+        nib.save(nib.Nifti1Image(np.asarray(paste.label, np.uint8), host.affine), d / "label.nii.gz")
+        common = ["harmonize", "--image", str(d / "image.nii.gz"), "--mask", str(d / "mask.nii.gz"),
+                  "--label", str(d / "label.nii.gz"), "--device", "cpu", "--overwrite"]
+        runs = {"composite": common + ["--method", "composite", "--out", str(d / "c")],
+                "arhnet": common + ["--model", model, "--out", str(d / "a")]}
+
+        def timed(argv) -> float:
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                assert cli_main(argv) == 0
+            return time.perf_counter() - t0
+
+        for argv in runs.values():  # warm: model loaded, files in the page cache
+            timed(argv)
+        times = {k: [] for k in runs}
+        for _ in range(reps):  # interleaved, so drift on a shared machine hits both
+            for k, argv in runs.items():
+                times[k].append(timed(argv))
+        # For reference: the harmonize call alone on the model's grid and on the native 1 mm grid (what ran
+        # before issue 27: the input's spacing withheld), same process.
+        h = load_harmonizer(model, device="cpu")
+        calls = {}
+        for grid, sp in (("model", host.spacing), ("native", None)):
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                inference.ARHNetHarmonizer.harmonize(h, paste.image, paste.mask, label=paste.label, spacing=sp)
+            calls[grid] = time.perf_counter() - t0
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    ratio = med["arhnet"] / med["composite"]
+    print(f"\nlesionmix harmonize on a 1 mm CarveMix sample ({paste.name}, {int(np.count_nonzero(paste.mask))} mask "
+          f"voxels), median of {reps}: ARHNet {med['arhnet']:.2f} s (run at {h.run_spacing(host.spacing)} mm) vs "
+          f"composite {med['composite']:.2f} s = {ratio:.2f} x the composite; the harmonize call alone: "
+          f"{calls['model']:.2f} s on the model's grid vs {calls['native']:.2f} s on the native 1 mm grid "
+          f"= {calls['native'] / calls['model']:.1f} x faster")
+    return ratio
 
 
 def speed(model: str, threads: int) -> None:
@@ -221,7 +294,10 @@ def main() -> int:
                         "every case of --dataset)")
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--parts", default="cross,paper,speed", help="comma-separated subset of cross,paper,speed")
+    parser.add_argument("--parts", default="cross,paper,speed",
+                        help="comma-separated subset of cross,paper,speed,cli")
+    parser.add_argument("--one-mm", action="store_true",
+                        help="score the held-out cases resampled to 1 mm (the model runs on its own grid)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from napari_lesionmix.harmonize import shipped_checkpoint
@@ -234,10 +310,14 @@ def main() -> int:
     cases = args.cases or default
     print(f"checkpoint {model}: trained {state.get('epoch')} epoch(s) on {', '.join(state.get('split', {}).get('train', []))}")
     parts = set(args.parts.split(","))
+    if args.one_mm:
+        print("held-out cases resampled to 1 mm (197 x 233 x 189)")
     if "cross" in parts:
-        cross_subject(model, cases, ds)
+        cross_subject(model, cases, ds, args.one_mm)
     if "paper" in parts:
-        quality(model, cases, args.trials, ds)
+        quality(model, cases, args.trials, ds, args.one_mm)
+    if "cli" in parts:
+        cli_speed(model, cases, ds)
     if "speed" in parts:
         speed(model, args.threads)
     return 0

@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         "version": __version__,
         "inputs": {"image": [os.fspath(p) for p in args.image], "mask": os.fspath(args.mask),
                    "label": None if args.label is None else os.fspath(args.label)},
-        "params": {**harmonizer.params(), "mask_voxels": int(np.count_nonzero(mask > 0))},
+        "params": {**harmonizer.params(spacing=voxel_spacing(img.affine)), "mask_voxels": int(np.count_nonzero(mask > 0))},
     }
     with atomic_folder(out_dir, replaceable=is_sample_file) as tmp:
         for c, channel in enumerate(out):

@@ -159,8 +159,9 @@ def make_sample(ctx: ExportContext, index: int) -> tuple[Assignment, MethodResul
     h = ctx.harmonizer
     if h is not None:
         syn = result.synthetic
-        # The label lets HM and anchored ARHNet read the host's own lesions (harmonize/anchor.py).
-        image = h.harmonize(syn.image, syn.mask, label=syn.label)
+        # The label lets HM and anchored ARHNet read the host's own lesions (harmonize/anchor.py); the
+        # spacing lets ARHNet run at its training spacing, as the studio and the CLI do.
+        image = h.harmonize(syn.image, syn.mask, label=syn.label, spacing=result.host.spacing)
         result.synthetic = Synthetic(image=np.asarray(image, np.float32), label=syn.label, mask=syn.mask,
                                      params=syn.params)
     return a, result

@@ -258,6 +258,7 @@ def export_dataset(
     from napari_lesionmix.export.runners import run_tasks
     from napari_lesionmix.export.writer import (
         Manifest,
+        ManifestAppender,
         clean_temporaries,
         dataset_json,
         finished_cases,
@@ -289,16 +290,18 @@ def export_dataset(
     if progress is not None:
         progress(len(done), total)
     records = dict(done)
-    for rec in run_tasks(plan, tasks, should_stop=should_stop, client=client):
-        pid, rss, cpu = rec.pop("_pid", None), rec.pop("_peak_rss_mb", None), rec.pop("_cpu_s", None)
-        if pid is not None:
-            report.peak_rss_mb[pid] = max(rss or 0.0, report.peak_rss_mb.get(pid, 0.0))
-            report.worker_cpu_s[pid] = max(cpu or 0.0, report.worker_cpu_s.get(pid, 0.0))
-        manifest.append(rec)
-        records[rec["id"]] = rec
-        report.n_written += 1
-        if progress is not None:
-            progress(len(records), total)
+    # Manifest lines are written and fsynced on their own thread, in order, while the next cases are made.
+    with ManifestAppender(manifest) as appender:
+        for rec in run_tasks(plan, tasks, should_stop=should_stop, client=client):
+            pid, rss, cpu = rec.pop("_pid", None), rec.pop("_peak_rss_mb", None), rec.pop("_cpu_s", None)
+            if pid is not None:
+                report.peak_rss_mb[pid] = max(rss or 0.0, report.peak_rss_mb.get(pid, 0.0))
+                report.worker_cpu_s[pid] = max(cpu or 0.0, report.worker_cpu_s.get(pid, 0.0))
+            appender.append(rec)
+            records[rec["id"]] = rec
+            report.n_written += 1
+            if progress is not None:
+                progress(len(records), total)
     if len(records) < total:
         report.stopped = True
         report.seconds = time.perf_counter() - t0

@@ -68,17 +68,29 @@ def run_task(plan, task: Task) -> dict[str, Any]:
     Keys starting with ``_`` (worker pid, peak memory) describe the run, not
     the case: the caller strips them before writing the manifest.
     """
+    from napari_lesionmix.export.writer import commit_case
+
+    rec, blobs = prepare_task(plan, task)
+    commit_case(blobs)
+    return rec
+
+
+def prepare_task(plan, task: Task) -> tuple[dict[str, Any], list]:
+    """Make and encode one case: its manifest record and the ``(path, bytes)`` of its files, unwritten.
+
+    :func:`~napari_lesionmix.export.writer.commit_case` writes them.
+    """
     import numpy as np
 
     from napari_lesionmix import __version__
-    from napari_lesionmix.export.writer import write_case
+    from napari_lesionmix.export.writer import encode_case
 
     ctx = _context(plan)
     kind, key = task
     out = plan.config.out
     if kind == "real":
         case = ctx.case(key)
-        files = write_case(out, key, case.image, case.label, case, plan.config.gzip)
+        blobs, files = encode_case(out, key, case.image, case.label, case, plan.config.gzip)
         rec = {"id": key, "method": "real", "sources": [key], "index": None,
                "source_files": list(case.image_paths) + [case.label_path],
                "channels": case.n_channels, "label_values": _values(case.label)}
@@ -91,14 +103,15 @@ def run_task(plan, task: Task) -> dict[str, Any]:
         # so two reductions check the volume without a voxel-sized temporary.
         if not (np.isfinite(syn.image.min()) and np.isfinite(syn.image.max())):
             raise LesionMixError(f"Sample {a.case_id} ({a.method}) has NaN or infinite voxels; nothing was written.")
-        files = write_case(out, a.case_id, syn.image, syn.label, host, plan.config.gzip)
+        blobs, files = encode_case(out, a.case_id, syn.image, syn.label, host, plan.config.gzip)
         h = ctx.harmonizer
         rec = {"id": a.case_id, "method": a.method, "index": a.index, "seed": plan.config.seed,
                "sources": list(result.sources), "host": syn.params.host_id,
                # the cases used: after a redraw they are not the assigned ones
                "donor": getattr(syn.params, "donor_id", a.donor_id),
                "params": syn.params.to_dict(),
-               "harmonize": h.params() if h is not None and hasattr(h, "params") else plan.config.harmonize,
+               "harmonize": h.params(spacing=host.spacing) if h is not None and hasattr(h, "params")
+               else plan.config.harmonize,
                "channels": int(syn.image.shape[0]), "label_values": _values(syn.label)}
         if result.redraws:
             rec["redrawn"] = list(result.redraws)
@@ -110,7 +123,7 @@ def run_task(plan, task: Task) -> dict[str, Any]:
     rec["_peak_rss_mb"] = round(peak_rss_mb(), 1)
     ru = resource.getrusage(resource.RUSAGE_SELF)
     rec["_cpu_s"] = ru.ru_utime + ru.ru_stime
-    return rec
+    return rec, blobs
 
 
 def _values(label) -> list[int]:
@@ -133,11 +146,39 @@ Stop = Callable[[], bool] | None
 
 
 def run_serial(plan, tasks: list[Task], should_stop: Stop = None) -> Iterator[dict[str, Any]]:
-    """Run tasks one after the other in this process."""
-    for task in tasks:
-        if should_stop is not None and should_stop():
-            return
-        yield run_task(plan, task)
+    """Run tasks one after the other in this process, each case's writes overlapping the next case's making.
+
+    One I/O thread writes case ``i`` (temporary files, fsync, renames: mostly
+    waiting on the disk, without the GIL) while this thread makes and encodes
+    case ``i + 1``; case ``i``'s record is yielded only once its files are in
+    place, so a manifest line never precedes its files. A failed write raises
+    here, after the case being made is encoded but before anything of it is written.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from napari_lesionmix.export.writer import commit_case
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lesionmix-export-io") as io:
+        pending = None
+        for task in tasks:
+            if should_stop is not None and should_stop():
+                break
+            try:
+                rec, blobs = prepare_task(plan, task)
+            except BaseException:
+                if pending is not None:  # the case before is complete: record it, then fail
+                    pending[0].result()
+                    yield pending[1]
+                raise
+            if pending is not None:
+                pending[0].result()
+                yield pending[1]
+                if should_stop is not None and should_stop():
+                    return  # as if polled before this case: it is made again by a rerun, never half-written
+            pending = (io.submit(commit_case, blobs), rec)
+        if pending is not None:
+            pending[0].result()
+            yield pending[1]
 
 
 def _start_method() -> str:

@@ -63,35 +63,57 @@ def sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def write_case(out: Path, case_id: str, image: np.ndarray, label: np.ndarray, host,
-               codec: str = DEFAULT_GZIP) -> dict[str, str]:
-    """Write one case's channels and label with the host's geometry; return ``{relpath: sha256}``.
+def encode_case(out: Path, case_id: str, image: np.ndarray, label: np.ndarray, host,
+                codec: str = DEFAULT_GZIP) -> tuple[list[tuple[Path, bytes]], dict[str, str]]:
+    """One case's channels and label encoded with the host's geometry: ``([(path, bytes)], {relpath: sha256})``.
 
-    Each file is encoded in memory, hashed from those bytes (no read-back)
-    and written atomically. Raises :class:`LesionMixError` (from the atomic
-    writer) on a full disk, with the target untouched, no temporary file left
-    and the case's files already written removed.
+    Nothing is written: :func:`commit_case` writes the bytes. The checksums
+    are of these bytes (no read-back).
     """
-    from napari_lesionmix.io.atomic import write_bytes_atomic
     from napari_lesionmix.io.nifti import encode_nifti, image_nifti, label_nifti
 
     out = Path(out)
-    files: dict[str, str] = {}
+    targets = [(image_path(out, case_id, c), image_nifti(ch, host.affine, host.header, host.image_dtype))
+               for c, ch in enumerate(image)]
+    lpath = label_path(out, case_id)
+    targets.append((lpath, label_nifti(label, host.affine, host.header, where=os.fspath(lpath))))
+    blobs, files = [], {}
+    for path, img in targets:
+        blob = encode_nifti(img, codec=codec)
+        blobs.append((path, blob))
+        files[os.fspath(path.relative_to(out))] = hashlib.sha256(blob).hexdigest()
+    return blobs, files
+
+
+def commit_case(blobs: list[tuple[Path, bytes]]) -> None:
+    """Write a case's encoded files, each atomically (temporary file, fsync, rename).
+
+    Raises :class:`LesionMixError` (from the atomic writer) on a full disk,
+    with the target untouched, no temporary file left and the case's files
+    already written removed.
+    """
+    from napari_lesionmix.io.atomic import write_bytes_atomic
+
     written: list[Path] = []
     try:
-        targets = [(image_path(out, case_id, c), image_nifti(ch, host.affine, host.header, host.image_dtype))
-                   for c, ch in enumerate(image)]
-        lpath = label_path(out, case_id)
-        targets.append((lpath, label_nifti(label, host.affine, host.header, where=os.fspath(lpath))))
-        for path, img in targets:
-            blob = encode_nifti(img, codec=codec)
+        for path, blob in blobs:
             written.append(write_bytes_atomic(blob, path))
-            files[os.fspath(path.relative_to(out))] = hashlib.sha256(blob).hexdigest()
     except BaseException:
         # No half-written case: drop the channels already saved (a rerun makes the case again).
         for p in written:
             p.unlink(missing_ok=True)
         raise
+
+
+def write_case(out: Path, case_id: str, image: np.ndarray, label: np.ndarray, host,
+               codec: str = DEFAULT_GZIP) -> dict[str, str]:
+    """Write one case's channels and label with the host's geometry; return ``{relpath: sha256}``.
+
+    :func:`encode_case` then :func:`commit_case`: each file is encoded in
+    memory, hashed from those bytes and written atomically.
+    """
+    blobs, files = encode_case(out, case_id, image, label, host, codec)
+    commit_case(blobs)
     return files
 
 
@@ -159,6 +181,40 @@ class Manifest:
         text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
         write_text_atomic(text, self.path)
 
+
+
+class ManifestAppender:
+    """Append records to a :class:`Manifest` on one background thread, in order (a context manager).
+
+    Each append still writes and fsyncs its line; the export goes on making
+    cases meanwhile, instead of waiting on the disk. Leaving the block waits
+    for every line and raises the first failed append (a full disk) unless
+    the block itself raised.
+    """
+
+    def __init__(self, manifest: Manifest):
+        self.manifest = manifest
+        self._io = None
+        self._futures: list = []
+
+    def __enter__(self) -> ManifestAppender:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lesionmix-manifest")
+        return self
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._futures = [f for f in self._futures if not f.done() or f.exception() is not None]
+        failed = next((f for f in self._futures if f.done()), None)
+        if failed is not None:
+            failed.result()  # a line could not be written: stop making cases
+        self._futures.append(self._io.submit(self.manifest.append, dict(record)))
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._io.shutdown(wait=True)
+        if exc_type is None:
+            for f in self._futures:
+                f.result()
 
 
 def write_json(data: Any, path: Path) -> Path:

@@ -35,7 +35,7 @@ class CompositeHarmonizer:
 
     method = "composite"
 
-    def params(self) -> dict[str, Any]:
+    def params(self, spacing=None) -> dict[str, Any]:
         return {"method": self.method}
 
     def harmonize(self, image: np.ndarray, mask: np.ndarray,
@@ -54,7 +54,7 @@ class HistogramHarmonizer:
         self.ring_width, self.connectivity, self.reference = int(ring_width), int(connectivity), reference
         self.method = "hm" if reference == "lesions" else "hm-ring"
 
-    def params(self) -> dict[str, Any]:
+    def params(self, spacing=None) -> dict[str, Any]:
         return {"method": self.method, "ring_width": self.ring_width, "connectivity": self.connectivity}
 
     def harmonize(self, image: np.ndarray, mask: np.ndarray,
@@ -74,7 +74,8 @@ _CACHE_SIZE = 2
 
 
 def load_harmonizer(method_or_path: str | os.PathLike = "arhnet", device: str = "auto", **kwargs):
-    """A harmonizer object with ``.harmonize(image, mask, progress=None, *, should_stop=None)`` and ``.params()``.
+    """A harmonizer object with ``.harmonize(image, mask, progress=None, label=None, spacing=None, *,
+    should_stop=None)`` and ``.params(spacing=None)`` (what to record; ARHNet adds the spacing it ran at for an input of ``spacing``).
 
     Parameters
     ----------

@@ -353,7 +353,7 @@ class HarmonizeWidget(TrainingMixin, QWidget):
                     return str(exc)  # not an error (superqt raises a returned exception): _done says so
             note = next((str(w.message) for w in caught if issubclass(w.category, OutOfDomainWarning)), None)
             used = str(getattr(h, "device", "cpu"))
-            return image, h.params(), used, note
+            return image, h.params(spacing=spacing), used, note
 
         def _done(result):
             if isinstance(result, str):  # cancelled: nothing changes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import warnings
 
@@ -213,15 +214,22 @@ def test_harmonize_warns_out_of_domain_in_library_and_cli(tmp_path, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("error", OutOfDomainWarning)
         harmonize(img, mask, method=ck, device="cpu", spacing=(2.0, 2.0, 2.0))  # inside: silent
-    with pytest.warns(OutOfDomainWarning, match="trained on data unlike this image"):
+        # 1 mm against a 2 mm model: it runs on its own 2 mm grid (harmonize/resample.py), so no spacing warning.
         harmonize(img, mask, method=ck, device="cpu", spacing=(1.0, 1.0, 1.0))
+    wide = img.copy()
+    shell = (img[0] > 0) & ~mask & (np.random.default_rng(3).random(img.shape[1:]) < 0.2)
+    wide[0][shell] = 400.0  # bright fat of a scan that was not skull-stripped, outside the paste
+    with pytest.warns(OutOfDomainWarning, match="trained on data unlike this image"):
+        harmonize(wide, mask, method=ck, device="cpu", spacing=(1.0, 1.0, 1.0))
     aff = np.diag([1.0, 1.0, 1.0, 1.0])
-    nib.save(nib.Nifti1Image(img[0], aff), tmp_path / "syn.nii.gz")
+    nib.save(nib.Nifti1Image(wide[0], aff), tmp_path / "syn.nii.gz")
     nib.save(nib.Nifti1Image(mask.astype(np.uint8), aff), tmp_path / "roi.nii.gz")
     assert main(["harmonize", "--image", str(tmp_path / "syn.nii.gz"), "--mask", str(tmp_path / "roi.nii.gz"),
                  "--model", str(ck), "--device", "cpu", "--out", str(tmp_path / "o")]) == 0
     err = capsys.readouterr().err
     assert err.count("harmonize: warning: This ARHNet checkpoint was trained on data unlike this image") == 1
+    params = json.loads((tmp_path / "o" / "params.json").read_text())["params"]
+    assert params["ran_at_spacing"] == [2.0, 2.0, 2.0] and params["trained_spacing"] == [2.0, 2.0, 2.0]
 
 
 # -- training records what inference needs --------------------------------------------------------

@@ -115,3 +115,62 @@ def test_a_volume_without_background_is_all_brain():
     image = rng.normal(100, 5, (1, 20, 20, 20)).astype(np.float32)
     assert estimate_brain(image).all()
     assert intensity.normal_brain(image[0], None, None).all()
+
+
+def _full_volume_reference(image, spacing):
+    """The estimate as it was computed before the bounding-box crops: every step on the whole volume."""
+    import edt
+    from scipy import ndimage as ndi
+
+    from napari_lesionmix.io.brain import OPENING_MM, foreground
+
+    def open_(mask):
+        inner = edt.edt(mask.astype(np.uint8), anisotropy=spacing, black_border=False) > OPENING_MM
+        if not inner.any():
+            return inner
+        return edt.edt((~inner).astype(np.uint8), anisotropy=spacing, black_border=False) <= OPENING_MM
+
+    fg = np.zeros(image.shape[1:], bool)
+    for ch in image:
+        fg |= foreground(ch)
+    opened = open_(fg)
+    lab, n = ndi.label(opened if opened.any() else fg, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return np.zeros(fg.shape, bool)
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    largest = lab == int(np.argmax(sizes))
+    holes, m = ndi.label(~largest)
+    faces = np.concatenate([f.ravel() for f in (holes[0], holes[-1], holes[:, 0], holes[:, -1],
+                                                 holes[:, :, 0], holes[:, :, -1])])
+    outside = np.zeros(m + 1, bool)
+    outside[np.unique(faces)] = True
+    outside[0] = False
+    return ~outside[holes]
+
+
+@pytest.mark.parametrize("quirk", sorted(QUIRKS))
+def test_the_cropped_estimate_is_the_full_volume_one(subjects, quirk):
+    """Opening, largest component and hole filling on bounding boxes give the full-volume mask, voxel for voxel."""
+    case, _ = _quirked(subjects, "sub-07", quirk)
+    spacing = tuple(float(s) for s in case.spacing)
+    assert np.array_equal(estimate_brain(case.image, spacing), _full_volume_reference(case.image, spacing))
+
+
+def test_the_cropped_steps_are_exact_at_the_volume_edge():
+    """Masks touching the border, anisotropic spacings, several components and cavities: crops change nothing."""
+    from scipy import ndimage as ndi
+
+    from napari_lesionmix.io import brain
+
+    rng = np.random.default_rng(0)
+    for k in range(12):
+        mask = ndi.binary_dilation(rng.random((24, 27, 22)) > 0.985, iterations=int(rng.integers(1, 4)))
+        if k % 3 == 0:
+            mask[0] = True  # a brain cut by the field of view
+        spacing = tuple(float(s) for s in rng.choice([0.7, 1.0, 1.3, 2.0, 3.1], 3))
+        image = np.where(mask, 100.0, 0.0)[None].astype(np.float32)
+        assert np.array_equal(estimate_brain(image, spacing), _full_volume_reference(image, spacing)), k
+        # The complement has cavities (the blobs) and touches every face.
+        assert np.array_equal(brain.fill_holes(~mask), ndi.binary_fill_holes(~mask)), k
+        assert np.array_equal(brain.fill_holes(mask), ndi.binary_fill_holes(mask)), k
