@@ -182,6 +182,8 @@ class PreviewWidget(QWidget):
 
     #: Emitted after every redraw (the latency benchmark and tests wait on it).
     redrawn = Signal()
+    #: Painted in a native window of its own, not napari's GL-composited one (widgets/docking.py).
+    NATIVE_WINDOW = True
 
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)

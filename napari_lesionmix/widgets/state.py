@@ -550,6 +550,11 @@ def get_session(viewer) -> StudioSession:
     if session is None or session.viewer is not real:
         session = StudioSession(real)
         _SESSIONS[key] = session
+        qt_window = getattr(getattr(real, "window", None), "_qt_window", None)
+        if qt_window is not None:  # short titles, one tab group, native docks (widgets/docking.py)
+            from napari_lesionmix.widgets.docking import watch_window
+
+            watch_window(qt_window)
         try:
             weakref.finalize(real, _SESSIONS.pop, key, None)
         except TypeError:  # not weak-referenceable: keep it for the process lifetime
