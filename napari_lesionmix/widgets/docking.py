@@ -3,7 +3,8 @@
 napari docks a plugin widget as "NAME (napari-lesionmix)" and, when a closed dock is reopened from the
 Plugins menu, beside the others instead of in their tab group (squeezing the group to 166 px).
 :func:`watch_window` (installed by the first session of a viewer) settles every LesionMix dock the
-moment it is added, however it was opened: short title, tabified with the other LesionMix docks
+moment it is added, however it was opened: short title, drop-downs that fit the 460 px column
+(:func:`compact_combos`), tabified with the other LesionMix docks
 (the preview keeps its own place), and, for the docks that redraw on every slider move (a class
 attribute ``NATIVE_WINDOW = True``: the preview, CarveMix), its content in a native window of its own.
 
@@ -21,13 +22,15 @@ from __future__ import annotations
 import weakref
 
 from qtpy.QtCore import QEvent, QObject, Qt, QTimer
-from qtpy.QtWidgets import QDockWidget, QMainWindow, QWidget
+from qtpy.QtWidgets import QComboBox, QDockWidget, QMainWindow, QWidget
 
 PLUGIN = "napari-lesionmix"
 #: Manifest display name of the preview's dock (docked on its own, not in the tab group).
 PREVIEW = "Preview"
 #: Widest a LesionMix dock may be at a 1600x1000 window (the right column beside napari's canvas).
 MAX_DOCK_WIDTH = 460
+#: Characters a drop-down shows at its narrowest (longer entries are elided, the list shows them whole).
+COMBO_CHARS = 10
 
 
 def is_ours(widget) -> bool:
@@ -56,6 +59,17 @@ def make_native(widget: QWidget) -> None:
         widget.setAttribute(Qt.WidgetAttribute.WA_NativeWindow)
 
 
+def compact_combos(widget: QWidget) -> None:
+    """Let ``widget``'s drop-downs shrink below their longest entry (the widest rows of Harmonize, Load).
+
+    A ``QComboBox`` is by default as wide as its longest item, which set Harmonize's minimum to 491 px
+    in a 460 px column (a horizontal scroll bar, cut spin boxes).
+    """
+    for combo in widget.findChildren(QComboBox):
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(COMBO_CHARS)
+
+
 def our_docks(window: QMainWindow) -> list[QDockWidget]:
     """The main window's LesionMix docks, in the order they were added."""
     return [d for d in window.findChildren(QDockWidget) if is_ours(d.widget())]
@@ -72,16 +86,29 @@ def settle(dock: QDockWidget) -> None:
     # napari rebuilds its title bar when a dock floats or docks again (with the long name).
     if not getattr(dock, "_lesionmix_settled", False):
         dock._lesionmix_settled = True
-        dock.topLevelChanged.connect(lambda *_, d=weakref.ref(dock), t=title: d() and set_title(d(), t))
+        dock.topLevelChanged.connect(
+            lambda *_, d=weakref.ref(dock), t=title: d() and set_title(d(), t)
+        )
+    compact_combos(widget)
     if getattr(widget, "NATIVE_WINDOW", False):
         make_native(widget)
-    if title == PREVIEW or dock.isFloating() or not dock.isVisible() or window.tabifiedDockWidgets(dock):
+    if title == PREVIEW or dock.isFloating() or window.tabifiedDockWidgets(dock):
         return
-    group = [d for d in our_docks(window) if d is not dock and d.isVisible() and not d.isFloating()
-             and short_title(d.windowTitle()) != PREVIEW]
+    docked = [
+        d
+        for d in our_docks(window)
+        if d is not dock
+        and not d.isFloating()
+        and short_title(d.windowTitle()) != PREVIEW
+        and window.dockWidgetArea(d) != Qt.DockWidgetArea.NoDockWidgetArea
+    ]
+    # The studio's tab group (a dock with tab siblings), else any other LesionMix dock to start one.
+    group = [d for d in docked if window.tabifiedDockWidgets(d)] or docked
     if group:
         window.tabifyDockWidget(group[0], dock)
-        dock.raise_()
+        # Raised once the tab bar is laid out: raised at once, it kept the 640 px of a dock of its own.
+        ref = weakref.ref(dock)
+        QTimer.singleShot(0, lambda: ref() is not None and ref().raise_())
 
 
 class _DockWatcher(QObject):

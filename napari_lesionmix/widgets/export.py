@@ -117,7 +117,7 @@ class ExportWidget(QWidget):
             s.setValue(1.0 if k == 0 else 0.0)
             s.setToolTip(f"Relative weight of {method.label}: {method.summary} (0 leaves it out)")
             self.weights[method.name] = s
-            row, col = divmod(k, 3)
+            row, col = divmod(k, 2)  # two pairs a row: three made the dock 544 px in its 460 px column
             mf.addWidget(QLabel(method.label), row, 2 * col)
             mf.addWidget(s, row, 2 * col + 1)
 

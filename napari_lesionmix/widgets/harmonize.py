@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -246,16 +247,15 @@ class HarmonizeWidget(QWidget):
         tb = QGroupBox("Train ARHNet on your data")
         tf = QFormLayout(tb)
         tf.addRow(self.train_on)
-        r1 = QHBoxLayout()
-        for text, w in (("epochs", self.epochs), ("batch", self.batch), ("patch", self.patch)):
-            r1.addWidget(QLabel(text))
-            r1.addWidget(w, 1)
-        tf.addRow(r1)
-        r2 = QHBoxLayout()
-        for text, w in (("patches/case", self.per_case), ("seed", self.train_seed)):
-            r2.addWidget(QLabel(text))
-            r2.addWidget(w, 1)
-        tf.addRow(r2)
+        # Two label/spin pairs a row: three in one row made the dock 491 px in its 460 px column.
+        grid = QGridLayout()
+        for k, (text, w) in enumerate((("epochs", self.epochs), ("batch", self.batch), ("patch", self.patch),
+                                       ("patches/case", self.per_case), ("seed", self.train_seed))):
+            grid.addWidget(QLabel(text), k // 2, 2 * (k % 2))
+            grid.addWidget(w, k // 2, 2 * (k % 2) + 1)
+        grid.setColumnStretch(1, 1)
+        grid.setColumnStretch(3, 1)
+        tf.addRow(grid)
         tf.addRow("save to", self.train_out)
         trow = QHBoxLayout()
         trow.addWidget(self.train_btn)
