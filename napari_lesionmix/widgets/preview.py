@@ -37,6 +37,7 @@ from qtpy.QtWidgets import (
 
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.display import Plane
+from napari_lesionmix.io.position import format_position
 from napari_lesionmix.widgets.controls import Collapsible
 from napari_lesionmix.widgets.state import PLANES, bind, get_session, notify_error
 from napari_lesionmix.widgets.stats import format_rows, segment_statistics
@@ -415,11 +416,15 @@ class PreviewWidget(QWidget):
         self.info.setText("Load a host/donor pair and make a sample to see the preview."
                           if self.session.has_pair else "Load a host/donor pair to see the preview.")
 
+    def cursor_text(self) -> str:
+        """The crosshair as every face prints a position: the file's voxel (i, j, k) and its mm."""
+        s = self.session
+        return format_position(s.orientation.original_index(s.cursor), s.orientation.affine)
+
     def _caption(self) -> str:
         s = self.session
-        z, y, x = s.cursor
         lo, hi = self.window()
-        lines = [f"crosshair at voxel z={z}, y={y}, x={x}",
+        lines = [f"crosshair: {self.cursor_text()}",
                  "red: synthetic label", "yellow: mixing mask", f"window {lo:.4g} .. {hi:.4g}"]
         if s.synthetic is not None:
             lines.insert(0, f"{s.synthetic.params.method}: {s.host.case_id} + {s.donor.case_id}")
