@@ -367,6 +367,10 @@ class CarveMixWidget(QWidget):
         self._apply_params(params)
         return params
 
+    def sample(self) -> None:
+        """Shift+S (:mod:`~napari_lesionmix.widgets.shortcuts`): "Sample lambda"."""
+        self.sample_lambda()
+
     def _apply_params(self, params: CarveMixParams) -> None:
         """Set the slider (without recomputing) and compute ``params`` exactly."""
         f = self.field

@@ -254,6 +254,12 @@ class PreviewWidget(QWidget):
         self.stats.setWordWrap(True)
         self.stats_group = Collapsible("Statistics", self.stats, opened=True)
         layout.addWidget(self.stats_group)
+        if self.session.shortcuts is not None:  # the studio's keys also with the focus in this dock
+            from napari_lesionmix.widgets.shortcuts import add_qt_shortcuts
+
+            self._shortcuts = add_qt_shortcuts(self, self.session.shortcuts)
+        self.flip_btn.setToolTip(self.flip_btn.toolTip() + " (Shift+F)")
+        self.zoom.setToolTip(self.zoom.toolTip() + " (Shift+Z)")
         self.enlarge_btn.toggled.connect(self.set_enlarged)
         self.flip_btn.clicked.connect(self.flip)
         self.compare_box.toggled.connect(self.session.set_compare)

@@ -60,7 +60,9 @@ def test_reopened_dock_comes_back_into_the_tab_group_with_a_short_title(studio_w
     qtbot.waitUntil(lambda: dock in qt_window.tabifiedDockWidgets(group), timeout=5000)
     assert dock.windowTitle() == "Export" and dock.title.title.text() == "Export"
     # Raised in the group, at the column's width (not squeezing the group beside it).
-    qtbot.waitUntil(lambda: dock.widget().isVisible() and dock.width() <= MAX_DOCK_WIDTH, timeout=5000)
+    qtbot.waitUntil(
+        lambda: dock.widget().isVisible() and dock.width() <= MAX_DOCK_WIDTH, timeout=5000
+    )
     assert dock.width() >= 400
 
 
