@@ -94,13 +94,29 @@ class StudioShortcuts:
         """Sample with the method dock whose tab is raised, else with the dock of the sample on screen."""
         docks = [w for w in self._docks() if callable(getattr(w, "sample", None))]
         shown = self.session.synthetic.params.method if self.session.synthetic is not None else None
-        for w in [w for w in docks if w.isVisible()] + [w for w in docks if _method(w) == shown]:
+        raised = self._raised_titles()
+        on_top = [w for w in docks if w.parent() is not None and w.parent().windowTitle() in raised]
+        for w in on_top + [w for w in docks if _method(w) == shown]:
             w.sample()
             return
         raise LesionMixError(
             "Raise a method dock (CarveMix, Soft-CP, LesionMix, Mixup, CutMix) to sample with "
             "Shift+S."
         )
+
+    def _raised_titles(self) -> set[str]:
+        """Titles of the docks whose tab is the current one (tabbed-away docks still say isVisible())."""
+        from qtpy.QtWidgets import QTabBar
+
+        viewer = self.session.viewer
+        window = getattr(getattr(viewer, "window", None), "_qt_window", None)
+        if window is None:
+            return set()
+        return {
+            bar.tabText(bar.currentIndex())
+            for bar in window.findChildren(QTabBar)
+            if bar.parent() is window and bar.currentIndex() >= 0
+        }
 
     def flip(self) -> None:
         self.session.flip()

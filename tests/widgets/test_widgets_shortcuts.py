@@ -42,11 +42,13 @@ def studio(studio, pair_on_disk):
         "Preview",
         "CarveMix",
         "Load",
+        "Soft-CP",
         pair=pair_on_disk,
-        tabify=("Load",),
+        tabify=("Load", "Soft-CP"),
         until=lambda s, d: s.synthetic is not None,
     )
-    return viewer, docks["Preview"], docks["CarveMix"], session
+    docks["Load"].parent().raise_()  # no method dock's tab on top
+    return viewer, docks["Preview"], docks["CarveMix"], session, docks["Soft-CP"]
 
 
 def _press(qtbot, viewer, key, shift=False):
@@ -59,7 +61,7 @@ def _press(qtbot, viewer, key, shift=False):
 
 @pytest.mark.gui
 def test_keys_on_the_canvas_step_lesions_zoom_flip_and_sample(studio, qtbot):
-    viewer, preview, cm, session = studio
+    viewer, preview, cm, session, softcp = studio
     centres = lesion_centres(np.asarray(session.synthetic.label))
     assert len(centres) >= 1
     _press(qtbot, viewer, Qt.Key.Key_N)  # next lesion: the first one
@@ -85,11 +87,17 @@ def test_keys_on_the_canvas_step_lesions_zoom_flip_and_sample(studio, qtbot):
     )  # CarveMix is the raised method dock: Sample lambda
     qtbot.waitUntil(lambda: session.synthetic is not before and not session.busy, timeout=20000)
     assert session.synthetic.params.sample_index == 0 and cm.params == session.synthetic.params
+    # With Soft-CP's tab on top, Shift+S samples Soft-CP (tabbed-away docks still say isVisible()).
+    softcp.parent().raise_()
+    _press(qtbot, viewer, Qt.Key.Key_S, shift=True)
+    qtbot.waitUntil(
+        lambda: session.synthetic.params.method == "softcp" and not session.busy, timeout=20000
+    )
 
 
 @pytest.mark.gui
 def test_keys_with_the_focus_in_the_preview_dock(studio, qtbot):
-    viewer, preview, cm, session = studio
+    viewer, preview, cm, session, softcp = studio
     # The same keys on the dock, for its children with the focus (Qt fires them in an active window,
     # which Xvfb without a window manager does not give: the shortcut is activated as Qt would).
     keys = {sc.key().toString(): sc for sc in preview._shortcuts}
