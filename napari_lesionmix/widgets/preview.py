@@ -36,7 +36,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_lesionmix.errors import LesionMixError
-from napari_lesionmix.io.display import Plane
+from napari_lesionmix.io.display import Plane, VolumePlanes
 from napari_lesionmix.io.position import format_position
 from napari_lesionmix.widgets.controls import Collapsible
 from napari_lesionmix.widgets.state import PLANES, bind, get_session, notify_error
@@ -400,7 +400,7 @@ class PreviewWidget(QWidget):
             return  # a source of another grid (a pair is being replaced): never index it with this cursor
         t0 = time.perf_counter()
         z, y, x = s.cursor
-        planes = s.preview.planes((z, y, x))
+        planes = self._source().planes((z, y, x))
         sz, sy, sx = s.orientation.scale
         n_z = s.orientation.display_shape[0]
         cross = {"axial": (y, x), "coronal": (n_z - 1 - z, x), "sagittal": (n_z - 1 - z, y)}
@@ -415,6 +415,17 @@ class PreviewWidget(QWidget):
         self.last_redraw_ms = (time.perf_counter() - t0) * 1000
         self.info.setText(self._caption())
         self.redrawn.emit()
+
+    def _source(self):
+        """What the views show: the session's planes, or the host's alone while flipped to it."""
+        s = self.session
+        if not (s.showing_host and s.host is not None):
+            return s.preview
+        if getattr(self, "_host_planes", (None, None))[0] is not s.host:
+            # No mask to draw on the host: a zero-stride view, no volume allocated.
+            empty = np.broadcast_to(np.zeros((), bool), s.host.shape)
+            self._host_planes = (s.host, VolumePlanes(s.host.image, s.host.label, empty, s.orientation))
+        return self._host_planes[1]
 
     def _clear(self) -> None:
         for view in self.views.values():
@@ -432,7 +443,10 @@ class PreviewWidget(QWidget):
         lo, hi = self.window()
         lines = [f"crosshair: {self.cursor_text()}",
                  "red: synthetic label", "yellow: mixing mask", f"window {lo:.4g} .. {hi:.4g}"]
-        if s.synthetic is not None:
+        if s.showing_host:
+            lines[1:3] = ["red: host label", "flipped: the host alone (Shift+F: the synthetic)"]
+            lines.insert(0, f"host: {s.host.case_id}")
+        elif s.synthetic is not None:
             lines.insert(0, f"{s.synthetic.params.method}: {s.host.case_id} + {s.donor.case_id}")
         return "\n".join(lines)
 
