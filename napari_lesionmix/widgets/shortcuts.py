@@ -77,7 +77,8 @@ class StudioShortcuts:
 
     def action(self, name: str) -> Callable[[], None]:
         """The action called ``name``, reporting a :class:`LesionMixError` as a notification."""
-        from napari_lesionmix.widgets.state import notify_error
+        # napari's notification directly: state.py binds these shortcuts, so no import back into it.
+        from napari.utils.notifications import show_error as notify_error
 
         func = getattr(self, name)
 

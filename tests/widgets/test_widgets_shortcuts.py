@@ -110,3 +110,20 @@ def test_keys_with_the_focus_in_the_preview_dock(studio, qtbot):
     keys["Shift+Z"].activated.emit()
     keys["Shift+Z"].activated.emit()
     assert preview.zoom.currentData() == 1
+
+
+@pytest.mark.gui
+def test_a_key_without_its_input_says_what_to_load(make_napari_viewer_proxy):
+    from napari.utils.notifications import notification_manager
+
+    from napari_lesionmix.widgets.state import get_session
+
+    session = get_session(make_napari_viewer_proxy())
+    n = len(notification_manager.records)
+    session.shortcuts.action("next_lesion")()
+    session.shortcuts.action("zoom")()
+    messages = [r.message for r in notification_manager.records[n:]]
+    assert messages == [
+        "Load a host/donor pair first; N and Shift+N step through its lesions.",
+        "Open the Preview dock to zoom it (Plugins > LesionMix > Preview).",
+    ]
