@@ -118,10 +118,17 @@ class LesionMixParams(Params):
         if self.intensity_match not in ("none", "median"):
             raise LesionMixError(f"Intensity matching must be 'none' or 'median', got '{self.intensity_match}'.")
 
-    def report(self) -> str:
-        """One line: reached vs target load."""
+    def report(self, max_insertions: int | None = None) -> str:
+        """One line: reached vs target load.
+
+        ``max_insertions``: the cap the sample was drawn with (not recorded in the params); a target
+        missed with that many lesions pasted says it stopped at the cap, not for want of room.
+        """
         ok = "reached" if self.target_reached else "NOT reached"
         n = f"{len(self.insertions)} lesion(s) pasted" if self.mode == "populate" else f"{len(self.removals)} lesion(s) inpainted"
+        if (self.mode == "populate" and not self.target_reached and max_insertions
+                and len(self.insertions) >= max_insertions):
+            n += f", the cap: max_insertions = {max_insertions}"
         if self.redrawn:
             n += f"; {self.redrawn} draw(s) refused, {self.redrawn_outside_brain} of them outside the brain"
         return (

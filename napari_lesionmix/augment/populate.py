@@ -21,6 +21,7 @@ from napari_lesionmix.augment.softmask import soft_mask, soft_paste
 from napari_lesionmix.augment.transforms import apply_intensity
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.nifti import Case
+from napari_lesionmix.io.position import format_position
 
 
 def soft_pad(params: LesionMixParams) -> int:
@@ -54,7 +55,8 @@ def apply_populate(host: Case, params: LesionMixParams, bank, brain, timings: di
         lab = warp_label(lesion, warp, hard)
         host_box, crop_box = placement_boxes(ins.position, warp, host.shape)
         if host_box is None:
-            raise LesionMixError(f"Insertion at {ins.position} lies outside host '{host.case_id}' of shape {host.shape}.")
+            raise LesionMixError(f"Insertion at {format_position(ins.position, host.affine)} lies outside host "
+                                 f"'{host.case_id}' of shape {host.shape}.")
         t1 = time.perf_counter()
         s = blend_weights(hard, params, host.spacing)[crop_box].astype(np.float32)
         t2 = time.perf_counter()

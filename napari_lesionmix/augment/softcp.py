@@ -140,6 +140,7 @@ from napari_lesionmix.augment.transforms import (
 )
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.nifti import Case, check_same_grid
+from napari_lesionmix.io.position import format_position
 
 #: Names that moved to :mod:`napari_lesionmix.augment.paste` (shared with the other copy-paste
 #: methods) and stay importable from here.
@@ -439,9 +440,10 @@ def place_at(rng: np.random.Generator, host, donor, brain, voxel, lesions: Donor
                         drawn.k_dilate, drawn.order)
     com = np.round(np.argwhere(obj.lesion).mean(axis=0)).astype(int)
     offset = tuple(int(v - c) for v, c in zip(voxel, com, strict=True))
+    at = format_position(voxel, host.affine)
     if not fits(offset, obj, host.shape):
         raise LesionMixError(
-            f"Donor lesion {p.component} ({int(obj.lesion.sum())} voxels) centred on voxel {tuple(voxel)} does "
+            f"Donor lesion {p.component} ({int(obj.lesion.sum())} voxels) centred on {at} does "
             f"not fit inside the host volume {host.shape}; click further from the edge."
         )
     ref = reference_region(host, reference, brain)
@@ -449,12 +451,12 @@ def place_at(rng: np.random.Generator, host, donor, brain, voxel, lesions: Donor
     inside, overlap = constraints(obj, offset, ref, occupied)
     if inside < delta1:  # Eq. (3)
         raise LesionMixError(
-            f"At voxel {tuple(voxel)} only {inside:.0%} of donor lesion {p.component} lies in the reference "
+            f"At {at} only {inside:.0%} of donor lesion {p.component} lies in the reference "
             f"'{reference}' (delta1 = {delta1:.0%}); click inside it or lower delta1."
         )
     if overlap > delta2:  # Eq. (4)
         raise LesionMixError(
-            f"At voxel {tuple(voxel)} {overlap:.0%} of donor lesion {p.component} overlaps the host's lesions "
+            f"At {at} {overlap:.0%} of donor lesion {p.component} overlaps the host's lesions "
             f"(delta2 = {delta2:.0%}); click elsewhere or raise delta2."
         )
     return dataclasses.replace(drawn, lesions=(dataclasses.replace(p, offset=offset),), delta1=float(delta1),

@@ -6,6 +6,7 @@ import numpy as np
 
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.nifti import Case, as_label_array
+from napari_lesionmix.io.position import format_position
 
 #: The attribute under which :func:`check_case` remembers the arrays it passed (a case is checked once).
 _CHECKED_ATTR = "_lesionmix_checked"
@@ -36,7 +37,7 @@ def check_case(case: Case, role: str = "Case") -> None:
         if bad.any():
             first = tuple(int(v) for v in np.argwhere(bad)[0][1:])
             raise LesionMixError(f"{role} '{name}' has {int(bad.sum())} NaN or infinite image voxels "
-                                 f"(first at voxel {first}).")
+                                 f"(first at {format_position(first, case.affine)}).")
     if label is not None:
         if np.shape(label) != image.shape[1:]:
             raise LesionMixError(f"{role} '{name}' has a label of shape {np.shape(label)} but an image of "

@@ -27,6 +27,7 @@ from isal import igzip, isal_zlib
 
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.atomic import atomic_path, write_bytes_atomic
+from napari_lesionmix.io.position import format_position
 
 #: Largest elementwise difference (in mm) tolerated between two affines that
 #: are meant to describe the same grid. Header round-off in float32 is ~1e-5.
@@ -120,7 +121,7 @@ def _from_gzip_bytes(path: Path) -> nib.Nifti1Image | None:
     return None
 
 
-def _image_array(data: np.ndarray, path: str | os.PathLike) -> np.ndarray:
+def _image_array(data: np.ndarray, path: str | os.PathLike, affine: np.ndarray | None = None) -> np.ndarray:
     """Voxels of an image file as ``(C, i, j, k)`` float32, checked for NaN/inf."""
     if data.ndim == 3:
         data = data[np.newaxis]
@@ -139,7 +140,7 @@ def _image_array(data: np.ndarray, path: str | os.PathLike) -> np.ndarray:
         first = tuple(int(v) for v in np.argwhere(bad)[0][1:])
         raise LesionMixError(
             f"Image file '{_name(path)}' contains {int(bad.sum())} NaN or infinite voxels "
-            f"(first at voxel {first})."
+            f"(first at {format_position(first, affine)})."
         )
     return data
 
@@ -277,7 +278,7 @@ def load_image(paths: str | os.PathLike | Sequence[str | os.PathLike]):
     channels, first = [], None
     for p in paths:
         img, data = read_nifti(p, "Image")
-        arr = _image_array(data, p)
+        arr = _image_array(data, p, img.affine)
         if first is None:
             first = (img, p)
         else:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 from qtpy.QtCore import QPointF, QRectF, Qt, QTimer
-from qtpy.QtGui import QColor, QPainter, QPen
+from qtpy.QtGui import QColor, QImage, QPainter, QPen
 from qtpy.QtWidgets import (
     QCheckBox,
     QFormLayout,
@@ -84,20 +84,16 @@ class DensityPlot(QWidget):
         self.t = 0.0
         self.sampled: tuple[float, ...] = ()
         self.relative = False
+        self._bars = None  # (key, QImage): the density drawn once per range and size, not per slider move
 
-    def set_state(self, d_min: float, t: float, sampled=(), relative: bool = False) -> None:
-        """``relative``: per-lesion mode, the axis is in units of each lesion's |Dmin_k|."""
-        self.d_min, self.t, self.sampled = float(d_min), float(t), tuple(sampled)
-        self.relative = bool(relative)
-        self.update()
-
-    def paintEvent(self, event):  # noqa: N802 (Qt API)
-        p = QPainter(self)
-        w, h = self.width(), self.height()
-        p.fillRect(0, 0, w, h, QColor(38, 41, 48))
-        if self.d_min == 0:
-            p.end()
-            return
+    def _density_image(self, w: int, h: int) -> QImage:
+        """The density's bars and axis labels at ``w`` x ``h`` (cached: they only change with the range)."""
+        key = (w, h, self.d_min, self.relative)
+        if self._bars is not None and self._bars[0] == key:
+            return self._bars[1]
+        img = QImage(w, h, QImage.Format.Format_RGB32)
+        img.fill(QColor(38, 41, 48))
+        p = QPainter(img)
         d = abs(self.d_min)
         ts = np.linspace(T_LOW, T_HIGH, max(w, 2))
         dens = lambda_density(self.d_min, ts * d) * d  # density of t = lambda / |Dmin|
@@ -116,6 +112,24 @@ class DensityPlot(QWidget):
         else:
             p.drawText(2, 11, f"{T_LOW * d:.1f} mm")
             p.drawText(int(w - 52), 11, f"{T_HIGH * d:.1f} mm")
+        p.end()
+        self._bars = (key, img)
+        return img
+
+    def set_state(self, d_min: float, t: float, sampled=(), relative: bool = False) -> None:
+        """``relative``: per-lesion mode, the axis is in units of each lesion's |Dmin_k|."""
+        self.d_min, self.t, self.sampled = float(d_min), float(t), tuple(sampled)
+        self.relative = bool(relative)
+        self.update()
+
+    def paintEvent(self, event):  # noqa: N802 (Qt API)
+        p = QPainter(self)
+        w, h = self.width(), self.height()
+        p.fillRect(0, 0, w, h, QColor(38, 41, 48))
+        if self.d_min == 0:
+            p.end()
+            return
+        p.drawImage(0, 0, self._density_image(w, h))
         p.setPen(QPen(QColor(255, 150, 60), 1))
         for t in self.sampled:
             xs = (t - T_LOW) / (T_HIGH - T_LOW) * w
@@ -128,6 +142,9 @@ class DensityPlot(QWidget):
 
 class CarveMixWidget(QWidget):
     """CarveMix dock widget (Plugins > LesionMix > CarveMix)."""
+
+    #: The slider's repaints stay out of napari's GL-composited window (widgets/docking.py).
+    NATIVE_WINDOW = True
 
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
@@ -349,6 +366,10 @@ class CarveMixWidget(QWidget):
         self._sample_index += 1
         self._apply_params(params)
         return params
+
+    def sample(self) -> None:
+        """Shift+S (:mod:`~napari_lesionmix.widgets.shortcuts`): "Sample lambda"."""
+        self.sample_lambda()
 
     def _apply_params(self, params: CarveMixParams) -> None:
         """Set the slider (without recomputing) and compute ``params`` exactly."""

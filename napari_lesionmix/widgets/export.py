@@ -117,7 +117,7 @@ class ExportWidget(QWidget):
             s.setValue(1.0 if k == 0 else 0.0)
             s.setToolTip(f"Relative weight of {method.label}: {method.summary} (0 leaves it out)")
             self.weights[method.name] = s
-            row, col = divmod(k, 3)
+            row, col = divmod(k, 2)  # two pairs a row: three made the dock 544 px in its 460 px column
             mf.addWidget(QLabel(method.label), row, 2 * col)
             mf.addWidget(s, row, 2 * col + 1)
 
@@ -354,12 +354,26 @@ class ExportWidget(QWidget):
         viewer = self.session.viewer
         if viewer is None:
             return
+        names = {"image": f"{case_id} image", "label": f"{case_id} label"}
+        if all(n in viewer.layers for n in names.values()):  # opened before: show it again, not twice
+            for n in names.values():
+                viewer.layers[n].visible = True
+            self.status.setText(f"Case '{case_id}' of '{root}' is open in the viewer.")
+            return
         try:
-            viewer.open(os.fspath(root / "imagesTr" / f"{case_id}_0000.nii.gz"), plugin="napari-lesionmix")
-            viewer.open(os.fspath(root / "labelsTr" / f"{case_id}.nii.gz"), plugin="napari-lesionmix")
+            image = viewer.open(os.fspath(root / "imagesTr" / f"{case_id}_0000.nii.gz"), plugin="napari-lesionmix")
+            label = viewer.open(os.fspath(root / "labelsTr" / f"{case_id}.nii.gz"), plugin="napari-lesionmix")
         except Exception as exc:  # napari wraps reader errors in its own types
             notify_error(f"Could not open case '{case_id}' of '{root}': {exc}")
             return
+        # The studio's style: named by case and role, the label as a contour over the intensities it judges.
+        for lyr in image:
+            lyr.name = names["image"]
+        for lyr in label:
+            lyr.name = names["label"]
+            if hasattr(lyr, "contour"):
+                lyr.contour = 1
+                lyr.opacity = 1.0
         self.status.setText(f"Opened case '{case_id}' of '{root}' in the viewer.")
 
     def resizeEvent(self, event):  # noqa: N802 (Qt API)

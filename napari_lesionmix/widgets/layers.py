@@ -180,6 +180,7 @@ class LayerDisplay:
             if host.contrast_limits != syn.contrast_limits:
                 host.contrast_limits = syn.contrast_limits  # flip compares intensities, not windows
         self._show_synthetic(show)
+        self.preview_changed.emit()  # the preview flips with the canvas
         return show
 
     def set_compare(self, on: bool) -> None:

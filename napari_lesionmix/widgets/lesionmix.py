@@ -443,9 +443,10 @@ class LesionMixWidget(MethodDock):
 
     def describe(self, syn) -> str:
         p: LesionMixParams = syn.params
-        text = p.report()
-        if not p.target_reached and len(p.insertions) >= int(self.controls["max_insertions"].value()) > 0:
-            text += " (the cap of 'max insertions' pasted lesions, under More options)"
+        cap = int(self.controls["max_insertions"].value())
+        text = p.report(max_insertions=cap)
+        if not p.target_reached and cap and len(p.insertions) >= cap:
+            text += "; raise 'max insertions' under More options to paste more"
         return text
 
     def show_result(self, result) -> None:

@@ -36,7 +36,8 @@ from qtpy.QtWidgets import (
 )
 
 from napari_lesionmix.errors import LesionMixError
-from napari_lesionmix.io.display import Plane
+from napari_lesionmix.io.display import Plane, VolumePlanes
+from napari_lesionmix.io.position import format_position
 from napari_lesionmix.widgets.controls import Collapsible
 from napari_lesionmix.widgets.state import PLANES, bind, get_session, notify_error
 from napari_lesionmix.widgets.stats import format_rows, segment_statistics
@@ -182,6 +183,8 @@ class PreviewWidget(QWidget):
 
     #: Emitted after every redraw (the latency benchmark and tests wait on it).
     redrawn = Signal()
+    #: Painted in a native window of its own, not napari's GL-composited one (widgets/docking.py).
+    NATIVE_WINDOW = True
 
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
@@ -251,6 +254,12 @@ class PreviewWidget(QWidget):
         self.stats.setWordWrap(True)
         self.stats_group = Collapsible("Statistics", self.stats, opened=True)
         layout.addWidget(self.stats_group)
+        if self.session.shortcuts is not None:  # the studio's keys also with the focus in this dock
+            from napari_lesionmix.widgets.shortcuts import add_qt_shortcuts
+
+            self._shortcuts = add_qt_shortcuts(self, self.session.shortcuts)
+        self.flip_btn.setToolTip(self.flip_btn.toolTip() + " (Shift+F)")
+        self.zoom.setToolTip(self.zoom.toolTip() + " (Shift+Z)")
         self.enlarge_btn.toggled.connect(self.set_enlarged)
         self.flip_btn.clicked.connect(self.flip)
         self.compare_box.toggled.connect(self.session.set_compare)
@@ -391,7 +400,7 @@ class PreviewWidget(QWidget):
             return  # a source of another grid (a pair is being replaced): never index it with this cursor
         t0 = time.perf_counter()
         z, y, x = s.cursor
-        planes = s.preview.planes((z, y, x))
+        planes = self._source().planes((z, y, x))
         sz, sy, sx = s.orientation.scale
         n_z = s.orientation.display_shape[0]
         cross = {"axial": (y, x), "coronal": (n_z - 1 - z, x), "sagittal": (n_z - 1 - z, y)}
@@ -407,19 +416,37 @@ class PreviewWidget(QWidget):
         self.info.setText(self._caption())
         self.redrawn.emit()
 
+    def _source(self):
+        """What the views show: the session's planes, or the host's alone while flipped to it."""
+        s = self.session
+        if not (s.showing_host and s.host is not None):
+            return s.preview
+        if getattr(self, "_host_planes", (None, None))[0] is not s.host:
+            # No mask to draw on the host: a zero-stride view, no volume allocated.
+            empty = np.broadcast_to(np.zeros((), bool), s.host.shape)
+            self._host_planes = (s.host, VolumePlanes(s.host.image, s.host.label, empty, s.orientation))
+        return self._host_planes[1]
+
     def _clear(self) -> None:
         for view in self.views.values():
             view.clear()
         self.info.setText("Load a host/donor pair and make a sample to see the preview."
                           if self.session.has_pair else "Load a host/donor pair to see the preview.")
 
+    def cursor_text(self) -> str:
+        """The crosshair as every face prints a position: the file's voxel (i, j, k) and its mm."""
+        s = self.session
+        return format_position(s.orientation.original_index(s.cursor), s.orientation.affine)
+
     def _caption(self) -> str:
         s = self.session
-        z, y, x = s.cursor
         lo, hi = self.window()
-        lines = [f"crosshair at voxel z={z}, y={y}, x={x}",
+        lines = [f"crosshair: {self.cursor_text()}",
                  "red: synthetic label", "yellow: mixing mask", f"window {lo:.4g} .. {hi:.4g}"]
-        if s.synthetic is not None:
+        if s.showing_host:
+            lines[1:3] = ["red: host label", "flipped: the host alone (Shift+F: the synthetic)"]
+            lines.insert(0, f"host: {s.host.case_id}")
+        elif s.synthetic is not None:
             lines.insert(0, f"{s.synthetic.params.method}: {s.host.case_id} + {s.donor.case_id}")
         return "\n".join(lines)
 

@@ -24,6 +24,7 @@ from qtpy.QtWidgets import QComboBox, QHBoxLayout, QPushButton, QSpinBox, QWidge
 
 from napari_lesionmix.augment.softcp import SoftCPParams
 from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.io.position import format_position
 from napari_lesionmix.widgets.method import MethodDock, OptionControl
 from napari_lesionmix.widgets.state import notify_error
 
@@ -161,7 +162,7 @@ class SoftCPWidget(MethodDock):
             return
         seed, index = int(self.seed.value()), int(self.index.value())
         self.index.setValue(index + 1)
-        self.start_draw(options, seed, index, f"Placing a lesion at voxel (i, j, k) = {voxel}")
+        self.start_draw(options, seed, index, f"Placing a lesion at {format_position(voxel, self.session.host.affine)}")
 
     def describe(self, syn) -> str:
         p: SoftCPParams = syn.params

@@ -167,6 +167,8 @@ class StudioSession(LayerDisplay):
         self._generation = 0  # bumped per pair: work started on an older pair is not cached
         self._latest: dict[int, int] = {}  # per widget: the number of its newest run_latest request
         self._workers: list = []
+        #: The keyboard shortcuts' actions (:mod:`~napari_lesionmix.widgets.shortcuts`), bound by :func:`get_session`.
+        self.shortcuts = None
 
     @property
     def viewer(self):
@@ -550,6 +552,13 @@ def get_session(viewer) -> StudioSession:
     if session is None or session.viewer is not real:
         session = StudioSession(real)
         _SESSIONS[key] = session
+        qt_window = getattr(getattr(real, "window", None), "_qt_window", None)
+        if qt_window is not None:  # short titles, one tab group, native docks; the keyboard shortcuts
+            from napari_lesionmix.widgets.docking import watch_window
+            from napari_lesionmix.widgets.shortcuts import bind_shortcuts
+
+            watch_window(qt_window)
+            session.shortcuts = bind_shortcuts(real, session)
         try:
             weakref.finalize(real, _SESSIONS.pop, key, None)
         except TypeError:  # not weak-referenceable: keep it for the process lifetime

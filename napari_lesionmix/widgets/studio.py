@@ -116,11 +116,9 @@ def fit_dock(dock, widget, title: str) -> None:
     """
     from napari_lesionmix.widgets import PREVIEW_WIDGET
     from napari_lesionmix.widgets.controls import make_scrollable
+    from napari_lesionmix.widgets.docking import set_title
 
-    dock.setWindowTitle(title)
-    label = getattr(getattr(dock, "title", None), "title", None)  # napari's custom title bar
-    if label is not None and hasattr(label, "setText"):
-        label.setText(title)
+    set_title(dock, title)
     if title != PREVIEW_WIDGET:  # the preview grows with its dock instead
         make_scrollable(widget)
 

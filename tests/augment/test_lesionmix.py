@@ -245,6 +245,9 @@ def test_unreachable_target_is_reported(bank_and_map):
     with pytest.warns(LoadNotReachedWarning, match="cap of 1 insertions"):
         p = sample_lesionmix(sample_rng(0, 0), host, bank, lmap, target_load_ml=load + 20, max_insertions=1)
     assert not p.target_reached and len(p.insertions) == 1
+    # The report says the one pasted lesion is the cap, when told the cap; not without it.
+    assert "NOT reached (1 lesion(s) pasted, the cap: max_insertions = 1" in p.report(max_insertions=1)
+    assert "the cap" not in p.report() and "the cap" not in p.report(max_insertions=5)
     with pytest.raises(LesionMixError, match="populating only adds lesions"):
         sample_lesionmix(sample_rng(0, 0), host, bank, lmap, target_load_ml=0.0, mode="populate",
                          on_unreachable="raise")

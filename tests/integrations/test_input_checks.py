@@ -32,7 +32,8 @@ def _bad_hosts():
     nan[0, 3, 4, 5] = np.nan
     soft = base.label.astype(np.float32) * 0.5
     return {
-        "NaN image": (dataclasses.replace(base, image=nan), r"Host 'h' has 1 NaN or infinite image voxels \(first at voxel \(3, 4, 5\)\)\."),
+        "NaN image": (dataclasses.replace(base, image=nan), r"Host 'h' has 1 NaN or infinite image voxels \(first at voxel \(i, j, k\) = \(3, 4, 5\) · "
+                                                                  r"\(x, y, z\) = \([-\d., ]+\) mm\)\."),
         "soft label": (dataclasses.replace(base, label=soft), r"The label of host 'h' has non-integer values"),
         "label of another shape": (dataclasses.replace(base, label=base.label[:-2]),
                                    r"Host 'h' has a label of shape \(22, 28, 20\) but an image of shape \(24, 28, 20\)"),

@@ -87,7 +87,7 @@ def test_nan_image_reports_count_and_first_voxel(tmp_path):
     data = np.zeros((5, 5, 5), np.float32)
     data[1, 2, 3] = np.nan
     data[4, 4, 4] = np.inf
-    with pytest.raises(LesionMixError, match=r"contains 2 NaN or infinite voxels \(first at voxel \(1, 2, 3\)\)"):
+    with pytest.raises(LesionMixError, match=r"contains 2 NaN or infinite voxels \(first at voxel \(i, j, k\) = \(1, 2, 3\) · \(x, y, z\) = \("):
         load_image(_save(data, tmp_path / "nan.nii.gz"))
 
 

@@ -51,7 +51,14 @@ def test_export_three_cases_and_show_the_gallery(widget, qtbot, tmp_path):
     n_layers = len(viewer.layers)
     qtbot.mouseClick(w.gallery, Qt.MouseButton.LeftButton, pos=QPoint(20, w.gallery.pixmap().height() - 3))
     qtbot.waitUntil(lambda: len(viewer.layers) == n_layers + 2, timeout=20000)
-    assert f"Opened case '{w.gallery_cases[-1]}'" in w.status.text()
+    case = w.gallery_cases[-1]
+    assert f"Opened case '{case}'" in w.status.text()
+    # In the studio's style: named by case and role, the label a contour at full opacity.
+    image, label = viewer.layers[f"{case} image"], viewer.layers[f"{case} label"]
+    assert label.contour == 1 and label.opacity == 1.0 and image.data.shape == label.data.shape
+    # A second click shows the open case again instead of stacking copies.
+    qtbot.mouseClick(w.gallery, Qt.MouseButton.LeftButton, pos=QPoint(20, w.gallery.pixmap().height() - 3))
+    assert len(viewer.layers) == n_layers + 2 and "is open in the viewer" in w.status.text()
 
 
 def test_cancel_stops_with_no_partial_files(widget, qtbot, tmp_path):

@@ -100,7 +100,13 @@ def test_crosshair_follows_viewer_cursor_and_slider(studio, qtbot):
     qtbot.waitUntil(lambda: preview.redraw_count > count, timeout=5000)
     viewer.dims.set_point(0, session.world_point((6, 0, 0))[0])
     assert session.cursor == (6, 9, 11)
-    qtbot.waitUntil(lambda: "z=6, y=9, x=11" in preview.info.text(), timeout=5000)
+    # Shown as every face prints a position: the file's voxel (i, j, k), then its mm through the affine.
+    from napari_lesionmix.io.position import format_position
+
+    ijk = session.orientation.original_index((6, 9, 11))
+    want = format_position(ijk, session.host.affine)
+    assert want.startswith("voxel (i, j, k) = (") and " mm" in want
+    qtbot.waitUntil(lambda: want in preview.info.text(), timeout=5000)
 
 
 @pytest.mark.gui

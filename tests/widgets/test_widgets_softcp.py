@@ -108,7 +108,13 @@ def test_impossible_constraints_become_notifications(studio, qtbot):
     n = len(notification_manager.records)
     w.place_btn.click()
     qtbot.waitUntil(lambda: len(notification_manager.records) > n and not session.busy, timeout=20000)
-    assert "does not fit" in notification_manager.records[-1].message
+    refusal = notification_manager.records[-1].message
+    assert "does not fit" in refusal
+    # The clicked position as the preview's caption prints it: the file's voxel and its mm.
+    from napari_lesionmix.io.position import format_position
+
+    ijk = tuple(int(round(v)) for v in session.orientation.original_index((0, 0, 0)))
+    assert format_position(ijk, session.host.affine) in refusal
     # Impossible delta1 for sampling: a label value that is not in the host.
     w.reference.setCurrentIndex(1)
     w.label_value.setValue(77)

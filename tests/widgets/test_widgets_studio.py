@@ -131,8 +131,16 @@ def test_qa_display_contours_contrast_flip_compare_zoom(docks, qtbot, pair_on_di
     # Exactly the host: its label, none of the synthetic's layers.
     host_label = session.layer("host_label")
     assert host_label.visible and not (label.visible or mask.visible or outline.visible)
+    # The preview flips with the canvas: the host's own planes, its label, no mask.
+    qtbot.waitUntil(lambda: preview.info.text().startswith("host: "), timeout=5000)
+    z = session.cursor[0]
+    shown = preview._source().planes(session.cursor)["axial"]
+    np.testing.assert_array_equal(shown.image, host.data[z])
+    np.testing.assert_array_equal(shown.label, host_label.data[z])
+    assert not shown.mask.any()
     preview.flip_btn.click()
     assert syn.visible and label.visible and outline.visible and not host_label.visible
+    qtbot.waitUntil(lambda: not preview.info.text().startswith("host: "), timeout=5000)
     # Side by side: host and synthetic in two grid views, linked by napari's shared dims and camera.
     mine = viewer.add_points([[0.0, 0.0, 0.0]], name="mine")  # a layer of the user's own
     preview.compare_box.setChecked(True)
