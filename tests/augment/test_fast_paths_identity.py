@@ -164,3 +164,19 @@ def test_populate_blend_on_soft_boxes_matches_whole_crops(seed):
         assert out.image.tobytes() == ref[0].tobytes()
         assert out.label.tobytes() == ref[1].tobytes()
         assert out.mask.tobytes() == ref[2].tobytes()
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.0, 2.0, 2.0), (0.5, 0.5, 0.5)])
+def test_core_by_ball_erosion_matches_the_distance_threshold(spacing):
+    """On power-of-two isotropic grids the erosion by a ball is the EDT threshold ``d > k``, bit for bit."""
+    from napari_lesionmix.augment.softmask import _ball, _exact_grid
+
+    assert _exact_grid(spacing) and not _exact_grid((1.0, 1.0, 3.0)) and not _exact_grid((0.9375,) * 3)
+    rng = np.random.default_rng(1)
+    for i in range(40):
+        shape = tuple(rng.integers(3, 22, 3))
+        m = ndi.gaussian_filter((rng.random(shape) < 0.3).astype(float), 1.0 + i % 3) > 0.25
+        for k in range(4):
+            ref = _edt(m, spacing) / spacing[0] > k
+            got = ndi.binary_erosion(m, _ball(k, 3), border_value=1)
+            assert (got == ref).all()
