@@ -109,7 +109,27 @@ def connectivity_structure(connectivity: int) -> np.ndarray:
 
 def label_components(label: np.ndarray, connectivity: int = 26) -> tuple[np.ndarray, int]:
     """Connected components of ``label != 0`` (``scipy.ndimage.label``) with 6/18/26-connectivity."""
-    return ndi.label(np.asarray(label) != 0, structure=connectivity_structure(connectivity))
+    box, comps_box, n = components_box(label, connectivity)
+    comps = np.zeros(np.shape(label), np.int32)
+    if box is not None:
+        comps[box] = comps_box
+    return comps, n
+
+
+def components_box(label: np.ndarray, connectivity: int = 26):
+    """:func:`label_components` on the lesions' bounding box: ``(box, components on it, n)``.
+
+    Labelling scans in raster order, which a sub-box keeps, so the numbering is
+    that of the whole volume; outside ``box`` every voxel is 0 (``box`` is
+    ``None`` without lesions).
+    """
+    structure = connectivity_structure(connectivity)
+    m = np.asarray(label) != 0
+    objs = ndi.find_objects(m.view(np.uint8))
+    if not objs or objs[0] is None:
+        return None, np.zeros((0,) * m.ndim, np.int32), 0
+    comps, n = ndi.label(m[objs[0]], structure=structure)
+    return objs[0], comps, n
 
 
 def tissue_reference(image: np.ndarray, label: np.ndarray | None, brain_mask: np.ndarray | None = None) -> tuple[float, ...]:

@@ -180,3 +180,16 @@ def test_core_by_ball_erosion_matches_the_distance_threshold(spacing):
             ref = _edt(m, spacing) / spacing[0] > k
             got = ndi.binary_erosion(m, _ball(k, 3), border_value=1)
             assert (got == ref).all()
+
+
+@pytest.mark.parametrize("connectivity", [6, 18, 26])
+def test_components_on_the_lesion_box_number_as_the_whole_volume(connectivity):
+    from napari_lesionmix.augment.lesions import connectivity_structure, label_components
+
+    rng = np.random.default_rng(connectivity)
+    for i in range(20):
+        shape = tuple(rng.integers(2, 30, 3))
+        label = (rng.random(shape) < [0.0, 0.002, 0.05, 0.3][i % 4]).astype(np.uint8) * 2
+        ref, n_ref = ndi.label(label != 0, structure=connectivity_structure(connectivity))
+        comps, n = label_components(label, connectivity)
+        assert n == n_ref and comps.dtype == ref.dtype and comps.tobytes() == ref.tobytes()
