@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_lesionmix.augment.distance import bounding_box
 from napari_lesionmix.augment.intensity import normal_brain
 from napari_lesionmix.augment.lesion_load import lesion_load_ml, voxel_volume_ml
 from napari_lesionmix.errors import LesionMixError
@@ -124,12 +125,16 @@ def components_box(label: np.ndarray, connectivity: int = 26):
     ``None`` without lesions).
     """
     structure = connectivity_structure(connectivity)
-    m = np.asarray(label) != 0
-    objs = ndi.find_objects(m.view(np.uint8))
-    if not objs or objs[0] is None:
-        return None, np.zeros((0,) * m.ndim, np.int32), 0
-    comps, n = ndi.label(m[objs[0]], structure=structure)
-    return objs[0], comps, n
+    label = np.asarray(label)
+    if label.ndim == 3:
+        box = bounding_box(label)  # axis projections: no full-volume copy
+    else:
+        objs = ndi.find_objects((label != 0).view(np.uint8))
+        box = objs[0] if objs and objs[0] is not None else None
+    if box is None:
+        return None, np.zeros((0,) * label.ndim, np.int32), 0
+    comps, n = ndi.label(label[box] != 0, structure=structure)
+    return box, comps, n
 
 
 def tissue_reference(image: np.ndarray, label: np.ndarray | None, brain_mask: np.ndarray | None = None) -> tuple[float, ...]:
