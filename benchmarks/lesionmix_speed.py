@@ -18,6 +18,13 @@ Baseline, measured in the same run: one full-volume ``scipy.ndimage.label``
 ``S * I_paste + (1 - S) * I_host`` over all channels: what a naive
 implementation pays for *each* pasted lesion. Ratios are printed against it.
 
+Bars (issue 27): one populate sample (draw + apply, about 36 lesions at 1 mm)
+within 2x the baseline, and the per-lesion warp + intensity transforms of a crop
+of a few hundred voxels within 1 ms. Each is printed with its measured value and
+whether it is met; the per-lesion breakdown (warp, soft mask, blend, draw)
+shows where the rest goes. Timings are wall clock: on a loaded machine read the
+ratios, which compare against the baseline timed in the same process.
+
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/lesionmix_speed.py [--quick]``
 """
 
@@ -105,6 +112,14 @@ def bench(title, cases, brains, host_id, inpaint_id, target, n_samples):
     print(f"  ratio to baseline: one sample = {per_sample / base:.1f} x (label + blend), one pasted lesion = "
           f"{per_sample / max(ins, 1) / base:.2f} x; blending on lesion crops {per['blend'] * 1e3:.0f} ms vs "
           f"{ins:.0f} full-volume blends {ins * t_blend * 1e3:.0f} ms = {ins * t_blend / max(per['blend'], 1e-9):.0f}x less")
+
+    per_ins = {k: per[k] / max(ins, 1) * 1e3 for k in ("transform", "soft mask", "blend")}
+    draw_ms = per["sample"] / max(ins, 1) * 1e3
+    ratio = per_sample / base
+    print(f"  per pasted lesion: transforms {per_ins['transform']:.2f} ms (bar 1 ms: "
+          f"{'met' if per_ins['transform'] <= 1.0 else 'NOT met'}), soft mask {per_ins['soft mask']:.2f} ms, "
+          f"blend {per_ins['blend']:.2f} ms, its share of the draw {draw_ms:.2f} ms")
+    print(f"  BAR populate <= 2.0 x baseline: {ratio:.2f} x -> {'met' if ratio <= 2.0 else 'NOT met'}")
 
     inp = next(c for c in cases if c.case_id == inpaint_id)
     load = lesion_load_ml(inp.label, inp.spacing)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_lesionmix.augment.distance import bounding_box
 from napari_lesionmix.augment.intensity import normal_brain
 from napari_lesionmix.augment.lesion_load import lesion_load_ml, voxel_volume_ml
 from napari_lesionmix.errors import LesionMixError
@@ -109,7 +110,31 @@ def connectivity_structure(connectivity: int) -> np.ndarray:
 
 def label_components(label: np.ndarray, connectivity: int = 26) -> tuple[np.ndarray, int]:
     """Connected components of ``label != 0`` (``scipy.ndimage.label``) with 6/18/26-connectivity."""
-    return ndi.label(np.asarray(label) != 0, structure=connectivity_structure(connectivity))
+    box, comps_box, n = components_box(label, connectivity)
+    comps = np.zeros(np.shape(label), np.int32)
+    if box is not None:
+        comps[box] = comps_box
+    return comps, n
+
+
+def components_box(label: np.ndarray, connectivity: int = 26):
+    """:func:`label_components` on the lesions' bounding box: ``(box, components on it, n)``.
+
+    Labelling scans in raster order, which a sub-box keeps, so the numbering is
+    that of the whole volume; outside ``box`` every voxel is 0 (``box`` is
+    ``None`` without lesions).
+    """
+    structure = connectivity_structure(connectivity)
+    label = np.asarray(label)
+    if label.ndim == 3:
+        box = bounding_box(label)  # axis projections: no full-volume copy
+    else:
+        objs = ndi.find_objects((label != 0).view(np.uint8))
+        box = objs[0] if objs and objs[0] is not None else None
+    if box is None:
+        return None, np.zeros((0,) * label.ndim, np.int32), 0
+    comps, n = ndi.label(label[box] != 0, structure=structure)
+    return box, comps, n
 
 
 def tissue_reference(image: np.ndarray, label: np.ndarray | None, brain_mask: np.ndarray | None = None) -> tuple[float, ...]:

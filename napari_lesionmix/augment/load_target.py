@@ -15,7 +15,7 @@ from scipy import ndimage as ndi
 from napari_lesionmix.augment.inpaint import inpaint_telea
 from napari_lesionmix.augment.lesion_load import voxel_volume_ml
 from napari_lesionmix.augment.lesionmix_params import Insertion, LesionMixParams
-from napari_lesionmix.augment.lesions import Lesion, label_components
+from napari_lesionmix.augment.lesions import Lesion, components_box, label_components
 from napari_lesionmix.augment.likelihood import LikelihoodMap, normalise, positions_from_cdf
 from napari_lesionmix.augment.paste.warp import (
     draw_transform,
@@ -42,7 +42,7 @@ OVERSHOOT_SLACK = 1.25
 
 def draw_removals(rng, host: Case, connectivity: int, host_load: float, target: float, tol: float):
     """Remove whole lesions in random order while the load stays >= target - tol."""
-    comps, n = label_components(host.label, connectivity)
+    _, comps, n = components_box(host.label, connectivity)  # the lesions' box: no full-volume pass
     counts = np.bincount(comps.ravel(), minlength=n + 1)[1:]
     vols = counts * voxel_volume_ml(host.spacing)
     load, removals = host_load, []
@@ -55,7 +55,8 @@ def draw_removals(rng, host: Case, connectivity: int, host_load: float, target: 
             removals.append(int(k))
             load -= float(vols[k])
     # Recount from voxels: the running sum accumulates float error.
-    kept = int(np.count_nonzero(host.label)) - int(counts[removals].sum()) if removals else int(np.count_nonzero(host.label))
+    total = int(counts.sum())  # every lesion voxel lies in the box
+    kept = total - int(counts[removals].sum()) if removals else total
     load = kept * voxel_volume_ml(host.spacing)
     reason = "" if abs(load - target) <= tol else remaining_note(np.delete(vols, removals))
     return tuple(sorted(removals)), load, reason
@@ -173,13 +174,15 @@ def inpaint_shortfall(host: Case, params: LesionMixParams) -> str | None:
 
 def inpaint_region(host_label: np.ndarray, removals: Sequence[int], connectivity: int, dilate: int):
     """(removed lesion voxels, voxels to inpaint) for host component indices ``removals``."""
-    comps, n = label_components(host_label, connectivity)
+    lbox, comps, n = components_box(host_label, connectivity)
     bad = [k for k in removals if not 0 <= k < n]
     if bad:
         raise LesionMixError(f"The host label has {n} lesion(s); removal index {bad[0]} does not exist.")
     keep = np.zeros(n + 1, bool)
     keep[np.asarray(removals, int) + 1] = True
-    removed = keep[comps]
+    removed = np.zeros(np.shape(host_label), bool)
+    if lbox is not None:
+        removed[lbox] = keep[comps]
     region = removed
     if dilate > 0 and removed.any():
         # Dilate on the removed lesions' box (plus the rim), not the whole volume.

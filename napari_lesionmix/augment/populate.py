@@ -17,7 +17,7 @@ from napari_lesionmix.augment.paste.warp import (
     warp_label,
     warp_mask,
 )
-from napari_lesionmix.augment.softmask import soft_mask, soft_paste
+from napari_lesionmix.augment.softmask import soft_mask, soft_mask_box, soft_paste
 from napari_lesionmix.augment.transforms import apply_intensity
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.nifti import Case
@@ -32,6 +32,39 @@ def soft_pad(params: LesionMixParams) -> int:
 def blend_weights(mask: np.ndarray, params: LesionMixParams, spacing) -> np.ndarray:
     """Soft blending mask ``S`` of a transformed lesion mask (Soft-CP's soft mask)."""
     return soft_mask(mask, params.soft_a, params.soft_erode, params.soft_dilate, spacing)
+
+
+def _finite(lesion) -> bool:
+    """Whether a bank lesion's image is finite everywhere (cached on the lesion: it never changes)."""
+    key = "_lesionmix_finite"
+    ok = getattr(lesion, key, None)
+    if ok is None:
+        ok = bool(np.isfinite(lesion.image).all())
+        try:
+            object.__setattr__(lesion, key, ok)
+        except (AttributeError, TypeError):
+            pass
+    return ok
+
+
+def _within(box: tuple[slice, ...], outer: tuple[slice, ...]) -> tuple[slice, ...] | None:
+    """``box`` clipped to ``outer`` (same frame), or ``None`` where they do not meet."""
+    out = tuple(slice(max(b.start, o.start), min(b.stop, o.stop)) for b, o in zip(box, outer, strict=True))
+    return None if any(b.start >= b.stop for b in out) else out
+
+
+def _shift(box: tuple[slice, ...], by) -> tuple[slice, ...]:
+    return tuple(slice(b.start + d, b.stop + d) for b, d in zip(box, by, strict=True))
+
+
+def _weights(soft, box, brain, host_box) -> np.ndarray:
+    """S on ``box`` (crop frame) from :func:`soft_mask_box`'s ``(box, S)``, clipped to the brain."""
+    s = np.zeros(tuple(b.stop - b.start for b in box), np.float32)
+    if soft is not None:
+        both = _within(soft[0], box)
+        if both is not None:
+            s[_shift(both, [-b.start for b in box])] = soft[1][_shift(both, [-b.start for b in soft[0]])]
+    return s * brain[host_box] if brain is not None else s
 
 
 def apply_populate(host: Case, params: LesionMixParams, bank, brain, timings: dict[str, float] | None = None):
@@ -58,41 +91,51 @@ def apply_populate(host: Case, params: LesionMixParams, bank, brain, timings: di
             raise LesionMixError(f"Insertion at {format_position(ins.position, host.affine)} lies outside host "
                                  f"'{host.case_id}' of shape {host.shape}.")
         t1 = time.perf_counter()
-        s = blend_weights(hard, params, host.spacing)[crop_box].astype(np.float32)
+        soft = soft_mask_box(hard, params.soft_a, params.soft_erode, params.soft_dilate, host.spacing)
         t2 = time.perf_counter()
-        if brain is not None:
-            s = s * brain[host_box]
-        # The pasted image only matters where S > 0 (elsewhere Eq. (1) returns the host's value
-        # exactly), unless noise needs the whole crop's sd, the crop is not finite, or a host
-        # voxel is -0.0 (0 * patch + -0.0 keeps the sign of 0 * patch).
-        partial = (not any(op.kind == "noise" for op in tf.intensity)
-                   and bool(np.isfinite(lesion.image).all()))
+        # Eq. (1) with S = 0 returns the host's value exactly, so the blend runs on the soft mask's
+        # box only, unless it would not: a host voxel of -0.0 (0 * patch + -0.0 keeps the sign of
+        # 0 * patch) or a non-finite patch voxel (0 * inf is nan) outside it. Then, and for an
+        # empty mask, the whole crop is blended as before.
+        hreg = image[(slice(None), *host_box)]
+        negzero = np.signbit(hreg)
+        negzero &= hreg == 0
+        negzero = negzero.any(axis=0) if negzero.any() else None
+        finite = _finite(lesion)
+        box = None if soft is None or negzero is not None else _within(soft[0], crop_box)
+        # The pasted image only matters where S > 0, unless noise needs the whole crop's sd.
+        partial = finite and not any(op.kind == "noise" for op in tf.intensity)
+        if box is None:
+            box = crop_box
+        to_host = [h.start - c.start for h, c in zip(host_box, crop_box, strict=True)]
+        hbox = _shift(box, to_host)
+        s = _weights(soft, box, brain, hbox)
         where = None
         if partial:
-            need = s > 0
-            hreg = image[(slice(None), *host_box)]
-            negzero = (hreg == 0) & np.signbit(hreg)
-            if negzero.any():
-                need |= negzero.any(axis=0)
             where = np.zeros(warp.shape, bool)
-            where[crop_box] = need
+            where[box] = s > 0
+            if negzero is not None:
+                where[crop_box] |= negzero
         img = warp_image(lesion, warp, aug, where)
         if tf.intensity:
             img = apply_intensity(img, tf.intensity)
         if params.intensity_match == "median":
             ratio = [h / r if r != 0 else 1.0 for h, r in zip(params.host_reference, lesion.reference, strict=True)]
             img *= np.asarray(ratio, np.float32)[:, None, None, None]
+        if box != crop_box and not partial and not np.isfinite(img).all():
+            box, hbox = crop_box, host_box  # a non-finite patch voxel outside the soft box: blend it all
+            s = _weights(soft, box, brain, hbox)
         t3 = time.perf_counter()
-        hard, lab, img = hard[crop_box], lab[crop_box], img[(slice(None), *crop_box)]
+        hard, lab, img = hard[box], lab[box], img[(slice(None), *box)]
         if brain is not None:
-            hard = hard & brain[host_box]
+            hard = hard & brain[hbox]
         # Soft-CP Eq. (1): I = S * I_paste + (1 - S) * I_host
-        soft_paste(image, mask, host_box, s, img)
+        soft_paste(image, mask, hbox, s, img)
         # Soft-CP Eq. (2): Y = Y_host U Y_paste, host values kept where both are lesion.
-        lbox = label[host_box]
+        lbox = label[hbox]
         if lab.dtype.itemsize > label.dtype.itemsize:
             label = label.astype(lab.dtype)
-            lbox = label[host_box]
+            lbox = label[hbox]
         np.copyto(lbox, lab.astype(label.dtype), where=hard & (lbox == 0))
         for step, dt in (("transform", t1 - t0 + t3 - t2), ("soft mask", t2 - t1), ("blend", time.perf_counter() - t3)):
             clock[step] += dt

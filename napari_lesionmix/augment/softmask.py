@@ -33,6 +33,7 @@ cost scales with the lesion, not the volume (:func:`soft_mask_box`).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -79,6 +80,34 @@ def _edt(mask: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
     return ndi.distance_transform_edt(mask, sampling=spacing).astype(np.float32)
 
 
+def _exact_grid(spacing: tuple[float, ...]) -> bool:
+    """Isotropic voxels whose size is a power of two (1 mm, 2 mm, 0.5 mm, ...).
+
+    On such a grid every distance the transform returns, divided by the voxel
+    size, is the correctly rounded root of an integer, so ``d > k`` (integer
+    ``k``) holds exactly when the squared offset exceeds ``k**2``: the erosion
+    ``d > k_erode`` is then a binary erosion by a ball, with the same bytes.
+    """
+    return all(s == spacing[0] for s in spacing) and math.frexp(spacing[0])[0] == 0.5
+
+
+@functools.lru_cache(maxsize=16)
+def _ball(radius: int, ndim: int) -> np.ndarray:
+    """Structuring element of the integer offsets ``o`` with ``|o|**2 <= radius**2``."""
+    r = np.arange(-radius, radius + 1)
+    grid = np.meshgrid(*([r] * ndim), indexing="ij")
+    return sum(g * g for g in grid) <= radius * radius
+
+
+def _inside(sub, sub_in, inner, spacing, step) -> np.ndarray:
+    """Inside distance (iterations) on ``sub``, computed on the mask's box plus one voxel."""
+    # Every nearest background voxel lies in that box (where it is not the array's edge).
+    inside_in = _edt(sub_in, spacing) / step
+    inside = np.zeros(sub.shape, inside_in.dtype)
+    inside[inner] = inside_in
+    return inside
+
+
 def soft_mask_box(
     mask: np.ndarray,
     a: float = DEFAULT_A,
@@ -108,10 +137,13 @@ def soft_mask_box(
     inner = tuple(slice(max(b.start - x.start - 1, 0), min(b.stop - x.start + 1, x.stop - x.start))
                   for b, x in zip(objs[0], box, strict=True))
     sub_in = sub[inner]
-    inside_in = _edt(sub_in, spacing) / step
-    inside = np.zeros(sub.shape, inside_in.dtype)
-    inside[inner] = inside_in
-    core = inside > k_erode
+    core = np.zeros(sub.shape, bool)
+    inside = None
+    if _exact_grid(spacing):
+        core[inner] = ndi.binary_erosion(sub_in, _ball(int(k_erode), sub.ndim), border_value=1)
+    else:
+        inside = _inside(sub, sub_in, inner, spacing, step)
+        core = inside > k_erode
     # Tiny lesions emptied by the erosion keep their most interior voxels.
     structure = ndi.generate_binary_structure(sub.ndim, sub.ndim)
     comps = np.zeros(sub.shape, np.int32)
@@ -121,6 +153,8 @@ def soft_mask_box(
         has_core[np.unique(comps[core])] = True
         missing = np.flatnonzero(~has_core[1:]) + 1
         if missing.size:
+            if inside is None:
+                inside = _inside(sub, sub_in, inner, spacing, step)
             deepest = np.zeros(n + 1, np.float64)
             deepest[missing] = ndi.maximum(inside, comps, index=missing)
             lost = ~has_core[comps] & (comps > 0)

@@ -80,3 +80,116 @@ def test_coords_match_affine_transform_bitwise():
             where = rng.random(warp.shape) < 0.4
             assert fresh.resample(vol, order, mode).tobytes() == ref.tobytes()
             assert fresh.resample_at(vol, where, order, mode).tobytes() == ref[where].tobytes()
+
+
+def _reference_populate(host, params, bank, brain):
+    """The pre-box-blend populate apply: every lesion's whole crop soft-masked and blended."""
+    from napari_lesionmix.augment.paste.warp import (
+        placement_boxes,
+        warp_image,
+        warp_label,
+        warp_mask,
+    )
+    from napari_lesionmix.augment.populate import blend_weights, soft_pad
+    from napari_lesionmix.augment.softmask import soft_paste
+    from napari_lesionmix.augment.transforms import apply_intensity
+
+    image, label = host.image.astype(np.float32, copy=True), host.label.copy()
+    mask = np.zeros(host.shape, np.float32)
+    for ins in params.insertions:
+        lesion, tf = bank.lesion(ins.case_id, ins.lesion_index), ins.transform
+        warp = lesion_warp(lesion, tf, pad=soft_pad(params))
+        hard = warp_mask(lesion, warp, params.augment)
+        lab = warp_label(lesion, warp, hard)
+        host_box, crop_box = placement_boxes(ins.position, warp, host.shape)
+        s = blend_weights(hard, params, host.spacing)[crop_box].astype(np.float32)
+        if brain is not None:
+            s = s * brain[host_box]
+        where = None
+        if not any(op.kind == "noise" for op in tf.intensity) and np.isfinite(lesion.image).all():
+            need = s > 0
+            hreg = image[(slice(None), *host_box)]
+            need |= ((hreg == 0) & np.signbit(hreg)).any(axis=0)
+            where = np.zeros(warp.shape, bool)
+            where[crop_box] = need
+        img = warp_image(lesion, warp, params.augment, where)
+        if tf.intensity:
+            img = apply_intensity(img, tf.intensity)
+        hard, lab, img = hard[crop_box], lab[crop_box], img[(slice(None), *crop_box)]
+        if brain is not None:
+            hard = hard & brain[host_box]
+        soft_paste(image, mask, host_box, s, img)
+        lbox = label[host_box]
+        np.copyto(lbox, lab.astype(label.dtype), where=hard & (lbox == 0))
+    return image, label, mask
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_populate_blend_on_soft_boxes_matches_whole_crops(seed):
+    """Blending on the soft mask's box gives the whole-crop bytes, with -0.0 host voxels, NaN donors, noise."""
+    from factories import make_case
+
+    from napari_lesionmix.augment.lesionmix import lesionmix, sample_lesionmix
+    from napari_lesionmix.augment.lesions import LesionBank
+    from napari_lesionmix.augment.likelihood import likelihood_map
+    from napari_lesionmix.random import sample_rng
+
+    shape = (30, 34, 26)
+    cases = [make_case(seed=10 * seed + k, n_lesions=3 + k, case_id=f"c{k}", shape=shape) for k in range(3)]
+    for c in cases:
+        c.image -= 100.0  # zero-centred: negative voxels and exact zeros
+    host = cases[0]
+    rng = np.random.default_rng(seed)
+    host.image[0][rng.random(shape) < 0.05] = 0.0
+    if seed == 0:  # a few -0.0 host voxels: the crops that hold one are blended whole
+        host.image[0][tuple(rng.integers(0, shape, (20, 3)).T)] = -0.0
+    if seed == 1:
+        les = host.label != 0
+        host.image[0][les] = np.where(rng.random(int(les.sum())) < 0.5, -0.0, host.image[0][les])
+    if seed == 2:
+        for donor in cases[1:]:  # non-finite donor crops, away from their lesions
+            donor.image[0][ndi.distance_transform_edt(donor.label == 0) > 3] = np.nan
+    brain = np.zeros(shape, bool)
+    brain[2:-2, 2:-2, 2:-2] = True
+    bank = LesionBank(cases=cases)
+    lmap = likelihood_map(cases, brain_mask=brain)
+    for i in range(3):
+        p = sample_lesionmix(sample_rng(seed, i), host, bank, lmap, target_load_ml=2.0, mode="populate",
+                             brain_mask=brain, on_unreachable="ignore")
+        assert p.insertions
+        if seed == 2:
+            assert any(ins.case_id != "c0" for ins in p.insertions)
+        out = lesionmix(host, p, bank, brain_mask=brain)
+        ref = _reference_populate(host, p, bank, brain if p.brain_clip else None)
+        assert out.image.tobytes() == ref[0].tobytes()
+        assert out.label.tobytes() == ref[1].tobytes()
+        assert out.mask.tobytes() == ref[2].tobytes()
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.0, 2.0, 2.0), (0.5, 0.5, 0.5)])
+def test_core_by_ball_erosion_matches_the_distance_threshold(spacing):
+    """On power-of-two isotropic grids the erosion by a ball is the EDT threshold ``d > k``, bit for bit."""
+    from napari_lesionmix.augment.softmask import _ball, _exact_grid
+
+    assert _exact_grid(spacing) and not _exact_grid((1.0, 1.0, 3.0)) and not _exact_grid((0.9375,) * 3)
+    rng = np.random.default_rng(1)
+    for i in range(40):
+        shape = tuple(rng.integers(3, 22, 3))
+        m = ndi.gaussian_filter((rng.random(shape) < 0.3).astype(float), 1.0 + i % 3) > 0.25
+        for k in range(4):
+            ref = _edt(m, spacing) / spacing[0] > k
+            got = ndi.binary_erosion(m, _ball(k, 3), border_value=1)
+            assert (got == ref).all()
+
+
+@pytest.mark.parametrize("connectivity", [6, 18, 26])
+def test_components_on_the_lesion_box_number_as_the_whole_volume(connectivity):
+    from napari_lesionmix.augment.lesions import connectivity_structure, label_components
+
+    rng = np.random.default_rng(connectivity)
+    for i in range(20):
+        shape = tuple(rng.integers(2, 30, 3))
+        label = (rng.random(shape) < [0.0, 0.002, 0.05, 0.3][i % 4]).astype(np.uint8) * 2
+        ref, n_ref = ndi.label(label != 0, structure=connectivity_structure(connectivity))
+        comps, n = label_components(label, connectivity)
+        assert n == n_ref and comps.dtype == ref.dtype and comps.tobytes() == ref.tobytes()

@@ -8,6 +8,7 @@ never on the full volume.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -213,10 +214,35 @@ def lesion_warp(lesion: Lesion, tf: LesionTransform, pad: int = 0) -> Warp:
     out = m @ (corners - c[:, None]) + c[:, None] + t[:, None]
     shift = -np.floor(out.min(axis=1) + 0.5)  # whole voxels
     core = tuple(int(v) for v in np.ceil(out.max(axis=1) - 0.5 + shift) + 1)
-    disp = displacement_field(core, tf.elastic) if elastic else None
+    disp = _field(core, tf.elastic) if elastic else None
     shape = tuple(n + 2 * pad for n in core)
     # Output voxel v reads the affine pre-image of v + u(v): one resampling, not two.
     return Warp(shape, c + shift + t + pad, pad, np.linalg.inv(m), c, disp)
+
+
+#: Elastic fields by (shape, params), most recent last: populate warps each inserted lesion's
+#: mask when it draws (``pad=0``) and again when it applies (with the soft-mask pad), on the
+#: same unpadded box, so the apply reuses the draw's field instead of smoothing it again.
+_FIELDS: OrderedDict[tuple, np.ndarray] = OrderedDict()
+_FIELDS_MAX_BYTES = 64 * 2**20
+_fields_bytes = 0
+
+
+def _field(shape: tuple[int, ...], params: ElasticParams) -> np.ndarray:
+    """:func:`displacement_field` (read-only), from a small most-recently-used cache."""
+    key = (shape, params.sigma, params.magnitude, params.seed)
+    disp = _FIELDS.get(key)
+    if disp is not None:
+        _FIELDS.move_to_end(key)
+        return disp
+    global _fields_bytes
+    disp = displacement_field(shape, params)
+    disp.flags.writeable = False
+    _FIELDS[key] = disp
+    _fields_bytes += disp.nbytes
+    while _fields_bytes > _FIELDS_MAX_BYTES and len(_FIELDS) > 1:
+        _fields_bytes -= _FIELDS.popitem(last=False)[1].nbytes
+    return disp
 
 
 def pad_to(a: np.ndarray, shape, mode: str) -> np.ndarray:
