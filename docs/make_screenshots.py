@@ -118,13 +118,12 @@ def main() -> None:
             dock = dock.parent()
         return dock
 
-    preview_dock = dock_of(widgets["Preview"])
 
-    def shoot(widget, name, preview_height=330, width=460):
+    def shoot(widget, name, width=460):
+        # The studio's own split between the preview and the tab group (as a user sees it): forcing
+        # heights here squeezed the preview's views to ~30 px behind a dock taller than its share.
         dock = dock_of(widget)
         dock.raise_()
-        qt_window.resizeDocks([preview_dock, dock], [preview_height, SIZE[1] - preview_height],
-                              Qt.Orientation.Vertical)
         qt_window.resizeDocks([dock], [width], Qt.Orientation.Horizontal)
         settle()
         qt_window.grab().save(str(OUT / name))
@@ -132,9 +131,10 @@ def main() -> None:
 
     def show_synthetic_at(ijk):
         """Show the synthetic over the host with the slider and crosshair on file voxel ``ijk``."""
-        for role in ("host_label", "donor_image", "donor_label"):
+        # The studio's QA display: the pasted region outlined, the mixing-mask tint off (on request only).
+        for role in ("host_label", "donor_image", "donor_label", "mixing_mask"):
             session.layer(role).visible = False
-        for role in ("synthetic_image", "synthetic_label", "mixing_mask"):
+        for role in ("synthetic_image", "synthetic_label"):
             session.layer(role).visible = True
         viewer.layers.selection.active = session.layer("synthetic_image")
         session.set_cursor(session.orientation.display_index(tuple(int(v) for v in ijk)), move_viewer=True)
@@ -148,7 +148,7 @@ def main() -> None:
     settle(lambda: isinstance(session.synthetic.params, SoftCPParams))
     changed = session.synthetic.label != session.host.label
     show_synthetic_at(np.argwhere(changed).mean(axis=0).round())
-    shoot(softcp_w, "softcp.png", preview_height=260)
+    shoot(softcp_w, "softcp.png")
 
     # LesionMix: populate to a target above the host's load on the sample
     # dataset, then the likelihood heat map over the result.
@@ -164,10 +164,8 @@ def main() -> None:
     settle(lambda: LIKELIHOOD_NAME in viewer.layers)
     changed = session.synthetic.label != session.host.label
     show_synthetic_at(np.argwhere(changed).mean(axis=0).round())
-    session.layer("mixing_mask").visible = False  # let the heat map show through
     shoot(lm, "lesionmix.png")
     viewer.layers[LIKELIHOOD_NAME].visible = False
-    session.layer("mixing_mask").visible = True
 
     # Harmonize: the current (LesionMix) synthetic with the shipped ARHNet checkpoint.
     hw = studio_widget(viewer, "Harmonize")
@@ -190,7 +188,7 @@ def main() -> None:
         ex.out.setText(str(Path(tmp) / "Dataset900_Sample"))
         ex.export_btn.click()
         settle(lambda: ex.report is not None)
-        shoot(ex, "export.png", preview_height=330, width=700)  # a wider gallery
+        shoot(ex, "export.png", width=700)  # a wider gallery
 
     # Last (its notification would cover the canvas in the shots above): a
     # validation message for a donor label that does not exist.

@@ -68,10 +68,21 @@ def segment_statistics(host, brain_mask, synthetic, before=None) -> list[Segment
     return rows
 
 
+def median_decimals(medians: list[float]) -> int:
+    """Decimals that give the largest median four significant digits, one count for the whole column.
+
+    One count keeps the column comparable: z-scored medians read "0.060" beside "2.992", not "0.06008".
+    """
+    finite = [abs(v) for v in medians if np.isfinite(v)]
+    top = max(finite, default=0.0)
+    return 3 if top == 0 else int(np.clip(3 - np.floor(np.log10(top)), 0, 4))
+
+
 def format_rows(rows: list[SegmentRow]) -> str:
     """The table as rich text for a Qt label."""
+    d = median_decimals([r.median for r in rows])
     cells = "".join(
         f"<tr><td>{r.segment}</td><td>{r.image}</td><td align='right'>{r.volume_ml:.2f}</td>"
-        f"<td align='right'>{'-' if np.isnan(r.median) else f'{r.median:.4g}'}</td></tr>" for r in rows)
+        f"<td align='right'>{'-' if np.isnan(r.median) else f'{r.median:.{d}f}'}</td></tr>" for r in rows)
     return ("<table cellspacing='0' cellpadding='1'><tr><th align='left'>segment</th><th align='left'>image</th>"
             f"<th>mL</th><th>median</th></tr>{cells}</table>")

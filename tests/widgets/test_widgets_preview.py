@@ -162,3 +162,15 @@ def test_enlarge_floats_the_preview_and_dock_back_returns_it(studio, qtbot):
     preview.enlarge_btn.click()
     qtbot.waitUntil(lambda: not dock.isFloating(), timeout=5000)
     assert preview.enlarge_btn.text() == "Enlarge"
+
+
+def test_statistics_medians_share_one_decimal_count():
+    """z-scored medians read "0.060" beside "2.992" (one count per column), not "0.06008"."""
+    from napari_lesionmix.widgets.stats import SegmentRow, format_rows, median_decimals
+
+    assert median_decimals([2.992, 0.06008, float("nan")]) == 3
+    assert median_decimals([312.46, 98.1]) == 1 and median_decimals([12345.0]) == 0
+    assert median_decimals([0.0012, 0.0004]) == 4 and median_decimals([]) == 3
+    text = format_rows([SegmentRow("host lesions", "host", 1.0, 2.992), SegmentRow("normal brain", "host", 2.0, 0.06008),
+                        SegmentRow("pasted lesions", "synthetic", 0.0, float("nan"))])
+    assert ">2.992<" in text and ">0.060<" in text and ">-<" in text
