@@ -1,7 +1,10 @@
 # Each target does its own set-up: the system packages napari needs (scripts/system-deps.sh installs
 # the missing ones when it can, else says what to install) and .venv at the repository root.
 # torch==2.13.0 is installed before the package on purpose: pip then satisfies the extras'
-# `torch>=2.2` from that wheel instead of resolving a multi-GB CUDA build. The core
+# `torch>=2.2` from that wheel instead of resolving a newer one. It is the CPU build only where the
+# pip configuration finds a CPU wheel first (this project's machines: /opt/wheels); from PyPI alone
+# it is the multi-GB CUDA build, so elsewhere point TORCH_SPEC at a CPU wheel (a path or URL from
+# download.pytorch.org/whl/cpu: `make venv TORCH_SPEC=/path/to/torch-…+cpu-….whl`). The core
 # (`pip install napari-lesionmix`) has no torch, Qt or napari: `qt` brings the studio
 # (napari, magicgui, qtpy, npe2, PyQt6, torch), `test` that and MONAI, TorchIO, pytest.
 PYTHON ?= python3
