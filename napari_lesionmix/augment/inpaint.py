@@ -39,17 +39,42 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_lesionmix.augment.distance import bounding_box
 from napari_lesionmix.errors import LesionMixError
 
 
-def _box(region: np.ndarray, margin: int) -> tuple[slice, ...]:
-    objs = ndi.find_objects(region.view(np.uint8) if region.dtype == bool else region.astype(np.uint8))
-    b = objs[0]
-    return tuple(slice(max(s.start - margin, 0), min(s.stop + margin, n)) for s, n in zip(b, region.shape, strict=True))
+def dilate_cross(mask: np.ndarray, iterations: int = 1) -> np.ndarray:
+    """``scipy.ndimage.binary_dilation`` of a 3D bool mask by the 6-neighbour cross, ``iterations`` times.
+
+    The same voxels (nothing beyond the array's edge, as ``border_value=0``), from
+    shifted ORs: several times faster than scipy's per-voxel structuring loop on
+    the boxes inpainting works on.
+    """
+    out = np.array(mask, dtype=bool, copy=True)
+    for _ in range(int(iterations)):
+        prev = out.copy()
+        out[1:] |= prev[:-1]
+        out[:-1] |= prev[1:]
+        out[:, 1:] |= prev[:, :-1]
+        out[:, :-1] |= prev[:, 1:]
+        out[:, :, 1:] |= prev[:, :, :-1]
+        out[:, :, :-1] |= prev[:, :, 1:]
+    return out
 
 
-def _telea_slices(sub: np.ndarray, mask_u8: np.ndarray, axis: int, radius: float):
-    """Inpaint every slice of ``sub`` across ``axis`` that holds region voxels; returns (fill, valid)."""
+def _grow(box: tuple[slice, ...], by: int, shape) -> tuple[slice, ...]:
+    return tuple(slice(max(b.start - by, 0), min(b.stop + by, n)) for b, n in zip(box, shape, strict=True))
+
+
+def _telea_slices(sub: np.ndarray, mask_u8: np.ndarray, axis: int, radius: float, margin: int):
+    """Inpaint every slice of ``sub`` across ``axis`` that holds region voxels; returns (fill, valid).
+
+    Each slice is inpainted on the box of its own region pixels plus ``margin``
+    (``ceil(radius) + 2``): Telea's update reads known pixels within ``radius``
+    only, so the fill is the same as on the whole slice (checked pixel for pixel
+    by the tests) at a fraction of OpenCV's per-image set-up. ``fill`` holds the
+    inpainted values on the region; elsewhere it is undefined.
+    """
     import cv2
 
     out = np.zeros(sub.shape, np.float32)
@@ -58,11 +83,17 @@ def _telea_slices(sub: np.ndarray, mask_u8: np.ndarray, axis: int, radius: float
     s_i = np.moveaxis(sub, axis, 0)
     s_o = np.moveaxis(out, axis, 0)
     s_v = np.moveaxis(valid, axis, 0)
-    for z in np.flatnonzero(s_m.reshape(s_m.shape[0], -1).any(axis=1)):
-        m = np.ascontiguousarray(s_m[z])
+    rows = s_m.any(axis=2)  # (slice, row): which rows of each slice hold region pixels
+    cols = s_m.any(axis=1)
+    for z in np.flatnonzero(rows.any(axis=1)):
+        m = s_m[z]
         if m.all() or min(m.shape) < 2:
             continue  # nothing known in this slice (or a degenerate one): the other axes fill it
-        s_o[z] = cv2.inpaint(np.ascontiguousarray(s_i[z]), m, float(radius), cv2.INPAINT_TELEA)
+        r, c = np.flatnonzero(rows[z]), np.flatnonzero(cols[z])
+        crop = (slice(max(int(r[0]) - margin, 0), min(int(r[-1]) + 1 + margin, m.shape[0])),
+                slice(max(int(c[0]) - margin, 0), min(int(c[-1]) + 1 + margin, m.shape[1])))
+        s_o[z][crop] = cv2.inpaint(np.ascontiguousarray(s_i[z][crop]), np.ascontiguousarray(m[crop]),
+                                   float(radius), cv2.INPAINT_TELEA)
         s_v[z] = True
     return out, valid
 
@@ -73,6 +104,8 @@ def inpaint_telea(
     radius: float = 3.0,
     axes: Sequence[int] = (0, 1, 2),
     clip: bool = True,
+    *,
+    box: tuple[slice, ...] | None = None,
 ) -> np.ndarray:
     """Fill ``region`` of a 3D image (or ``(C, I, J, K)`` channels) from the surrounding tissue.
 
@@ -80,7 +113,7 @@ def inpaint_telea(
     ----------
     image : ndarray, shape (I, J, K) or (C, I, J, K)
         Intensities (any float range).
-    region : ndarray of bool, shape (I, J, K)
+    region : ndarray of bool, shape (I, J, K), or the shape of ``box``
         Voxels to fill (e.g. removed lesions).
     radius : float
         Telea's neighbourhood radius ``eps`` in voxels (``inpaintRadius`` of OpenCV).
@@ -88,6 +121,9 @@ def inpaint_telea(
         Slicing axes of the slice-wise passes; their fills are averaged.
     clip : bool
         Clip the fill to the range of known voxels within ``radius`` of the region.
+    box : tuple of slices, optional
+        ``region`` is given on this box of the volume (and is empty outside it):
+        the same fill, without a pass over a full-volume region.
 
     Returns
     -------
@@ -98,25 +134,39 @@ def inpaint_telea(
     region = np.asarray(region, bool)
     squeeze = image.ndim == 3
     img = image[None] if squeeze else image
-    if img.ndim != 4 or img.shape[1:] != region.shape:
+    if img.ndim != 4 or (box is None and img.shape[1:] != region.shape):
         raise LesionMixError(
             f"Inpainting needs an image of shape {region.shape} (or channels of it), got {image.shape}."
         )
+    shape = img.shape[1:]
+    where = tuple(slice(0, n) for n in shape) if box is None else tuple(slice(*b.indices(n)[:2]) for b, n in
+                                                                         zip(box, shape, strict=True))
+    if region.shape != tuple(b.stop - b.start for b in where):
+        raise LesionMixError(f"The inpainting region has shape {region.shape} but its box {box} of the "
+                             f"{shape} volume has {tuple(b.stop - b.start for b in where)}.")
     if not np.isfinite(radius) or radius <= 0:
         raise LesionMixError(f"Inpainting radius must be > 0 voxels, got {radius}.")
     axes = tuple(int(a) for a in axes)
     if not axes or any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
         raise LesionMixError(f"Inpainting axes must be distinct values among 0, 1, 2, got {axes}.")
     out = img.astype(np.float32, copy=True)
-    if not region.any():
+    tight = bounding_box(region)
+    if tight is None:
         return out[0] if squeeze else out
-    if region.all():
+    if region.all() and region.shape == shape:
         raise LesionMixError("The inpainting region covers the whole volume; there is no tissue to fill from.")
-    box = _box(region, int(np.ceil(radius)) + 2)
-    m = region[box]
-    m_u8 = m.astype(np.uint8)
+    margin = int(np.ceil(radius)) + 2
+    box = _grow(tuple(slice(t.start + w.start, t.stop + w.start) for t, w in zip(tight, where, strict=True)),
+                margin, shape)
+    m = np.zeros(tuple(b.stop - b.start for b in box), bool)
+    both = tuple(slice(max(b.start, w.start), min(b.stop, w.stop)) for b, w in zip(box, where, strict=True))
+    m[tuple(slice(o.start - b.start, o.stop - b.start) for o, b in zip(both, box, strict=True))] = region[
+        tuple(slice(o.start - w.start, o.stop - w.start) for o, w in zip(both, where, strict=True))]
+    m_u8 = m.view(np.uint8)
     # The known voxels Telea draws from: within `radius` of the region.
-    band = ndi.binary_dilation(m, ndi.generate_binary_structure(3, 1), iterations=int(np.ceil(radius))) & ~m
+    band = dilate_cross(m, int(np.ceil(radius)))
+    band &= ~m
+    has_band = bool(band.any())
     for c in range(out.shape[0]):
         sub = out[c][box]
         known = sub[~m]
@@ -126,12 +176,13 @@ def inpaint_telea(
         total = np.zeros(sub.shape, np.float64)
         count = np.zeros(sub.shape, np.int32)
         for axis in axes:
-            fill, valid = _telea_slices(norm, m_u8, axis, radius)
+            fill, valid = _telea_slices(norm, m_u8, axis, radius, margin)
+            valid &= m  # only region voxels are read below
             total[valid] += fill[valid]
             count[valid] += 1
         todo = m & (count > 0)
         values = (total[todo] / count[todo]) / scale + lo
-        if clip and band.any():
+        if clip and has_band:
             values = np.clip(values, float(sub[band].min()), float(sub[band].max()))
         sub[todo] = values.astype(np.float32)
         rest = m & (count == 0)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage as ndi
 
-from napari_lesionmix.augment.inpaint import inpaint_telea
+from napari_lesionmix.augment.distance import bounding_box
+from napari_lesionmix.augment.inpaint import dilate_cross, inpaint_telea
 from napari_lesionmix.augment.lesion_load import voxel_volume_ml
 from napari_lesionmix.augment.lesionmix_params import Insertion, LesionMixParams
 from napari_lesionmix.augment.lesions import Lesion, components_box, label_components
@@ -174,29 +174,55 @@ def inpaint_shortfall(host: Case, params: LesionMixParams) -> str | None:
 
 def inpaint_region(host_label: np.ndarray, removals: Sequence[int], connectivity: int, dilate: int):
     """(removed lesion voxels, voxels to inpaint) for host component indices ``removals``."""
+    box, removed_box, region_box = inpaint_region_box(host_label, removals, connectivity, dilate)
+    removed = np.zeros(np.shape(host_label), bool)
+    region = np.zeros(np.shape(host_label), bool)
+    if box is not None:
+        removed[box] = removed_box
+        region[box] = region_box
+    return removed, region
+
+
+def inpaint_region_box(host_label: np.ndarray, removals: Sequence[int], connectivity: int, dilate: int):
+    """:func:`inpaint_region` on a box: ``(box, removed[box], region[box])``, both empty outside ``box``.
+
+    ``box`` is the removed lesions' bounding box grown by ``dilate`` (clipped to
+    the volume), or ``None`` when nothing is removed; no full-volume array is made.
+    """
     lbox, comps, n = components_box(host_label, connectivity)
     bad = [k for k in removals if not 0 <= k < n]
     if bad:
         raise LesionMixError(f"The host label has {n} lesion(s); removal index {bad[0]} does not exist.")
+    if lbox is None or not len(removals):
+        return None, None, None
     keep = np.zeros(n + 1, bool)
     keep[np.asarray(removals, int) + 1] = True
-    removed = np.zeros(np.shape(host_label), bool)
-    if lbox is not None:
-        removed[lbox] = keep[comps]
-    region = removed
-    if dilate > 0 and removed.any():
-        # Dilate on the removed lesions' box (plus the rim), not the whole volume.
-        box = ndi.find_objects(removed.view(np.uint8))[0]
-        box = tuple(slice(max(b.start - dilate, 0), min(b.stop + dilate, n)) for b, n in zip(box, removed.shape, strict=True))
-        region = removed.copy()
-        rim = ndi.binary_dilation(removed[box], ndi.generate_binary_structure(3, 1), iterations=int(dilate))
-        region[box] = rim & ((host_label[box] == 0) | removed[box])
-    return removed, region
+    removed_l = keep[comps]  # on the lesions' box
+    tight = bounding_box(removed_l)
+    shape = np.shape(host_label)
+    box = tuple(slice(max(lb.start + t.start - dilate, 0), min(lb.start + t.stop + dilate, n_))
+                for lb, t, n_ in zip(lbox, tight, shape, strict=True))
+    removed = np.zeros(tuple(b.stop - b.start for b in box), bool)
+    # The removed voxels all lie in both boxes: copy their intersection.
+    both = tuple(slice(max(b.start, lb.start), min(b.stop, lb.stop)) for b, lb in zip(box, lbox, strict=True))
+    removed[tuple(slice(o.start - b.start, o.stop - b.start) for o, b in zip(both, box, strict=True))] = removed_l[
+        tuple(slice(o.start - lb.start, o.stop - lb.start) for o, lb in zip(both, lbox, strict=True))]
+    if dilate <= 0:
+        return box, removed, removed
+    # The partial-volume rim: `dilate` steps of the 6-neighbour cross, never into kept lesions.
+    rim = dilate_cross(removed, int(dilate))
+    region = rim & ((np.asarray(host_label)[box] == 0) | removed)
+    return box, removed, region
 
 
 def apply_inpaint(host: Case, params: LesionMixParams):
-    removed, region = inpaint_region(host.label, params.removals, params.connectivity, params.inpaint_dilate)
-    image = inpaint_telea(host.image, region, params.inpaint_radius, params.inpaint_axes)
+    box, removed, region = inpaint_region_box(host.label, params.removals, params.connectivity,
+                                              params.inpaint_dilate)
     label = host.label.copy()
-    label[removed] = 0
-    return image, label, region.astype(np.float32)
+    mask = np.zeros(host.shape, np.float32)
+    if box is None:
+        return host.image.astype(np.float32, copy=True), label, mask
+    image = inpaint_telea(host.image, region, params.inpaint_radius, params.inpaint_axes, box=box)
+    label[box][removed] = 0
+    mask[box] = region
+    return image, label, mask
