@@ -24,6 +24,7 @@ dataset's lesions are extracted once per process however many samples use them.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -117,12 +118,20 @@ def label_components(label: np.ndarray, connectivity: int = 26) -> tuple[np.ndar
     return comps, n
 
 
+#: Recent :func:`components_box` results, most recent last: ``(box, connectivity) -> (label[box], comps, n)``.
+#: An entry is used only when the label's box holds the same values (the result depends on nothing
+#: else), so it is never stale: LesionMix labels a host when it draws and again when it applies.
+_COMPONENTS: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, int]] = OrderedDict()
+_COMPONENTS_MAX_BYTES = 64 * 2**20
+
+
 def components_box(label: np.ndarray, connectivity: int = 26):
     """:func:`label_components` on the lesions' bounding box: ``(box, components on it, n)``.
 
     Labelling scans in raster order, which a sub-box keeps, so the numbering is
     that of the whole volume; outside ``box`` every voxel is 0 (``box`` is
-    ``None`` without lesions).
+    ``None`` without lesions). The components array is read-only (it may be
+    shared with a later call on the same label).
     """
     structure = connectivity_structure(connectivity)
     label = np.asarray(label)
@@ -133,7 +142,18 @@ def components_box(label: np.ndarray, connectivity: int = 26):
         box = objs[0] if objs and objs[0] is not None else None
     if box is None:
         return None, np.zeros((0,) * label.ndim, np.int32), 0
-    comps, n = ndi.label(label[box] != 0, structure=structure)
+    sub = label[box]
+    key = (tuple((b.start, b.stop) for b in box), label.shape, label.dtype.str, int(connectivity))
+    hit = _COMPONENTS.get(key)
+    if hit is not None and np.array_equal(hit[0], sub):
+        _COMPONENTS.move_to_end(key)
+        return box, hit[1], hit[2]
+    comps, n = ndi.label(sub != 0, structure=structure)
+    comps.flags.writeable = False
+    _COMPONENTS[key] = (sub.copy(), comps, n)
+    while len(_COMPONENTS) > 1 and sum(v[0].nbytes + v[1].nbytes for v in _COMPONENTS.values()) > \
+            _COMPONENTS_MAX_BYTES:
+        _COMPONENTS.popitem(last=False)
     return box, comps, n
 
 

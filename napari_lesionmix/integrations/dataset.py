@@ -52,10 +52,14 @@ class LesionMixDataset:
         Applied to each item dict after it is made (e.g. a MONAI crop).
     on_sample : callable, optional
         ``on_sample(index, params_json)`` for each synthetic item, in the worker that makes it.
+    with_mask : bool
+        Put the mixing mask in each item (``False``: image and label only, as an
+        exported folder holds; at 1 mm that is 35 MB less per item to send from a
+        DataLoader worker).
 
     Items are dicts: ``image`` (C, I, J, K) float32, ``label`` (1, I, J, K)
     float32 (soft for Mixup/CutMix), ``mask`` (1, I, J, K) float32 (the mixing
-    mask), ``affine`` (4, 4), ``case_id`` (the host), ``method`` and ``params``
+    mask; left out with ``with_mask=False``), ``affine`` (4, 4), ``case_id`` (the host), ``method`` and ``params``
     (JSON; ``""`` for a real item) and ``index`` (the sample index).
 
     Examples
@@ -72,7 +76,7 @@ class LesionMixDataset:
                  seed: int = 0, options: Mapping[str, Mapping[str, Any]] | None = None,
                  weights: Sequence[float] | None = None, p_synthetic: float = 1.0, length: int | None = None,
                  transform: Callable[[dict], Any] | None = None,
-                 on_sample: Callable[[int, str], None] | None = None):
+                 on_sample: Callable[[int, str], None] | None = None, with_mask: bool = True):
         self.pool = DonorPool(dataset_dir)
         names = [methods] if isinstance(methods, str) else list(methods)
         if not names:
@@ -93,6 +97,7 @@ class LesionMixDataset:
         if self.length < 1:
             raise LesionMixError(f"length must be at least 1, got {length}.")
         self.transform, self.on_sample = transform, on_sample
+        self.with_mask = bool(with_mask)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -124,28 +129,28 @@ class LesionMixDataset:
         engine = self.engine_for(index, choice)
         params = engine.draw(self.seed, index, host, brain, choice=choice)
         if params is None:
-            out = self._item(host, None, index, "", "")
+            out = self._item(host, None, index, "", "", self.with_mask)
         else:
             text = params.to_json(indent=None)
-            out = self._item(host, engine.apply(params, host, brain), index, engine.method.name, text)
+            out = self._item(host, engine.apply(params, host, brain), index, engine.method.name, text,
+                             self.with_mask)
             if self.on_sample is not None:
                 self.on_sample(index, text)
         return self.transform(out) if self.transform is not None else out
 
     @staticmethod
-    def _item(host, syn: Synthetic | None, index: int, method: str, params: str) -> dict:
+    def _item(host, syn: Synthetic | None, index: int, method: str, params: str, with_mask: bool = True) -> dict:
         label = host.label if syn is None else syn.label
-        mask = np.zeros(host.shape, np.float32) if syn is None else syn.mask
-        return {
+        item = {
             "image": np.ascontiguousarray(host.image if syn is None else syn.image, np.float32),
             "label": np.asarray(label, np.float32)[None],
-            "mask": np.asarray(mask, np.float32)[None],
-            "affine": np.asarray(host.affine, np.float64),
-            "case_id": host.case_id,
-            "method": method,
-            "params": params,
-            "index": index,
         }
+        if with_mask:
+            mask = np.zeros(host.shape, np.float32) if syn is None else syn.mask
+            item["mask"] = np.asarray(mask, np.float32)[None]
+        item.update(affine=np.asarray(host.affine, np.float64), case_id=host.case_id, method=method,
+                    params=params, index=index)
+        return item
 
     def replay(self, params: Params | str) -> Synthetic:
         """The sample of recorded params (an item's ``params`` JSON), from this dataset's cases."""

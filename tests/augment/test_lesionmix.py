@@ -87,6 +87,27 @@ def test_connectivity_is_configurable():
     assert len(extract_lesions(case, connectivity=6)) == 2
 
 
+def test_component_labelling_is_remembered_only_for_the_same_label_values():
+    from napari_lesionmix.augment.lesions import components_box
+
+    case = make_case(seed=3, n_lesions=4, shape=SHAPE)
+    label = case.label.copy()
+    box, comps, n = components_box(label)
+    again = components_box(label.copy())  # equal values, another array: the remembered result
+    assert again[1] is comps and again[2] == n and not comps.flags.writeable
+    # The same box, one lesion voxel changed in place: labelled afresh, never the stale result.
+    inner = tuple(slice(b.start + 1, b.stop - 1) for b in box)
+    hole = np.argwhere(label[inner] != 0)[0] + [b.start for b in inner]
+    label[tuple(hole)] = 0
+    want, n_want = ndi.label(label[box] != 0, structure=np.ones((3, 3, 3)))
+    box2, comps2, n2 = components_box(label)
+    assert box2 == box and comps2 is not comps
+    np.testing.assert_array_equal(comps2, want)
+    assert n2 == n_want
+    # Another connectivity is another result.
+    assert components_box(label, 6)[1] is not comps2
+
+
 def test_bank_is_lazy_and_cached(small_dataset):
     root, cases = small_dataset
     bank = LesionBank.from_dataset(root)
