@@ -112,6 +112,16 @@ def test_dataset_mixes_real_and_synthetic_items(dataset_dir):
     assert np.array_equal(real[0]["image"], host.image)
 
 
+def test_dataset_items_without_the_mask_are_the_same_items(dataset_dir):
+    full = LesionMixDataset(dataset_dir, methods="carvemix", seed=1, p_synthetic=0.5, length=6)
+    slim = LesionMixDataset(dataset_dir, methods="carvemix", seed=1, p_synthetic=0.5, length=6, with_mask=False)
+    for i in range(6):
+        a, b = full[i], slim[i]
+        assert "mask" in a and "mask" not in b and set(a) - set(b) == {"mask"}
+        for key in b:
+            assert np.array_equal(a[key], b[key]) if isinstance(b[key], np.ndarray) else a[key] == b[key]
+
+
 def test_dataset_rejects_bad_settings(dataset_dir):
     with pytest.raises(LesionMixError, match="Unknown augmentation method 'nope'"):
         LesionMixDataset(dataset_dir, methods="nope")
