@@ -397,7 +397,13 @@ def apply_intensity(
                     ch -= np.float32(lo)
                     ch *= np.float32(1.0 / (hi - lo))
                     np.maximum(ch, 0.0, out=ch)
-                    np.power(ch, np.float32(op.value), out=ch)
+                    if op.value > 0 and not (lo == 0 and math.copysign(1.0, lo) < 0):
+                        # 0 ** g is 0 for g > 0, so the zeros (a scan's background, often most of
+                        # the volume) are left as they are: the same bytes, several times faster.
+                        # (With lo = -0.0 a kept -0.0 would end as -0.0, not +0.0: take the plain path.)
+                        np.power(ch, np.float32(op.value), out=ch, where=ch != 0)
+                    else:
+                        np.power(ch, np.float32(op.value), out=ch)
                     ch *= np.float32(hi - lo)
                     ch += np.float32(lo)
             elif op.kind == "noise":

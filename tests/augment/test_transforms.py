@@ -127,3 +127,20 @@ def test_sampling_is_seeded_and_in_range():
     assert 0.7 <= inten[1].value <= 1.5 and inten[2].seed is not None
     with pytest.raises(LesionMixError, match="Unknown rigid transform 'shear'"):
         sample_rigid(np.random.default_rng(0), "shear")
+
+
+@pytest.mark.parametrize("gamma", [0.7, 1.6, 3.0])
+def test_gamma_skipping_zeros_gives_the_plain_bytes(gamma):
+    # apply_intensity leaves the voxels at the channel minimum (0 after rescaling) out of the power.
+    rng = np.random.default_rng(int(gamma * 10))
+    image = rng.gamma(2.0, 50.0, (2, 12, 10, 9)).astype(np.float32)
+    image[:, :6] = 0.0  # a background at the minimum
+    image[0, 0, 0, :3] = -0.0
+    image[1] -= 40.0  # a channel whose minimum is not 0
+    out = apply_intensity(image, IntensityParams("gamma", gamma))
+    want = np.empty_like(image)
+    for c, ch in enumerate(image):
+        lo, hi = float(ch.min()), float(ch.max())
+        x = np.maximum((ch - np.float32(lo)) * np.float32(1.0 / (hi - lo)), 0.0)
+        want[c] = np.power(x, np.float32(gamma)) * np.float32(hi - lo) + np.float32(lo)
+    np.testing.assert_array_equal(out.view(np.uint32), want.view(np.uint32))
