@@ -82,6 +82,67 @@ def test_coords_match_affine_transform_bitwise():
             assert fresh.resample_at(vol, where, order, mode).tobytes() == ref[where].tobytes()
 
 
+def _random_affine_warps(rng, n):
+    aug = LesionAugment(p_elastic=0.0, p_rotate=0.9, p_scale=0.8)
+    while n:
+        shape = tuple(rng.integers(3, 18, 3))
+        m = rng.random(shape) < 0.3
+        if not m.any():
+            continue
+        sp = [(1.0, 1.0, 1.0), (1.0, 1.0, 2.5), (0.8, 1.2, 2.0)][n % 3]
+        warp = lesion_warp(_L(m, sp), draw_transform(rng, aug), pad=int(rng.integers(0, 6)))
+        if warp.inverse is not None:
+            n -= 1
+            yield m, warp
+
+
+def test_affine_reaches_is_the_coordinate_test_without_coordinates():
+    """Row intervals hold every voxel the coordinate test keeps, and only voxels within 1e-6 of it."""
+    rng = np.random.default_rng(11)
+    for m, warp in _random_affine_warps(rng, 80):
+        idx = np.nonzero(m)
+        lo, hi = np.array([i.min() for i in idx]), np.array([i.max() for i in idx])
+        fast = warp.reaches(lo, hi)  # affine: no coordinate array
+        assert warp._coords is None
+        c = warp.coords()
+        exact = np.ones(warp.shape, bool)
+        loose = np.ones(warp.shape, bool)
+        for a in range(3):
+            exact &= (c[a] > lo[a] - 1.001) & (c[a] < hi[a] + 1.001)
+            loose &= (c[a] > lo[a] - 1.001 - 1e-5) & (c[a] < hi[a] + 1.001 + 1e-5)
+        assert not (exact & ~fast).any()  # a superset ...
+        assert not (fast & ~loose).any()  # ... by no more than the tolerance
+
+
+def test_coordinates_of_some_voxels_are_those_of_the_whole_crop():
+    rng = np.random.default_rng(12)
+    for _, warp in _random_affine_warps(rng, 40):
+        where = rng.random(warp.shape) < 0.3
+        fresh = Warp(warp.shape, warp.center, warp.pad, warp.inverse, warp.source_center)
+        assert fresh.coords_at(where).tobytes() == warp.coords()[:, where].tobytes()
+
+
+def test_warp_geometry_is_remembered_and_read_only():
+    from napari_lesionmix.augment.paste import warp as warp_module
+
+    rng = np.random.default_rng(13)
+    lesion = _L(rng.random((9, 11, 7)) < 0.4, (1.0, 1.0, 2.0))
+    tf = draw_transform(rng, LesionAugment(p_rotate=1.0, p_elastic=0.0))
+    warp_module._GEOMETRY.clear()
+    first = lesion_warp(lesion, tf, pad=3)
+    again = lesion_warp(lesion, tf, pad=3)  # from the cache
+    warp_module._GEOMETRY.clear()
+    fresh = lesion_warp(lesion, tf, pad=3)
+    for w in (again, fresh):
+        assert w.shape == first.shape
+        assert w.center.tobytes() == first.center.tobytes()
+        assert w.inverse.tobytes() == first.inverse.tobytes()
+    assert not again.inverse.flags.writeable
+    padded = lesion_warp(lesion, tf, pad=5)  # the same geometry, framed two voxels wider
+    assert padded.shape == tuple(n + 4 for n in first.shape)
+    assert (padded.center - first.center).tolist() == [2.0, 2.0, 2.0]
+
+
 def _reference_populate(host, params, bank, brain):
     """The pre-box-blend populate apply: every lesion's whole crop soft-masked and blended."""
     from napari_lesionmix.augment.paste.warp import (

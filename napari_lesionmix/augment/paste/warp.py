@@ -168,13 +168,33 @@ class Warp:
                                         order=order, mode=mode, cval=cval, prefilter=order > 1)
         return ndi.map_coordinates(vol, self.coords(), order=order, mode=mode, cval=cval, prefilter=order > 1)
 
+    def coords_at(self, where: np.ndarray) -> np.ndarray:
+        """``coords()[:, where]``, ``(3, n)`` float64; affine warps compute those voxels only.
+
+        The same operations, in the same order, as :meth:`coords` on the whole
+        crop, one voxel at a time: the same numbers.
+        """
+        if self.disp is not None or self._coords is not None:
+            return self.coords()[:, where]
+        idx = [i.astype(np.float64) for i in np.nonzero(where)]
+        inv, off = np.ascontiguousarray(self.inverse, np.float64), self.offset().astype(np.float64)
+        out = np.empty((3, idx[0].size))
+        for h in range(3):
+            c = out[h]
+            np.multiply(idx[0], inv[h, 0], out=c)
+            c += 0.0
+            c += idx[1] * inv[h, 1]
+            c += idx[2] * inv[h, 2]
+            c += off[h]
+        return out
+
     def resample_at(self, vol: np.ndarray, where: np.ndarray, order: int, mode: str = "constant",
                     cval: float = 0.0) -> np.ndarray:
         """``resample(vol, ...)[where]`` (``where``: bool, ``shape``), computed on those voxels only."""
         if self.inverse is None:
             return self.resample(vol, order, mode, cval)[where]
-        pts = self.coords()[:, where]
-        return ndi.map_coordinates(vol, pts, order=order, mode=mode, cval=cval, prefilter=order > 1)
+        return ndi.map_coordinates(vol, self.coords_at(where), order=order, mode=mode, cval=cval,
+                                   prefilter=order > 1)
 
     def reaches(self, box_lo, box_hi) -> np.ndarray:
         """Output voxels whose source coordinate lies within one voxel of the source box ``[lo, hi]``.
@@ -182,12 +202,40 @@ class Warp:
         A superset of the voxels where an order-0/1, constant-mode resampling of
         a volume that is zero outside that box can be non-zero.
         """
+        if self.disp is None and self._coords is None:
+            return self._affine_reaches(box_lo, box_hi)
         c = self.coords()
         ok = np.ones(self.shape, bool)
         for a in range(3):
             ok &= c[a] > box_lo[a] - 1.001
             ok &= c[a] < box_hi[a] + 1.001
         return ok
+
+    def _affine_reaches(self, box_lo, box_hi) -> np.ndarray:
+        """:meth:`reaches` of an affine warp without its coordinates: an interval of ``k`` per ``(i, j)`` row.
+
+        Along a row the source coordinate is linear in ``k``, so each axis's
+        test bounds ``k`` to an interval. The bounds are widened by 1e-6 voxel,
+        far above the rounding of the coordinates (about 1e-13 voxel): a
+        superset of the coordinate test, which is all a caller needs.
+        """
+        n0, n1, n2 = self.shape
+        inv, off = self.inverse, self.offset()
+        i = np.arange(n0, dtype=np.float64)[:, None]
+        j = np.arange(n1, dtype=np.float64)[None, :]
+        k_lo = np.zeros((n0, n1))
+        k_hi = np.full((n0, n1), n2 - 1.0)
+        for a in range(3):
+            base = i * inv[a, 0] + j * inv[a, 1] + off[a]
+            lo, hi, s = box_lo[a] - 1.001 - 1e-6, box_hi[a] + 1.001 + 1e-6, inv[a, 2]
+            if s == 0:
+                k_hi = np.where((base > lo) & (base < hi), k_hi, -1.0)
+                continue
+            a_end, b_end = (lo - base) / s, (hi - base) / s
+            k_lo = np.maximum(k_lo, np.minimum(a_end, b_end))
+            k_hi = np.minimum(k_hi, np.maximum(a_end, b_end))
+        k = np.arange(n2)
+        return (k >= np.ceil(k_lo)[..., None]) & (k <= np.floor(k_hi)[..., None])
 
 
 def lesion_warp(lesion: Lesion, tf: LesionTransform, pad: int = 0) -> Warp:
@@ -201,23 +249,57 @@ def lesion_warp(lesion: Lesion, tf: LesionTransform, pad: int = 0) -> Warp:
     the unpadded box, so a warp with any ``pad`` gives the same lesion, merely
     framed differently (the sampler warps masks with ``pad=0``).
     """
-    # Centre on the half-voxel grid nearest the centroid, and keep the output grid
-    # offset from it by whole voxels: flips (and the identity) then map voxel
-    # centres onto voxel centres exactly, with no interpolation loss.
-    c = np.round(2 * lesion.centroid_in_crop) / 2
-    in_shape = np.array(lesion.mask.shape)
-    m, t = compose([tf.affine], lesion.spacing)  # voxel units; rotations act in mm
+    c, core, center, inv = _geometry(lesion, tf)
+    if core is None:
+        return Warp(tuple(int(s + 2 * pad) for s in lesion.mask.shape), c + pad, pad)
     elastic = tf.elastic is not None and tf.elastic.magnitude > 0
-    if np.allclose(m, np.eye(3), rtol=0, atol=1e-12) and not elastic and not np.any(t):
-        return Warp(tuple(int(s + 2 * pad) for s in in_shape), c + pad, pad)
-    corners = np.array(np.meshgrid(*[[-0.5, n - 0.5] for n in in_shape], indexing="ij")).reshape(3, -1)
-    out = m @ (corners - c[:, None]) + c[:, None] + t[:, None]
-    shift = -np.floor(out.min(axis=1) + 0.5)  # whole voxels
-    core = tuple(int(v) for v in np.ceil(out.max(axis=1) - 0.5 + shift) + 1)
     disp = _field(core, tf.elastic) if elastic else None
     shape = tuple(n + 2 * pad for n in core)
     # Output voxel v reads the affine pre-image of v + u(v): one resampling, not two.
-    return Warp(shape, c + shift + t + pad, pad, np.linalg.inv(m), c, disp)
+    return Warp(shape, center + pad, pad, inv, c, disp)
+
+
+#: :func:`_geometry` by (crop shape, centroid, spacing, affine, elastic), most recent last:
+#: populate warps each inserted lesion when it draws and again when it applies.
+_GEOMETRY: OrderedDict[tuple, tuple] = OrderedDict()
+_GEOMETRY_MAX = 1024
+_EYE = np.eye(3)
+
+
+def _geometry(lesion: Lesion, tf: LesionTransform):
+    """``(c, core, centre, inverse)`` of :func:`lesion_warp` before its pad (``core`` None: the identity).
+
+    The arrays are read-only and shared between calls with the same key.
+    """
+    centroid = np.asarray(lesion.centroid_in_crop, np.float64)
+    key = (lesion.mask.shape, tuple(centroid.tolist()), tuple(lesion.spacing), tf.affine, tf.elastic)
+    hit = _GEOMETRY.get(key)
+    if hit is not None:
+        _GEOMETRY.move_to_end(key)
+        return hit
+    # Centre on the half-voxel grid nearest the centroid, and keep the output grid
+    # offset from it by whole voxels: flips (and the identity) then map voxel
+    # centres onto voxel centres exactly, with no interpolation loss.
+    c = np.round(2 * centroid) / 2
+    m, t = compose([tf.affine], lesion.spacing)  # voxel units; rotations act in mm
+    elastic = tf.elastic is not None and tf.elastic.magnitude > 0
+    # |m - I| <= 1e-12 everywhere (np.allclose with rtol=0, NaN-safe), no translation, no field.
+    if np.abs(m - _EYE).max() <= 1e-12 and not elastic and not np.any(t):
+        hit = (c, None, None, None)
+    else:
+        in_shape = lesion.mask.shape
+        corners = np.array(np.meshgrid(*[[-0.5, n - 0.5] for n in in_shape], indexing="ij")).reshape(3, -1)
+        out = m @ (corners - c[:, None]) + c[:, None] + t[:, None]
+        shift = -np.floor(out.min(axis=1) + 0.5)  # whole voxels
+        core = tuple(int(v) for v in np.ceil(out.max(axis=1) - 0.5 + shift) + 1)
+        hit = (c, core, c + shift + t, np.linalg.inv(m))
+    for a in hit:
+        if isinstance(a, np.ndarray):
+            a.flags.writeable = False
+    _GEOMETRY[key] = hit
+    if len(_GEOMETRY) > _GEOMETRY_MAX:
+        _GEOMETRY.popitem(last=False)
+    return hit
 
 
 #: Elastic fields by (shape, params), most recent last: populate warps each inserted lesion's
