@@ -55,6 +55,21 @@ def test_soft_mask_matches_reference(seed):
         assert got.tobytes() == _reference_soft_mask(big, a, ke, kd, sp).tobytes()
 
 
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.0, 2.0, 2.0), (0.5, 0.5, 0.5)])
+def test_band_reach_by_min_plus_passes_matches_the_distance_threshold(spacing):
+    from napari_lesionmix.augment.softmask import _within_ball
+
+    rng = np.random.default_rng(int(spacing[0] * 4))
+    for i in range(150):
+        shape = tuple(rng.integers(1, 26, 3))
+        m = rng.random(shape) < rng.uniform(0.001, 0.3)
+        if i % 2:
+            m = ndi.gaussian_filter(m.astype(float), 1.0) > 0.2
+        r = int(rng.integers(0, 12))
+        ref = (_edt(~m, spacing) / spacing[0] <= r) | m
+        assert np.array_equal(_within_ball(m, r) | m, ref), (shape, r)
+
+
 class _L:
     def __init__(self, mask, spacing):
         self.mask = mask
