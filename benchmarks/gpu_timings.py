@@ -69,7 +69,19 @@ WHEEL_DIR = ".whl"
 PARTS = ("inference", "training", "export", "training-cpu")
 #: Seconds each part needs at least (full size, quick size): a part is skipped below this.
 NEED_S = {"inference": (60, 2), "training": (60, 2), "export": (60, 2), "training-cpu": (40, 2)}
-PAPER = "batch 16, 64^3, AdamW 1e-4/5e-5, loss 100/10/1"
+#: Every size of the run, full (the GPU machine's run) and quick (the CPU smoke run). ``gen``: generator
+#: (patch, batch) pairs (``None``: the checkpoint's own patch); ``grids``: pastes timed; ``train``: subjects,
+#: batch, patch, warm-up and timed steps, grid; ``export``: cases per 1-worker and N-worker export,
+#: volumes held for the baseline and cases it writes, Dask worker processes (else threads);
+#: ``train_cpu_steps``: warm-up and timed steps of ``training-cpu`` (seconds each at the paper's size).
+SIZES = {
+    "full": {"gen": [(None, 4), (None, 32), (64, 4), (64, 16)], "gen_reps": (50, 2.0, 5, 4.0), "grids": ("2 mm", "1 mm"),
+             "train": (("sub-01", "sub-02", "sub-03", "sub-04"), 16, 64, 3, 20, "1 mm"),
+             "train_cpu_steps": (1, 2), "export": (96, 16, 32, 32, True)},
+    "quick": {"gen": [(16, 2), (16, 4)], "gen_reps": (1, 0.0, 1, 0.0), "grids": ("2 mm",),
+              "train": (("sub-01", "sub-02"), 2, 16, 1, 2, "2 mm"), "train_cpu_steps": (1, 1),
+              "export": (12, 6, 12, 4, False)},
+}
 
 
 def fail(msg: str) -> SystemExit:
@@ -141,7 +153,7 @@ class Budget:
         return self.left() >= need_s
 
     def why_not(self, need_s: float) -> str:
-        return f"skipped: {max(self.left(), 0):.0f} s left of --budget-s {self.seconds:.0f}, it needs about {need_s:.0f} s"
+        return f"skipped: {max(self.left(), 0):.0f} s left of --budget-s {self.seconds:g}, it needs about {need_s:.0f} s"
 
 
 def row(part: str, what: str, result: str, compared: str = "", ratio: float | None = None, **data) -> dict:
@@ -202,8 +214,10 @@ def inference(device, quick: bool, budget: Budget, cpu_threads: int) -> list[dic
     hs = {"dev": ARHNetHarmonizer(model, device=str(device)), "cpu": ARHNetHarmonizer(model, device="cpu")}
     p0 = hs["dev"].patch_size
     rows = []
-    configs = [(16, 2), (16, 4)] if quick else [(p0, 4), (p0, 32), (64, 4), (64, 16)]
-    for patch, batch in configs:
+    size = SIZES["quick" if quick else "full"]
+    gpu_reps, gpu_s, cpu_reps, cpu_s = size["gen_reps"]
+    for patch, batch in size["gen"]:
+        patch = patch or p0
         if not budget.allows(2 if quick else 10):
             rows.append(row("inference", f"generator {patch}^3 x {batch}", budget.why_not(10)))
             continue
@@ -220,14 +234,14 @@ def inference(device, quick: bool, budget: Budget, cpu_threads: int) -> list[dic
                     gen.difference(x, m)
 
             gpu = dev.type == "cuda"
-            t = timed_reps(call, syncer(dev), warm=3 if gpu else 1, max_reps=1 if quick else (50 if gpu else 5),
-                           max_s=0 if quick else (2.0 if gpu else 4.0))
+            t = timed_reps(call, syncer(dev), warm=3 if gpu else 1, max_reps=gpu_reps if gpu else cpu_reps,
+                           max_s=gpu_s if gpu else cpu_s)
             res[key] = batch / statistics.median(t)
         rows.append(row("inference", f"generator {patch}^3 x {batch}, fp32", f"{res['dev']:.1f} patches/s ({device})",
                         f"{res['cpu']:.1f} patches/s (CPU, {cpu_threads} threads)", res["dev"] / res["cpu"],
                         patch=patch, batch=batch, patches_per_s=res["dev"], cpu_patches_per_s=res["cpu"]))
-    grids = [("2 mm", load_2mm)] if quick else [("2 mm", load_2mm), ("1 mm", load_1mm)]
-    for grid, load in grids:
+    for grid in size["grids"]:
+        load = {"2 mm": load_2mm, "1 mm": load_1mm}[grid]
         if not budget.allows(2 if quick else 20):
             rows.append(row("inference", f"harmonize a {grid} paste", budget.why_not(20)))
             continue
@@ -257,8 +271,12 @@ def inference(device, quick: bool, budget: Budget, cpu_threads: int) -> list[dic
 # ---------------------------------------------------------------------------------------- training
 
 
-def training(device, quick: bool, budget: Budget, amps=(True, False)) -> list[dict]:
-    """``train_harmonizer``'s loop at the paper's settings: it/s of the median step, data share, peak memory."""
+def training(device, quick: bool, budget: Budget, amps=(True, False), steps: tuple[int, int] | None = None,
+             part: str = "training") -> list[dict]:
+    """``train_harmonizer``'s loop at the paper's settings: it/s of the median step, data share, peak memory.
+
+    ``steps``: (warm-up >= 1, timed) steps instead of the size's; ``part``: the rows' part.
+    """
     import numpy as np
     import torch
     from _volumes import load_1mm, load_2mm
@@ -268,14 +286,13 @@ def training(device, quick: bool, budget: Budget, amps=(True, False)) -> list[di
     from napari_lesionmix.harmonize.train import train_harmonizer
     from napari_lesionmix.random import sample_rng
 
-    ids = ("sub-01", "sub-02") if quick else ("sub-01", "sub-02", "sub-03", "sub-04")
-    cases = [(load_2mm if quick else load_1mm)(c) for c in ids]
-    batch, patch, warm, steps = (2, 16, 1, 2) if quick else (16, 64, 3, 20)
-    grid = "2 mm" if quick else "1 mm"
+    ids, batch, patch, warm, timed, grid = SIZES["quick" if quick else "full"]["train"]
+    warm, timed = steps or (warm, timed)
+    cases = [{"2 mm": load_2mm, "1 mm": load_1mm}[grid](c) for c in ids]
     # The paper's settings (TrainConfig's defaults are its values), its generator input (no anchoring)
     # and Eq. 1 law; one epoch of exactly warm + steps steps, no validation.
     base = TrainConfig(epochs=1, batch_size=batch, patch_size=patch, anchor="none", gain_range=0.0, n_val=0,
-                       cross_val_every=0, patches_per_case=math.ceil((warm + steps) * batch / len(cases)),
+                       cross_val_every=0, patches_per_case=math.ceil((warm + timed) * batch / len(cases)),
                        device=str(device), seed=0)
     tcs = load_training_cases(cases, normalisation=base.normalisation)
     rng = sample_rng(0, 0)
@@ -288,7 +305,7 @@ def training(device, quick: bool, budget: Budget, amps=(True, False)) -> list[di
         label = ("bf16 AMP" if torch.cuda.is_bf16_supported() else "fp16 AMP") if amp and gpu else "fp32"
         what = f"train ARHNet, {'paper settings' if not quick else 'tiny'} ({batch} x {patch}^3 at {grid}), {label}"
         if not budget.allows(2 if quick else 30):
-            rows.append(row("training", what, budget.why_not(30)))
+            rows.append(row(part, what, budget.why_not(30)))
             continue
         stamps: list[float] = []
 
@@ -307,7 +324,7 @@ def training(device, quick: bool, budget: Budget, amps=(True, False)) -> list[di
         med = float(np.median(step_s))
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if gpu else None
         mem = f", peak {peak:.2f} GiB" if peak is not None else ""
-        rows.append(row("training", what, f"{1 / med:.2f} it/s ({1e3 * med:.0f} ms/step{mem})",
+        rows.append(row(part, what, f"{1 / med:.2f} it/s ({1e3 * med:.0f} ms/step{mem})",
                         f"of which patch sampling {data_ms:.1f} ms (CPU)", None, it_per_s=1 / med,
                         step_ms_median=1e3 * med, step_ms=[round(1e3 * s, 2) for s in step_s.tolist()],
                         data_ms=data_ms, peak_gpu_gib=peak, amp=label, timed_steps=len(step_s), warmup_steps=warm,
@@ -326,19 +343,24 @@ def export_rows(quick: bool, budget: Budget, workers: int) -> list[dict]:
 
     # Cases per export, volumes held for the baseline and cases it writes. LesionMix needs >= 12 cases
     # for 5 folds (fewer fail its fold check, after the export).
-    n1, nw, n_vol, n_base = (12, 12, 12, 4) if quick else (64, 16 * workers, 32, 32)
+    n1, per_worker, n_vol, n_base, processes = SIZES["quick" if quick else "full"]["export"]
+    nw = per_worker * workers
     dask_missing = missing(NEEDS_DASK)
     rows = []
     tuned = et.keep_freed_memory()
     work = Path(tempfile.mkdtemp(prefix="lmx_gpu_export_"))
-    cluster = None
+    cluster, held = None, None
     try:
         for method in ("carvemix", "lesionmix"):
             methods = ((method, 1.0),)
             if not budget.allows(4 if quick else 30):
                 rows.append(row("export", f"{method}", budget.why_not(30)))
                 continue
-            volumes = et.export_volumes(n_vol, work / f"v-{method}", methods, workers=1 if quick else workers)
+            if quick and held is not None:
+                volumes, of = held  # the smoke run writes LesionMix's baseline from CarveMix's volumes
+            else:
+                volumes, of = et.export_volumes(n_vol, work / f"v-{method}", methods, workers=1 if quick else workers), method
+                held = volumes, of
             ref1, cpu1 = et.baseline(volumes, n_base, work / f"b1-{method}")
             runs = [(f"{method}, 1 worker", 1, None, n1), (f"{method}, {workers} workers", workers, None, nw)]
             if quick and method != "carvemix":
@@ -358,7 +380,7 @@ def export_rows(quick: bool, budget: Budget, workers: int) -> list[dict]:
                 scheduler = None
                 if how == "dask":
                     if cluster is None:
-                        cluster, start_s = local_cluster(workers, processes=not quick)
+                        cluster, start_s = local_cluster(workers, processes)
                     scheduler = cluster.scheduler_address
                 k = len(done)
                 rate, cpu, rss = et.export(n, w, DEFAULT_GZIP, work / f"e-{method}-{k}", methods, scheduler)
@@ -368,7 +390,8 @@ def export_rows(quick: bool, budget: Budget, workers: int) -> list[dict]:
             for what, w, how, n, rate, cpu, rss in done:
                 extra = {"dask_cluster_start_s": start_s} if how == "dask" else {}
                 rows.append(row("export", f"{what}, {n} cases", f"{rate:.2f} cases/s", f"nibabel.save {ref:.2f} cases/s "
-                                "(1 process)", rate / ref, method=method, workers=w, scheduler=how, n=n,
+                                f"(1 process{'' if of == method else f', {of} volumes'})", rate / ref, method=method,
+                                baseline_volumes=of, workers=w, scheduler=how, n=n,
                                 cases_per_s=rate, baseline_cases_per_s=ref, cpu_ms_per_case=1e3 * cpu,
                                 baseline_cpu_ms_per_case=1e3 * ref_cpu, peak_rss_mib=sorted(rss.values()),
                                 gzip=DEFAULT_GZIP, freed_heap_kept=tuned, **extra))
@@ -399,7 +422,7 @@ def markdown(result: dict) -> str:
     where = env.get("gpu") or f"{env['machine']} CPU"
     head = (f"ARHNet and export timings on {where} ({env['cpu_count']} CPU cores, torch {env['torch']}, "
             f"CUDA {env['torch_cuda']}); {'--quick, ' if result['quick'] else ''}"
-            f"{result['elapsed_s']:.0f} s of --budget-s {result['budget_s']:.0f}.\n\n")
+            f"{result['elapsed_s']:.0f} s of --budget-s {result['budget_s']:g}.\n\n")
     lines = ["| part | measurement | result | compared with | ratio |", "| --- | --- | --- | --- | --- |"]
     for r in result["rows"]:
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f} x"
@@ -427,7 +450,9 @@ def run(args) -> dict:
     jobs = {"inference": lambda: inference(device, args.quick, budget, args.cpu_threads),
             "training": lambda: training(device, args.quick, budget),
             "export": lambda: export_rows(args.quick, budget, args.workers),
-            "training-cpu": lambda: training(torch.device("cpu"), args.quick, budget)}
+            "training-cpu": lambda: training(torch.device("cpu"), args.quick, budget,
+                                             steps=SIZES["quick" if args.quick else "full"]["train_cpu_steps"],
+                                             part="training-cpu")}
     for part in parts:
         need = NEED_S[part][1 if args.quick else 0]
         t0 = time.perf_counter()
@@ -446,6 +471,12 @@ def run(args) -> dict:
                   + ("" if r["ratio"] is None else f" | {r['ratio']:.2f} x"), flush=True)
         result["parts"][part] = {"status": status, "seconds": round(time.perf_counter() - t0, 2)}
         result["rows"] += rows
+    gpu_fp32 = [r for r in result["rows"] if r["part"] == "training" and r.get("amp") == "fp32"]
+    for r in result["rows"]:
+        if r["part"] == "training-cpu" and "it_per_s" in r and gpu_fp32:
+            # The CPU's loop against the same loop in fp32 on the GPU.
+            r["compared_with"] = f"{gpu_fp32[0]['it_per_s']:.2f} it/s fp32 on {args.device}"
+            r["ratio"] = round(gpu_fp32[0]["it_per_s"] / r["it_per_s"], 3)
     result["elapsed_s"] = round(budget.elapsed(), 2)
     return result
 
