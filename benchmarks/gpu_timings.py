@@ -192,10 +192,22 @@ def environment(device: str, cpu_threads: int) -> dict:
            "cpu_threads": cpu_threads, "load_average": round(os.getloadavg()[0], 2), "torch": torch.__version__,
            "torch_cuda": torch.version.cuda, "device": device, "cuda_available": torch.cuda.is_available(),
            "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32), "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}
+    env["commit"] = git_commit()
     if device.startswith("cuda"):
         p = torch.cuda.get_device_properties(torch.device(device))
         env.update(gpu=p.name, gpu_memory_gib=round(p.total_memory / 2**30, 1), bf16=torch.cuda.is_bf16_supported())
     return env
+
+
+def git_commit() -> str | None:
+    """The checkout's commit, or ``None`` where the copy has no git metadata (a device machine's copy)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 # ---------------------------------------------------------------------------------------- inference
@@ -432,7 +444,8 @@ def markdown(result: dict) -> str:
     env = result["environment"]
     where = env.get("gpu") or f"{env['machine']} CPU"
     head = (f"ARHNet and export timings on {where} ({env['cpu_count']} CPU cores, torch {env['torch']}, "
-            f"CUDA {env['torch_cuda']}); {'--quick, ' if result['quick'] else ''}"
+            f"CUDA {env['torch_cuda']}, load average {env['load_average']} at the start, commit "
+            f"{(env['commit'] or 'unknown')[:10]}); {'--quick, ' if result['quick'] else ''}"
             f"{result['elapsed_s']:.0f} s of --budget-s {result['budget_s']:g}.\n\n")
     lines = ["| part | measurement | result | compared with | ratio |", "| --- | --- | --- | --- | --- |"]
     for r in result["rows"]:
@@ -456,7 +469,8 @@ def run(args) -> dict:
               "parts": {}, "rows": [], "notes": [
                   "fp32 inference: the harmonizer has no mixed precision; cuDNN convolutions may use TF32 "
                   "(torch's default, cudnn_allow_tf32 in the JSON).",
-                  "Export ratios compare with nibabel.save in one process, whatever the export's workers.",
+                  "Ratios: the GPU's rate over the CPUs' (inference; training-cpu: the GPU's fp32 it/s over "
+                  "the CPUs'), the export's cases/s over nibabel.save's in one process, whatever the export's workers.",
               ]}
     jobs = {"inference": lambda: inference(device, args.quick, budget, args.cpu_threads),
             "training": lambda: training(device, args.quick, budget),
