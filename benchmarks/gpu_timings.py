@@ -440,6 +440,15 @@ WARM_WORKER = ("import napari_lesionmix.export.run, napari_lesionmix.export.runn
 # ---------------------------------------------------------------------------------------- the run
 
 
+def compare_training(rows: list[dict], device: str) -> None:
+    """Give the CPUs' training row the GPU's fp32 it/s and their ratio (in place), when both were measured."""
+    gpu_fp32 = [r for r in rows if r["part"] == "training" and r.get("amp") == "fp32" and "it_per_s" in r]
+    for r in rows:
+        if r["part"] == "training-cpu" and "it_per_s" in r and gpu_fp32:
+            r["compared_with"] = f"{gpu_fp32[0]['it_per_s']:.2f} it/s fp32 on {device}"
+            r["ratio"] = round(gpu_fp32[0]["it_per_s"] / r["it_per_s"], 3)
+
+
 def markdown(result: dict) -> str:
     env = result["environment"]
     where = env.get("gpu") or f"{env['machine']} CPU"
@@ -496,12 +505,7 @@ def run(args) -> dict:
                   + ("" if r["ratio"] is None else f" | {r['ratio']:.2f} x"), flush=True)
         result["parts"][part] = {"status": status, "seconds": round(time.perf_counter() - t0, 2)}
         result["rows"] += rows
-    gpu_fp32 = [r for r in result["rows"] if r["part"] == "training" and r.get("amp") == "fp32"]
-    for r in result["rows"]:
-        if r["part"] == "training-cpu" and "it_per_s" in r and gpu_fp32:
-            # The CPU's loop against the same loop in fp32 on the GPU.
-            r["compared_with"] = f"{gpu_fp32[0]['it_per_s']:.2f} it/s fp32 on {args.device}"
-            r["ratio"] = round(gpu_fp32[0]["it_per_s"] / r["it_per_s"], 3)
+    compare_training(result["rows"], args.device)
     result["elapsed_s"] = round(budget.elapsed(), 2)
     return result
 

@@ -140,6 +140,19 @@ def test_fetch_wheels_pins_the_versions_installed_here(monkeypatch, tmp_path):
     assert pins == [f"{n}=={metadata.version(n)}" for n in gpu_timings.CARRIED]
 
 
+def test_cpu_training_row_gets_the_gpu_ratio():
+    rows = [gpu_timings.row("training", "bf16", "x", it_per_s=8.0, amp="bf16 AMP"),
+            gpu_timings.row("training", "fp32", "x", it_per_s=5.0, amp="fp32"),
+            gpu_timings.row("training-cpu", "fp32", "x", it_per_s=0.25, amp="fp32"),
+            gpu_timings.row("training-cpu", "(whole part)", "skipped: ...")]
+    gpu_timings.compare_training(rows, "cuda")
+    assert rows[2]["ratio"] == 20.0 and rows[2]["compared_with"] == "5.00 it/s fp32 on cuda"
+    assert rows[3]["ratio"] is None and rows[3]["compared_with"] == ""
+    skipped_gpu = [gpu_timings.row("training", "fp32", "skipped: ..."), dict(rows[2], ratio=None, compared_with="")]
+    gpu_timings.compare_training(skipped_gpu, "cuda")
+    assert skipped_gpu[1]["ratio"] is None
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_quick_cuda_run_times_the_gpu(tmp_path):
