@@ -60,9 +60,15 @@ def cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime
 
 
-def export_volumes(n: int, folder: Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+#: The methods this script exports (``benchmarks/gpu_timings.py`` passes others).
+CARVEMIX = (("carvemix", 1.0),)
+
+
+def export_volumes(n: int, folder: Path, methods=CARVEMIX,
+                   workers: int = 1) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(image, label, affine) of each case of one untimed default export, read back with on-disk dtypes."""
-    cfg = ExportConfig(os.fspath(sample_data_dir()), os.fspath(folder), n=n, seed=0, workers=1)
+    cfg = ExportConfig(os.fspath(sample_data_dir()), os.fspath(folder), n=n, seed=0, workers=workers,
+                       methods=methods)
     export_dataset(cfg)
     volumes = []
     for lpath in sorted((folder / "labelsTr").glob("*.nii.gz")):
@@ -93,9 +99,15 @@ def baseline(volumes, n: int, folder: Path) -> tuple[float, float]:
     return rate, cpu
 
 
-def export(n: int, workers: int, codec: str, out: Path) -> tuple[float, float, dict]:
-    """(cases per minute, CPU s per case over all processes, peak RSS per worker) of one export."""
-    cfg = ExportConfig(os.fspath(sample_data_dir()), os.fspath(out), n=n, seed=0, workers=workers, gzip=codec)
+def export(n: int, workers: int, codec: str, out: Path, methods=CARVEMIX,
+           scheduler: str | None = None) -> tuple[float, float, dict]:
+    """(cases per minute, CPU s per case over all processes, peak RSS per worker) of one export.
+
+    ``scheduler``: a dask.distributed address to run on instead of ``workers`` local processes
+    (the CPU time then counts this process and what the Dask workers report).
+    """
+    cfg = ExportConfig(os.fspath(sample_data_dir()), os.fspath(out), n=n, seed=0, workers=workers, gzip=codec,
+                       methods=methods, scheduler=scheduler)
     t0, c0 = time.perf_counter(), cpu_seconds()
     report = export_dataset(cfg)
     dt = time.perf_counter() - t0
