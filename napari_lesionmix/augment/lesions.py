@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,7 +147,8 @@ def components_box(label: np.ndarray, connectivity: int = 26):
     key = (tuple((b.start, b.stop) for b in box), label.shape, label.dtype.str, int(connectivity))
     hit = _COMPONENTS.get(key)
     if hit is not None and np.array_equal(hit[0], sub):
-        _COMPONENTS.move_to_end(key)
+        with suppress(KeyError):  # evicted meanwhile by another thread (the studio's workers)
+            _COMPONENTS.move_to_end(key)
         return box, hit[1], hit[2]
     comps, n = ndi.label(sub != 0, structure=structure)
     comps.flags.writeable = False

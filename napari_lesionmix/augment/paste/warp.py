@@ -9,6 +9,7 @@ never on the full volume.
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -143,16 +144,7 @@ class Warp:
         if self._coords is None:
             grid = np.indices(self.shape, dtype=np.float64)
             if self.disp is None:
-                inv, off = np.ascontiguousarray(self.inverse, np.float64), self.offset().astype(np.float64)
-                out = np.empty_like(grid)
-                for h in range(3):
-                    c = out[h]
-                    np.multiply(grid[0], inv[h, 0], out=c)
-                    c += 0.0
-                    c += grid[1] * inv[h, 1]
-                    c += grid[2] * inv[h, 2]
-                    c += off[h]
-                self._coords = out
+                self._coords = self._affine_points(grid)
             else:
                 p = self.pad
                 core = (slice(None), *(slice(p, n - p) for n in self.shape))
@@ -176,9 +168,13 @@ class Warp:
         """
         if self.disp is not None or self._coords is not None:
             return self.coords()[:, where]
-        idx = [i.astype(np.float64) for i in np.nonzero(where)]
+        return self._affine_points([i.astype(np.float64) for i in np.nonzero(where)])
+
+    def _affine_points(self, idx) -> np.ndarray:
+        """The affine source coordinates of voxels ``idx`` (3 float64 arrays of one shape), in
+        ``affine_transform``'s order of operations: ``((0 + i a0 + j a1) + k a2) + offset``."""
         inv, off = np.ascontiguousarray(self.inverse, np.float64), self.offset().astype(np.float64)
-        out = np.empty((3, idx[0].size))
+        out = np.empty((3, *idx[0].shape))
         for h in range(3):
             c = out[h]
             np.multiply(idx[0], inv[h, 0], out=c)
@@ -275,7 +271,8 @@ def _geometry(lesion: Lesion, tf: LesionTransform):
     key = (lesion.mask.shape, tuple(centroid.tolist()), tuple(lesion.spacing), tf.affine, tf.elastic)
     hit = _GEOMETRY.get(key)
     if hit is not None:
-        _GEOMETRY.move_to_end(key)
+        with suppress(KeyError):  # evicted meanwhile by another thread (the studio's workers)
+            _GEOMETRY.move_to_end(key)
         return hit
     # Centre on the half-voxel grid nearest the centroid, and keep the output grid
     # offset from it by whole voxels: flips (and the identity) then map voxel
@@ -315,7 +312,8 @@ def _field(shape: tuple[int, ...], params: ElasticParams) -> np.ndarray:
     key = (shape, params.sigma, params.magnitude, params.seed)
     disp = _FIELDS.get(key)
     if disp is not None:
-        _FIELDS.move_to_end(key)
+        with suppress(KeyError):  # evicted meanwhile by another thread (the studio's workers)
+            _FIELDS.move_to_end(key)
         return disp
     global _fields_bytes
     disp = displacement_field(shape, params)
