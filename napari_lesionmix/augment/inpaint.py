@@ -66,36 +66,36 @@ def _grow(box: tuple[slice, ...], by: int, shape) -> tuple[slice, ...]:
     return tuple(slice(max(b.start - by, 0), min(b.stop + by, n)) for b, n in zip(box, shape, strict=True))
 
 
-def _telea_slices(sub: np.ndarray, mask_u8: np.ndarray, axis: int, radius: float, margin: int):
-    """Inpaint every slice of ``sub`` across ``axis`` that holds region voxels; returns (fill, valid).
+def _telea_slices(sub: np.ndarray, mask_u8: np.ndarray, axis: int, radius: float, margin: int,
+                  total: np.ndarray, count: np.ndarray) -> None:
+    """Inpaint every slice of ``sub`` across ``axis`` that holds region voxels; add the fill to ``total``.
 
     Each slice is inpainted on the box of its own region pixels plus ``margin``
     (``ceil(radius) + 2``): Telea's update reads known pixels within ``radius``
     only, so the fill is the same as on the whole slice (checked pixel for pixel
-    by the tests) at a fraction of OpenCV's per-image set-up. ``fill`` holds the
-    inpainted values on the region; elsewhere it is undefined.
+    by the tests) at a fraction of OpenCV's per-image set-up. The fill of each
+    region voxel is added to ``total`` (float64) and ``count`` incremented, in
+    place: a pass touches only the region, not more arrays of the whole box.
     """
     import cv2
 
-    out = np.zeros(sub.shape, np.float32)
-    valid = np.zeros(sub.shape, bool)
+    s_t, s_c = np.moveaxis(total, axis, 0), np.moveaxis(count, axis, 0)
     s_m = np.moveaxis(mask_u8, axis, 0)
     s_i = np.moveaxis(sub, axis, 0)
-    s_o = np.moveaxis(out, axis, 0)
-    s_v = np.moveaxis(valid, axis, 0)
     rows = s_m.any(axis=2)  # (slice, row): which rows of each slice hold region pixels
     cols = s_m.any(axis=1)
     for z in np.flatnonzero(rows.any(axis=1)):
         m = s_m[z]
-        if m.all() or min(m.shape) < 2:
-            continue  # nothing known in this slice (or a degenerate one): the other axes fill it
         r, c = np.flatnonzero(rows[z]), np.flatnonzero(cols[z])
+        if min(m.shape) < 2 or (r.size == m.shape[0] and c.size == m.shape[1] and m.all()):
+            continue  # nothing known in this slice (or a degenerate one): the other axes fill it
         crop = (slice(max(int(r[0]) - margin, 0), min(int(r[-1]) + 1 + margin, m.shape[0])),
                 slice(max(int(c[0]) - margin, 0), min(int(c[-1]) + 1 + margin, m.shape[1])))
-        s_o[z][crop] = cv2.inpaint(np.ascontiguousarray(s_i[z][crop]), np.ascontiguousarray(m[crop]),
-                                   float(radius), cv2.INPAINT_TELEA)
-        s_v[z] = True
-    return out, valid
+        m_crop = np.ascontiguousarray(m[crop])
+        filled = cv2.inpaint(np.ascontiguousarray(s_i[z][crop]), m_crop, float(radius), cv2.INPAINT_TELEA)
+        here = m_crop.view(bool)
+        s_t[z][crop][here] += filled[here]
+        s_c[z][crop][here] += 1
 
 
 def inpaint_telea(
@@ -167,19 +167,18 @@ def inpaint_telea(
     band = dilate_cross(m, int(np.ceil(radius)))
     band &= ~m
     has_band = bool(band.any())
+    known_mask = ~m
     for c in range(out.shape[0]):
-        sub = out[c][box]
-        known = sub[~m]
-        lo, hi = float(known.min()), float(known.max())
+        sub = out[c][box]  # a view: filled in place
+        lo = float(np.min(sub, where=known_mask, initial=np.inf))
+        hi = float(np.max(sub, where=known_mask, initial=-np.inf))
         scale = 255.0 / (hi - lo) if hi > lo else 1.0
         norm = ((sub - lo) * scale).astype(np.float32)  # see module docstring: cv2's 32F Telea assumes 0..255
+        # Each region voxel's fills, summed in the order of `axes`; calloc'd, so only the region's pages are touched.
         total = np.zeros(sub.shape, np.float64)
         count = np.zeros(sub.shape, np.int32)
         for axis in axes:
-            fill, valid = _telea_slices(norm, m_u8, axis, radius, margin)
-            valid &= m  # only region voxels are read below
-            total[valid] += fill[valid]
-            count[valid] += 1
+            _telea_slices(norm, m_u8, axis, radius, margin, total, count)
         todo = m & (count > 0)
         values = (total[todo] / count[todo]) / scale + lo
         if clip and has_band:
@@ -189,5 +188,4 @@ def inpaint_telea(
         if rest.any():  # no pass could fill these (degenerate slices): nearest known voxel
             idx = ndi.distance_transform_edt(m, return_distances=False, return_indices=True)
             sub[rest] = sub[tuple(i[rest] for i in idx)]
-        out[c][box] = sub
     return out[0] if squeeze else out

@@ -176,9 +176,11 @@ def test_slicewise_fill_on_crops_is_the_fill_on_whole_slices():
     m = _blobs(rng, SHAPE, 0.56).view(np.uint8)
     for axis in (0, 1, 2):
         for radius in (1.0, 3.0, 4.5):
-            crop, v1 = _telea_slices(sub, m, axis, radius, int(np.ceil(radius)) + 2)
-            whole, v2 = _telea_slices(sub, m, axis, radius, 10**6)
-            np.testing.assert_array_equal(v1, v2)
-            sel = v1 & (m > 0)
-            assert sel.sum() > 100
-            np.testing.assert_array_equal(crop[sel].view(np.uint32), whole[sel].view(np.uint32))
+            crop, n1 = np.zeros(SHAPE), np.zeros(SHAPE, np.int32)
+            whole, n2 = np.zeros(SHAPE), np.zeros(SHAPE, np.int32)
+            _telea_slices(sub, m, axis, radius, int(np.ceil(radius)) + 2, crop, n1)
+            _telea_slices(sub, m, axis, radius, 10**6, whole, n2)
+            np.testing.assert_array_equal(n1, n2)
+            assert set(np.unique(n1)) == {0, 1} and not n1[m == 0].any()  # one pass: region voxels only
+            assert n1.sum() > 100
+            np.testing.assert_array_equal(crop.view(np.uint64), whole.view(np.uint64))
