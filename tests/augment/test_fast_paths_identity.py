@@ -70,6 +70,23 @@ def test_band_reach_by_min_plus_passes_matches_the_distance_threshold(spacing):
         assert np.array_equal(_within_ball(m, r) | m, ref), (shape, r)
 
 
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.0, 2.0, 2.0), (0.5, 0.5, 0.5)])
+def test_scipy_distances_on_small_boxes_are_the_bytes_of_edt(spacing):
+    # _edt uses scipy below _EDT_SMALL voxels on exact grids: it must give the bytes edt gives.
+    import edt
+
+    rng = np.random.default_rng(int(spacing[0] * 8))
+    for i in range(120):
+        shape = tuple(rng.integers(1, 30, 3))
+        m = rng.random(shape) < rng.uniform(0.3, 0.999)
+        if i % 2:
+            m = ndi.gaussian_filter(m.astype(float), 1.5) > rng.uniform(0.2, 0.6)
+        want = edt.edt(m.view(np.uint8), anisotropy=spacing, black_border=False, parallel=1)
+        got = _edt(m, spacing)
+        assert got.dtype == want.dtype == np.float32
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), (shape, i)
+
+
 class _L:
     def __init__(self, mask, spacing):
         self.mask = mask
