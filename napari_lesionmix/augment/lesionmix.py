@@ -476,6 +476,9 @@ class LesionMixMethod(Method):
     def prepare(self, sources: Sources, options: LesionMixOptions) -> LesionMixResources:
         ds = sources.training_set()
         if ds is None or not len(ds.cases):
+            held = sources.training_cases()
+            if held:
+                return self._prepare_held(sources, options, held)
             raise LesionMixError("LesionMix needs a training set (a dataset folder) as its lesion source.")
         # Built once per training set (a face that prepares for every sample, the studio, reuses them):
         # the bank, the likelihood map and the loads each read every training label.
@@ -489,6 +492,22 @@ class LesionMixMethod(Method):
                                   lambda: likelihood_map(ds, sigma_mm=options.sigma_mm))
         loads = sources.cached(("lesionmix-loads", *key), lambda: dataset_loads(ds))
         return LesionMixResources(bank, lmap, options.distribution(loads), tuple(ds.case_ids))
+
+    def _prepare_held(self, sources: Sources, options: LesionMixOptions, held) -> LesionMixResources:
+        """:meth:`prepare` over cases in memory (donors through a pre-transform), on the grid they share."""
+        cases = [c for c, _ in held]
+        ids = tuple(c.case_id for c in cases)
+        bank = sources.cached(("lesionmix-bank", "held", ids, options.connectivity),
+                              lambda: LesionBank(cases=cases, connectivity=options.connectivity))
+        if options.likelihood:
+            lmap = load_likelihood(options.likelihood)
+        else:  # as for files: the training labels, inside the union of the cases' brain masks (if any)
+            brains = [b for _, b in held if b is not None]
+            union = np.logical_or.reduce(brains) if brains else None
+            lmap = sources.cached(("lesionmix-likelihood", "held", ids, options.sigma_mm),
+                                  lambda: likelihood_map(cases, brain_mask=union, sigma_mm=options.sigma_mm))
+        loads = {c.case_id: lesion_load_ml(c.label, c.spacing) for c in cases}
+        return LesionMixResources(bank, lmap, options.distribution(loads), ids)
 
     def sample(self, rng, inputs: Inputs, options: LesionMixOptions, resources: LesionMixResources) -> LesionMixParams:
         host = inputs.host

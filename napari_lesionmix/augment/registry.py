@@ -91,6 +91,13 @@ class Sources(Protocol):
     def training_set(self) -> Dataset | None:
         """The cases a method may take lesions from (held-out cases left out), or ``None``."""
 
+    def training_cases(self) -> list[tuple[Case, np.ndarray | None]] | None:
+        """Without files: the ``(case, brain mask)`` pairs a method may take lesions from, or ``None``.
+
+        The online faces' donors made by a pre-transform (MONAI's ``donor_transform``):
+        they exist only in memory, on the grid the transform gives.
+        """
+
     def cached(self, key: Hashable, make: Callable[[], Any]) -> Any:
         """An object built once by ``make`` and kept (e.g. a donor's distance field)."""
 
@@ -129,6 +136,9 @@ class LocalSources:
 
     def training_set(self) -> Dataset | None:
         return self._training
+
+    def training_cases(self) -> None:
+        return None
 
     def cached(self, key: Hashable, make: Callable[[], Any]) -> Any:
         with self._lock:

@@ -102,6 +102,10 @@ class ExportContext:
         """The training pool as a :class:`~napari_lesionmix.io.dataset.Dataset` (held-out cases left out)."""
         return training_dataset(self.plan)
 
+    def training_cases(self) -> None:
+        """Exports read their training set from files (:meth:`training_set`)."""
+        return None
+
     def prepared(self, method: Method) -> tuple[Any, Any]:
         """``(options, resources)`` of a method for this export, prepared once per worker (never evicted)."""
         with self._resource_lock:

@@ -249,6 +249,22 @@ class DonorPool:
     def training_set(self) -> Dataset | None:
         return self._dataset
 
+    def training_cases(self) -> list[tuple[Case, np.ndarray | None]] | None:
+        """Every donor through ``donor_transform``, when all were given that way (else ``None``).
+
+        Each is loaded and transformed (once per process, as :meth:`case` does):
+        a lesion bank and a likelihood map need every training case, on the grid
+        the host's pre-transforms give.
+        """
+        if not self.all_transformed:
+            return None
+        return [(self.case(cid), self.brain_mask(cid)) for cid in sorted(self._raw)]
+
+    @property
+    def all_transformed(self) -> bool:
+        """Every donor is a dict that goes through ``donor_transform`` (nothing is loaded to say so)."""
+        return bool(self._raw) and not self._records and not self._memory
+
     def cached(self, key: Hashable, make: Callable[[], Any]) -> Any:
         with self._lock:
             if key in self._objects:
@@ -357,6 +373,9 @@ class HostGridPool:
 
     def training_set(self) -> Dataset | None:
         return self.pool.training_set()
+
+    def training_cases(self) -> list[tuple[Case, np.ndarray | None]] | None:
+        return self.pool.training_cases()
 
     def cached(self, key: Hashable, make: Callable[[], Any]) -> Any:
         parts = key if isinstance(key, tuple) else (key,)

@@ -103,7 +103,8 @@ class RandLesionAugmentd(RandomizableTransform, MapTransform, InvertibleTransfor
     donor_transform : callable, optional
         The host's pre-transforms (e.g. ``Compose([LoadImaged, EnsureChannelFirstd,
         Orientationd, Spacingd])``), applied to each donor dict before use, so
-        that donors reach the method as the host does.
+        that donors reach the method as the host does. LesionMix then builds its
+        bank and likelihood map from every donor so transformed (one grid for all).
     resample : bool
         Resample donors that are not on the host's grid onto it (cases in one
         physical space, e.g. after ``Orientationd`` and ``Spacingd``, whose

@@ -179,9 +179,10 @@ class OnlineMethod:
         self._gain_warned = False
         if self.method.needs_donor and not len(self.pool):
             raise LesionMixError(f"{self.method.label} needs donors (a dataset folder or a list of cases).")
-        if self.method.needs_training_set and self.pool.training_set() is None:
+        if self.method.needs_training_set and self.pool.training_set() is None and not self.pool.all_transformed:
             raise LesionMixError(f"{self.method.label} takes lesions from a training set: give the donors as a "
-                                 "dataset folder or as dicts of file paths.")
+                                 "dataset folder, as dicts of file paths, or all through a donor_transform "
+                                 "(not as arrays, and not a mix of these).")
 
     @property
     def resources(self) -> Any:

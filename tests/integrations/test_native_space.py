@@ -150,3 +150,45 @@ def test_torchio_history_is_json_and_replays_across_grids(native_cases):
                        label=tio.LabelMap(tensor=h.label[None], affine=h.affine))
     args = mem(subj).applied_transforms[-1][1]
     assert json.dumps(args) and args["donors"].startswith("lesionmix-pool:")
+
+
+def test_lesionmix_takes_its_training_set_through_the_donor_transform(tmp_path):
+    # Stored LAS and RAS: after Orientationd all three share one RAS grid, but the files do not, so
+    # a bank and likelihood map built from the files would not fit the reoriented host.
+    from napari_lesionmix.integrations.monai_transforms import RandLesionMixd
+
+    items = []
+    for i in range(3):
+        shape = (26, 24, 20)
+        case = make_case(seed=60 + i, n_lesions=3, shape=shape, spacing=(1.0, 1.0, 1.0), case_id=f"t{i}")
+        if i != 1:
+            flip_x = np.diag([-1.0, 1, 1, 1])
+            flip_x[0, 3] = shape[0] - 1
+            case.affine = case.affine @ flip_x
+            case.image, case.label = case.image[:, ::-1].copy(), case.label[::-1].copy()
+        paths = write_case(case, tmp_path)
+        items.append({"image": str(paths["images"][0]), "label": str(paths["label"]), "case_id": f"t{i}"})
+    pre = Compose([LoadImaged(("image", "label")), EnsureChannelFirstd(("image", "label")),
+                   Orientationd(("image", "label"), axcodes="RAS")])
+    options = {"mode": "populate", "target_load": 3.0, "p_elastic": 0.0}
+    t = RandLesionMixd(("image", "label"), donors=items, prob=1.0, seed=3, options=options, donor_transform=pre)
+    for d in with_sample_index(items):
+        host = pre(dict(d))
+        out = t(dict(host))
+        params = json.loads(out["lesionmix_params"])
+        assert params["mode"] == "populate" and params["insertions"]
+        assert {ins["case_id"] for ins in params["insertions"]} <= {"t0", "t1", "t2"}
+        assert out["image"].shape == host["image"].shape
+        assert np.allclose(out["image"].affine, host["image"].affine)
+        assert int((out["label"] > 0).sum()) > int((host["label"] > 0).sum())
+        # The pasted lesion voxels come from reoriented donors: they lie inside the host's grid as drawn.
+        again = t(dict(host))
+        assert out["lesionmix_params"] == again["lesionmix_params"]
+        assert np.array_equal(np.asarray(out["label"]), np.asarray(again["label"]))
+    # Without the transform, the files' grids are not the reoriented host's: LesionMix says so.
+    plain = RandLesionMixd(("image", "label"), donors=items, prob=1.0, seed=3, options=options)
+    with pytest.raises(Exception, match="grid|affine|orientation"):
+        plain(dict(pre(dict(items[0]))))
+    # Donors given as a mix of transformed dicts and in-memory cases are not a training set.
+    with pytest.raises(Exception, match="all through a donor_transform"):
+        RandLesionMixd(("image", "label"), donors=items + [make_case(seed=70, case_id="mem")], donor_transform=pre)
