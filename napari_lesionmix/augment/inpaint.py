@@ -170,8 +170,8 @@ def inpaint_telea(
     known_mask = ~m
     for c in range(out.shape[0]):
         sub = out[c][box]  # a view: filled in place
-        lo = float(np.min(sub, where=known_mask, initial=np.inf))
-        hi = float(np.max(sub, where=known_mask, initial=-np.inf))
+        known = sub[known_mask]
+        lo, hi = float(known.min()), float(known.max())
         scale = 255.0 / (hi - lo) if hi > lo else 1.0
         norm = ((sub - lo) * scale).astype(np.float32)  # see module docstring: cv2's 32F Telea assumes 0..255
         # Each region voxel's fills, summed in the order of `axes`; calloc'd, so only the region's pages are touched.
