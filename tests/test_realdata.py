@@ -110,6 +110,37 @@ def test_export_with_default_options_writes_no_copy_of_a_real_case(brats, tmp_pa
             assert m["mode"] == "brain-linear" and m["source_landmarks"] != m["host_landmarks"]
 
 
+def test_the_real_brain_masks_are_read_as_given(tmp_path):
+    """BraTS's brainmask.nii.gz (float64, foreground 0.99999997) as a dataset's masks and as --brain-mask."""
+    from napari_lesionmix.cli import main
+
+    root = tmp_path / "brats"
+    root.mkdir()
+    for case in BRATS[:3]:
+        cid = case.name.split("_")[2]
+        for src, dst in (("Flair_subtrMeanDivStd", cid), ("OTMultiClass", f"{cid}_seg"),
+                         ("brainmask", f"{cid}_brainmask")):
+            (root / f"{dst}.nii.gz").symlink_to(case / f"{src}.nii.gz")
+    ds = discover_dataset(root)
+    for rec, case in zip(ds.cases, BRATS[:3], strict=True):
+        truth = np.asarray(nib.load(case / "brainmask.nii.gz").dataobj) > 0.5
+        assert np.array_equal(rec.load_brain_mask(), truth)
+    host = ds.cases[0]
+    out = tmp_path / "syn"
+    assert main(["lesionmix", "--dataset", str(root), "--host", host.case_id, "--mode", "populate",
+                 "--target-load", "150", "--out", str(out)]) == 0
+    params = json.loads((out / "params.json").read_text())["params"]
+    assert params["brain"]["source"] == "mask" and params["insertions"]
+    label = np.asarray(nib.load(out / "label.nii.gz").dataobj)
+    new = (label != 0) & (np.asarray(nib.load(host.label_path).dataobj) == 0)
+    assert new.any() and not (new & ~host.load_brain_mask()).any()  # every pasted voxel inside the given mask
+    donor = ds.cases[1]
+    assert main(["carvemix", "--host-image", host.image_paths[0], "--host-label", host.label_path,
+                 "--donor-image", donor.image_paths[0], "--donor-label", donor.label_path,
+                 "--brain-mask", str(BRATS[0] / "brainmask.nii.gz"), "--out", str(tmp_path / "cm")]) == 0
+    assert json.loads((tmp_path / "cm" / "params.json").read_text())["params"]["brain"]["source"] == "mask"
+
+
 def test_softcp_copes_with_a_confluent_stroke_lesion_on_a_real_brain():
     """A 100+ mL real stroke lesion among small ones: the big one is replaced, the others pasted."""
     lesymap = REALDATA / "lesymap"

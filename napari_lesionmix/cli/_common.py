@@ -75,14 +75,14 @@ def read_params(path: str | os.PathLike, params_type):
 
 def load_mask_on_grid(path: str | os.PathLike, case, what: str = "Brain mask") -> np.ndarray:
     """A non-empty binary mask from ``path`` that lies on ``case``'s grid (shape and affine)."""
-    from napari_lesionmix.io.nifti import check_affines, load_label
+    from napari_lesionmix.io.brain import load_brain_mask
+    from napari_lesionmix.io.nifti import check_affines
 
-    mask, img = load_label(path)
+    mask, img = load_brain_mask(path, what)
     name = os.fspath(path)
     if mask.shape != case.shape:
         raise LesionMixError(f"{what} '{name}' has shape {mask.shape} but the host has {case.shape}.")
     check_affines(case.affine, img.affine, case.image_paths[0] if case.image_paths else case.case_id, name)
-    mask = mask != 0
     if not mask.any():
         raise LesionMixError(f"{what} '{name}' is empty.")
     return mask

@@ -32,8 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from napari_lesionmix.augment.likelihood import likelihood_map, save_likelihood
     from napari_lesionmix.errors import LesionMixError
     from napari_lesionmix.io.atomic import check_output
+    from napari_lesionmix.io.brain import load_brain_mask
     from napari_lesionmix.io.dataset import discover_dataset
-    from napari_lesionmix.io.nifti import load_label
 
     out = str(args.out)
     if not (out.endswith(".nii.gz") or out.endswith(".nii")):
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     check_output(out, inputs, args.overwrite)
     brain = None
     if args.brain_mask:
-        brain = load_label(args.brain_mask)[0] > 0
+        brain = load_brain_mask(args.brain_mask)[0]
     lmap = likelihood_map(ds, brain_mask=brain, sigma_mm=args.sigma_mm,
                           use_dataset_brain_masks=not args.no_brain_masks)
     save_likelihood(lmap, out)

@@ -25,9 +25,10 @@ from napari_lesionmix.augment.params import Synthetic
 from napari_lesionmix.augment.registry import BRAIN_STATS_KEY, Method, get_method
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.export.plan import Assignment, ExportPlan, assign
+from napari_lesionmix.io.brain import load_brain_mask
 from napari_lesionmix.io.cache import LRUCache
 from napari_lesionmix.io.dataset import CaseRecord, Dataset
-from napari_lesionmix.io.nifti import Case, load_case, load_label
+from napari_lesionmix.io.nifti import Case, load_case
 
 #: Most cases and, separately, most method objects (donor fields...) kept per worker.
 CACHE_SIZE = 16
@@ -87,7 +88,7 @@ class ExportContext:
         if rec.brain_mask_path is None:
             return None
         # Own cache: masks must not evict the donors' distance fields every method keeps in _objects.
-        return self._brains.get(case_id, lambda: load_label(rec.brain_mask_path)[0] > 0)
+        return self._brains.get(case_id, lambda: load_brain_mask(rec.brain_mask_path)[0])
 
     def cached(self, key, make: Callable[[], Any]):
         """A method's per-worker object (e.g. a donor's CarveField), built once by ``make`` (LRU).

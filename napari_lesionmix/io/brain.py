@@ -282,6 +282,43 @@ def estimate_brain(image: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0)
     return fill_holes(largest_component(opened if opened.any() else fg))
 
 
+#: A brain-mask voxel within this of a whole number is that number (masks saved as floats: 0.99999997).
+MASK_TOLERANCE = 1e-4
+
+
+def load_brain_mask(path, what: str = "Brain mask") -> tuple[np.ndarray, object]:
+    """A brain mask file as ``(bool mask, nibabel image)``: its non-zero voxels.
+
+    Masks are often stored as floats a rounding away from whole numbers (BraTS's
+    ``brainmask.nii.gz`` holds 0.99999997): a value within :data:`MASK_TOLERANCE`
+    of a whole number counts as that number. Other fractions (a probability map, a
+    linearly resampled mask) are refused, since which voxels are brain would be a guess.
+
+    Raises
+    ------
+    LesionMixError
+        A missing or unreadable file, not 3D, NaN, negative or fractional values.
+    """
+    from napari_lesionmix.io.nifti import as_label_array, read_nifti
+
+    img, data = read_nifti(path, what)
+    name = f"{what} file '{path}'"
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise LesionMixError(f"{name} is {data.ndim}D with shape {data.shape}; a mask must be a 3D volume.")
+    if data.dtype.kind == "f":
+        if not np.isfinite(data).all():
+            raise LesionMixError(f"{name} contains NaN or infinite values; a mask must be 0 or 1.")
+        whole = np.rint(data)
+        off = np.abs(data - whole) > MASK_TOLERANCE
+        if off.any():
+            raise LesionMixError(f"{name} has fractional values (e.g. {float(data[off].flat[0]):.6g}); a mask "
+                                 "must be binary: threshold it (e.g. at 0.5) first.")
+        data = whole
+    return as_label_array(data, where=name) != 0, img
+
+
 def brain_region(image: np.ndarray, brain_mask: np.ndarray | None = None,
                  spacing: Sequence[float] = (1.0, 1.0, 1.0), case_id: str = "the case") -> BrainRegion:
     """The brain of one case: ``brain_mask`` when given, else :func:`estimate_brain`.

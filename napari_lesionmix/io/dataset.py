@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from napari_lesionmix.errors import LesionMixError
-from napari_lesionmix.io.nifti import NIFTI_SUFFIXES, Case, load_case, load_label
+from napari_lesionmix.io.nifti import NIFTI_SUFFIXES, Case, load_case
 
 LABEL_SUFFIXES = ("_seg", "_label", "_mask")
 BRAIN_MASK_SUFFIXES = ("_brainmask", "_brain")
@@ -67,8 +67,9 @@ class CaseRecord:
         """The brain mask as a bool array, or ``None`` when the case has none."""
         if self.brain_mask_path is None:
             return None
-        mask, _ = load_label(self.brain_mask_path)
-        return mask > 0
+        from napari_lesionmix.io.brain import load_brain_mask
+
+        return load_brain_mask(self.brain_mask_path)[0]
 
 
 @dataclass

@@ -181,7 +181,7 @@ def as_label_array(data: np.ndarray, where: str = "The label map") -> np.ndarray
         if frac.any():
             example = float(data[frac].flat[0])
             raise LesionMixError(
-                f"{where} has non-integer values (e.g. {example:g}); labels must be whole numbers."
+                f"{where} has non-integer values (e.g. {example:.8g}); labels must be whole numbers."
             )
     elif data.dtype.kind not in "iu":
         raise LesionMixError(f"{where} has dtype {data.dtype}; labels must be integers.")

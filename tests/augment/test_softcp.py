@@ -352,7 +352,7 @@ def test_cli_writes_the_layout_and_replays(pair_on_disk, tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (lambda t, p: ["--brain-mask", str(t / "nope.nii.gz")], "Label file '.*nope.nii.gz' does not exist."),
+        (lambda t, p: ["--brain-mask", str(t / "nope.nii.gz")], "Brain mask file '.*nope.nii.gz' does not exist."),
         (lambda t, p: ["--brain-mask", str(_write_mask(np.ones((5, 5, 5)), p["host"]["label"], t / "s.nii.gz"))],
          r"Brain mask '.*s.nii.gz' has shape \(5, 5, 5\) but the host has \(24, 28, 20\)."),
         (lambda t, p: ["--brain-mask", str(_write_mask(np.zeros((24, 28, 20)), p["host"]["label"], t / "e.nii.gz"))],

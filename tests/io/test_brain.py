@@ -174,3 +174,35 @@ def test_the_cropped_steps_are_exact_at_the_volume_edge():
         # The complement has cavities (the blobs) and touches every face.
         assert np.array_equal(brain.fill_holes(~mask), ndi.binary_fill_holes(~mask)), k
         assert np.array_equal(brain.fill_holes(mask), ndi.binary_fill_holes(mask)), k
+
+
+def test_a_brain_mask_saved_as_floats_a_rounding_from_one_is_read_as_binary(tmp_path):
+    import nibabel as nib
+
+    from napari_lesionmix.io.brain import load_brain_mask
+
+    truth = np.zeros((8, 9, 7), bool)
+    truth[2:6, 3:7, 1:5] = True
+
+    def saved(values, name, dtype=np.float64):
+        path = tmp_path / name
+        nib.save(nib.Nifti1Image(np.asarray(values, dtype), np.eye(4)), path)
+        return path
+
+    for name, values in (("brats.nii.gz", truth * 0.99999997), ("u8.nii.gz", truth * 255),
+                         ("near.nii.gz", truth * (1 + 5e-5))):
+        mask, img = load_brain_mask(saved(values, name))
+        assert mask.dtype == bool and np.array_equal(mask, truth) and img.shape == truth.shape
+    mask, _ = load_brain_mask(saved(truth[..., None], "4d1.nii.gz", np.uint8))  # (x, y, z, 1)
+    assert np.array_equal(mask, truth)
+    probability = truth * 0.7
+    with pytest.raises(LesionMixError, match=r"fractional values \(e\.g\. 0\.7\).*threshold"):
+        load_brain_mask(saved(probability, "prob.nii.gz"))
+    bad = truth.astype(float)
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(LesionMixError, match="NaN"):
+        load_brain_mask(saved(bad, "nan.nii.gz"))
+    with pytest.raises(LesionMixError, match="negative"):
+        load_brain_mask(saved(truth * -1.0, "neg.nii.gz"))
+    with pytest.raises(LesionMixError, match="4D"):
+        load_brain_mask(saved(np.stack([truth, truth], -1), "4d.nii.gz", np.uint8))
