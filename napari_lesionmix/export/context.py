@@ -152,8 +152,8 @@ def _draw_and_apply(ctx: ExportContext, choice: np.random.Generator, a: Assignme
     options, resources = ctx.prepared(method)
     made = pipeline.draw(method, ctx.plan.config.seed, a.index, ctx.case(a.host_id), ctx, options, resources,
                          donor_id=a.donor_id if method.needs_donor else None, donor_ids=ctx.plan.donor_ids,
-                         host_ids=ctx.plan.train_ids, choice=choice, reject_unchanged=True, apply=True,
-                         name=a.case_id)
+                         host_ids=ctx.plan.train_ids, choice=choice, brain_mask=ctx.brain_mask(a.host_id),
+                         reject_unchanged=True, apply=True, name=a.case_id)
     return MethodResult(made.synthetic, made.inputs.host, method.source_ids(made.params), made.redraws)
 
 

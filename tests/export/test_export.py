@@ -533,3 +533,29 @@ def test_a_sample_with_nan_or_inf_is_never_written(tiny_dataset, tmp_path, monke
     with pytest.raises(LesionMixError, match=r"Sample lmx_000000 \(broken\) has NaN or infinite voxels"):
         export_dataset(cfg(tiny_dataset, out, n=2, methods=(("broken", 1.0),)))
     assert list((out / "imagesTr").iterdir()) == [] and list((out / "labelsTr").iterdir()) == []
+
+
+def test_export_reads_each_hosts_brain_mask_from_the_dataset(tmp_path):
+    """A dataset's ``*_brainmask`` (floats, 0.99999997 as BraTS stores it) is the host's brain, as for the CLI."""
+    root = tmp_path / "src"
+    masks = {}
+    for k in range(4):
+        case = make_case(seed=130 + k, n_lesions=3, case_id=f"b{k}")
+        write_case(case, root)
+        mask = np.zeros(case.shape, bool)
+        mask[3:-3, 3:-3, 3:-3] = True  # not the estimate: the image has no background, so all of it is brain
+        mask |= case.label != 0
+        masks[case.case_id] = mask
+        nib.save(nib.Nifti1Image(mask * 0.99999997, case.affine), root / f"b{k}_brainmask.nii.gz")
+    out = tmp_path / "Dataset902_Masked"
+    export_dataset(ExportConfig(str(root), str(out), n=6, seed=1, n_folds=0,
+                                methods=(("carvemix", 1.0), ("softcp", 1.0), ("lesionmix", 1.0))))
+    records = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert {r["method"] for r in records} >= {"softcp", "lesionmix"}
+    for rec in records:
+        mask = masks[rec["host"]]
+        assert rec["params"]["brain"] == {"source": "mask", "voxels": int(mask.sum())}, rec["id"]
+        if rec["method"] in ("softcp", "lesionmix"):
+            label = np.asarray(nib.load(out / "labelsTr" / f"{rec['id']}.nii.gz").dataobj)
+            host = np.asarray(nib.load(root / f"{rec['host']}_seg.nii.gz").dataobj)
+            assert not ((label != 0) & (host == 0) & ~mask).any(), rec["id"]  # pasted inside the given brain
