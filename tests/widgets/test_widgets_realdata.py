@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from napari_lesionmix.augment.lesion_load import lesion_load_ml
