@@ -60,14 +60,19 @@ about by its volume; give it a brain mask or skull-strip it first.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from napari_lesionmix.errors import LesionMixError, LesionMixWarning
+
+if TYPE_CHECKING:
+    import nibabel as nib
 
 #: Fraction of the background-to-bright range above which a voxel is foreground.
 THRESHOLD_FRACTION = 0.10
@@ -286,7 +291,7 @@ def estimate_brain(image: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0)
 MASK_TOLERANCE = 1e-4
 
 
-def load_brain_mask(path, what: str = "Brain mask") -> tuple[np.ndarray, object]:
+def load_brain_mask(path: str | os.PathLike, what: str = "Brain mask") -> tuple[np.ndarray, nib.Nifti1Image]:
     """A brain mask file as ``(bool mask, nibabel image)``: its non-zero voxels.
 
     Masks are often stored as floats a rounding away from whole numbers (BraTS's
