@@ -12,19 +12,17 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from realdata import ABSENT, BRATS, REALDATA, brats_with_masks
 
 from napari_lesionmix.augment import registry
 from napari_lesionmix.io.brain import case_brain
 from napari_lesionmix.io.dataset import discover_dataset
 
-REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
-BRATS = sorted((REALDATA / "brats2013").glob("brats_2013_pat*"))
-pytestmark = pytest.mark.skipif(len(BRATS) < 3, reason=f"the real scans are not here ({REALDATA} is absent)")
+pytestmark = pytest.mark.skipif(len(BRATS) < 3, reason=ABSENT)
 
 
 @pytest.fixture(scope="module")
@@ -114,13 +112,7 @@ def test_the_real_brain_masks_are_read_as_given(tmp_path):
     """BraTS's brainmask.nii.gz (float64, foreground 0.99999997) as a dataset's masks and as --brain-mask."""
     from napari_lesionmix.cli import main
 
-    root = tmp_path / "brats"
-    root.mkdir()
-    for case in BRATS[:3]:
-        cid = case.name.split("_")[2]
-        for src, dst in (("Flair_subtrMeanDivStd", cid), ("OTMultiClass", f"{cid}_seg"),
-                         ("brainmask", f"{cid}_brainmask")):
-            (root / f"{dst}.nii.gz").symlink_to(case / f"{src}.nii.gz")
+    root = brats_with_masks(tmp_path / "brats")
     ds = discover_dataset(root)
     for rec, case in zip(ds.cases, BRATS[:3], strict=True):
         truth = np.asarray(nib.load(case / "brainmask.nii.gz").dataobj) > 0.5

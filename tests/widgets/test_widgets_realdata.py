@@ -6,36 +6,19 @@ project); where the folder is absent (a user's clone) the test is skipped.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from realdata import ABSENT, BRATS, brats_with_masks
 
 from napari_lesionmix.augment.lesion_load import lesion_load_ml
 from napari_lesionmix.augment.lesionmix import LesionMixParams
 
-REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata"
-BRATS = sorted((REALDATA / "brats2013").glob("brats_2013_pat*"))
-pytestmark = [pytest.mark.gui,
-              pytest.mark.skipif(len(BRATS) < 3, reason=f"the real scans are not here ({REALDATA} is absent)")]
+pytestmark = [pytest.mark.gui, pytest.mark.skipif(len(BRATS) < 3, reason=ABSENT)]
 
 
-@pytest.fixture
-def brats_folder(tmp_path):
-    """Three BraTS cases as CASE.nii.gz, CASE_seg.nii.gz and CASE_brainmask.nii.gz (links; masks 0.99999997)."""
-    root = tmp_path / "brats"
-    root.mkdir()
-    for case in BRATS[:3]:
-        cid = case.name.split("_")[2]
-        for src, dst in (("Flair_subtrMeanDivStd", cid), ("OTMultiClass", f"{cid}_seg"),
-                         ("brainmask", f"{cid}_brainmask")):
-            (root / f"{dst}.nii.gz").symlink_to(case / f"{src}.nii.gz")
-    return root
-
-
-def test_the_studio_loads_real_scans_with_float_brain_masks_and_populates_inside_them(studio, qtbot, brats_folder):
+def test_the_studio_loads_real_scans_with_float_brain_masks_and_populates_inside_them(studio, qtbot, tmp_path):
     viewer, docks, session = studio("Load", "LesionMix")
     load, w = docks["Load"], docks["LesionMix"]
-    load.folder.setText(str(brats_folder))
+    load.folder.setText(str(brats_with_masks(tmp_path / "brats")))
     load.scan_folder()
     assert "Found 3 labelled case(s)" in load.status.text()
     load.host_combo.setCurrentText("pat0002")
