@@ -143,3 +143,23 @@ def test_the_core_never_imports_qt_or_napari(forbidden):
             if any(n == forbidden or n.startswith(forbidden + ".") for n in names):
                 offenders.append(f"{module}:{node.lineno}")
     assert not offenders, f"{forbidden} imported in the core: {offenders}"
+
+
+def test_every_sources_implementation_has_every_protocol_method():
+    # A face's Sources (export context, studio session, donor pools...) that lacks a method the
+    # protocol gained fails only when a method reaches it: find them by what they define.
+    import inspect
+
+    from napari_lesionmix.augment.registry import Sources
+
+    wanted = {name for name, _ in inspect.getmembers(Sources, inspect.isfunction) if not name.startswith("_")}
+    assert {"case", "brain_mask", "training_set", "training_cases", "cached"} <= wanted
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and node.name != "Sources":
+                defined = {f.name for f in node.body if isinstance(f, ast.FunctionDef)}
+                if {"training_set", "cached"} <= defined:
+                    found.append(node.name)
+                    assert wanted <= defined, (path.name, node.name, sorted(wanted - defined))
+    assert len(found) >= 6, found

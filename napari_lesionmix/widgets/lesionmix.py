@@ -164,6 +164,9 @@ class TrainingSources:
     def training_set(self):
         return self.dataset
 
+    def training_cases(self) -> None:
+        return None  # the studio's training set is a scanned folder
+
     def cached(self, key, make):
         return self.session.cached(key, make)
 

@@ -303,6 +303,9 @@ class StudioSession(LayerDisplay):
     def training_set(self) -> Dataset | None:
         return self.dataset
 
+    def training_cases(self) -> None:
+        return None  # the studio's training set is a scanned folder
+
     def cached(self, key: Hashable, make: Callable[[], Any]) -> Any:
         """An object built once by ``make`` for the loaded pair (a method's prepared work), thread-safe.
 
