@@ -23,24 +23,49 @@ def non_negative_int(text: str) -> int:
 
 
 def add_pair_arguments(p: argparse.ArgumentParser) -> None:
-    """``--host-image``/``--host-label``/``--donor-image``/``--donor-label`` (images repeatable per channel)."""
-    p.add_argument("--host-image", action="append", required=True, metavar="H.nii.gz",
-                   help="host image; repeat once per channel (H_0000, H_0001, ...)")
-    p.add_argument("--host-label", required=True, metavar="HL.nii.gz")
-    p.add_argument("--donor-image", action="append", required=True, metavar="D.nii.gz",
-                   help="donor image; repeat once per channel, in the host's channel order")
-    p.add_argument("--donor-label", required=True, metavar="DL.nii.gz")
+    """Host and donor, each as files (``--host-image``/``--host-label``, images repeatable per
+    channel) or as a case id (``--host``/``--donor``) of the command's ``--dataset``."""
+    for role, letter in (("host", "H"), ("donor", "D")):
+        one = p.add_mutually_exclusive_group(required=True)
+        one.add_argument(f"--{role}", metavar="CASE_ID", help=f"{role} case of --dataset (its files and brain mask)")
+        one.add_argument(f"--{role}-image", action="append", metavar=f"{letter}.nii.gz",
+                         help=f"{role} image file; repeat once per channel"
+                              + (" (H_0000, H_0001, ...)" if role == "host" else ", in the host's channel order"))
+        p.add_argument(f"--{role}-label", metavar=f"{letter}L.nii.gz", help=f"{role} label (with --{role}-image)")
 
 
-def load_pair(args: argparse.Namespace):
-    """Load host and donor from :func:`add_pair_arguments`; same grid, and a donor lesion."""
-    from napari_lesionmix.io.nifti import check_same_grid, load_case
+def load_side(args: argparse.Namespace, role: str, dataset):
+    """``(case, brain mask)`` of ``--ROLE`` (a case of ``dataset``, with its brain mask if it has one) or of
+    ``--ROLE-image``/``--ROLE-label`` (files; no brain mask)."""
+    from napari_lesionmix.io.nifti import load_case
 
-    host = load_case(args.host_image, args.host_label)
-    donor = load_case(args.donor_image, args.donor_label)
+    case_id, images, label = (getattr(args, f"{role}{s}") for s in ("", "_image", "_label"))
+    if case_id is not None:
+        if dataset is None:
+            raise LesionMixError(f"--{role} names a case of --dataset; give --dataset DIR too "
+                                 f"(or the files, with --{role}-image and --{role}-label).")
+        if label:
+            raise LesionMixError(f"--{role}-label goes with --{role}-image, not --{role}.")
+        rec = dataset[case_id]
+        return rec.load(), rec.load_brain_mask()
+    if not label:
+        raise LesionMixError(f"--{role}-image needs --{role}-label (the {role}'s lesion label).")
+    return load_case(images, label), None
+
+
+def load_pair(args: argparse.Namespace, dataset=None):
+    """Host and donor from :func:`add_pair_arguments`: ``(host, donor, host brain mask, donor brain mask)``.
+
+    The two share a grid and the donor has a lesion; a brain mask is the
+    dataset's (``None`` for a side given as files, or a dataset without masks).
+    """
+    from napari_lesionmix.io.nifti import check_same_grid
+
+    host, host_brain = load_side(args, "host", dataset)
+    donor, donor_brain = load_side(args, "donor", dataset)
     check_same_grid(host, donor)
     donor.require_lesion("Donor")
-    return host, donor
+    return host, donor, host_brain, donor_brain
 
 
 def pair_inputs(host, donor) -> dict:

@@ -93,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
     )
     with ProgressBar("export", "case", not args.no_progress) as bar:
         report = export_dataset(cfg, progress=bar)
-    if report.gain_warning():
-        print(report.gain_warning(), file=sys.stderr)
+    for line in report.warnings():
+        print(line, file=sys.stderr)
     rss = ", ".join(f"{v:.0f}" for v in report.peak_rss_mb.values()) or "-"
     print(
         f"export: {report.n_total} case(s) in '{report.out}' ({report.n_written} made, "

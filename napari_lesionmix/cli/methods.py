@@ -31,6 +31,7 @@ from napari_lesionmix.cli._common import (
     add_pair_arguments,
     load_mask_on_grid,
     load_pair,
+    load_side,
     non_negative_int,
     pair_inputs,
     read_params,
@@ -74,6 +75,8 @@ def _add_input_arguments(p: argparse.ArgumentParser, method: Method) -> None:
     if method.needs_training_set:
         p.add_argument("--dataset", required=True, metavar="DIR",
                        help="dataset folder: the cases lesions are taken from")
+    elif method.needs_donor:
+        p.add_argument("--dataset", metavar="DIR", help="dataset folder that --host and --donor name cases of")
     p.add_argument("--brain-mask", metavar="BM.nii.gz",
                    help="the host's brain (or organ) mask (with --host: the dataset's, if it has one)")
 
@@ -109,33 +112,25 @@ def _options_given(method: Method, args: argparse.Namespace) -> dict:
 def load_inputs(method: Method, args: argparse.Namespace) -> tuple[Inputs, LocalSources, dict]:
     """The cases of one sample from the command line, the sources they are part of, and their record."""
     from napari_lesionmix.io.dataset import discover_dataset
-    from napari_lesionmix.io.nifti import load_case
 
-    dataset = discover_dataset(args.dataset) if method.needs_training_set else None
+    dataset = discover_dataset(args.dataset) if getattr(args, "dataset", None) else None
     brain = None
+    masks = {}
     if method.needs_donor:
-        host, donor = load_pair(args)
+        host, donor, brain, donor_brain = load_pair(args, dataset)
+        masks[donor.case_id] = donor_brain
         record = pair_inputs(host, donor)
     else:
         donor = None
-        if args.host is not None:
-            if dataset is None:
-                raise LesionMixError("--host names a case of --dataset, but this method takes no dataset.")
-            if args.host_label:
-                raise LesionMixError("--host-label goes with --host-image, not --host.")
-            rec = dataset[args.host]
-            host, brain = rec.load(), rec.load_brain_mask()
-        else:
-            if not args.host_label:
-                raise LesionMixError("--host-image needs --host-label (the host's lesion label).")
-            host = load_case(args.host_image, args.host_label)
+        host, brain = load_side(args, "host", dataset)
         record = {"host_image": list(host.image_paths), "host_label": host.label_path}
     if args.brain_mask:
         brain = load_mask_on_grid(args.brain_mask, host)
     record["brain_mask"] = args.brain_mask
     if dataset is not None:
         record["dataset"] = str(dataset.root)
-    sources = LocalSources([host, donor], {host.case_id: brain}, dataset)
+    masks[host.case_id] = brain
+    sources = LocalSources([host, donor], masks, dataset)
     return Inputs(host, donor, brain), sources, record
 
 
@@ -169,7 +164,8 @@ def run(method: Method, args: argparse.Namespace) -> int:
     synthetic = apply_params(method, inputs, params, resources)
     record["options"] = options.changed()
     paths = write_synthetic(args.out, synthetic, inputs.host, record)
-    print(f"{method.name}: {method.describe(synthetic)} -> {paths['params'].parent}")
+    note = method.shortfall(inputs.host, synthetic.params)
+    print(f"{method.name}: {method.describe(synthetic)}{f': {note}' if note else ''} -> {paths['params'].parent}")
     unchanged = unchanged_host(method, synthetic.params, synthetic)
     if unchanged:
         print(f"lesionmix {method.name}: warning: {unchanged}; it is a copy of a real case, not a synthetic one.",

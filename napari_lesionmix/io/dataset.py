@@ -90,7 +90,9 @@ class Dataset:
             for rec in self.cases:
                 if rec.case_id == key:
                     return rec
-            raise LesionMixError(f"Dataset '{self.root}' has no case '{key}'.")
+            ids = self.case_ids
+            shown = ", ".join(ids[:5]) + (f", ... ({len(ids)} in all)" if len(ids) > 5 else "")
+            raise LesionMixError(f"Dataset '{self.root}' has no case '{key}'; its cases are {shown}.")
         return self.cases[key]
 
     @property
