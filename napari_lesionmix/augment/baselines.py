@@ -99,7 +99,8 @@ def _binary_label(case: Case, role: str) -> np.ndarray:
     if case.label.max() > 1:
         raise LesionMixError(
             f"{role} label of '{case.case_id}' has classes up to {int(case.label.max())}; Mixup and "
-            "CutMix soft labels are defined for binary lesion labels only."
+            "CutMix soft labels are defined for binary lesion labels only; label=hard (--label hard) "
+            "keeps whole classes, any number of them."
         )
     return case.label.astype(np.float32)
 

@@ -532,6 +532,13 @@ class LesionMixMethod(Method):
         return (f"no lesion was {'pasted' if params.mode == 'populate' else 'inpainted'} (target "
                 f"{params.target_load_ml:.3f} mL, host load {params.host_load_ml:.3f} mL)")
 
+    def shortfall(self, host: Case, params: LesionMixParams) -> str | None:
+        if params.target_reached:
+            return None
+        if params.mode == "populate" and params.host_load_ml > params.target_load_ml + params.tolerance_ml:
+            return "populating only adds lesions and the host load is above the target (inpaint, or auto, removes)"
+        return inpaint_shortfall(host, params)
+
     def apply(self, inputs: Inputs, params: LesionMixParams, resources: LesionMixResources) -> Synthetic:
         return lesionmix(inputs.host, params, resources.bank, brain_mask=inputs.brain_mask)
 

@@ -269,6 +269,14 @@ class Method:
         """
         return None
 
+    def shortfall(self, host: Case, params: Params) -> str | None:
+        """Why a sample missed what it aimed at, in words (``None`` when it did not, or cannot say).
+
+        LesionMix's target load: "the remaining load is one 224.4 mL lesion, ...".
+        The CLI and the studio append it to :meth:`describe`'s line.
+        """
+        return None
+
     def check_inputs(self, inputs: Inputs) -> None:
         """A clear error for inputs this method cannot use: the one gate of every face.
 

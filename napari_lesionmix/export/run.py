@@ -45,6 +45,9 @@ class ExportReport:
     gain_mismatches : dict of str to float
         Synthetic cases pasted with ``intensity_match=none`` across normal-brain medians that differ by
         more than 25 %, and that difference (:func:`~napari_lesionmix.export.gallery.gain_mismatches`).
+    missed_targets : dict of str to (float, float)
+        LesionMix cases whose lesion load missed its target: ``{id: (reached mL, target mL)}``
+        (:func:`missed_targets`).
     """
 
     out: Path
@@ -57,6 +60,7 @@ class ExportReport:
     worker_cpu_s: dict[int, float] = field(default_factory=dict)
     holdout: tuple[str, ...] = ()
     gain_mismatches: dict[str, float] = field(default_factory=dict)
+    missed_targets: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -71,6 +75,31 @@ class ExportReport:
                 f"normal-brain medians differ by more than 25 % with intensity_match=none (largest: {worst}, "
                 f"{self.gain_mismatches[worst]:.0%}); the QA gallery marks them; "
                 "--option METHOD.intensity_match=brain-linear pastes in the host's scale.")
+
+
+    def missed_target_warning(self) -> str | None:
+        """One line about :attr:`missed_targets`, or ``None`` when every target was reached."""
+        if not self.missed_targets:
+            return None
+        worst = max(self.missed_targets, key=lambda k: abs(self.missed_targets[k][0] - self.missed_targets[k][1]))
+        reached, target = self.missed_targets[worst]
+        return (f"warning: {len(self.missed_targets)} LesionMix case(s) missed their target lesion load (furthest: "
+                f"{worst}, {reached:.1f} mL for a target of {target:.1f} mL): whole lesions are added or removed, so "
+                "a host's own lesions can rule a target out; the manifest records each target and the load reached.")
+
+    def warnings(self) -> list[str]:
+        """Every warning line of the finished export (the CLI prints them, the studio shows them)."""
+        return [w for w in (self.gain_warning(), self.missed_target_warning()) if w]
+
+
+def missed_targets(records: dict[str, dict]) -> dict[str, tuple[float, float]]:
+    """LesionMix cases of a manifest (``{id: record}``) whose load missed the target: ``{id: (reached, target)}``."""
+    out = {}
+    for cid, rec in records.items():
+        params = rec.get("params") if isinstance(rec, dict) else None
+        if isinstance(params, dict) and params.get("target_reached") is False:
+            out[cid] = (float(params["reached_load_ml"]), float(params["target_load_ml"]))
+    return out
 
 
 def available_methods() -> list[str]:
@@ -309,6 +338,7 @@ def export_dataset(
     from napari_lesionmix.export.gallery import gain_mismatches
 
     report.gain_mismatches = gain_mismatches(records)
+    report.missed_targets = missed_targets(records)
     manifest.rewrite(_ordered(records.values()))
     if config.n_folds or config.splits:
         write_json(splits_final(plan, records), out / "splits_final.json")

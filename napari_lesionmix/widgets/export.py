@@ -298,7 +298,8 @@ class ExportWidget(QWidget):
                 return
             self.status.setText(
                 f"Wrote {report.n_written} case(s) (skipped {report.n_skipped} finished) to '{report.out}' in "
-                f"{report.seconds:.1f} s; integrity check passed.")
+                f"{report.seconds:.1f} s; integrity check passed."
+                + "".join(f"\nWarning: {w.removeprefix('warning: ')}" for w in report.warnings()))
             self.show_gallery(png)
 
         def _failed(exc):

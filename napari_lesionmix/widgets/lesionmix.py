@@ -37,7 +37,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_lesionmix.augment.lesion_load import DISTRIBUTIONS, LoadDistribution, dataset_loads
-from napari_lesionmix.augment.lesionmix import LesionMixParams, inpaint_shortfall
+from napari_lesionmix.augment.lesionmix import LesionMixParams
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.widgets.controls import Collapsible
 from napari_lesionmix.widgets.method import MethodDock
@@ -387,7 +387,7 @@ class LesionMixWidget(MethodDock):
 
     def finish(self, synthetic):
         # Why inpainting stopped short, if it did ("one 45.0 mL lesion remains").
-        return synthetic, inpaint_shortfall(self.session.host, synthetic.params)
+        return synthetic, self.method.shortfall(self.session.host, synthetic.params)
 
     # -- actions -------------------------------------------------------------------
     def sample(self) -> None:

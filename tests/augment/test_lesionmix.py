@@ -395,6 +395,28 @@ def test_inpaint_reports_lesions_too_large_to_remove(bank_and_map):
     assert p0.target_reached and p0.removals == (0,) and not syn.label.any()
 
 
+def test_cli_says_why_the_target_was_missed(small_dataset, tmp_path, capsys):
+    """The CLI's line names the reason (the studio's status line shows the same words)."""
+    root, cases = small_dataset
+    load = lesion_load_ml(cases[3].label, cases[3].spacing)
+    capsys.readouterr()
+    assert main(["lesionmix", "--dataset", str(root), "--host", "c3", "--target-load", f"{load / 2}",
+                 "--mode", "populate", "--out", str(tmp_path / "p")]) == 0
+    assert "not reached" in (out := capsys.readouterr().out)
+    assert "populating only adds lesions and the host load is above the target" in out
+    big = make_case(seed=9, n_lesions=1, shape=SHAPE, case_id="big")
+    big.label[:] = 0
+    big.label[10:18, 10:18, 8:14] = 1  # one lesion: removing it undershoots half its load
+    files = write_case(big, tmp_path / "one")
+    one = lesion_load_ml(big.label, big.spacing)
+    assert main(["lesionmix", "--dataset", str(root), "--host-image", str(files["images"][0]), "--host-label",
+                 str(files["label"]), "--target-load", f"{one / 2}", "--out", str(tmp_path / "i")]) == 0
+    assert f"the remaining load is one {one:.1f} mL lesion, which cannot go" in capsys.readouterr().out
+    assert main(["lesionmix", "--dataset", str(root), "--host", "c3", "--target-load", f"{load}",
+                 "--out", str(tmp_path / "r")]) == 0
+    assert "the remaining load" not in (out := capsys.readouterr().out) and "populating only" not in out
+
+
 def test_cli_host_files_inpaint(small_dataset, tmp_path, capsys):
     root, cases = small_dataset
     host = make_case(seed=21, n_lesions=4, shape=SHAPE, case_id="h")

@@ -196,5 +196,5 @@ def test_hard_label_baselines_keep_multi_class_ids(name):
     donor.label = donor.label * 4  # classes {0, 4}
     syn = registry.generate(name, host, donor, seed=1, options={"label": "hard"})
     assert set(np.unique(syn.label)) <= {0, 2, 4} and syn.label.dtype.kind in "iu"
-    with pytest.raises(LesionMixError, match="soft labels are defined for binary lesion labels only"):
+    with pytest.raises(LesionMixError, match="soft labels are defined for binary lesion labels only; label=hard"):
         registry.generate(name, host, donor, seed=1)

@@ -559,3 +559,25 @@ def test_export_reads_each_hosts_brain_mask_from_the_dataset(tmp_path):
             label = np.asarray(nib.load(out / "labelsTr" / f"{rec['id']}.nii.gz").dataobj)
             host = np.asarray(nib.load(root / f"{rec['host']}_seg.nii.gz").dataobj)
             assert not ((label != 0) & (host == 0) & ~mask).any(), rec["id"]  # pasted inside the given brain
+
+
+def test_lesionmix_cases_that_miss_their_target_are_reported(tiny_dataset, tmp_path, capsys):
+    """Whole lesions go or stay, so a tiny target leaves one lesion: the case is kept, and the run says so."""
+    opts = {"target_load": 0.001, "tolerance_ml": 0.0001, "tolerance_frac": 0.0, "mode": "inpaint"}
+    out = tmp_path / "Dataset904_Missed"
+    args = ["export", "--dataset", str(tiny_dataset), "--out", str(out), "--n", "2", "--folds", "0", "--method",
+            "lesionmix", "--no-progress"] + [x for o in opts for x in ("--option", f"lesionmix.{o}={opts[o]}")]
+    assert main(args) == 0
+    records = {json.loads(x)["id"]: json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()}
+    assert [r["params"]["target_reached"] for r in records.values()] == [False, False]
+    expected = {cid: (r["params"]["reached_load_ml"], 0.001) for cid, r in records.items()}
+    err = capsys.readouterr().err
+    assert "warning: 2 LesionMix case(s) missed their target lesion load" in err
+    assert "for a target of 0.0 mL" in err and "the manifest records each target" in err
+    report = export_dataset(ExportConfig(str(tiny_dataset), str(out), n=2, n_folds=0, methods=(("lesionmix", 1.0),),
+                                         options={"lesionmix": opts}))
+    assert report.missed_targets == expected and len(report.warnings()) == 1
+    # A reachable target: nothing to report.
+    fine = export_dataset(ExportConfig(str(tiny_dataset), str(tmp_path / "Dataset905_Fine"), n=2, n_folds=0,
+                                       methods=(("carvemix", 1.0),)))
+    assert fine.missed_targets == {} and fine.warnings() == []
