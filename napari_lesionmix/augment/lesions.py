@@ -24,10 +24,11 @@ dataset's lesions are extracted once per process however many samples use them.
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -68,7 +69,8 @@ class Lesion:
         Voxel size in mm of the source grid.
     reference : tuple of float
         Per-channel reference intensity of the source case's normal tissue
-        (:func:`tissue_reference`), for optional intensity matching on paste.
+        (:func:`tissue_reference`), for optional intensity matching on paste
+        (``intensity_match="median"``); a bank computes it the first time it is read.
     """
 
     case_id: str
@@ -81,7 +83,11 @@ class Lesion:
     centroid_voxel: tuple[float, float, float]
     centroid_mm: tuple[float, float, float]
     spacing: tuple[float, float, float]
-    reference: tuple[float, ...] = ()
+    tissue: TissueReference | None = field(default=None, repr=False)
+
+    @property
+    def reference(self) -> tuple[float, ...]:
+        return () if self.tissue is None else self.tissue.value
 
     @property
     def n_voxels(self) -> int:
@@ -172,6 +178,42 @@ def tissue_reference(image: np.ndarray, label: np.ndarray | None, brain_mask: np
     return tuple(out)
 
 
+class TissueReference:
+    """A case's :func:`tissue_reference`, computed the first time it is read.
+
+    Only ``intensity_match="median"`` reads it, and it costs a brain estimate
+    per case (about 0.3 s at 1 mm): a bank over 131 stroke cases spent 37 s of
+    a 82 s command on references nothing read. ``load`` returns the case and its
+    brain mask (or ``None``); the value is computed once and ``load`` dropped.
+    """
+
+    def __init__(self, load: Callable[[], tuple[Case, np.ndarray | None]] | None):
+        self._load, self._value, self._lock = load, None, threading.Lock()
+
+    @classmethod
+    def of(cls, case: Case, brain_mask: np.ndarray | None) -> TissueReference:
+        """The reference of ``case``, computed now (so the caller's arrays are not kept)."""
+        ref = cls(None)
+        ref._value = tissue_reference(case.image, case.label, case_brain(case, brain_mask).mask)
+        return ref
+
+    def __getstate__(self) -> dict:
+        # A lock and a loader do not pickle (Dask ships banks to workers): send the value.
+        return {"value": self.value}
+
+    def __setstate__(self, state: dict) -> None:
+        self._load, self._value, self._lock = None, state["value"], threading.Lock()
+
+    @property
+    def value(self) -> tuple[float, ...]:
+        with self._lock:
+            if self._value is None:
+                case, brain = self._load()
+                self._value = tissue_reference(case.image, case.label, case_brain(case, brain).mask)
+                self._load = None
+            return self._value
+
+
 def extract_lesions(
     case: Case,
     connectivity: int = 26,
@@ -179,6 +221,7 @@ def extract_lesions(
     min_voxels: int = 1,
     components: tuple[np.ndarray, int] | None = None,
     brain_mask: np.ndarray | None = None,
+    reference: TissueReference | None = None,
 ) -> list[Lesion]:
     """Cut every connected lesion of a case, with its crop, volume and centroid.
 
@@ -197,6 +240,9 @@ def extract_lesions(
         A precomputed :func:`label_components` result to reuse.
     brain_mask : ndarray of bool, optional
         The case's brain mask, for :attr:`Lesion.reference`.
+    reference : TissueReference, optional
+        Where :attr:`Lesion.reference` comes from (default: computed now from
+        ``case`` and ``brain_mask``).
 
     Returns
     -------
@@ -213,7 +259,7 @@ def extract_lesions(
     shape = case.shape
     boxes = ndi.find_objects(comps)
     counts = np.bincount(comps.ravel(), minlength=n + 1)
-    reference = tissue_reference(case.image, case.label, case_brain(case, brain_mask).mask)
+    reference = reference if reference is not None else TissueReference.of(case, brain_mask)
     lesions = []
     for k, box in enumerate(boxes, start=1):
         if box is None or counts[k] < min_voxels:
@@ -237,7 +283,7 @@ def extract_lesions(
                 centroid_voxel=tuple(float(c) for c in centroid),
                 centroid_mm=tuple(float(c) for c in world[:3]),
                 spacing=spacing,
-                reference=reference,
+                tissue=reference,
             )
         )
     return lesions
@@ -331,8 +377,10 @@ class LesionBank:
         if case_id not in self._lesions:
             case = self.case(case_id)
             case.require_label("Case", "lesion extraction")
+            # The reference reads the case again, from its record, only if something asks for it.
+            later = TissueReference(lambda: (self.case(case_id), self.brain_mask(case_id)))
             self._lesions[case_id] = extract_lesions(case, self.connectivity, self.margin, self.min_voxels,
-                                                     brain_mask=self.brain_mask(case_id))
+                                                     reference=later)
             self._loads[case_id] = lesion_load_ml(case.label, case.spacing)
         return self._lesions[case_id]
 

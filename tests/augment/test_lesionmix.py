@@ -455,6 +455,27 @@ def test_multichannel_populate_and_inpaint():
     assert not out.label.any() and out.image.shape == host.image.shape
 
 
+def test_a_bank_reads_a_cases_tissue_reference_only_when_asked(small_dataset, monkeypatch):
+    """The reference (a brain estimate per case) is for intensity_match="median" only: computed on first read."""
+    import pickle
+
+    import napari_lesionmix.augment.lesions as lesions_module
+    from napari_lesionmix.augment.lesions import tissue_reference
+
+    root, cases = small_dataset
+    calls = []
+    real = lesions_module.tissue_reference
+    monkeypatch.setattr(lesions_module, "tissue_reference", lambda *a: calls.append(1) or real(*a))
+    bank = LesionBank.from_dataset(root)
+    first = bank.lesions("c2")
+    assert len(bank.all_lesions()) > 4 and calls == []  # every case extracted, no reference computed
+    expected = tissue_reference(cases[2].image, cases[2].label)
+    assert first[0].reference == pytest.approx(expected) and calls == [1]
+    assert all(les.reference == first[0].reference for les in first) and calls == [1]  # one per case
+    again = pickle.loads(pickle.dumps(bank.lesions("c1")[0]))  # Dask ships lesions: the value travels
+    assert again.reference == pytest.approx(tissue_reference(cases[1].image, cases[1].label))
+
+
 def test_intensity_match_scales_pasted_lesions_to_the_host():
     import dataclasses
 
