@@ -448,15 +448,15 @@ class LesionMixResources:
         The training set's lesions.
     likelihood : LikelihoodMap
         Where lesions are placed.
-    distribution : LoadDistribution
-        The target load's distribution.
+    distribution : LoadDistribution or None
+        The target load's distribution (``None`` when the options give the target).
     source_ids : tuple of str
         The cases lesions may come from.
     """
 
     bank: LesionBank
     likelihood: LikelihoodMap | None
-    distribution: LoadDistribution
+    distribution: LoadDistribution | None
     source_ids: tuple[str, ...]
 
 
@@ -490,6 +490,8 @@ class LesionMixMethod(Method):
         else:  # training labels, inside the brain masks
             lmap = sources.cached(("lesionmix-likelihood", *key, options.sigma_mm),
                                   lambda: likelihood_map(ds, sigma_mm=options.sigma_mm))
+        if options.target_load is not None:  # the target is given: no distribution, no pass over the labels
+            return LesionMixResources(bank, lmap, None, tuple(ds.case_ids))
         loads = sources.cached(("lesionmix-loads", *key), lambda: dataset_loads(ds))
         return LesionMixResources(bank, lmap, options.distribution(loads), tuple(ds.case_ids))
 

@@ -429,3 +429,23 @@ def test_a_file_named_after_its_modality_takes_its_folders_case_id(path, case_id
     from napari_lesionmix.io.nifti import case_id_from_path
 
     assert case_id_from_path(path) == case_id
+
+
+@pytest.mark.parametrize("top, dtype", [(1, np.uint8), (4, np.uint8), (255, np.uint8), (256, np.uint16),
+                                        (65535, np.uint16), (70000, np.int32)])
+def test_float_labels_in_the_files_order_become_c_ordered_integers(top, dtype):
+    """nibabel hands labels over Fortran-ordered: the result is the same integers, C-ordered, whatever the order."""
+    from napari_lesionmix.io.nifti import as_label_array
+
+    rng = np.random.default_rng(top)
+    values = rng.integers(0, top + 1, (7, 6, 5)).astype(np.float32 if top < 2**24 else np.float64)
+    values.flat[0] = top
+    for data in (values, np.asfortranarray(values), values[:, ::-1]):
+        out = as_label_array(data)
+        assert out.dtype == dtype and out.flags["C_CONTIGUOUS"] and np.array_equal(out, data)
+    for bad, message in ((0.5, "non-integer values \\(e.g. 0.5\\)"), (-1.0, "negative values"),
+                         (np.nan, "NaN or infinite"), (np.inf, "NaN or infinite")):
+        broken = np.asfortranarray(values.copy())
+        broken[1, 2, 3] = bad
+        with pytest.raises(LesionMixError, match=message):
+            as_label_array(broken)
