@@ -136,7 +136,7 @@ class TrainingSources:
     """The session as the registry's ``Sources``, with the dock's dataset as the training set.
 
     The lesion bank's dataset may be the loaded pair's folder or the shipped sample, not the
-    scanned one; its cases load through the session's cache.
+    scanned one; its cases are read when asked (the session caches the bank and their statistics).
     """
 
     def __init__(self, session, dataset):
@@ -148,7 +148,9 @@ class TrainingSources:
             if case is not None and case.case_id == case_id:
                 return case
         if case_id in self.dataset.case_ids:
-            return self.cached(("case", str(self.dataset.root), case_id), lambda: self.dataset[case_id].load())
+            # Not cached: the bank holds the lesions, and the registry caches each case's brain statistics,
+            # the one thing a sample reads of a whole source case (20 cases of 35 MB evicted the bank).
+            return self.dataset[case_id].load()
         return s.case(case_id)
 
     def brain_mask(self, case_id: str):

@@ -310,7 +310,8 @@ class StudioSession(LayerDisplay):
         """An object built once by ``make`` for the loaded pair (a method's prepared work), thread-safe.
 
         The one cache of the studio: locked (thread workers call it), bounded to :data:`CACHE_ENTRIES`
-        large objects, emptied of the pair's entries when another pair is loaded. ``make`` runs
+        large objects (the pair's evicted before a dataset's), emptied of the pair's entries when
+        another pair is loaded. ``make`` runs
         outside the lock (a distance field takes seconds); what it returns after the pair changed
         is handed back but not kept.
         """
@@ -325,8 +326,11 @@ class StudioSession(LayerDisplay):
                 return value
             value = self._cache.setdefault(key, value)
             self._cache.move_to_end(key)
+            # Over the bound, the pair's entries go first, least recently used first: a dataset's
+            # work (a lesion bank: seconds to minutes) outlives the cases one sample reads.
             large = [k for k in self._cache if not _is_small_key(k)]
-            for k in large[:-CACHE_ENTRIES]:
+            spare = len(large) - CACHE_ENTRIES
+            for k in sorted(large, key=_is_dataset_key)[:max(spare, 0)]:
                 del self._cache[k]
         return value
 

@@ -12,7 +12,7 @@ from napari.utils.notifications import notification_manager
 from napari_lesionmix.augment import registry
 from napari_lesionmix.widgets import method as method_module
 from napari_lesionmix.widgets.method import MethodDock
-from napari_lesionmix.widgets.state import CACHE_ENTRIES, StudioSession
+from napari_lesionmix.widgets.state import CACHE_ENTRIES, DATASET_KEY, StudioSession
 
 pytestmark = pytest.mark.gui
 
@@ -119,6 +119,12 @@ def test_session_cache_is_locked_and_bounded():
     s.cached((registry.BRAIN_STATS_KEY, "c", True), lambda: 1.0)
     s.cached(("big", "new"), lambda: 0)
     assert (registry.BRAIN_STATS_KEY, "c", True) in s.cache_keys()
+    # A dataset's work (a lesion bank) outlives the pair's entries made after it: they go first.
+    s.cached((DATASET_KEY, "bank"), lambda: "bank")
+    for i in range(CACHE_ENTRIES + 5):
+        s.cached(("case", i), lambda i=i: i)
+    assert (DATASET_KEY, "bank") in s.cache_keys() and ("case", CACHE_ENTRIES + 4) in s.cache_keys()
+    assert len([k for k in s.cache_keys() if k[0] != registry.BRAIN_STATS_KEY]) == CACHE_ENTRIES
     # Many threads asking for one key get one object.
     out, barrier = [], threading.Barrier(8)
 
