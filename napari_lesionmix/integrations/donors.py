@@ -225,6 +225,11 @@ class DonorPool:
         case = case_from_arrays(d[image_key], d[label_key], affine=d.get("affine", getattr(d[label_key], "affine",
                                                                                             None)), case_id=case_id)
         brain = d.get(brain_key) if brain_key else None
+        if isinstance(brain, (str, os.PathLike)):  # the donor dicts name a mask the transform did not load
+            raise LesionMixError(
+                f"Donor '{case_id}': '{brain_key}' is still a file path after donor_transform "
+                f"('{os.fspath(brain)}'); load it there with the image and label (e.g. in LoadImaged's keys), "
+                f"or leave '{brain_key}' out of the donor dicts.")
         return case, None if brain is None else label_array(brain) > 0
 
     def case(self, case_id: str) -> Case:

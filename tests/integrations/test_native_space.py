@@ -95,6 +95,16 @@ def test_without_resample_donors_off_the_grid_are_refused(native_cases):
         t(dict(_pre()(dict(with_sample_index(native_cases)[0]))))
 
 
+def test_a_brain_mask_path_the_donor_transform_did_not_load_is_named(native_cases):
+    """Donor dicts often carry a mask path the pre-transforms leave as it is: say so, not 'shape ()'."""
+    from napari_lesionmix.errors import LesionMixError
+
+    items = [{**d, "brain_mask": d["label"]} for d in native_cases]
+    t = RandCarveMixd(("image", "label"), donors=items, prob=1.0, donor_transform=_pre(), resample=True)
+    with pytest.raises(LesionMixError, match="'brain_mask' is still a file path after donor_transform .*LoadImaged"):
+        t(dict(_pre()(dict(with_sample_index(native_cases)[0]))))
+
+
 def test_resample_case_is_exact_on_its_own_grid_and_maps_world_positions():
     case = make_case(seed=3, n_lesions=2)
     same = resample_case(case, case.shape, case.affine)
