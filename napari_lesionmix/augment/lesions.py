@@ -19,6 +19,9 @@ Choices where the paper is silent (parameters, with defaults):
 
 The :class:`LesionBank` loads cases lazily and caches their lesions, so a
 dataset's lesions are extracted once per process however many samples use them.
+It extracts them from the labels alone (drawing needs each lesion's mask and
+volume, not its pixels) and reads a case's image the first time one of its
+lesions is pasted (:class:`CaseImage`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -38,7 +41,15 @@ from napari_lesionmix.augment.intensity import normal_brain
 from napari_lesionmix.augment.lesion_load import lesion_load_ml, voxel_volume_ml
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.brain import case_brain
-from napari_lesionmix.io.nifti import AFFINE_TOLERANCE_MM, Case
+from napari_lesionmix.io.dataset import CaseRecord
+from napari_lesionmix.io.nifti import (
+    AFFINE_TOLERANCE_MM,
+    Case,
+    load_image,
+    load_label,
+    read_geometry,
+    voxel_spacing,
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,7 +65,7 @@ class Lesion:
     box : tuple of 3 slices
         Where the crop lies in the source volume (component box plus margin, clipped).
     image : ndarray, shape (C, a, b, c), float32
-        Image channels of the crop.
+        Image channels of the crop (from :attr:`source`, read on first use).
     mask : ndarray, shape (a, b, c), bool
         This component only (other lesions in the crop are ``False``).
     label : ndarray, shape (a, b, c), integer
@@ -71,12 +82,13 @@ class Lesion:
         Per-channel reference intensity of the source case's normal tissue
         (:func:`tissue_reference`), for optional intensity matching on paste
         (``intensity_match="median"``); a bank computes it the first time it is read.
+    source : CaseImage
+        Where :attr:`image` comes from: the image crops of the source case.
     """
 
     case_id: str
     index: int
     box: tuple[slice, slice, slice]
-    image: np.ndarray
     mask: np.ndarray
     label: np.ndarray
     volume_ml: float
@@ -84,10 +96,19 @@ class Lesion:
     centroid_mm: tuple[float, float, float]
     spacing: tuple[float, float, float]
     tissue: TissueReference | None = field(default=None, repr=False)
+    source: CaseImage | None = field(default=None, repr=False)
+
+    @property
+    def image(self) -> np.ndarray:
+        return self.source.crop(self.box)
 
     @property
     def reference(self) -> tuple[float, ...]:
         return () if self.tissue is None else self.tissue.value
+
+    def with_image(self, image: np.ndarray) -> Lesion:
+        """This lesion with other crop pixels (e.g. intensity-matched), same shape."""
+        return replace(self, source=CaseImage(crops={_key(self.box): image}))
 
     @property
     def n_voxels(self) -> int:
@@ -214,6 +235,63 @@ class TissueReference:
             return self._value
 
 
+def _key(box: tuple[slice, ...]) -> tuple[tuple[int, int], ...]:
+    return tuple((b.start, b.stop) for b in box)
+
+
+class CaseImage:
+    """The image crops of one case's lesions, cut the first time one is read.
+
+    A bank's lesions come from the labels alone: drawing needs each lesion's
+    mask and volume, not its pixels, and on 131 stroke cases the images were a
+    third of what a sample read. ``read`` returns the case's ``(C, I, J, K)``
+    image; on the first :meth:`crop` every crop is cut from it at once and the
+    volume is dropped. ``crops`` gives them directly (a case in memory).
+    """
+
+    def __init__(self, read: Callable[[], np.ndarray] | None = None, boxes: Sequence[tuple[slice, ...]] = (),
+                 crops: dict | None = None):
+        self._read, self._boxes, self._crops, self._lock = read, tuple(boxes), crops, threading.Lock()
+
+    @classmethod
+    def cut(cls, image: np.ndarray, boxes: Sequence[tuple[slice, ...]]) -> CaseImage:
+        """The crops of ``image`` at ``boxes``, cut now."""
+        return cls(crops=_cut_crops(image, boxes))
+
+    def crop(self, box: tuple[slice, ...]) -> np.ndarray:
+        with self._lock:
+            if self._crops is None:
+                self._crops = _cut_crops(self._read(), self._boxes)
+                self._read = None
+            return self._crops[_key(box)]
+
+    def __getstate__(self) -> dict:
+        # The loader is an _ImageFile (a record and a shape): a worker reads the image itself.
+        return {"read": self._read, "boxes": self._boxes, "crops": self._crops}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["read"], state["boxes"], state["crops"])
+
+
+def _cut_crops(image: np.ndarray, boxes) -> dict:
+    return {_key(b): np.ascontiguousarray(image[(slice(None), *b)], dtype=np.float32) for b in boxes}
+
+
+@dataclass(frozen=True)
+class _ImageFile:
+    """Reads a bank case's image from its record (picklable, unlike a closure), on its label's grid."""
+
+    record: CaseRecord
+    shape: tuple[int, ...]
+
+    def __call__(self) -> np.ndarray:
+        image, _ = load_image(self.record.image_paths)
+        if image.shape[1:] != self.shape:  # the header said otherwise when the bank was built
+            raise LesionMixError(f"Image '{self.record.image_paths[0]}' has shape {image.shape[1:]} but its label "
+                                 f"'{self.record.label_path}' has {self.shape}; they must match.")
+        return image
+
+
 def extract_lesions(
     case: Case,
     connectivity: int = 26,
@@ -249,41 +327,62 @@ def extract_lesions(
     list of Lesion
     """
     case.require_label("Case", "lesion extraction")
+    reference = reference if reference is not None else TissueReference.of(case, brain_mask)
+    return _cut_lesions(case.case_id, case.label, case.affine, connectivity, margin, min_voxels,
+                        lambda boxes: CaseImage.cut(case.image, boxes), reference, components)
+
+
+def _cut_lesions(case_id: str, label: np.ndarray, affine: np.ndarray, connectivity: int, margin: int,
+                 min_voxels: int, image_of: Callable[[list], CaseImage], reference: TissueReference | None,
+                 components: tuple[np.ndarray, int] | None = None) -> list[Lesion]:
+    """:func:`extract_lesions` from a label and its affine; ``image_of(crops)`` gives the crops' pixels.
+
+    Works on the lesions' bounding box (:func:`components_box`), never on the
+    whole volume: the numbering, crops and centroids are those of the whole.
+    """
     if int(margin) < 0:
         raise LesionMixError(f"Lesion crop margin must be >= 0 voxels, got {margin}.")
-    comps, n = components if components is not None else label_components(case.label, connectivity)
+    if components is not None:
+        box, comps, n = tuple(slice(0, s) for s in label.shape), components[0], components[1]
+    else:
+        box, comps, n = components_box(label, connectivity)
     if n == 0:
         return []
-    spacing = case.spacing
+    spacing = voxel_spacing(affine)
     vox_ml = voxel_volume_ml(spacing)
-    shape = case.shape
-    boxes = ndi.find_objects(comps)
+    shape = label.shape
+    lo = np.array([b.start for b in box])
     counts = np.bincount(comps.ravel(), minlength=n + 1)
-    reference = reference if reference is not None else TissueReference.of(case, brain_mask)
-    lesions = []
-    for k, box in enumerate(boxes, start=1):
-        if box is None or counts[k] < min_voxels:
+    found = []
+    for k, sub in enumerate(ndi.find_objects(comps), start=1):
+        if sub is None or counts[k] < min_voxels:
             continue
-        crop = tuple(
-            slice(max(b.start - margin, 0), min(b.stop + margin, s)) for b, s in zip(box, shape, strict=True)
-        )
-        mask = comps[crop] == k
-        offset = np.array([c.start for c in crop], float)
-        centroid = np.asarray(ndi.center_of_mass(mask), float) + offset
-        world = case.affine @ np.append(centroid, 1.0)
+        crop = tuple(slice(max(b.start + o - margin, 0), min(b.stop + o + margin, s))
+                     for b, o, s in zip(sub, lo, shape, strict=True))
+        # The component's voxels all lie in ``box``; the margin may reach past it (zeros there).
+        mask = np.zeros(tuple(c.stop - c.start for c in crop), bool)
+        inner = tuple(slice(max(c.start, b.start), min(c.stop, b.stop)) for c, b in zip(crop, box, strict=True))
+        mask[tuple(slice(i.start - c.start, i.stop - c.start) for i, c in zip(inner, crop, strict=True))] = \
+            comps[tuple(slice(i.start - b.start, i.stop - b.start) for i, b in zip(inner, box, strict=True))] == k
+        found.append((k, crop, mask))
+    source = image_of([crop for _, crop, _ in found])
+    lesions = []
+    for k, crop, mask in found:
+        centroid = np.asarray(ndi.center_of_mass(mask), float) + np.array([c.start for c in crop], float)
+        world = affine @ np.append(centroid, 1.0)
         lesions.append(
             Lesion(
-                case_id=case.case_id,
+                case_id=case_id,
                 index=k - 1,
                 box=crop,
-                image=np.ascontiguousarray(case.image[(slice(None), *crop)], dtype=np.float32),
                 mask=mask,
-                label=np.where(mask, case.label[crop], 0).astype(case.label.dtype),
+                label=np.where(mask, label[crop], 0).astype(label.dtype),
                 volume_ml=float(counts[k]) * vox_ml,
                 centroid_voxel=tuple(float(c) for c in centroid),
                 centroid_mm=tuple(float(c) for c in world[:3]),
                 spacing=spacing,
                 tissue=reference,
+                source=source,
             )
         )
     return lesions
@@ -324,7 +423,7 @@ class LesionBank:
         self._cases: dict[str, Case] = {}
         self._lesions: dict[str, list[Lesion]] = {}
         self._loads: dict[str, float] = {}
-        self._grid: tuple[tuple[int, ...], np.ndarray, str] | None = None
+        self._grid: tuple[np.ndarray, str] | None = None
         for c in cases:
             self.add_case(c)
 
@@ -350,7 +449,7 @@ class LesionBank:
 
     def add_case(self, case: Case, keep: bool = False, brain_mask: np.ndarray | None = None) -> None:
         """Add (or replace) an in-memory case; ``keep`` also keeps the whole case cached."""
-        self._check_grid(case)
+        self._check_grid(case.case_id, case.spacing)
         self._lesions[case.case_id] = extract_lesions(case, self.connectivity, self.margin, self.min_voxels,
                                                       brain_mask=brain_mask)
         self._loads[case.case_id] = lesion_load_ml(case.label, case.spacing)
@@ -364,7 +463,7 @@ class LesionBank:
         if case_id not in self._records:
             raise LesionMixError(f"The lesion bank has no case '{case_id}' (known: {', '.join(self.case_ids)}).")
         case = self._records[case_id].load()
-        self._check_grid(case)
+        self._check_grid(case.case_id, case.spacing)
         return case
 
     def brain_mask(self, case_id: str) -> np.ndarray | None:
@@ -373,16 +472,40 @@ class LesionBank:
         return None if rec is None else rec.load_brain_mask()
 
     def lesions(self, case_id: str) -> list[Lesion]:
-        """The lesions of one case (extracted on first use)."""
+        """The lesions of one case (extracted on first use, from its label; the image is read on first paste)."""
         if case_id not in self._lesions:
-            case = self.case(case_id)
-            case.require_label("Case", "lesion extraction")
             # The reference reads the case again, from its record, only if something asks for it.
             later = TissueReference(lambda: (self.case(case_id), self.brain_mask(case_id)))
-            self._lesions[case_id] = extract_lesions(case, self.connectivity, self.margin, self.min_voxels,
-                                                     reference=later)
-            self._loads[case_id] = lesion_load_ml(case.label, case.spacing)
+            found = self._from_label(case_id, later)
+            if found is None:  # a case in memory, or files whose headers disagree: load_case says how
+                case = self.case(case_id)
+                case.require_label("Case", "lesion extraction")
+                found = (extract_lesions(case, self.connectivity, self.margin, self.min_voxels, reference=later),
+                         lesion_load_ml(case.label, case.spacing))
+            self._lesions[case_id], self._loads[case_id] = found
         return self._lesions[case_id]
+
+    def _from_label(self, case_id: str, reference: TissueReference) -> tuple[list[Lesion], float] | None:
+        """A record's lesions and load from its label and its image's header, or ``None`` to load the case."""
+        rec = self._records.get(case_id)
+        if not isinstance(rec, CaseRecord) or case_id in self._cases or rec.label_path is None or \
+                not rec.image_paths:  # other records (nnU-Net's preprocessed cases) only load whole
+            return None
+        label, limg = load_label(rec.label_path)
+        try:
+            shape, affine = read_geometry(rec.image_paths[0])
+        except Exception:  # an unreadable header: load_case words the error
+            return None
+        affine = np.asarray(affine, dtype=np.float64)
+        if tuple(shape[:3]) != label.shape or len(shape) not in (3, 4, 5) or \
+                np.max(np.abs(affine - limg.affine)) > AFFINE_TOLERANCE_MM:
+            return None
+        spacing = voxel_spacing(affine)
+        self._check_grid(case_id, spacing)
+        read = _ImageFile(rec, label.shape)
+        lesions = _cut_lesions(case_id, label, affine, self.connectivity, self.margin, self.min_voxels,
+                               lambda boxes: CaseImage(read, boxes), reference)
+        return lesions, lesion_load_ml(label, spacing)
 
     def lesion(self, case_id: str, index: int) -> Lesion:
         """Lesion ``index`` (component index) of a case."""
@@ -411,16 +534,16 @@ class LesionBank:
     def __len__(self) -> int:
         return len(self.all_lesions())
 
-    def _check_grid(self, case: Case) -> None:
+    def _check_grid(self, case_id: str, spacing) -> None:
         """All cases of a bank share a voxel size (lesions are pasted voxel for voxel)."""
-        sp = np.asarray(case.spacing)
+        sp = np.asarray(spacing)
         if self._grid is None:
-            self._grid = (case.shape, sp, case.case_id)
+            self._grid = (sp, case_id)
             return
-        if np.max(np.abs(sp - self._grid[1])) > AFFINE_TOLERANCE_MM:
+        if np.max(np.abs(sp - self._grid[0])) > AFFINE_TOLERANCE_MM:
             raise LesionMixError(
-                f"Case '{case.case_id}' has voxel size {tuple(np.round(sp, 4))} mm but "
-                f"'{self._grid[2]}' has {tuple(np.round(self._grid[1], 4))} mm; resample the dataset to one grid."
+                f"Case '{case_id}' has voxel size {tuple(np.round(sp, 4))} mm but "
+                f"'{self._grid[1]}' has {tuple(np.round(self._grid[0], 4))} mm; resample the dataset to one grid."
             )
 
     def __repr__(self) -> str:

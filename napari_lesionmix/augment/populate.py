@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import numpy as np
@@ -81,7 +80,7 @@ def apply_populate(host: Case, params: LesionMixParams, bank, brain, timings: di
         matched = map_for(params.intensity, ins.case_id)
         if matched is not None and matched.mode != "none":
             # The registry's shared intensity step, per source case (registry.fit_intensity recorded the map).
-            lesion = dataclasses.replace(lesion, image=matched.apply(lesion.image))
+            lesion = lesion.with_image(matched.apply(lesion.image))
         tf = ins.transform
         warp = lesion_warp(lesion, tf, pad=soft_pad(params))
         hard = warp_mask(lesion, warp, aug)

@@ -498,3 +498,54 @@ def test_intensity_match_scales_pasted_lesions_to_the_host():
     np.testing.assert_allclose(a.image[:, core], b.image[:, core] * ratio, rtol=1e-5)
     np.testing.assert_array_equal(a.label, b.label)
     assert params_from_json(p_m.to_json()) == p_m
+
+
+def test_a_bank_reads_a_cases_image_only_when_one_of_its_lesions_is_pasted(small_dataset, monkeypatch):
+    """Drawing needs masks and volumes (from the labels); the pixels are read once per case, on first use."""
+    import pickle
+
+    import napari_lesionmix.augment.lesions as lesions_module
+
+    root, cases = small_dataset
+    reads = []
+    real = lesions_module.load_image
+    monkeypatch.setattr(lesions_module, "load_image", lambda paths: reads.append(paths) or real(paths))
+    bank = LesionBank.from_dataset(root)
+    assert len(bank.all_lesions()) > 4 and reads == []
+    assert bank.loads() == pytest.approx({c.case_id: lesion_load_ml(c.label, c.spacing) for c in cases})
+    shipped = pickle.loads(pickle.dumps(bank.lesions("c3")))  # Dask ships lesions before any is read
+    for case in cases:  # the same lesions, crops and all, as extracting the whole case read from its files
+        want = extract_lesions(bank.case(case.case_id))
+        got = bank.lesions(case.case_id)
+        assert [les.box for les in got] == [les.box for les in want]
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a.mask, b.mask)
+            np.testing.assert_array_equal(a.label, b.label)
+            assert a.label.dtype == b.label.dtype and a.spacing == b.spacing
+            assert (a.volume_ml, a.centroid_voxel, a.centroid_mm) == (b.volume_ml, b.centroid_voxel, b.centroid_mm)
+        np.testing.assert_array_equal(got[-1].image, want[-1].image)
+        assert got[0].image.dtype == np.float32 and got[0].image.flags.c_contiguous
+        np.testing.assert_array_equal(got[0].image, want[0].image)
+    assert len(reads) == len(cases)  # one read per case, every crop cut from it
+    np.testing.assert_array_equal(shipped[0].image, bank.lesions("c3")[0].image)
+    assert len(reads) == len(cases) + 1  # the copy read its own image
+
+
+def test_a_bank_case_with_a_bad_image_fails_when_built_or_when_its_image_is_read(tmp_path):
+    """Geometry errors come from the headers, when the bank is built; pixel errors when a crop is first read."""
+    good = make_case(seed=1, n_lesions=2, shape=SHAPE, case_id="good")
+    write_case(good, tmp_path / "shape")
+    small = make_case(seed=2, n_lesions=2, shape=(SHAPE[0] - 2, *SHAPE[1:]), case_id="bad")
+    files = write_case(small, tmp_path / "shape")
+    nib.save(nib.Nifti1Image(make_case(seed=2, n_lesions=2, shape=SHAPE).label, good.affine), files["label"])
+    with pytest.raises(LesionMixError, match=r"bad_seg.nii.gz' has shape \(32, 36, 28\) but image '.*bad.nii.gz' has \(30, 36, 28\)"):
+        LesionBank.from_dataset(tmp_path / "shape").lesions("bad")
+
+    nan = make_case(seed=3, n_lesions=2, shape=SHAPE, case_id="nan")
+    nan.image[0, 0, 0, 0] = np.nan
+    write_case(nan, tmp_path / "nan")
+    bank = LesionBank.from_dataset(tmp_path / "nan")
+    lesion = bank.lesions("nan")[0]  # the label is fine: the lesions are known
+    for _ in range(2):  # and stay unreadable (no half-cut crops)
+        with pytest.raises(LesionMixError, match=r"nan.nii.gz' contains 1 NaN"):
+            _ = lesion.image
