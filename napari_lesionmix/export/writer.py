@@ -396,10 +396,30 @@ def splits_final(plan, records: dict[str, dict[str, Any]]) -> list[dict[str, lis
             train = syn_train
         if not train or not val:
             # nnU-Net cannot train (or validate) such a fold: say so instead of writing it.
+            what = f"({len(synthetic)} synthetic case(s), {len(plan.folds)} folds)"
+            fix = ("export more cases (a rerun with a larger --n adds them), use fewer --folds, add --include-real, "
+                   "or --folds 0 for no splits file.")
+            share = _fold_share(synthetic, plan.folds)
+            if not real and share < 0.5:
+                # Cases with many sources (LesionMix pastes lesions from many cases) train few folds each:
+                # more of them barely help, so lead with what does.
+                mean = sum(len(s) for s in synthetic.values()) / len(synthetic)
+                what = (f"({len(synthetic)} synthetic case(s), {len(plan.folds)} folds; a case trains only the "
+                        f"folds that validate none of its sources, and with {mean:.1f} source cases each a fold "
+                        f"trains on {share:.0%} of them)")
+                fix = ("add --include-real (the real cases then train every fold), or --folds 0 for no splits file; "
+                       "more cases or fewer --folds help less.")
             raise LesionMixError(
                 f"Fold {k} of splits_final.json would have no {'training' if not train else 'validation'} case "
-                f"({len(synthetic)} synthetic case(s), {len(plan.folds)} folds); export more cases (a rerun with a "
-                "larger --n adds them), use fewer --folds, add --include-real, or --folds 0 for no splits file."
+                f"{what}; {fix}"
             )
         folds.append({"train": sorted(train), "val": val})
     return folds
+
+
+def _fold_share(synthetic: dict[str, set], folds) -> float:
+    """The mean fraction of folds a synthetic case can train (those validating none of its sources)."""
+    if not synthetic or not folds:
+        return 1.0
+    vals = [set(v) for v in folds]
+    return sum(sum(not (s & v) for v in vals) for s in synthetic.values()) / (len(synthetic) * len(vals))

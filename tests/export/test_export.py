@@ -122,6 +122,26 @@ def test_holdout_is_never_a_source_and_splits_are_leak_free(tiny_dataset, tmp_pa
     assert sorted(c for v in vals for c in v) == sorted(real_train)
 
 
+def test_an_empty_fold_of_cases_with_many_sources_leads_with_include_real():
+    """LesionMix cases paste lesions from many cases, so each trains few folds: more cases barely help."""
+    from types import SimpleNamespace
+
+    from napari_lesionmix.export.writer import splits_final
+
+    folds = [["a", "b"], ["c", "d"], ["e", "f"]]
+    plan = SimpleNamespace(holdout_ids=[], real_ids=[], folds=folds, fold_train=None, train_ids=list("abcdef"))
+    wide = {f"l{i}": {"method": "lesionmix", "sources": ["a", "c", "e", "b"][: 3 + i % 2]} for i in range(4)}
+    with pytest.raises(LesionMixError, match=r"Fold 0 .* no training case \(4 synthetic case\(s\), 3 folds; a case "
+                                             r"trains only the folds that validate none of its sources, and with "
+                                             r"3\.5 source cases each a fold trains on 0% of them\); add "
+                                             r"--include-real"):
+        splits_final(plan, wide)
+    pairs = {f"c{i}": {"method": "carvemix", "sources": [h, d]} for i, (h, d) in enumerate(["ab", "ab", "cd", "cd"])}
+    with pytest.raises(LesionMixError, match=r"Fold 2 .* no validation case \(4 synthetic case\(s\), 3 folds\); "
+                                             r"export more cases"):
+        splits_final(plan, pairs)  # a pair trains 2 of 3 folds: more cases fill the fold
+
+
 def test_folds_that_cannot_be_filled_are_an_error_and_folds_0_writes_no_splits(tiny_dataset, tmp_path):
     """nnU-Net cannot train or validate an empty fold: say so (a rerun with more cases completes it)."""
     with pytest.raises(LesionMixError, match=r"Fold \d of splits_final.json would have no (training|validation) "
