@@ -48,6 +48,9 @@ class ExportReport:
     missed_targets : dict of str to (float, float)
         LesionMix cases whose lesion load missed its target: ``{id: (reached mL, target mL)}``
         (:func:`missed_targets`).
+    fold_share : float or None
+        The mean fraction of the synthetic cases that a fold of ``splits_final.json`` trains on
+        (``None`` without folds): a case trains only the folds that validate none of its sources.
     """
 
     out: Path
@@ -61,6 +64,7 @@ class ExportReport:
     holdout: tuple[str, ...] = ()
     gain_mismatches: dict[str, float] = field(default_factory=dict)
     missed_targets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    fold_share: float | None = None
 
     @property
     def complete(self) -> bool:
@@ -87,9 +91,18 @@ class ExportReport:
                 f"{worst}, {reached:.1f} mL for a target of {target:.1f} mL): whole lesions are added or removed, so "
                 "a host's own lesions can rule a target out; the manifest records each target and the load reached.")
 
+    def fold_warning(self) -> str | None:
+        """One line when the folds train on under half of the synthetic cases, or ``None``."""
+        if self.fold_share is None or self.fold_share >= 0.5:
+            return None
+        return (f"warning: each fold of splits_final.json trains on {self.fold_share:.0%} of the synthetic cases "
+                "on average: a case trains only the folds that validate none of its sources (LesionMix pastes "
+                "lesions from many cases), so a fold leaves most of them out; to train on all of them, hold "
+                "out a test set (--holdout-fraction) and train nnU-Net's fold 'all'.")
+
     def warnings(self) -> list[str]:
         """Every warning line of the finished export (the CLI prints them, the studio shows them)."""
-        return [w for w in (self.gain_warning(), self.missed_target_warning()) if w]
+        return [w for w in (self.gain_warning(), self.missed_target_warning(), self.fold_warning()) if w]
 
 
 def missed_targets(records: dict[str, dict]) -> dict[str, tuple[float, float]]:
@@ -100,6 +113,14 @@ def missed_targets(records: dict[str, dict]) -> dict[str, tuple[float, float]]:
         if isinstance(params, dict) and params.get("target_reached") is False:
             out[cid] = (float(params["reached_load_ml"]), float(params["target_load_ml"]))
     return out
+
+
+def fold_share(folds: list[dict[str, list[str]]], records: dict[str, dict]) -> float | None:
+    """The mean fraction of a manifest's synthetic cases in each fold's training set (``None``: none)."""
+    synthetic = {cid for cid, r in records.items() if r.get("method") != "real"}
+    if not synthetic or not folds:
+        return None
+    return sum(len(synthetic.intersection(f["train"])) for f in folds) / (len(folds) * len(synthetic))
 
 
 def available_methods() -> list[str]:
@@ -341,7 +362,9 @@ def export_dataset(
     report.missed_targets = missed_targets(records)
     manifest.rewrite(_ordered(records.values()))
     if config.n_folds or config.splits:
-        write_json(splits_final(plan, records), out / "splits_final.json")
+        folds = splits_final(plan, records)
+        report.fold_share = fold_share(folds, records)
+        write_json(folds, out / "splits_final.json")
     else:  # the fold count may change on a rerun (it decides this file only): no stale folds left
         (out / "splits_final.json").unlink(missing_ok=True)
     n_channels = max((int(r.get("channels", 1)) for r in records.values()), default=1)

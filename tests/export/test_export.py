@@ -401,6 +401,36 @@ def test_lesionmix_method_uses_training_pool_only(tiny_dataset, tmp_path):
         np.testing.assert_array_equal(written.image, s.image)
 
 
+def test_the_report_says_when_the_folds_leave_most_synthetic_cases_out(tiny_dataset, tmp_path):
+    """A case trains only the folds that validate none of its sources: LesionMix's have many."""
+    shares = {}
+    for method in ("lesionmix", "carvemix"):
+        out = tmp_path / method
+        report = export_dataset(cfg(tiny_dataset, out, n=6, methods=((method, 1.0),), include_real=True, n_folds=5,
+                                    options={"lesionmix": {"target_load": 1.5}} if method == "lesionmix" else {}))
+        folds = json.loads((out / "splits_final.json").read_text())
+        synthetic = {r["id"] for r in map(json.loads, (out / "manifest.jsonl").read_text().splitlines())
+                     if r["method"] != "real"}
+        shares[method] = sum(len(synthetic & set(f["train"])) for f in folds) / (len(folds) * len(synthetic))
+        assert report.fold_share == pytest.approx(shares[method])
+        assert (report.fold_warning() is not None) == (shares[method] < 0.5)
+        assert (report.fold_warning() in report.warnings()) == (shares[method] < 0.5)
+    assert shares["lesionmix"] < 0.5 <= shares["carvemix"]  # a pair has two sources, these more
+    assert f"trains on {shares['lesionmix']:.0%} of the synthetic cases" in report_line(tiny_dataset, tmp_path)
+
+
+def report_line(src, tmp_path) -> str:
+    """The CLI's warning for a LesionMix export with folds (the same seed: the same folds)."""
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stdout(err), contextlib.redirect_stderr(err):
+        main(["export", "--dataset", os.fspath(src), "--out", os.fspath(tmp_path / "cli"), "--n", "6", "--seed", "3",
+              "--method", "lesionmix", "--include-real", "--option", "lesionmix.target_load=1.5", "--no-progress"])
+    return err.getvalue()
+
+
 def test_method_options(tiny_dataset, tmp_path):
     from napari_lesionmix.export.plan import parse_option_specs
 
