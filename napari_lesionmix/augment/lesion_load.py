@@ -56,18 +56,20 @@ def lesion_load_ml(label: np.ndarray, spacing: Sequence[float]) -> float:
 def dataset_loads(dataset) -> dict[str, float]:
     """Per-case lesion loads (mL) of a :class:`~napari_lesionmix.io.dataset.Dataset`.
 
-    Only the label files are read. Accepts a dataset or its folder.
+    Only the label files are read (in a few threads). Accepts a dataset or its folder.
     """
     from napari_lesionmix.io.dataset import Dataset, discover_dataset
     from napari_lesionmix.io.nifti import load_label, voxel_spacing
+    from napari_lesionmix.io.threads import map_in_threads
 
     if not isinstance(dataset, Dataset):
         dataset = discover_dataset(dataset)
-    loads = {}
-    for rec in dataset.cases:
+
+    def load_of(rec) -> float:
         label, img = load_label(rec.label_path)
-        loads[rec.case_id] = lesion_load_ml(label, voxel_spacing(img.affine))
-    return loads
+        return lesion_load_ml(label, voxel_spacing(img.affine))
+
+    return {rec.case_id: load for rec, load in zip(dataset.cases, map_in_threads(load_of, dataset.cases), strict=True)}
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ from napari_lesionmix.io.nifti import (
     read_geometry,
     voxel_spacing,
 )
+from napari_lesionmix.io.threads import map_in_threads
 
 
 @dataclass(frozen=True, eq=False)
@@ -151,6 +152,7 @@ def label_components(label: np.ndarray, connectivity: int = 26) -> tuple[np.ndar
 #: else), so it is never stale: LesionMix labels a host when it draws and again when it applies.
 _COMPONENTS: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, int]] = OrderedDict()
 _COMPONENTS_MAX_BYTES = 64 * 2**20
+_COMPONENTS_LOCK = threading.Lock()  # the studio's workers and a bank's reading threads share it
 
 
 def components_box(label: np.ndarray, connectivity: int = 26):
@@ -172,17 +174,19 @@ def components_box(label: np.ndarray, connectivity: int = 26):
         return None, np.zeros((0,) * label.ndim, np.int32), 0
     sub = label[box]
     key = (tuple((b.start, b.stop) for b in box), label.shape, label.dtype.str, int(connectivity))
-    hit = _COMPONENTS.get(key)
+    with _COMPONENTS_LOCK:
+        hit = _COMPONENTS.get(key)
     if hit is not None and np.array_equal(hit[0], sub):
-        with suppress(KeyError):  # evicted meanwhile by another thread (the studio's workers)
+        with _COMPONENTS_LOCK, suppress(KeyError):  # evicted meanwhile by another thread
             _COMPONENTS.move_to_end(key)
         return box, hit[1], hit[2]
     comps, n = ndi.label(sub != 0, structure=structure)
     comps.flags.writeable = False
-    _COMPONENTS[key] = (sub.copy(), comps, n)
-    while len(_COMPONENTS) > 1 and sum(v[0].nbytes + v[1].nbytes for v in _COMPONENTS.values()) > \
-            _COMPONENTS_MAX_BYTES:
-        _COMPONENTS.popitem(last=False)
+    with _COMPONENTS_LOCK:
+        _COMPONENTS[key] = (sub.copy(), comps, n)
+        while len(_COMPONENTS) > 1 and sum(v[0].nbytes + v[1].nbytes for v in _COMPONENTS.values()) > \
+                _COMPONENTS_MAX_BYTES:
+            _COMPONENTS.popitem(last=False)
     return box, comps, n
 
 
@@ -474,19 +478,36 @@ class LesionBank:
     def lesions(self, case_id: str) -> list[Lesion]:
         """The lesions of one case (extracted on first use, from its label; the image is read on first paste)."""
         if case_id not in self._lesions:
-            # The reference reads the case again, from its record, only if something asks for it.
-            later = TissueReference(lambda: (self.case(case_id), self.brain_mask(case_id)))
-            found = self._from_label(case_id, later)
-            if found is None:  # a case in memory, or files whose headers disagree: load_case says how
-                case = self.case(case_id)
-                case.require_label("Case", "lesion extraction")
-                found = (extract_lesions(case, self.connectivity, self.margin, self.min_voxels, reference=later),
-                         lesion_load_ml(case.label, case.spacing))
-            self._lesions[case_id], self._loads[case_id] = found
+            self._extract([case_id])
         return self._lesions[case_id]
 
-    def _from_label(self, case_id: str, reference: TissueReference) -> tuple[list[Lesion], float] | None:
-        """A record's lesions and load from its label and its image's header, or ``None`` to load the case."""
+    def lesions_of(self, case_ids: Iterable[str]) -> dict[str, list[Lesion]]:
+        """The lesions of many cases, ``{case_id: lesions}``; the labels not read yet are read in threads."""
+        case_ids = list(case_ids)
+        self._extract([cid for cid in dict.fromkeys(case_ids) if cid not in self._lesions])
+        return {cid: self._lesions[cid] for cid in case_ids}
+
+    def _extract(self, case_ids: list[str]) -> None:
+        """Extract cases' lesions: labels read in threads, then checked and stored in ``case_ids`` order."""
+        # The reference reads the case again, from its record, only if something asks for it.
+        refs = {cid: TissueReference(lambda cid=cid: (self.case(cid), self.brain_mask(cid))) for cid in case_ids}
+        found = map_in_threads(lambda cid: self._from_label(cid, refs[cid]), case_ids)
+        for cid, res in zip(case_ids, found, strict=True):
+            if res is None:  # a case in memory, or files whose headers disagree: load_case says how
+                case = self.case(cid)
+                case.require_label("Case", "lesion extraction")
+                res = (extract_lesions(case, self.connectivity, self.margin, self.min_voxels, reference=refs[cid]),
+                       lesion_load_ml(case.label, case.spacing), None)
+            lesions, load, spacing = res
+            if spacing is not None:
+                self._check_grid(cid, spacing)  # here, in order: the first case sets the grid
+            self._lesions[cid], self._loads[cid] = lesions, load
+
+    def _from_label(self, case_id: str, reference: TissueReference):
+        """A record's ``(lesions, load, spacing)`` from its label and its image's header, or ``None`` to load the case.
+
+        Runs in a reading thread (:meth:`_extract`): it changes nothing on the bank.
+        """
         rec = self._records.get(case_id)
         if not isinstance(rec, CaseRecord) or case_id in self._cases or rec.label_path is None or \
                 not rec.image_paths:  # other records (nnU-Net's preprocessed cases) only load whole
@@ -501,11 +522,10 @@ class LesionBank:
                 np.max(np.abs(affine - limg.affine)) > AFFINE_TOLERANCE_MM:
             return None
         spacing = voxel_spacing(affine)
-        self._check_grid(case_id, spacing)
         read = _ImageFile(rec, label.shape)
         lesions = _cut_lesions(case_id, label, affine, self.connectivity, self.margin, self.min_voxels,
                                lambda boxes: CaseImage(read, boxes), reference)
-        return lesions, lesion_load_ml(label, spacing)
+        return lesions, lesion_load_ml(label, spacing), spacing
 
     def lesion(self, case_id: str, index: int) -> Lesion:
         """Lesion ``index`` (component index) of a case."""
@@ -516,10 +536,9 @@ class LesionBank:
 
     def all_lesions(self, case_ids: Iterable[str] | None = None) -> list[Lesion]:
         """Every lesion of the given cases (all cases by default), in case then index order."""
-        out: list[Lesion] = []
-        for cid in self.case_ids if case_ids is None else case_ids:
-            out.extend(self.lesions(cid))
-        return out
+        ids = list(self.case_ids if case_ids is None else case_ids)
+        by_case = self.lesions_of(ids)
+        return [les for cid in ids for les in by_case[cid]]
 
     def load_ml(self, case_id: str) -> float:
         """Lesion load (mL) of a case."""
@@ -529,7 +548,8 @@ class LesionBank:
 
     def loads(self) -> dict[str, float]:
         """Per-case lesion loads (mL) of every case in the bank."""
-        return {cid: self.load_ml(cid) for cid in self.case_ids}
+        self.lesions_of(self.case_ids)
+        return {cid: self._loads[cid] for cid in self.case_ids}
 
     def __len__(self) -> int:
         return len(self.all_lesions())

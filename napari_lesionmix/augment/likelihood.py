@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -178,6 +179,7 @@ def _accumulate(source, want_brain: bool):
     """Sum of binary lesion masks; also the affine, spacing and union of brain masks when known."""
     from napari_lesionmix.io.dataset import Dataset, discover_dataset
     from napari_lesionmix.io.nifti import load_label
+    from napari_lesionmix.io.threads import map_in_threads
 
     if isinstance(source, (str, os.PathLike)):
         source = discover_dataset(source)
@@ -189,39 +191,44 @@ def _accumulate(source, want_brain: bool):
         items = list(source)
         if not items:
             raise LesionMixError("The likelihood map needs at least one label map; none were given.")
-    for item in items:
-        brain = None
-        if isinstance(source, Dataset):
-            lab, img = load_label(item.label_path)
-            aff, name = np.asarray(img.affine, float), item.label_path
-            if want_brain:
-                brain = item.load_brain_mask()
-        elif isinstance(item, Case):
-            if item.label is None:
-                raise LesionMixError(f"Case '{item.case_id}' has no label map for the likelihood map.")
-            lab, aff, name = item.label, item.affine, item.case_id
-        else:
-            lab, aff, name = np.asarray(item), None, f"label #{len(items)}"
-        if lab.ndim != 3:
-            raise LesionMixError(f"Label '{name}' is {lab.ndim}D; the likelihood map needs 3D labels.")
-        if acc is None:
-            acc = np.zeros(lab.shape, np.float64)
-            affine, first = aff, name
-        elif lab.shape != acc.shape:
-            raise LesionMixError(
-                f"Label '{name}' has shape {lab.shape} but '{first}' has {acc.shape}; the likelihood "
-                "map needs every case on one grid."
-            )
-        elif aff is not None and affine is not None and np.max(np.abs(aff - affine)) > AFFINE_TOLERANCE_MM:
-            raise LesionMixError(
-                f"Label '{name}' and '{first}' have different affines; the likelihood map needs every "
-                "case on one grid."
-            )
-        acc += lab != 0
-        if brain is not None:
-            if brain.shape != acc.shape:
-                raise LesionMixError(f"The brain mask of '{name}' has shape {brain.shape}, not {acc.shape}.")
-            union = brain if union is None else (union | brain)
+    def read(rec):
+        lab, img = load_label(rec.label_path)
+        return lab, np.asarray(img.affine, float), rec.load_brain_mask() if want_brain else None
+
+    # A dataset's files are read in a few threads, and summed here in case order.
+    files = map_in_threads(read, items) if isinstance(source, Dataset) else None
+    with closing(files) if files is not None else nullcontext():  # an error stops the reads
+        for item in items:
+            brain = None
+            if files is not None:
+                lab, aff, brain = next(files)
+                name = item.label_path
+            elif isinstance(item, Case):
+                if item.label is None:
+                    raise LesionMixError(f"Case '{item.case_id}' has no label map for the likelihood map.")
+                lab, aff, name = item.label, item.affine, item.case_id
+            else:
+                lab, aff, name = np.asarray(item), None, f"label #{len(items)}"
+            if lab.ndim != 3:
+                raise LesionMixError(f"Label '{name}' is {lab.ndim}D; the likelihood map needs 3D labels.")
+            if acc is None:
+                acc = np.zeros(lab.shape, np.float64)
+                affine, first = aff, name
+            elif lab.shape != acc.shape:
+                raise LesionMixError(
+                    f"Label '{name}' has shape {lab.shape} but '{first}' has {acc.shape}; the likelihood "
+                    "map needs every case on one grid."
+                )
+            elif aff is not None and affine is not None and np.max(np.abs(aff - affine)) > AFFINE_TOLERANCE_MM:
+                raise LesionMixError(
+                    f"Label '{name}' and '{first}' have different affines; the likelihood map needs every "
+                    "case on one grid."
+                )
+            acc += lab != 0
+            if brain is not None:
+                if brain.shape != acc.shape:
+                    raise LesionMixError(f"The brain mask of '{name}' has shape {brain.shape}, not {acc.shape}.")
+                union = brain if union is None else (union | brain)
     if affine is not None:
         sp = voxel_spacing(affine)
     return acc, affine, sp, union

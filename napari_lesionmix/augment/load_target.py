@@ -94,7 +94,7 @@ def draw_insertions(rng, host, bank, likelihood, brain, aug, source_cases, lesio
         )
     cdf = lmap.cdf(brain)  # cached per brain mask; fails early if the map is empty inside it
     cases = list(source_cases) if source_cases is not None else bank.case_ids
-    by_case = {cid: bank.lesions(cid) for cid in cases}
+    by_case = bank.lesions_of(cases)  # labels not read yet are read in threads
     by_case = {cid: les for cid, les in by_case.items() if les}
     if not by_case:
         raise LesionMixError("The lesion bank holds no lesions to populate with.")
