@@ -58,6 +58,7 @@ from napari_lesionmix.augment.options import Options, option, option_types  # no
 from napari_lesionmix.augment.params import BrainRecord, Params, Synthetic
 from napari_lesionmix.errors import LesionMixError, LesionMixWarning
 from napari_lesionmix.io.brain import BrainRegion, case_brain
+from napari_lesionmix.io.cache import LRUCache
 from napari_lesionmix.io.checks import check_case, same_content
 from napari_lesionmix.io.dataset import Dataset
 from napari_lesionmix.io.nifti import Case, check_same_grid
@@ -103,6 +104,10 @@ class Sources(Protocol):
         """An object built once by ``make`` and kept (e.g. a donor's distance field)."""
 
 
+#: Training-set cases a :class:`LocalSources` keeps loaded (least recently used dropped first).
+LOADED_CASES = 16
+
+
 class LocalSources:
     """:class:`Sources` over cases held in memory (the CLI and the Python API).
 
@@ -120,12 +125,15 @@ class LocalSources:
         self._training = training_set
         self._cache: dict[Hashable, Any] = {}
         self._lock = threading.Lock()
+        # Training cases read whole (a donor, a source's statistics), bounded: a Python loop over a
+        # large dataset kept every case it had read (22 of 35 MB for one LESYMAP populate).
+        self._read = LRUCache(LOADED_CASES)
 
     def case(self, case_id: str) -> Case:
         if case_id in self._cases:
             return self._cases[case_id]
         if self._training is not None and case_id in self._training.case_ids:
-            return self.cached(("case", case_id), lambda: self._training[case_id].load())
+            return self._read.get(case_id, lambda: self._training[case_id].load())
         raise LesionMixError(f"Case '{case_id}' is not among the loaded cases.")
 
     def brain_mask(self, case_id: str) -> np.ndarray | None:

@@ -198,3 +198,18 @@ def test_hard_label_baselines_keep_multi_class_ids(name):
     assert set(np.unique(syn.label)) <= {0, 2, 4} and syn.label.dtype.kind in "iu"
     with pytest.raises(LesionMixError, match="soft labels are defined for binary lesion labels only; label=hard"):
         registry.generate(name, host, donor, seed=1)
+
+
+def test_local_sources_keep_a_bounded_number_of_training_cases_loaded(tmp_path, monkeypatch):
+    """A Python loop over a large training set must not keep every case it read (35 MB each at 1 mm)."""
+    monkeypatch.setattr(registry, "LOADED_CASES", 3)
+    for s in range(5):
+        write_case(make_case(seed=s, n_lesions=1, case_id=f"k{s}", shape=(16, 18, 14)), tmp_path)
+    sources = registry.LocalSources(training_set=discover_dataset(tmp_path))
+    first = sources.case("k0")
+    assert sources.case("k0") is first  # kept while recent
+    for s in range(1, 5):
+        sources.case(f"k{s}")
+    assert len(sources._read.data) == 3 and "k0" not in sources._read.data
+    again = sources.case("k0")
+    assert again is not first and np.array_equal(again.image, first.image)
