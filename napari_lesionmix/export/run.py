@@ -92,7 +92,7 @@ class ExportReport:
                 "a host's own lesions can rule a target out; the manifest records each target and the load reached.")
 
     def fold_warning(self) -> str | None:
-        """One line when the folds train on under half of the synthetic cases, or ``None``."""
+        """One line when the folds train on under half of the synthetic cases (:func:`~napari_lesionmix.export.writer.fold_share`), or ``None``."""
         if self.fold_share is None or self.fold_share >= 0.5:
             return None
         return (f"warning: each fold of splits_final.json trains on {self.fold_share:.0%} of the synthetic cases "
@@ -113,14 +113,6 @@ def missed_targets(records: dict[str, dict]) -> dict[str, tuple[float, float]]:
         if isinstance(params, dict) and params.get("target_reached") is False:
             out[cid] = (float(params["reached_load_ml"]), float(params["target_load_ml"]))
     return out
-
-
-def fold_share(folds: list[dict[str, list[str]]], records: dict[str, dict]) -> float | None:
-    """The mean fraction of a manifest's synthetic cases in each fold's training set (``None``: none)."""
-    synthetic = {cid for cid, r in records.items() if r.get("method") != "real"}
-    if not synthetic or not folds:
-        return None
-    return sum(len(synthetic.intersection(f["train"])) for f in folds) / (len(folds) * len(synthetic))
 
 
 def available_methods() -> list[str]:
@@ -312,6 +304,7 @@ def export_dataset(
         clean_temporaries,
         dataset_json,
         finished_cases,
+        fold_share,
         prepare_output,
         splits_final,
         write_json,
@@ -362,9 +355,8 @@ def export_dataset(
     report.missed_targets = missed_targets(records)
     manifest.rewrite(_ordered(records.values()))
     if config.n_folds or config.splits:
-        folds = splits_final(plan, records)
-        report.fold_share = fold_share(folds, records)
-        write_json(folds, out / "splits_final.json")
+        write_json(splits_final(plan, records), out / "splits_final.json")
+        report.fold_share = fold_share(plan, records)
     else:  # the fold count may change on a rerun (it decides this file only): no stale folds left
         (out / "splits_final.json").unlink(missing_ok=True)
     n_channels = max((int(r.get("channels", 1)) for r in records.values()), default=1)

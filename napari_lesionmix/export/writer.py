@@ -399,7 +399,7 @@ def splits_final(plan, records: dict[str, dict[str, Any]]) -> list[dict[str, lis
             what = f"({len(synthetic)} synthetic case(s), {len(plan.folds)} folds)"
             fix = ("export more cases (a rerun with a larger --n adds them), use fewer --folds, add --include-real, "
                    "or --folds 0 for no splits file.")
-            share = _fold_share(synthetic, plan.folds)
+            share = fold_share(plan, records)
             if not real and share < 0.5:
                 # Cases with many sources (LesionMix pastes lesions from many cases) train few folds each:
                 # more of them barely help, so lead with what does.
@@ -417,9 +417,14 @@ def splits_final(plan, records: dict[str, dict[str, Any]]) -> list[dict[str, lis
     return folds
 
 
-def _fold_share(synthetic: dict[str, set], folds) -> float:
-    """The mean fraction of folds a synthetic case can train (those validating none of its sources)."""
-    if not synthetic or not folds:
-        return 1.0
-    vals = [set(v) for v in folds]
-    return sum(sum(not (s & v) for v in vals) for s in synthetic.values()) / (len(synthetic) * len(vals))
+def fold_share(plan, records: dict[str, dict[str, Any]]) -> float | None:
+    """The mean fraction of the synthetic cases a fold trains on (``None`` without folds or synthetic cases).
+
+    A synthetic case trains only the folds that validate none of its sources
+    (:func:`splits_final`'s rule; its sources are never held out).
+    """
+    synthetic = [set(r.get("sources", ())) for r in records.values() if r.get("method") != "real"]
+    vals = [set(v) for v in plan.folds]
+    if not synthetic or not vals:
+        return None
+    return sum(sum(not (s & v) for v in vals) for s in synthetic) / (len(synthetic) * len(vals))
