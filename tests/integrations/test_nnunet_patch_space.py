@@ -177,6 +177,10 @@ def _worker_draws(transform, want=2, max_batches=400) -> dict:
     return {k: v for k, v in got.items() if k[1] <= want}
 
 
+# batchgenerators' `_finish` terminates the worker processes while its results thread may be taking a
+# tensor from one (torch hands it over by file descriptor): that thread then dies with EOFError after
+# the draws were collected (seen in 2 of about 6 CI runs). A teardown race of the library, not of ours.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_worker_processes_repeat_their_draws_from_one_run_to_the_next(fake_cases):
     donors = nnunet.DonorPatches("unused", ["c1", "c2"], fake_cases)
     first, second = (_worker_draws(nnunet.OnlineLesionTransform("carvemix", {}, 1.0, 7, donors, SPACING))
