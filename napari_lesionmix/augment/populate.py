@@ -83,6 +83,10 @@ def apply_populate(host: Case, params: LesionMixParams, bank, brain, timings: di
             lesion = lesion.with_image(matched.apply(lesion.image))
         tf = ins.transform
         warp = lesion_warp(lesion, tf, pad=soft_pad(params))
+        # The pasted image only matters where S > 0, unless noise needs the whole crop's sd.
+        partial = _finite(lesion) and not any(op.kind == "noise" for op in tf.intensity)
+        if not partial and warp.disp is not None:
+            warp.coords()  # the whole crop is resampled below: compute its coordinates once, here
         hard = warp_mask(lesion, warp, aug)
         lab = warp_label(lesion, warp, hard)
         host_box, crop_box = placement_boxes(ins.position, warp, host.shape)
@@ -100,10 +104,7 @@ def apply_populate(host: Case, params: LesionMixParams, bank, brain, timings: di
         negzero = np.signbit(hreg)
         negzero &= hreg == 0
         negzero = negzero.any(axis=0) if negzero.any() else None
-        finite = _finite(lesion)
         box = None if soft is None or negzero is not None else _within(soft[0], crop_box)
-        # The pasted image only matters where S > 0, unless noise needs the whole crop's sd.
-        partial = finite and not any(op.kind == "noise" for op in tf.intensity)
         if box is None:
             box = crop_box
         to_host = [h.start - c.start for h, c in zip(host_box, crop_box, strict=True)]

@@ -154,6 +154,82 @@ def test_coordinates_of_some_voxels_are_those_of_the_whole_crop():
         assert fresh.coords_at(where).tobytes() == warp.coords()[:, where].tobytes()
 
 
+def _random_elastic_warps(rng, n):
+    aug = LesionAugment(p_elastic=1.0, p_rotate=0.7, p_scale=0.6, elastic_alpha_range=(0.5, 3.0))
+    while n:
+        shape = tuple(rng.integers(3, 24, 3))
+        m = rng.random(shape) < 0.3
+        if not m.any():
+            continue
+        sp = [(1.0, 1.0, 1.0), (1.0, 1.0, 2.5), (0.8, 1.2, 2.0)][n % 3]
+        warp = lesion_warp(_L(m, sp), draw_transform(rng, aug), pad=int(rng.integers(0, 6)))
+        if warp.disp is not None:
+            n -= 1
+            yield m, warp
+
+
+def _fresh(warp):
+    return Warp(warp.shape, warp.center, warp.pad, warp.inverse, warp.source_center, warp.disp)
+
+
+def test_elastic_coordinates_of_some_voxels_are_those_of_the_whole_crop():
+    """Pad ring and core alike: the subset's points and 3x3 products give the whole crop's bytes."""
+    rng = np.random.default_rng(14)
+    for _, warp in _random_elastic_warps(rng, 60):
+        where = rng.random(warp.shape) < rng.uniform(0.05, 0.9)
+        subset = _fresh(warp).coords_at(where)
+        assert subset.tobytes() == _fresh(warp).coords()[:, where].tobytes()
+
+
+def test_elastic_reaches_is_a_superset_of_the_coordinate_test_without_coordinates():
+    """The field's bound grows the affine reach: every voxel the coordinates keep, and none far off."""
+    rng = np.random.default_rng(15)
+    for m, warp in _random_elastic_warps(rng, 60):
+        idx = np.nonzero(m)
+        lo, hi = np.array([i.min() for i in idx]), np.array([i.max() for i in idx])
+        fresh = _fresh(warp)
+        fast = fresh.reaches(lo, hi)
+        assert fresh._coords is None  # found without the crop's coordinates
+        c = _fresh(warp).coords()
+        exact = np.ones(warp.shape, bool)
+        for a in range(3):
+            exact &= (c[a] > lo[a] - 1.001) & (c[a] < hi[a] + 1.001)
+        assert not (exact & ~fast).any()
+        # Nothing beyond the affine reach grown by the field's bound along each axis.
+        grow = np.abs(warp.inverse).sum(axis=1) * float(np.abs(warp.disp).max()) + 1e-5
+        affine = Warp(warp.shape, warp.center, warp.pad, warp.inverse, warp.source_center).coords()
+        loose = np.ones(warp.shape, bool)
+        for a in range(3):
+            loose &= (affine[a] > lo[a] - 1.001 - grow[a]) & (affine[a] < hi[a] + 1.001 + grow[a])
+        assert not (fast & ~loose).any()
+
+
+def test_elastic_mask_warps_without_whole_crop_coordinates_match_them():
+    """warp_mask and warp_label on the bound's voxels give the bytes of resampling the whole crop."""
+    from napari_lesionmix.augment.paste.warp import warp_label, warp_mask
+
+    rng = np.random.default_rng(16)
+    for mode in ("threshold", "nearest"):
+        aug = LesionAugment(mask_mode=mode)
+        for m, warp in _random_elastic_warps(rng, 25):
+            lesion = _L(m, (1.0, 1.0, 1.0))
+            lesion.label = m.astype(np.uint8) * rng.integers(1, 4, m.shape).astype(np.uint8)
+            ref = _fresh(warp)
+            if mode == "threshold":
+                whole = ref.resample(m.astype(np.float32), 1) >= 0.5
+            else:
+                whole = ref.resample(m.view(np.uint8), 0) > 0
+            fast = _fresh(warp)
+            hard = warp_mask(lesion, fast, aug)
+            assert fast._coords is None
+            assert hard.tobytes() == whole.tobytes()
+            lab = warp_label(lesion, fast, hard)
+            ref_lab = ref.resample(lesion.label, 0)
+            assert np.array_equal(lab[hard] != 0, np.ones(int(hard.sum()), bool))
+            keep = hard & (ref_lab != 0)
+            assert lab[keep].tobytes() == ref_lab[keep].tobytes()
+
+
 def test_warp_geometry_is_remembered_and_read_only():
     from napari_lesionmix.augment.paste import warp as warp_module
 

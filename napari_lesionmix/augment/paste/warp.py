@@ -128,6 +128,7 @@ class Warp:
     source_center: np.ndarray | None = None
     disp: np.ndarray | None = None  # (3, *unpadded shape) float32 elastic field, voxels
     _coords: np.ndarray | None = None
+    _peak: float | None = None
 
     def offset(self) -> np.ndarray:
         return self.source_center - self.inverse @ self.center
@@ -161,14 +162,27 @@ class Warp:
         return ndi.map_coordinates(vol, self.coords(), order=order, mode=mode, cval=cval, prefilter=order > 1)
 
     def coords_at(self, where: np.ndarray) -> np.ndarray:
-        """``coords()[:, where]``, ``(3, n)`` float64; affine warps compute those voxels only.
+        """``coords()[:, where]``, ``(3, n)`` float64, computed on those voxels only (unless cached).
 
         The same operations, in the same order, as :meth:`coords` on the whole
-        crop, one voxel at a time: the same numbers.
+        crop, one voxel at a time: the same numbers. For an elastic warp that is
+        ``v + u(v)`` (``u`` read where ``v`` lies off the pad ring) and one
+        3x3 product per voxel: BLAS computes each column of ``inverse @ points``
+        from that column alone, whatever the number of columns.
         """
-        if self.disp is not None or self._coords is not None:
-            return self.coords()[:, where]
-        return self._affine_points([i.astype(np.float64) for i in np.nonzero(where)])
+        if self._coords is not None:
+            return self._coords[:, where]
+        idx = [i.astype(np.float64) for i in np.nonzero(where)]
+        if self.disp is None:
+            return self._affine_points(idx)
+        points = np.stack(idx)
+        p = self.pad
+        core = np.ones(points.shape[1], bool)
+        for i, n in zip(idx, self.disp.shape[1:], strict=True):
+            core &= (i >= p) & (i < p + n)
+        at = tuple(i[core].astype(np.intp) - p for i in idx)
+        points[:, core] += self.disp[(slice(None), *at)]
+        return np.tensordot(self.inverse, points, axes=1) + self.offset()[:, None]
 
     def _affine_points(self, idx) -> np.ndarray:
         """The affine source coordinates of voxels ``idx`` (3 float64 arrays of one shape), in
@@ -200,12 +214,23 @@ class Warp:
         """
         if self.disp is None and self._coords is None:
             return self._affine_reaches(box_lo, box_hi)
+        if self._coords is None:
+            # The field moves a source coordinate by at most sum_j |A_hj| max|u| along axis h: the
+            # affine reach of the box grown by that is a superset, found without any coordinates.
+            grow = np.abs(self.inverse).sum(axis=1) * self._disp_peak() + 1e-6
+            return self._affine_reaches(np.asarray(box_lo) - grow, np.asarray(box_hi) + grow)
         c = self.coords()
         ok = np.ones(self.shape, bool)
         for a in range(3):
             ok &= c[a] > box_lo[a] - 1.001
             ok &= c[a] < box_hi[a] + 1.001
         return ok
+
+    def _disp_peak(self) -> float:
+        """``max |u|`` of the elastic field (0 without one)."""
+        if self._peak is None:
+            self._peak = 0.0 if self.disp is None else float(np.abs(self.disp).max())
+        return self._peak
 
     def _affine_reaches(self, box_lo, box_hi) -> np.ndarray:
         """:meth:`reaches` of an affine warp without its coordinates: an interval of ``k`` per ``(i, j)`` row.
