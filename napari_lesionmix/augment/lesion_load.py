@@ -53,10 +53,14 @@ def lesion_load_ml(label: np.ndarray, spacing: Sequence[float]) -> float:
     return float(np.count_nonzero(label)) * voxel_volume_ml(spacing)
 
 
-def dataset_loads(dataset) -> dict[str, float]:
+def dataset_loads(dataset, bank=None) -> dict[str, float]:
     """Per-case lesion loads (mL) of a :class:`~napari_lesionmix.io.dataset.Dataset`.
 
     Only the label files are read (in a few threads). Accepts a dataset or its folder.
+    With ``bank`` (a :class:`~napari_lesionmix.augment.lesions.LesionBank` over its
+    cases, every component kept), the voxels are counted on the bank's lesion masks,
+    which hold every label voxel once, with the label file's voxel size: the same
+    loads, without reading the labels again.
     """
     from napari_lesionmix.io.dataset import Dataset, discover_dataset
     from napari_lesionmix.io.nifti import load_label, voxel_spacing
@@ -64,6 +68,12 @@ def dataset_loads(dataset) -> dict[str, float]:
 
     if not isinstance(dataset, Dataset):
         dataset = discover_dataset(dataset)
+    if bank is not None and bank.min_voxels == 1 and all(rec.case_id in bank for rec in dataset.cases):
+        by_case = bank.lesions_of([rec.case_id for rec in dataset.cases])
+        grids = {rec.case_id: bank.label_grid(rec.case_id) for rec in dataset.cases}
+        if all(g is not None for g in grids.values()):
+            return {cid: float(sum(int(np.count_nonzero(les.mask)) for les in by_case[cid])) *
+                    voxel_volume_ml(voxel_spacing(grids[cid][1])) for cid in grids}
 
     def load_of(rec) -> float:
         label, img = load_label(rec.label_path)

@@ -480,8 +480,9 @@ class LesionMixMethod(Method):
             if held:
                 return self._prepare_held(sources, options, held)
             raise LesionMixError("LesionMix needs a training set (a dataset folder) as its lesion source.")
-        # Built once per training set (a face that prepares for every sample, the studio, reuses them):
-        # the bank, the likelihood map and the loads each read every training label.
+        # Built once per training set (a face that prepares for every sample, the studio, reuses them).
+        # The bank reads every training label; the likelihood map and the loads are summed from its
+        # lesion masks (every label voxel lies in one), not read again.
         key = (str(getattr(ds, "root", "")), tuple(ds.case_ids))
         bank = sources.cached(("lesionmix-bank", *key, options.connectivity),
                               lambda: LesionBank(records=ds.cases, connectivity=options.connectivity))
@@ -489,10 +490,10 @@ class LesionMixMethod(Method):
             lmap = load_likelihood(options.likelihood)
         else:  # training labels, inside the brain masks
             lmap = sources.cached(("lesionmix-likelihood", *key, options.sigma_mm),
-                                  lambda: likelihood_map(ds, sigma_mm=options.sigma_mm))
+                                  lambda: likelihood_map(ds, sigma_mm=options.sigma_mm, bank=bank))
         if options.target_load is not None:  # the target is given: no distribution, no pass over the labels
             return LesionMixResources(bank, lmap, None, tuple(ds.case_ids))
-        loads = sources.cached(("lesionmix-loads", *key), lambda: dataset_loads(ds))
+        loads = sources.cached(("lesionmix-loads", *key), lambda: dataset_loads(ds, bank=bank))
         return LesionMixResources(bank, lmap, options.distribution(loads), tuple(ds.case_ids))
 
     def _prepare_held(self, sources: Sources, options: LesionMixOptions, held) -> LesionMixResources:

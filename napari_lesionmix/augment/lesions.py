@@ -427,6 +427,7 @@ class LesionBank:
         self._cases: dict[str, Case] = {}
         self._lesions: dict[str, list[Lesion]] = {}
         self._loads: dict[str, float] = {}
+        self._label_grids: dict[str, tuple[tuple[int, ...], np.ndarray]] = {}  # label files' shape and affine
         self._grid: tuple[np.ndarray, str] | None = None
         for c in cases:
             self.add_case(c)
@@ -497,14 +498,17 @@ class LesionBank:
                 case = self.case(cid)
                 case.require_label("Case", "lesion extraction")
                 res = (extract_lesions(case, self.connectivity, self.margin, self.min_voxels, reference=refs[cid]),
-                       lesion_load_ml(case.label, case.spacing), None)
-            lesions, load, spacing = res
+                       lesion_load_ml(case.label, case.spacing), None, None)
+            lesions, load, spacing, grid = res
             if spacing is not None:
                 self._check_grid(cid, spacing)  # here, in order: the first case sets the grid
             self._lesions[cid], self._loads[cid] = lesions, load
+            if grid is not None:
+                self._label_grids[cid] = grid
 
     def _from_label(self, case_id: str, reference: TissueReference):
-        """A record's ``(lesions, load, spacing)`` from its label and its image's header, or ``None`` to load the case.
+        """A record's ``(lesions, load, spacing, (label shape, label affine))`` from its label and its image's
+        header, or ``None`` to load the case.
 
         Runs in a reading thread (:meth:`_extract`): it changes nothing on the bank.
         """
@@ -525,7 +529,16 @@ class LesionBank:
         read = _ImageFile(rec, label.shape)
         lesions = _cut_lesions(case_id, label, affine, self.connectivity, self.margin, self.min_voxels,
                                lambda boxes: CaseImage(read, boxes), reference)
-        return lesions, lesion_load_ml(label, spacing), spacing
+        return lesions, lesion_load_ml(label, spacing), spacing, (label.shape, np.asarray(limg.affine, float))
+
+    def label_grid(self, case_id: str) -> tuple[tuple[int, ...], np.ndarray] | None:
+        """The shape and affine of the label file a case's lesions were cut from (``None``: not from a file).
+
+        With the lesions (every label voxel lies in exactly one when ``min_voxels`` is 1), enough to sum
+        the labels for a likelihood map without reading them again.
+        """
+        self.lesions(case_id)
+        return self._label_grids.get(case_id)
 
     def lesion(self, case_id: str, index: int) -> Lesion:
         """Lesion ``index`` (component index) of a case."""

@@ -129,6 +129,7 @@ def likelihood_map(
     sigma_mm: float = 0.0,
     spacing: Sequence[float] | None = None,
     use_dataset_brain_masks: bool = True,
+    bank=None,
 ) -> LikelihoodMap:
     """The normalised voxel-wise sum of a dataset's lesion masks.
 
@@ -145,6 +146,10 @@ def likelihood_map(
         Voxel size in mm, needed for ``sigma_mm > 0`` when ``source`` is plain arrays.
     use_dataset_brain_masks : bool
         Use the dataset's brain masks when ``brain_mask`` is not given.
+    bank : LesionBank, optional
+        A bank over ``source``'s cases (every component kept): the labels are
+        summed from its lesion masks, which hold every label voxel once, instead
+        of reading the label files again. The same map.
 
     Returns
     -------
@@ -152,7 +157,9 @@ def likelihood_map(
     """
     if not np.isfinite(sigma_mm) or sigma_mm < 0:
         raise LesionMixError(f"Likelihood smoothing sigma must be >= 0 mm, got {sigma_mm}.")
-    acc, affine, sp, union = _accumulate(source, use_dataset_brain_masks and brain_mask is None)
+    want_brain = use_dataset_brain_masks and brain_mask is None
+    summed = _accumulate_bank(bank, source, want_brain) if bank is not None else None
+    acc, affine, sp, union = summed if summed is not None else _accumulate(source, want_brain)
     if spacing is not None:
         sp = tuple(float(s) for s in spacing)
     if sigma_mm > 0:
@@ -183,8 +190,6 @@ def _accumulate(source, want_brain: bool):
 
     if isinstance(source, (str, os.PathLike)):
         source = discover_dataset(source)
-    acc = affine = sp = union = None
-    first = None
     if isinstance(source, Dataset):
         items = source.cases
     else:
@@ -197,6 +202,7 @@ def _accumulate(source, want_brain: bool):
 
     # A dataset's files are read in a few threads, and summed here in case order.
     files = map_in_threads(read, items) if isinstance(source, Dataset) else None
+    grid = _Grid()
     with closing(files) if files is not None else nullcontext():  # an error stops the reads
         for item in items:
             brain = None
@@ -209,29 +215,72 @@ def _accumulate(source, want_brain: bool):
                 lab, aff, name = item.label, item.affine, item.case_id
             else:
                 lab, aff, name = np.asarray(item), None, f"label #{len(items)}"
-            if lab.ndim != 3:
-                raise LesionMixError(f"Label '{name}' is {lab.ndim}D; the likelihood map needs 3D labels.")
-            if acc is None:
-                acc = np.zeros(lab.shape, np.float64)
-                affine, first = aff, name
-            elif lab.shape != acc.shape:
-                raise LesionMixError(
-                    f"Label '{name}' has shape {lab.shape} but '{first}' has {acc.shape}; the likelihood "
-                    "map needs every case on one grid."
-                )
-            elif aff is not None and affine is not None and np.max(np.abs(aff - affine)) > AFFINE_TOLERANCE_MM:
-                raise LesionMixError(
-                    f"Label '{name}' and '{first}' have different affines; the likelihood map needs every "
-                    "case on one grid."
-                )
-            acc += lab != 0
-            if brain is not None:
-                if brain.shape != acc.shape:
-                    raise LesionMixError(f"The brain mask of '{name}' has shape {brain.shape}, not {acc.shape}.")
-                union = brain if union is None else (union | brain)
-    if affine is not None:
-        sp = voxel_spacing(affine)
-    return acc, affine, sp, union
+            grid.add(name, lab.shape, aff, brain)
+            grid.acc += lab != 0
+    return grid.result()
+
+
+class _Grid:
+    """The running sum of :func:`_accumulate`, its checks that every label shares the first's grid, and the
+    union of the brain masks."""
+
+    def __init__(self):
+        self.acc = self.affine = self.union = self.first = None
+
+    def add(self, name, shape, aff, brain) -> None:
+        if len(shape) != 3:
+            raise LesionMixError(f"Label '{name}' is {len(shape)}D; the likelihood map needs 3D labels.")
+        if self.acc is None:
+            self.acc = np.zeros(shape, np.float64)
+            self.affine, self.first = aff, name
+        elif tuple(shape) != self.acc.shape:
+            raise LesionMixError(
+                f"Label '{name}' has shape {tuple(shape)} but '{self.first}' has {self.acc.shape}; the likelihood "
+                "map needs every case on one grid."
+            )
+        elif aff is not None and self.affine is not None and np.max(np.abs(aff - self.affine)) > AFFINE_TOLERANCE_MM:
+            raise LesionMixError(
+                f"Label '{name}' and '{self.first}' have different affines; the likelihood map needs every "
+                "case on one grid."
+            )
+        if brain is not None:
+            if brain.shape != self.acc.shape:
+                raise LesionMixError(f"The brain mask of '{name}' has shape {brain.shape}, not {self.acc.shape}.")
+            self.union = brain if self.union is None else (self.union | brain)
+
+    def result(self):
+        sp = voxel_spacing(self.affine) if self.affine is not None else None
+        return self.acc, self.affine, sp, self.union
+
+
+def _accumulate_bank(bank, source, want_brain: bool):
+    """:func:`_accumulate` of a dataset from a bank's lesion masks, or ``None`` where the bank cannot give it.
+
+    Every label voxel lies in exactly one lesion of its case (components are
+    disjoint and, with ``min_voxels`` 1, all kept), so adding each lesion's mask
+    on its crop adds ``label != 0``; the sums are whole numbers, exact in any
+    order. The label files' shapes and affines come from the bank too, so the
+    checks, and their messages, are those of reading the files.
+    """
+    from napari_lesionmix.io.dataset import Dataset
+    from napari_lesionmix.io.threads import map_in_threads
+
+    if not isinstance(source, Dataset) or bank.min_voxels != 1 or \
+            any(rec.case_id not in bank for rec in source.cases) or not source.cases:
+        return None
+    by_case = bank.lesions_of([rec.case_id for rec in source.cases])  # read once, shared with the draws
+    grids = [bank.label_grid(rec.case_id) for rec in source.cases]
+    if any(g is None for g in grids):
+        return None
+    brains = map_in_threads(lambda rec: rec.load_brain_mask(), source.cases) if want_brain else None
+    grid = _Grid()
+    with closing(brains) if brains is not None else nullcontext():
+        for rec, (shape, aff) in zip(source.cases, grids, strict=True):
+            grid.add(rec.label_path, shape, aff, next(brains) if brains is not None else None)
+            for les in by_case[rec.case_id]:
+                grid.acc[les.box] += les.mask
+    return grid.result()
+
 
 
 def sample_positions(

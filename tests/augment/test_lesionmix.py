@@ -163,6 +163,81 @@ def test_likelihood_errors(small_dataset):
         likelihood_map(cases, sigma_mm=-1)
 
 
+def _labels_read(monkeypatch):
+    """Count label files read by the bank, the likelihood map and the loads (one list of paths)."""
+    import napari_lesionmix.augment.lesions as lesions_module
+    import napari_lesionmix.io.nifti as nifti
+
+    read, real = [], nifti.load_label
+
+    def counting(path, *a, **k):
+        read.append(str(path))
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(nifti, "load_label", counting)
+    monkeypatch.setattr(lesions_module, "load_label", counting)
+    return read
+
+
+def test_likelihood_and_loads_from_a_bank_are_those_of_the_files(small_dataset, tmp_path, monkeypatch):
+    """Summed from the bank's lesion masks: the same bytes as reading every label again, brain masks too."""
+    from napari_lesionmix.augment.lesion_load import dataset_loads
+    from napari_lesionmix.io.dataset import discover_dataset
+
+    root, cases = small_dataset
+    for with_brain in (False, True):
+        folder = tmp_path / f"brain{with_brain}"
+        for c in cases:
+            write_case(c, folder)
+            if with_brain:
+                brain = np.zeros(SHAPE, np.uint8)
+                brain[2:-2, 1:-3, 2:] = 1
+                nib.save(nib.Nifti1Image(brain, c.affine), folder / f"{c.case_id}_brainmask.nii.gz")
+        ds = discover_dataset(folder)
+        for sigma in (0.0, 2.0):
+            ref = likelihood_map(ds, sigma_mm=sigma)
+            got = likelihood_map(ds, sigma_mm=sigma, bank=LesionBank.from_dataset(ds))
+            assert got.values.tobytes() == ref.values.tobytes()
+            assert np.array_equal(got.affine, ref.affine)
+        assert dataset_loads(ds, bank=LesionBank.from_dataset(ds)) == dataset_loads(ds)
+    # A bank that drops small components does not hold every voxel: the files are read.
+    read = _labels_read(monkeypatch)
+    small = LesionBank.from_dataset(ds, min_voxels=50)
+    small.all_lesions()
+    n = len(read)
+    assert likelihood_map(ds, bank=small).values.tobytes() == likelihood_map(ds).values.tobytes()
+    assert len(read) == n + 2 * len(cases)
+
+
+def test_lesionmix_prepare_reads_each_training_label_once(small_dataset, monkeypatch):
+    """Bank, likelihood map and load distribution from one read of each label (three reads before)."""
+    from napari_lesionmix.augment.lesion_load import dataset_loads
+    from napari_lesionmix.augment.lesionmix import LesionMixMethod, LesionMixOptions
+    from napari_lesionmix.augment.registry import LocalSources
+    from napari_lesionmix.io.dataset import discover_dataset
+
+    root, cases = small_dataset
+    ds = discover_dataset(root)
+    ref_map, ref_loads = likelihood_map(ds), dataset_loads(ds)
+    read = _labels_read(monkeypatch)
+    res = LesionMixMethod().prepare(LocalSources(training_set=ds), LesionMixOptions())
+    assert sorted(read) == sorted(str(rec.label_path) for rec in ds.cases)
+    assert res.likelihood.values.tobytes() == ref_map.values.tobytes()
+    assert res.bank.loads() == ref_loads and len(read) == len(cases)
+
+
+def test_likelihood_from_a_bank_still_refuses_mixed_grids(small_dataset, tmp_path):
+    from napari_lesionmix.io.dataset import discover_dataset
+
+    _, cases = small_dataset
+    other = make_case(seed=9, n_lesions=2, case_id="z9", shape=(SHAPE[0], SHAPE[1], SHAPE[2] - 2))
+    for c in (*cases[:2], other):
+        write_case(c, tmp_path)
+    ds = discover_dataset(tmp_path)
+    with pytest.raises(LesionMixError, match="has shape .* the likelihood map needs every case on one grid"):
+        likelihood_map(ds, bank=LesionBank.from_dataset(ds))
+
+
 # ---------------------------------------------------------------- per-lesion transforms
 
 
