@@ -59,8 +59,9 @@ from napari_lesionmix.augment.lesions import LesionBank  # noqa: E402
 from napari_lesionmix.augment.likelihood import likelihood_map, sample_positions  # noqa: E402
 from napari_lesionmix.augment.paste.warp import Warp, lesion_warp, warp_mask  # noqa: E402
 from napari_lesionmix.augment.populate import soft_pad  # noqa: E402
-from napari_lesionmix.augment.softmask import _BALL_MAX, _edt, _exact_grid, _within_ball  # noqa: E402
+from napari_lesionmix.augment.softmask import _edt  # noqa: E402
 from napari_lesionmix.augment.transforms import displacement_field  # noqa: E402
+from napari_lesionmix.morphology import BALL_MAX, exact_grid, within_ball  # noqa: E402
 from napari_lesionmix.random import sample_rng  # noqa: E402
 from napari_lesionmix.sample_data import sample_dataset  # noqa: E402
 
@@ -105,8 +106,8 @@ def exact_floor(params, bank, spacing) -> dict[str, float]:
             sub = hard[box]
             # The band reach (min-plus passes where the grid allows, else a distance transform) and
             # the fall-off's distance to the core (a distance transform on the same box).
-            fast = _exact_grid(tuple(spacing)) and params.soft_dilate <= _BALL_MAX
-            reach = (lambda sub=sub: _within_ball(sub, params.soft_dilate)) if fast else \
+            fast = exact_grid(tuple(spacing)) and params.soft_dilate <= BALL_MAX
+            reach = (lambda sub=sub: within_ball(sub, params.soft_dilate)) if fast else \
                 (lambda sub=sub: _edt(~sub, spacing))
             t["distances"] += timed(lambda sub=sub, reach=reach: (reach(), _edt(~sub, spacing)))[0]
     return t

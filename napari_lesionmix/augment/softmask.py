@@ -41,6 +41,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.morphology import BALL_MAX, exact_grid, within_ball
 
 #: Defaults where the paper gives no value (it says ``a`` is "customized based
 #: on the dataset"): one erosion keeps most of a small MS lesion at weight 1,
@@ -77,59 +78,19 @@ _EDT_SMALL = 20_000
 def _edt(mask: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
     """Distance (in the units of ``spacing``) from each non-zero voxel to the nearest zero voxel.
 
-    On the grids of :func:`_exact_grid` both transforms return the correctly
+    On the grids of :func:`~napari_lesionmix.morphology.exact_grid` both transforms return the correctly
     rounded float32 root of an exact squared distance, the same bytes, so the
     faster one for the box's size is used; elsewhere always ``edt`` (its float32
     arithmetic is what the recorded outputs hold), and for a mask with no zero
     voxel (``edt`` gives inf there, scipy does not).
     """
-    small = mask.size < _EDT_SMALL and _exact_grid(spacing) and not mask.all()
+    small = mask.size < _EDT_SMALL and exact_grid(spacing) and not mask.all()
     if mask.ndim in (2, 3) and not small:
         import edt  # seung-lab: several times faster than scipy on 3D crops
 
         return edt.edt(np.ascontiguousarray(mask, dtype=np.uint8), anisotropy=spacing,
                        black_border=False, parallel=1)
     return ndi.distance_transform_edt(mask, sampling=spacing).astype(np.float32)
-
-
-def _exact_grid(spacing: tuple[float, ...]) -> bool:
-    """Isotropic voxels whose size is a power of two (1 mm, 2 mm, 0.5 mm, ...).
-
-    On such a grid every distance the transform returns, divided by the voxel
-    size, is the correctly rounded root of an integer, so ``d > k`` (integer
-    ``k``) holds exactly when the squared offset exceeds ``k**2``: the erosion
-    ``d > k_erode`` is then a binary erosion by a ball, with the same bytes.
-    """
-    return all(s == spacing[0] for s in spacing) and math.frexp(spacing[0])[0] == 0.5
-
-
-#: Largest dilation done by :func:`_within_ball` (its uint8 sums stay below 2 r**2 + 1 < 256).
-_BALL_MAX = 11
-
-
-def _within_ball(m: np.ndarray, radius: int) -> np.ndarray:
-    """Voxels whose squared distance to ``m`` (voxels, isotropic) is at most ``radius**2``, exactly.
-
-    The squared Euclidean distance is separable: ``min over u in m of sum_a (v_a - u_a)**2``
-    is three 1-D min-plus passes of ``o**2`` (Saito and Toriwaki 1994). A voxel within
-    ``radius`` has every ``|v_a - u_a| <= radius``, so offsets up to ``radius`` decide it,
-    and the values are capped at ``radius**2 + 1``. On the grids of :func:`_exact_grid`
-    this is the distance threshold ``d / step <= radius`` of the distance transform, with
-    the same bytes, at a third of its cost on a lesion's box.
-    """
-    big = np.uint8(radius * radius + 1)
-    g = np.where(m, np.uint8(0), big)
-    for axis in range(m.ndim):
-        out = g.copy()
-        n = m.shape[axis]
-        for o in range(1, min(radius, n - 1) + 1):
-            w = np.uint8(o * o)
-            lo = (slice(None),) * axis + (slice(0, n - o),)
-            hi = (slice(None),) * axis + (slice(o, n),)
-            np.minimum(out[lo], g[hi] + w, out=out[lo])
-            np.minimum(out[hi], g[lo] + w, out=out[hi])
-        g = np.minimum(out, big, out=out)
-    return g <= radius * radius
 
 
 @functools.lru_cache(maxsize=16)
@@ -180,7 +141,7 @@ def soft_mask_box(
     sub_in = sub[inner]
     core = np.zeros(sub.shape, bool)
     inside = None
-    if _exact_grid(spacing):
+    if exact_grid(spacing):
         core[inner] = ndi.binary_erosion(sub_in, _ball(int(k_erode), sub.ndim), border_value=1)
     else:
         inside = _inside(sub, sub_in, inner, spacing, step)
@@ -202,8 +163,8 @@ def soft_mask_box(
             core |= lost & (inside >= deepest[comps])
 
     # Dilation (k_dilate iterations): voxels within k_dilate of the lesion.
-    if _exact_grid(spacing) and k_dilate <= _BALL_MAX:
-        reach = _within_ball(sub, int(k_dilate)) | sub
+    if exact_grid(spacing) and k_dilate <= BALL_MAX:
+        reach = within_ball(sub, int(k_dilate)) | sub
     else:
         reach = (_edt(~sub, spacing) / step <= k_dilate) | sub
     # Fall-off a ** d(v, core) inside the reach (core: d = 0, S = 1).

@@ -70,6 +70,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_lesionmix.errors import LesionMixError, LesionMixWarning
+from napari_lesionmix.morphology import BALL_MAX, exact_grid, within_ball
 
 if TYPE_CHECKING:
     import nibabel as nib
@@ -193,7 +194,7 @@ def _box(mask: np.ndarray, margin: Sequence[int]) -> tuple[slice, ...] | None:
 
 
 def _open(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
-    """Morphological opening by a ball of ``radius_mm``, from two exact distance transforms.
+    """Morphological opening by a ball of ``radius_mm``, from two exact distance thresholds.
 
     Each transform runs on a box, not the volume (the head is a fraction of
     it), with the same result: the erosion's box is the mask's plus one
@@ -209,15 +210,23 @@ def _open(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) -> np.nd
     box = _box(mask, (1, 1, 1))
     if box is None:
         return out
-    # The volume's edge is not background: a brain cut by the field of view keeps its cut face.
+    # A whole number of voxels on a power-of-two isotropic grid (2 mm on 1 mm or 2 mm voxels): the
+    # thresholds of the distances are exactly balls of integer squared radius, found in a few uint8
+    # passes (7x faster than the transforms on a 1 mm head; the same voxels).
+    steps = radius_mm / spacing[0]
+    ball = int(steps) if exact_grid(spacing) and float(steps).is_integer() and 0 < steps <= BALL_MAX else None
+    # The volume's edge is not background: a brain cut by the field of view keeps its cut face
+    # (edt's black_border=False; the passes never look past the array).
     inner = np.zeros(mask.shape, bool)
-    inner[box] = edt.edt(np.ascontiguousarray(mask[box], np.uint8), anisotropy=spacing, black_border=False,
-                         parallel=0) > radius_mm
+    sub = mask[box]
+    inner[box] = ~within_ball(~sub, ball) if ball is not None else \
+        edt.edt(np.ascontiguousarray(sub, np.uint8), anisotropy=spacing, black_border=False, parallel=0) > radius_mm
     grow = _box(inner, tuple(int(np.ceil(radius_mm / s)) + 1 for s in spacing))
     if grow is None:
         return out
-    out[grow] = edt.edt(np.ascontiguousarray(~inner[grow], np.uint8), anisotropy=spacing, black_border=False,
-                        parallel=0) <= radius_mm
+    out[grow] = within_ball(inner[grow], ball) if ball is not None else \
+        edt.edt(np.ascontiguousarray(~inner[grow], np.uint8), anisotropy=spacing, black_border=False,
+                parallel=0) <= radius_mm
     return out
 
 

@@ -176,6 +176,29 @@ def test_the_cropped_steps_are_exact_at_the_volume_edge():
         assert np.array_equal(brain.fill_holes(mask), ndi.binary_fill_holes(mask)), k
 
 
+@pytest.mark.parametrize("voxel", [0.5, 1.0, 2.0, 4.0, 1.25])
+def test_the_opening_by_uint8_passes_is_the_distance_threshold(voxel):
+    """On 0.5/1/2 mm isotropic voxels (balls of 4/2/1 voxels) the passes replace edt with the same voxels;
+    4 mm (half a voxel) and 1.25 mm (not a power of two) keep the transforms, and agree by construction."""
+    import edt
+    from scipy import ndimage as ndi
+
+    from napari_lesionmix.io import brain
+
+    spacing = (voxel,) * 3
+    rng = np.random.default_rng(int(voxel * 8))
+    for k in range(10):
+        mask = ndi.binary_dilation(rng.random((26, 23, 29)) > 0.98, iterations=int(rng.integers(1, 5)))
+        if k % 2 == 0:
+            mask[:, -1] = True  # cut by the field of view: the edge is not background
+        if k == 9:
+            mask[:] = True  # no background anywhere
+        inner = edt.edt(mask.astype(np.uint8), anisotropy=spacing, black_border=False) > brain.OPENING_MM
+        ref = edt.edt((~inner).astype(np.uint8), anisotropy=spacing, black_border=False) <= brain.OPENING_MM \
+            if inner.any() else inner
+        assert np.array_equal(brain._open(mask, brain.OPENING_MM, spacing), ref), (voxel, k)
+
+
 def test_a_brain_mask_saved_as_floats_a_rounding_from_one_is_read_as_binary(tmp_path):
     import nibabel as nib
 
