@@ -172,17 +172,24 @@ class Warp:
         """
         if self._coords is not None:
             return self._coords[:, where]
-        idx = [i.astype(np.float64) for i in np.nonzero(where)]
         if self.disp is None:
-            return self._affine_points(idx)
-        points = np.stack(idx)
+            return self._affine_points([i.astype(np.float64) for i in np.nonzero(where)])
+        n = int(np.count_nonzero(where))
+        if 2 * n > where.size:  # most of the crop: its coordinates cost less memory than the subset's
+            return self.coords()[:, where]
+        nz = np.nonzero(where)
+        points = np.empty((3, n))
+        for a in range(3):
+            points[a] = nz[a]
         p = self.pad
-        core = np.ones(points.shape[1], bool)
-        for i, n in zip(idx, self.disp.shape[1:], strict=True):
-            core &= (i >= p) & (i < p + n)
-        at = tuple(i[core].astype(np.intp) - p for i in idx)
-        points[:, core] += self.disp[(slice(None), *at)]
-        return np.tensordot(self.inverse, points, axes=1) + self.offset()[:, None]
+        core = np.ones(n, bool)
+        for i, m in zip(nz, self.disp.shape[1:], strict=True):
+            core &= (i >= p) & (i < p + m)
+        points[:, core] += self.disp[(slice(None), *(i[core] - p for i in nz))]
+        del nz
+        out = np.tensordot(self.inverse, points, axes=1)
+        out += self.offset()[:, None]
+        return out
 
     def _affine_points(self, idx) -> np.ndarray:
         """The affine source coordinates of voxels ``idx`` (3 float64 arrays of one shape), in
