@@ -282,7 +282,6 @@ def _accumulate_bank(bank, source, want_brain: bool):
     return grid.result()
 
 
-
 def sample_positions(
     rng: np.random.Generator,
     likelihood: LikelihoodMap | np.ndarray,
