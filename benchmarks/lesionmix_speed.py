@@ -61,7 +61,7 @@ from napari_lesionmix.augment.paste.warp import Warp, lesion_warp, warp_mask  # 
 from napari_lesionmix.augment.populate import soft_pad  # noqa: E402
 from napari_lesionmix.augment.softmask import _edt  # noqa: E402
 from napari_lesionmix.augment.transforms import displacement_field  # noqa: E402
-from napari_lesionmix.morphology import BALL_MAX, exact_grid, within_ball  # noqa: E402
+from napari_lesionmix.io.morphology import BALL_MAX, exact_grid, within_ball  # noqa: E402
 from napari_lesionmix.random import sample_rng  # noqa: E402
 from napari_lesionmix.sample_data import sample_dataset  # noqa: E402
 

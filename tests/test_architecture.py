@@ -13,7 +13,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "napari_lesionmix"
 #: Layers, lowest first: a module may import its own layer and those below.
-RANK = {"": 0, "errors": 0, "random": 0, "morphology": 0, "io": 1, "sample_data": 1, "augment": 2, "harmonize": 3,
+RANK = {"": 0, "errors": 0, "random": 0, "io": 1, "sample_data": 1, "augment": 2, "harmonize": 3,
         "integrations": 4, "export": 4, "evaluate": 5, "cli": 5, "widgets": 5, "_reader": 5, "_writer": 5, "_sample_data": 5}
 #: Anything else at the top (entry points such as ``studio``) is above everything.
 TOP = 6

@@ -41,7 +41,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_lesionmix.errors import LesionMixError
-from napari_lesionmix.morphology import BALL_MAX, exact_grid, within_ball
+from napari_lesionmix.io.morphology import BALL_MAX, exact_grid, within_ball
 
 #: Defaults where the paper gives no value (it says ``a`` is "customized based
 #: on the dataset"): one erosion keeps most of a small MS lesion at weight 1,
@@ -78,7 +78,7 @@ _EDT_SMALL = 20_000
 def _edt(mask: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
     """Distance (in the units of ``spacing``) from each non-zero voxel to the nearest zero voxel.
 
-    On the grids of :func:`~napari_lesionmix.morphology.exact_grid` both transforms return the correctly
+    On the grids of :func:`~napari_lesionmix.io.morphology.exact_grid` both transforms return the correctly
     rounded float32 root of an exact squared distance, the same bytes, so the
     faster one for the box's size is used; elsewhere always ``edt`` (its float32
     arithmetic is what the recorded outputs hold), and for a mask with no zero

@@ -70,7 +70,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_lesionmix.errors import LesionMixError, LesionMixWarning
-from napari_lesionmix.morphology import BALL_MAX, exact_grid, within_ball
+from napari_lesionmix.io.morphology import BALL_MAX, exact_grid, within_ball
 
 if TYPE_CHECKING:
     import nibabel as nib

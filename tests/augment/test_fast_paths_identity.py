@@ -57,7 +57,7 @@ def test_soft_mask_matches_reference(seed):
 
 @pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.0, 2.0, 2.0), (0.5, 0.5, 0.5)])
 def test_band_reach_by_min_plus_passes_matches_the_distance_threshold(spacing):
-    from napari_lesionmix.morphology import within_ball
+    from napari_lesionmix.io.morphology import within_ball
 
     rng = np.random.default_rng(int(spacing[0] * 4))
     for i in range(150):
@@ -341,7 +341,7 @@ def test_populate_blend_on_soft_boxes_matches_whole_crops(seed):
 def test_core_by_ball_erosion_matches_the_distance_threshold(spacing):
     """On power-of-two isotropic grids the erosion by a ball is the EDT threshold ``d > k``, bit for bit."""
     from napari_lesionmix.augment.softmask import _ball
-    from napari_lesionmix.morphology import exact_grid
+    from napari_lesionmix.io.morphology import exact_grid
 
     assert exact_grid(spacing) and not exact_grid((1.0, 1.0, 3.0)) and not exact_grid((0.9375,) * 3)
     rng = np.random.default_rng(1)
