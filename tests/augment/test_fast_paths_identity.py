@@ -114,18 +114,23 @@ def test_coords_match_affine_transform_bitwise():
             assert fresh.resample_at(vol, where, order, mode).tobytes() == ref[where].tobytes()
 
 
-def _random_affine_warps(rng, n):
-    aug = LesionAugment(p_elastic=0.0, p_rotate=0.9, p_scale=0.8)
+def _random_warps(rng, n, aug, max_side, keep):
+    """``n`` random ``(mask, warp)`` pairs of ``aug``'s draws that ``keep(warp)`` accepts, on three spacings."""
     while n:
-        shape = tuple(rng.integers(3, 18, 3))
+        shape = tuple(rng.integers(3, max_side, 3))
         m = rng.random(shape) < 0.3
         if not m.any():
             continue
         sp = [(1.0, 1.0, 1.0), (1.0, 1.0, 2.5), (0.8, 1.2, 2.0)][n % 3]
         warp = lesion_warp(_L(m, sp), draw_transform(rng, aug), pad=int(rng.integers(0, 6)))
-        if warp.inverse is not None:
+        if keep(warp):
             n -= 1
             yield m, warp
+
+
+def _random_affine_warps(rng, n):
+    return _random_warps(rng, n, LesionAugment(p_elastic=0.0, p_rotate=0.9, p_scale=0.8), 18,
+                         lambda w: w.inverse is not None)
 
 
 def test_affine_reaches_is_the_coordinate_test_without_coordinates():
@@ -156,16 +161,7 @@ def test_coordinates_of_some_voxels_are_those_of_the_whole_crop():
 
 def _random_elastic_warps(rng, n):
     aug = LesionAugment(p_elastic=1.0, p_rotate=0.7, p_scale=0.6, elastic_alpha_range=(0.5, 3.0))
-    while n:
-        shape = tuple(rng.integers(3, 24, 3))
-        m = rng.random(shape) < 0.3
-        if not m.any():
-            continue
-        sp = [(1.0, 1.0, 1.0), (1.0, 1.0, 2.5), (0.8, 1.2, 2.0)][n % 3]
-        warp = lesion_warp(_L(m, sp), draw_transform(rng, aug), pad=int(rng.integers(0, 6)))
-        if warp.disp is not None:
-            n -= 1
-            yield m, warp
+    return _random_warps(rng, n, aug, 24, lambda w: w.disp is not None)
 
 
 def _fresh(warp):
