@@ -58,12 +58,12 @@ for _p in (ROOT, ROOT / "benchmarks"):
 
 #: Modules the run imports, by the distribution that provides them.
 NEEDS = {"torch": "torch", "numpy": "numpy", "scipy": "scipy", "nibabel": "nibabel", "isal": "isal",
-         "edt": "edt", "cv2": "opencv-python-headless", "tqdm": "tqdm", "matplotlib": "matplotlib"}
+         "edt": "edt", "cc3d": "connected-components-3d", "cv2": "opencv-python-headless", "tqdm": "tqdm", "matplotlib": "matplotlib"}
 #: Only for the Dask row of the export (skipped without them).
 NEEDS_DASK = {"dask": "dask", "distributed": "distributed"}
 #: What the GPU machine's image lacks (its package list: /work/.library/device/KINDS.md): carried as
 #: wheels of the versions this environment has, with the dependencies it does not hold either.
-CARRIED = ("nibabel", "isal", "edt", "dask", "distributed", "partd", "locket", "tblib", "zict", "tornado")
+CARRIED = ("nibabel", "isal", "edt", "connected-components-3d", "dask", "distributed", "partd", "locket", "tblib", "zict", "tornado")
 #: Where --fetch-wheels puts them: `.whl/` at the repository root (ignored by git, named in `carry`).
 WHEEL_DIR = ".whl"
 PARTS = ("inference", "training", "export", "training-cpu")

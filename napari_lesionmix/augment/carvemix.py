@@ -38,10 +38,11 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_lesionmix.augment.distance import BoxDistance, roi_at, signed_distance_box
-from napari_lesionmix.augment.lesions import CONNECTIVITY, connectivity_structure
+from napari_lesionmix.augment.lesions import CONNECTIVITY, connectivity_rank
 from napari_lesionmix.augment.params import Params, Synthetic
 from napari_lesionmix.augment.registry import Inputs, Method, Options, Sources, option, register
 from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.io.morphology import connected_components
 from napari_lesionmix.io.nifti import Case, check_same_grid
 
 
@@ -130,7 +131,7 @@ class CarveField:
         self.per_lesion = bool(per_lesion)
         self.connectivity = int(connectivity)
         if per_lesion:
-            comps, n = ndi.label(mask, structure=connectivity_structure(connectivity))
+            comps, n = connected_components(mask, connectivity_rank(connectivity))
             boxes = ndi.find_objects(comps)
             self.fields: list[BoxDistance] = []
             for k, box in enumerate(boxes, start=1):

@@ -42,6 +42,7 @@ from napari_lesionmix.augment.lesion_load import lesion_load_ml, voxel_volume_ml
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.brain import case_brain
 from napari_lesionmix.io.dataset import CaseRecord
+from napari_lesionmix.io.morphology import connected_components
 from napari_lesionmix.io.nifti import (
     AFFINE_TOLERANCE_MM,
     Case,
@@ -131,11 +132,16 @@ class Lesion:
 CONNECTIVITY = {6: 1, 18: 2, 26: 3}
 
 
-def connectivity_structure(connectivity: int) -> np.ndarray:
-    """3D structuring element for 6-, 18- or 26-connectivity."""
+def connectivity_rank(connectivity: int) -> int:
+    """The structure rank of 6-, 18- or 26-connectivity (:func:`~napari_lesionmix.io.morphology.connected_components`)."""
     if connectivity not in CONNECTIVITY:
         raise LesionMixError(f"Connectivity must be 6, 18 or 26, got {connectivity}.")
-    return ndi.generate_binary_structure(3, CONNECTIVITY[connectivity])
+    return CONNECTIVITY[connectivity]
+
+
+def connectivity_structure(connectivity: int) -> np.ndarray:
+    """3D structuring element for 6-, 18- or 26-connectivity."""
+    return ndi.generate_binary_structure(3, connectivity_rank(connectivity))
 
 
 def label_components(label: np.ndarray, connectivity: int = 26) -> tuple[np.ndarray, int]:
@@ -163,7 +169,7 @@ def components_box(label: np.ndarray, connectivity: int = 26):
     ``None`` without lesions). The components array is read-only (it may be
     shared with a later call on the same label).
     """
-    structure = connectivity_structure(connectivity)
+    rank = connectivity_rank(connectivity)
     label = np.asarray(label)
     if label.ndim == 3:
         box = bounding_box(label)  # axis projections: no full-volume copy
@@ -180,7 +186,7 @@ def components_box(label: np.ndarray, connectivity: int = 26):
         with _COMPONENTS_LOCK, suppress(KeyError):  # evicted meanwhile by another thread
             _COMPONENTS.move_to_end(key)
         return box, hit[1], hit[2]
-    comps, n = ndi.label(sub != 0, structure=structure)
+    comps, n = connected_components(sub != 0, rank)
     comps.flags.writeable = False
     with _COMPONENTS_LOCK:
         _COMPONENTS[key] = (sub.copy(), comps, n)

@@ -41,7 +41,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_lesionmix.errors import LesionMixError
-from napari_lesionmix.io.morphology import BALL_MAX, exact_grid, within_ball
+from napari_lesionmix.io.morphology import BALL_MAX, connected_components, exact_grid, within_ball
 
 #: Defaults where the paper gives no value (it says ``a`` is "customized based
 #: on the dataset"): one erosion keeps most of a small MS lesion at weight 1,
@@ -147,9 +147,8 @@ def soft_mask_box(
         inside = _inside(sub, sub_in, inner, spacing, step)
         core = inside > k_erode
     # Tiny lesions emptied by the erosion keep their most interior voxels.
-    structure = ndi.generate_binary_structure(sub.ndim, sub.ndim)
     comps = np.zeros(sub.shape, np.int32)
-    comps[inner], n = ndi.label(sub_in, structure=structure)
+    comps[inner], n = connected_components(sub_in)
     if n:
         has_core = np.zeros(n + 1, bool)
         has_core[np.unique(comps[core])] = True

@@ -37,10 +37,8 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy import ndimage
 
-#: 26-connectivity in 3D: faces, edges and corners touch.
-CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
+from napari_lesionmix.io.morphology import connected_components
 
 #: The metric columns of ``results.csv``, in order.
 METRICS = ("dice", "lesion_f1", "lesion_recall", "lesion_precision", "abs_volume_diff_ml", "hd95_mm", "nsd",
@@ -53,7 +51,7 @@ NSD_TOLERANCE_MM = 2.0
 
 def lesions(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """26-connected components of a binary mask: ``(labels, count)``."""
-    return ndimage.label(np.asarray(mask, bool), structure=CONNECTIVITY_26)
+    return connected_components(np.asarray(mask, bool))
 
 
 def dice(pred: np.ndarray, ref: np.ndarray) -> float:

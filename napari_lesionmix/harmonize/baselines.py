@@ -29,6 +29,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.io.morphology import connected_components
 
 
 def check_image_mask(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -115,7 +116,7 @@ def histogram_matching(
     rank = {6: 1, 18: 2, 26: 3}.get(connectivity)
     if rank is None:
         raise LesionMixError(f"Connectivity must be 6, 18 or 26, got {connectivity}.")
-    comps, n = ndi.label(fg, ndi.generate_binary_structure(3, rank))
+    comps, n = connected_components(fg, rank)
     out = output_array(image)
     # Voxels at the image minimum in every channel are padding outside the head (skull-stripped
     # scans): matching tissue to them punched black holes where a lesion touches the brain edge,

@@ -31,6 +31,7 @@ from scipy import ndimage as ndi
 
 from napari_lesionmix.errors import LesionMixError
 from napari_lesionmix.io.brain import background_level, case_brain
+from napari_lesionmix.io.morphology import connected_components
 
 WITHIN_15_PERCENT = math.log(1.15)
 SHIFTS = ("as is", "donor x0.6", "donor x1.7", "donor bias", "host outlier")
@@ -162,7 +163,7 @@ def softcp_paste(host, donor, brain: np.ndarray | None = None, seed: int = 0, n_
     from napari_lesionmix.augment.softcp import sample_softcp, softcp
     from napari_lesionmix.random import sample_rng
 
-    comps, n = ndi.label(donor.label > 0, np.ones((3, 3, 3), bool))
+    comps, n = connected_components(donor.label > 0)
     big = int(np.count_nonzero(np.bincount(comps.ravel())[1:] >= 20)) if n else 0
     params = sample_softcp(sample_rng(seed, 0), host, donor, brain, n_lesions=max(1, min(n_lesions, big)),
                            intensity_choices=("none",), image_choices=("none",), min_lesion_voxels=20,

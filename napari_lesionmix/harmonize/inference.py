@@ -38,6 +38,7 @@ from napari_lesionmix.harmonize.baselines import check_image_mask, output_array
 from napari_lesionmix.harmonize.checkpoint import build_generator, load_checkpoint
 from napari_lesionmix.harmonize.data import OutOfDomainWarning, crop, domain_warning, normalise
 from napari_lesionmix.harmonize.device import resolve_device
+from napari_lesionmix.io.morphology import connected_components
 
 
 def _axis_origins(start: int, stop: int, n: int, patch: int, margin: int, overlap: int) -> list[int]:
@@ -67,7 +68,7 @@ def plan_patches(mask: np.ndarray, patch: int, margin: int = 4, overlap: int | N
     """Component labels of ``mask > 0`` and the ``(component, origin)`` of every patch."""
     overlap = patch // 2 if overlap is None else overlap
     rank = {6: 1, 18: 2, 26: 3}[connectivity]
-    comps, _ = ndi.label(np.asarray(mask) > 0, ndi.generate_binary_structure(3, rank))
+    comps, _ = connected_components(np.asarray(mask) > 0, rank)
     plan = []
     for idx, sl in enumerate(ndi.find_objects(comps), start=1):
         if sl is None:

@@ -67,10 +67,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from napari_lesionmix.errors import LesionMixError, LesionMixWarning
-from napari_lesionmix.io.morphology import BALL_MAX, exact_grid, within_ball
+from napari_lesionmix.io.morphology import BALL_MAX, connected_components, exact_grid, within_ball
 
 if TYPE_CHECKING:
     import nibabel as nib
@@ -240,7 +239,7 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     box = _box(mask, (0, 0, 0))
     if box is None:
         return out
-    lab, n = ndi.label(mask[box], structure=np.ones((3, 3, 3), bool))
+    lab, n = connected_components(mask[box])
     sizes = np.bincount(lab.ravel())
     sizes[0] = 0
     out[box] = lab == int(np.argmax(sizes))
@@ -260,7 +259,7 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     if box is None:
         return mask.copy()
     sub = mask[box]
-    lab, n = ndi.label(~sub)
+    lab, n = connected_components(~sub, 1)
     if n == 0:
         return mask.copy()
     border = np.unique(np.concatenate([f.ravel() for f in (lab[0], lab[-1], lab[:, 0], lab[:, -1],

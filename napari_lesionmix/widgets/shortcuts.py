@@ -17,6 +17,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.io.morphology import connected_components
 from napari_lesionmix.io.position import format_position
 
 #: (napari key, action name, what it does), in the order the user guide lists them.
@@ -40,7 +41,7 @@ def lesion_centres(label: np.ndarray) -> list[tuple[int, int, int]]:
     In ``label``'s own index order, the lesions in scan order of their first voxel (a stable order to step
     through). A voxel of the lesion itself, so the crosshair lands on it even for a ring-shaped lesion.
     """
-    comps, n = ndi.label(np.asarray(label) != 0, structure=np.ones((3, 3, 3), bool))
+    comps, n = connected_components(np.asarray(label) != 0)
     out = []
     for k, box in enumerate(ndi.find_objects(comps), start=1):
         if box is None:

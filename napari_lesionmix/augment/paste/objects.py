@@ -10,7 +10,7 @@ from functools import cached_property
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_lesionmix.augment.lesions import connectivity_structure
+from napari_lesionmix.augment.lesions import connectivity_rank
 from napari_lesionmix.augment.softmask import soft_mask_box
 from napari_lesionmix.augment.transforms import (
     AffineParams,
@@ -19,6 +19,7 @@ from napari_lesionmix.augment.transforms import (
     warp_crop,
 )
 from napari_lesionmix.errors import LesionMixError
+from napari_lesionmix.io.morphology import connected_components
 from napari_lesionmix.io.nifti import Case
 
 
@@ -60,7 +61,7 @@ class DonorLesions:
         self.lesion_labels = tuple(int(v) for v in lesion_labels)
         self.connectivity = int(connectivity)
         self.mask = lesion_mask(label, self.lesion_labels)
-        self.components, self.n = ndi.label(self.mask, structure=connectivity_structure(connectivity))
+        self.components, self.n = connected_components(self.mask, connectivity_rank(connectivity))
         self.boxes = ndi.find_objects(self.components)
         self.sizes = np.bincount(self.components.ravel(), minlength=self.n + 1)
         self.shape = self.mask.shape
